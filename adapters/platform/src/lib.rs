@@ -1,0 +1,309 @@
+//! The platform contract: what a chat platform adapter (console, Slack, Discord) gives the
+//! anchorbot engine, and what the engine asks of it.
+//!
+//! Inbound, an adapter turns platform traffic into [`InboundEvent`]s keyed by a
+//! [`ConversationKey`] and hands them to an [`EventSink`]. Outbound, the engine talks to the
+//! adapter only through the [`Platform`] trait: post, edit, ephemeral answers, status and lazy
+//! attachment fetches. [`StreamingReply`] builds the streamed, split and throttled reply on top of
+//! those primitives, so every adapter gets the same behaviour for free.
+//!
+//! Nothing in here knows about LLMs, prompts or storage.
+#![forbid(unsafe_code)]
+
+mod key;
+mod reply;
+mod split;
+
+pub use key::{ConversationKey, KeyError};
+pub use reply::StreamingReply;
+pub use split::split_message;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    /// Platform user id (stable).
+    pub id: String,
+    /// Name shown to people; used in prompts so the model can tell speakers apart.
+    pub display_name: String,
+}
+
+/// A file shared with a message. The bytes are fetched lazily through [`Platform::fetch`],
+/// because only the adapter holds the credentials the platform's file host wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name as the user shared it.
+    pub name: String,
+    /// MIME type the platform declared; the engine sniffs content and does not trust it.
+    pub declared_mime: Option<String>,
+    /// Size in bytes as the platform declared it.
+    pub size: u64,
+    /// Adapter-private locator (URL, file id, path). Opaque to the engine.
+    pub locator: String,
+}
+
+/// A message as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    /// The conversation this message belongs to.
+    pub key: ConversationKey,
+    /// Platform event id, used to drop duplicate deliveries (Slack retries, double sockets).
+    pub event_id: String,
+    /// Who wrote it.
+    pub author: Author,
+    /// Message text, possibly a slash command such as `/status`.
+    pub text: String,
+    /// Files shared with the message.
+    pub attachments: Vec<Attachment>,
+    /// Where the reply goes (channel, thread, message being answered).
+    pub reply_to: ReplyTarget,
+}
+
+/// A native command invocation (Slack slash command, Discord application command). Text
+/// commands typed into a message arrive as [`IncomingMessage`]s instead; the engine parses both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandInvocation {
+    /// The conversation the command was issued in.
+    pub key: ConversationKey,
+    /// Platform event id for de-duplication.
+    pub event_id: String,
+    /// Who issued it.
+    pub author: Author,
+    /// Command name without the slash, e.g. `status`.
+    pub name: String,
+    /// Everything after the name.
+    pub args: String,
+    /// Where the (usually ephemeral) answer goes.
+    pub reply_to: ReplyTarget,
+}
+
+/// Everything an adapter can hand to the engine: a closed set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundEvent {
+    /// A message in a conversation.
+    Message(IncomingMessage),
+    /// A native command.
+    Command(CommandInvocation),
+}
+
+impl InboundEvent {
+    /// The conversation the event belongs to.
+    pub fn key(&self) -> &ConversationKey {
+        match self {
+            InboundEvent::Message(m) => &m.key,
+            InboundEvent::Command(c) => &c.key,
+        }
+    }
+
+    /// The platform's id for the event.
+    pub fn event_id(&self) -> &str {
+        match self {
+            InboundEvent::Message(m) => &m.event_id,
+            InboundEvent::Command(c) => &c.event_id,
+        }
+    }
+
+    /// Where answers to this event go.
+    pub fn reply_to(&self) -> &ReplyTarget {
+        match self {
+            InboundEvent::Message(m) => &m.reply_to,
+            InboundEvent::Command(c) => &c.reply_to,
+        }
+    }
+
+    /// Who caused the event.
+    pub fn author(&self) -> &Author {
+        match self {
+            InboundEvent::Message(m) => &m.author,
+            InboundEvent::Command(c) => &c.author,
+        }
+    }
+}
+
+/// Where a reply is posted. Adapters fill the fields they need; the engine passes it back as is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReplyTarget {
+    /// Platform channel id (Slack channel, Discord channel or thread, console name).
+    pub channel: String,
+    /// Thread to reply in, if the platform threads replies (Slack `thread_ts`).
+    pub thread: Option<String>,
+    /// The message being answered (Discord message reference, Slack ts).
+    pub message: Option<String>,
+    /// Adapter-private context, e.g. a Slack `response_url` or Discord interaction token.
+    pub extra: Option<String>,
+}
+
+/// A message the adapter posted, so it can be edited later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    /// Channel the message lives in.
+    pub channel: String,
+    /// Platform message id (Slack ts, Discord snowflake, console sequence number).
+    pub id: String,
+}
+
+/// A transient indicator shown while the bot works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// The model is working ("thinking…").
+    Thinking,
+    /// A progress note for long work, e.g. "Reading report.pdf: page 12/50".
+    Progress(String),
+    /// Remove any indicator.
+    Clear,
+}
+
+/// How a streamed reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalState {
+    /// The answer is complete.
+    Complete,
+    /// The answer was cut at the output limit.
+    Truncated,
+    /// The turn failed; the reply text explains why.
+    Failed,
+}
+
+/// What a platform allows; drives splitting and edit throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest message the platform accepts, in characters.
+    pub max_message_chars: usize,
+    /// Minimum time between two edits of one streamed reply.
+    pub min_edit_interval: Duration,
+}
+
+/// Errors an adapter reports, with variants the engine can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The platform asked us to slow down.
+    #[error("rate limited by the platform; retry after {retry_after:?}")]
+    RateLimited {
+        /// How long the platform asked us to wait.
+        retry_after: Duration,
+    },
+    /// An attachment is larger than the caller allows.
+    #[error("attachment is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Actual or declared size.
+        size: u64,
+        /// The caller's limit.
+        limit: u64,
+    },
+    /// The platform refused the call (permissions, unknown channel, bad request).
+    #[error("the platform refused the request: {0}")]
+    Rejected(String),
+    /// The platform could not be reached or the transport failed.
+    #[error("could not reach the platform: {0}")]
+    Transport(String),
+}
+
+/// Outbound primitives an adapter implements. The engine never learns which platform it is.
+#[async_trait]
+pub trait Platform: Send + Sync + 'static {
+    /// What this platform allows.
+    fn limits(&self) -> Limits;
+
+    /// Posts a new message and returns a reference for later edits.
+    async fn post(&self, to: &ReplyTarget, text: &str) -> Result<MessageRef, PlatformError>;
+
+    /// Replaces the text of a message this adapter posted.
+    async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), PlatformError>;
+
+    /// Answers privately to one user (command results). Platforms without private answers
+    /// post normally.
+    async fn ephemeral(
+        &self,
+        to: &ReplyTarget,
+        user: &Author,
+        text: &str,
+    ) -> Result<(), PlatformError>;
+
+    /// Shows or clears a transient status ("thinking…", progress notes).
+    async fn status(&self, to: &ReplyTarget, status: &Status) -> Result<(), PlatformError>;
+
+    /// Called once when a streamed reply reaches its final state.
+    async fn finished(&self, _to: &ReplyTarget, _state: &FinalState) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    /// Fetches an attachment's bytes with the adapter's own auth, refusing more than
+    /// `max_bytes`.
+    async fn fetch(
+        &self,
+        attachment: &Attachment,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, PlatformError>;
+}
+
+/// Why the engine did not accept an event.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The conversation already has its maximum of queued messages.
+    #[error("this conversation has {capacity} messages waiting; try again when they are answered")]
+    QueueFull {
+        /// The per-conversation queue size.
+        capacity: usize,
+    },
+    /// The engine is shutting down.
+    #[error("anchorbot is shutting down")]
+    ShuttingDown,
+}
+
+/// Where adapters deliver inbound events. Never blocks: a full queue is reported, and the
+/// engine tells the user.
+pub trait EventSink: Send + Sync + 'static {
+    /// Queues an event for its conversation. The receipt resolves once the event is handled.
+    fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError>;
+}
+
+/// Resolves when a submitted event has been fully handled (reply final, turn stored).
+/// Adapters that answer one message at a time (the console) wait on it; others drop it.
+#[derive(Debug)]
+pub struct Receipt(tokio::sync::oneshot::Receiver<()>);
+
+impl Receipt {
+    /// A receipt and the sender that completes it.
+    pub fn new() -> (tokio::sync::oneshot::Sender<()>, Self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, Self(rx))
+    }
+
+    /// Waits until the event is handled (or dropped by a shutdown).
+    pub async fn done(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// A command the engine understands, so adapters can register native commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Name without the slash.
+    pub name: &'static str,
+    /// One-line description.
+    pub description: &'static str,
+    /// Usage hint for the argument, if the command takes one.
+    pub argument: Option<&'static str>,
+}
+
+/// A platform adapter: the outbound [`Platform`] plus the inbound loop that feeds an
+/// [`EventSink`]. The engine starts it and stops it; the loop returns when its source ends.
+#[async_trait]
+pub trait Adapter: Send + 'static {
+    /// The platform name used in this adapter's conversation keys (`console`, `slack`, …).
+    fn name(&self) -> &'static str;
+
+    /// The outbound side, used for every reply in this adapter's conversations.
+    fn platform(&self) -> std::sync::Arc<dyn Platform>;
+
+    /// Receives platform traffic and submits it until the source ends or fails.
+    async fn run(
+        self: Box<Self>,
+        sink: std::sync::Arc<dyn EventSink>,
+        commands: &'static [CommandSpec],
+    ) -> Result<(), PlatformError>;
+}

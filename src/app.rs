@@ -1,0 +1,124 @@
+//! Start-up and shutdown: [`App::build`] opens the store and the model endpoint,
+//! [`App::run_until_stopped`] runs the adapters until their sources end or the shutdown signal
+//! fires, then lets every queued turn finish and flushes the store. `main` and the tests start
+//! the app the same way.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anchorbot_platform::{Adapter, EventSink, Platform, PlatformError};
+use tokio::task::JoinSet;
+
+use crate::commands::SPECS;
+use crate::dispatch::Dispatcher;
+use crate::engine::Engine;
+use crate::llm::OpenAiEndpoint;
+use crate::settings::{Settings, SettingsError};
+use crate::store::{Store, StoreError};
+use crate::tokens::Tiktoken;
+
+/// Start-up and run failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The store could not be opened; nothing was deleted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An adapter failed.
+    #[error("adapter {adapter} failed: {source}")]
+    Adapter {
+        /// Adapter name.
+        adapter: &'static str,
+        /// What went wrong.
+        source: PlatformError,
+    },
+}
+
+/// A built application, ready to run.
+pub struct App {
+    /// The engine shared by every conversation.
+    engine: Arc<Engine>,
+    /// Per-conversation queue size.
+    queue_capacity: usize,
+    /// Adapters to run.
+    adapters: Vec<Box<dyn Adapter>>,
+}
+
+impl App {
+    /// Validates `settings`, opens the store (migrating it) and prepares the model endpoint.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        settings.validate()?;
+        let store = Store::open(&settings.data_dir)?;
+        let llm = Arc::new(OpenAiEndpoint::new(settings.reasoning.clone()));
+        let counter = Arc::new(Tiktoken::cl100k());
+        let queue_capacity = settings.queue_capacity;
+        let engine = Arc::new(Engine::new(Arc::new(settings), store, llm, counter));
+        Ok(Self {
+            engine,
+            queue_capacity,
+            adapters: Vec::new(),
+        })
+    }
+
+    /// The engine, for one-shot commands (`ask`, `status`, `clear`).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Adds a platform adapter to run.
+    pub fn with_adapter(mut self, adapter: Box<dyn Adapter>) -> Self {
+        self.adapters.push(adapter);
+        self
+    }
+
+    /// Runs until every adapter's source ends or `shutdown` resolves, then finishes the queued
+    /// turns and flushes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
+        let platforms: HashMap<String, Arc<dyn Platform>> = self
+            .adapters
+            .iter()
+            .map(|a| (a.name().to_string(), a.platform()))
+            .collect();
+        let dispatcher = Dispatcher::new(self.engine.clone(), platforms, self.queue_capacity);
+        let sink: Arc<dyn EventSink> = Arc::new(dispatcher.clone());
+        let mut running = JoinSet::new();
+        for adapter in self.adapters {
+            let name = adapter.name();
+            let sink = sink.clone();
+            running.spawn(async move { (name, adapter.run(sink, SPECS).await) });
+        }
+        let mut failure = None;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutdown requested");
+                    break;
+                }
+                next = running.join_next() => match next {
+                    None => break,
+                    Some(Ok((name, Err(source)))) => {
+                        tracing::error!(adapter = name, error = %source, "adapter stopped");
+                        failure = Some(AppError::Adapter { adapter: name, source });
+                        break;
+                    }
+                    Some(Ok((name, Ok(())))) => tracing::info!(adapter = name, "adapter finished"),
+                    Some(Err(e)) => tracing::error!(error = %e, "adapter task panicked"),
+                },
+            }
+        }
+        running.abort_all();
+        dispatcher.drain().await;
+        self.engine.store().flush().await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Per-conversation queues: events of one conversation are handled one at a time in arrival
+//! order, different conversations run concurrently. Each queue is bounded; a full queue is
+//! refused with a message to the user rather than blocking the adapter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorbot_platform::{
+    ConversationKey, EventSink, InboundEvent, Platform, Receipt, SubmitError,
+};
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{Engine, Outcome};
+
+/// A queued event and the sender that completes its receipt.
+type Job = (InboundEvent, oneshot::Sender<()>);
+
+/// How long an idle conversation keeps its worker task.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Routes events to per-conversation workers. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The engine every worker drives.
+    engine: Arc<Engine>,
+    /// Outbound side of each platform, by platform name (the key's first part).
+    platforms: HashMap<String, Arc<dyn Platform>>,
+    /// Live conversation queues. Senders are only used while this lock is held, which lets
+    /// an idle worker retire without racing a new submission.
+    queues: Mutex<HashMap<ConversationKey, mpsc::Sender<Job>>>,
+    /// Per-conversation queue size.
+    capacity: usize,
+    /// Worker tasks, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// Set once shutdown starts.
+    closed: AtomicBool,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `engine` replying through `platforms`.
+    pub fn new(
+        engine: Arc<Engine>,
+        platforms: HashMap<String, Arc<dyn Platform>>,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                platforms,
+                queues: Mutex::new(HashMap::new()),
+                capacity,
+                tracker: TaskTracker::new(),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Stops accepting events and waits until every queued event is handled.
+    pub async fn drain(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.queues.lock().expect("queue lock").clear();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    fn spawn_worker(&self, key: ConversationKey, platform: Arc<dyn Platform>) -> mpsc::Sender<Job> {
+        let (tx, rx) = mpsc::channel::<Job>(self.inner.capacity);
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(worker(inner, key, platform, rx));
+        tx
+    }
+}
+
+async fn worker(
+    inner: Arc<Inner>,
+    key: ConversationKey,
+    platform: Arc<dyn Platform>,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    loop {
+        let job = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(_) => {
+                let mut queues = inner.queues.lock().expect("queue lock");
+                if rx.is_empty() {
+                    queues.remove(&key);
+                    return;
+                }
+                continue;
+            }
+        };
+        let (event, done) = job;
+        let reply_to = event.reply_to().clone();
+        let author = event.author().clone();
+        let handled = std::panic::AssertUnwindSafe(inner.engine.handle(event, platform.clone()))
+            .catch_unwind()
+            .await;
+        match handled {
+            Ok(Outcome::Failed(reason)) => {
+                tracing::debug!(conversation = %key, %reason, "turn failed")
+            }
+            Ok(_) => {}
+            Err(_) => {
+                tracing::error!(conversation = %key, "a turn panicked; the conversation goes on");
+                let _ = platform
+                    .ephemeral(&reply_to, &author, "⚠️ Something went wrong on my side while answering; nothing was saved. Please try again.")
+                    .await;
+            }
+        }
+        let _ = done.send(());
+    }
+}
+
+impl EventSink for Dispatcher {
+    fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let key = event.key().clone();
+        let Some(platform) = self.inner.platforms.get(key.platform()).cloned() else {
+            tracing::error!(conversation = %key, "event from a platform with no adapter; dropped");
+            return Err(SubmitError::ShuttingDown);
+        };
+        let (done, receipt) = Receipt::new();
+        let mut queues = self.inner.queues.lock().expect("queue lock");
+        let tx = queues
+            .entry(key.clone())
+            .or_insert_with(|| self.spawn_worker(key.clone(), platform.clone()));
+        let job = (event, done);
+        let job = match tx.try_send(job) {
+            Ok(()) => return Ok(receipt),
+            // The worker retired or died: start a fresh one and queue again.
+            Err(mpsc::error::TrySendError::Closed(job)) => job,
+            Err(mpsc::error::TrySendError::Full((event, _))) => {
+                drop(queues);
+                let capacity = self.inner.capacity;
+                tracing::warn!(conversation = %key, capacity, "conversation queue full; message refused");
+                let text = format!(
+                    "⚠️ I'm still working through {capacity} earlier messages in this conversation, so I dropped this one. Please send it again in a moment."
+                );
+                tokio::spawn(async move {
+                    let _ = platform
+                        .ephemeral(event.reply_to(), event.author(), &text)
+                        .await;
+                });
+                return Err(SubmitError::QueueFull { capacity });
+            }
+        };
+        let tx = self.spawn_worker(key.clone(), platform);
+        tx.try_send(job).map_err(|_| SubmitError::ShuttingDown)?;
+        queues.insert(key, tx);
+        Ok(receipt)
+    }
+}

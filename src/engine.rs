@@ -1,0 +1,610 @@
+//! The engine: handles one inbound event for one conversation. It drives the turn state
+//! machine (doing the I/O the machine asks for), answers commands, and folds old turns into the
+//! summary buffer once the answer is delivered. It never knows which platform it serves.
+
+use std::sync::Arc;
+
+use anchorbot_platform::{
+    Author, ConversationKey, FinalState, InboundEvent, IncomingMessage, Platform, ReplyTarget,
+    Status, StreamingReply,
+};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::commands::{help_text, Command};
+use crate::llm::{ChatBackend, ChatMessage, ChatRequest, ItemStream, LlmError};
+use crate::prompt::{self, PromptConfig};
+use crate::settings::Settings;
+use crate::store::{now_ms, Anchor, Exchange, Store, StoreError, Summary};
+use crate::tokens::TokenCounter;
+use crate::turn::{Effect, Input, Turn, CUT_NOTE};
+
+/// How an event ended, for callers that need an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do (empty message).
+    Ignored,
+    /// The event was already processed.
+    Duplicate,
+    /// A turn was answered and stored.
+    Answered {
+        /// The answer was cut at the output limit.
+        truncated: bool,
+    },
+    /// A command was answered.
+    Command,
+    /// The message was refused before reaching the model (too long, memory full).
+    Refused(String),
+    /// The turn failed; nothing was stored.
+    Failed(String),
+}
+
+/// What `/status` and `anchorbot status` show.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusReport {
+    /// Conversation key.
+    pub conversation: String,
+    /// Turns answered since the last reset.
+    pub turns: u64,
+    /// Turns still held verbatim.
+    pub recent_turns: usize,
+    /// Rolling summaries.
+    pub summaries: usize,
+    /// Summarization passes run.
+    pub summarizations: u64,
+    /// The key facts.
+    pub key_facts: Vec<String>,
+    /// Documents shared.
+    pub documents: usize,
+    /// Tokens of the anchored system prompt.
+    pub system_prompt_tokens: usize,
+    /// Tokens of the recent turns.
+    pub recent_turns_tokens: usize,
+    /// Budget of the recent turns before summarization.
+    pub recent_turns_budget: usize,
+    /// Prompt tokens of the latest turn.
+    pub last_prompt_tokens: u64,
+    /// The input budget.
+    pub max_input_tokens: usize,
+    /// The output cap.
+    pub max_output_tokens: usize,
+}
+
+impl StatusReport {
+    /// Human-readable form.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "Conversation {}\n\
+             Turns: {} ({} recent, {} summarized into {} summaries)\n\
+             Key facts: {}\n\
+             Documents: {}\n\
+             Token budget: system {} + recent turns {}/{} of max_input_tokens {}; last prompt {}; max output {}",
+            self.conversation,
+            self.turns,
+            self.recent_turns,
+            self.turns.saturating_sub(self.recent_turns as u64),
+            self.summaries,
+            self.key_facts.len(),
+            self.documents,
+            self.system_prompt_tokens,
+            self.recent_turns_tokens,
+            self.recent_turns_budget,
+            self.max_input_tokens,
+            self.last_prompt_tokens,
+            self.max_output_tokens,
+        );
+        for f in &self.key_facts {
+            s.push_str(&format!("\n  - {f}"));
+        }
+        s
+    }
+}
+
+/// The conversation engine; shared by all conversations.
+pub struct Engine {
+    /// Configuration.
+    settings: Arc<Settings>,
+    /// Durable anchors.
+    store: Store,
+    /// The reasoning model.
+    llm: Arc<dyn ChatBackend>,
+    /// Prompt token estimator.
+    counter: Arc<dyn TokenCounter>,
+    /// System prompt inputs.
+    prompt_cfg: PromptConfig,
+}
+
+impl Engine {
+    /// Assembles an engine.
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        llm: Arc<dyn ChatBackend>,
+        counter: Arc<dyn TokenCounter>,
+    ) -> Self {
+        let prompt_cfg = PromptConfig {
+            base_prompt: settings.base_prompt.clone(),
+            language: settings.language.clone(),
+        };
+        Self {
+            settings,
+            store,
+            llm,
+            counter,
+            prompt_cfg,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles one event to its end: the reply is final (never left "thinking…") when this
+    /// returns.
+    pub async fn handle(&self, event: InboundEvent, platform: Arc<dyn Platform>) -> Outcome {
+        let key = event.key().clone();
+        match self.store.first_sighting(&key, event.event_id()) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(conversation = %key, event = event.event_id(), "duplicate event dropped");
+                return Outcome::Duplicate;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record event id; processing anyway"),
+        }
+        match event {
+            InboundEvent::Message(m) => {
+                let text = m.text.trim();
+                if text.is_empty() && m.attachments.is_empty() {
+                    return Outcome::Ignored;
+                }
+                if let Some(cmd) = Command::parse(text) {
+                    return self
+                        .command(cmd, &key, &m.reply_to, &m.author, platform)
+                        .await;
+                }
+                if !m.attachments.is_empty() {
+                    let names: Vec<&str> = m.attachments.iter().map(|a| a.name.as_str()).collect();
+                    tracing::warn!(conversation = %key, files = ?names, "attachments not ingested: unsupported in this build");
+                    let note = format!(
+                        "I can't read shared files yet, so I ignored: {}.",
+                        names.join(", ")
+                    );
+                    if let Err(e) = platform.ephemeral(&m.reply_to, &m.author, &note).await {
+                        tracing::warn!(error = %e, "could not send attachment note");
+                    }
+                    if text.is_empty() {
+                        return Outcome::Refused(note);
+                    }
+                }
+                let outcome = self.turn(&m, platform).await;
+                if matches!(outcome, Outcome::Answered { .. }) {
+                    if let Err(e) = self.maybe_summarize(&key).await {
+                        tracing::warn!(conversation = %key, error = %e, "summarization failed; turns kept as they are");
+                    }
+                }
+                outcome
+            }
+            InboundEvent::Command(c) => {
+                let cmd = Command::from_name(&c.name, &c.args);
+                self.command(cmd, &key, &c.reply_to, &c.author, platform)
+                    .await
+            }
+        }
+    }
+
+    /// Runs one question-and-answer turn.
+    async fn turn(&self, m: &IncomingMessage, platform: Arc<dyn Platform>) -> Outcome {
+        let key = &m.key;
+        let mut reply = StreamingReply::new(platform, m.reply_to.clone());
+        let anchor = match self.store.anchor(key) {
+            Ok(a) => a,
+            Err(e) => {
+                return fail(
+                    &mut reply,
+                    key,
+                    format!("⚠️ I could not read this conversation's memory: {e}"),
+                )
+                .await
+            }
+        };
+        let system = prompt::system_prompt(&self.prompt_cfg, &anchor);
+        let query = m.text.trim();
+        let fitted = match prompt::fit(
+            self.counter.as_ref(),
+            &system,
+            &anchor.turns,
+            &m.author,
+            query,
+            self.settings.max_input_tokens,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("⚠️ {e}");
+                tracing::warn!(conversation = %key, reason = %e, "message refused");
+                let _ = reply.finish(&msg, FinalState::Failed).await;
+                return Outcome::Refused(msg);
+            }
+        };
+        if fitted.dropped_turns > 0 {
+            tracing::info!(conversation = %key, dropped = fitted.dropped_turns, "older turns left out of the prompt");
+        }
+        reply.status(Status::Thinking).await;
+        let request = ChatRequest {
+            messages: fitted.messages,
+            max_tokens: self.settings.max_output_tokens,
+            temperature: None,
+        };
+        let (mut turn, mut effects) = Turn::start(request);
+        let mut stream: Option<ItemStream> = None;
+        let mut pending: Option<Input> = None;
+        loop {
+            for fx in std::mem::take(&mut effects) {
+                match fx {
+                    Effect::Request(r) => match self.llm.stream(&r).await {
+                        Ok(s) => stream = Some(s),
+                        Err(e) => pending = Some(Input::Failed(e)),
+                    },
+                    Effect::Render(text) => reply.update(&text).await,
+                    Effect::Thinking => reply.status(Status::Thinking).await,
+                    Effect::Commit { answer, truncated } => {
+                        let exchange = Exchange {
+                            author: m.author.clone(),
+                            query: query.to_string(),
+                            answer: answer.clone(),
+                            at_ms: now_ms(),
+                            truncated,
+                        };
+                        let tokens = fitted.tokens as u64;
+                        let saved = self
+                            .store
+                            .update(key, |a| {
+                                a.turns.push(exchange.clone());
+                                a.counters.turns_total += 1;
+                                a.counters.prompt_tokens_last = tokens;
+                            })
+                            .await;
+                        if let Err(e) = saved {
+                            return fail(
+                                &mut reply,
+                                key,
+                                format!(
+                                    "{answer}\n\n⚠️ This answer could not be saved to memory: {e}"
+                                ),
+                            )
+                            .await;
+                        }
+                        let (text, state) = if truncated {
+                            (format!("{answer}{CUT_NOTE}"), FinalState::Truncated)
+                        } else {
+                            (answer, FinalState::Complete)
+                        };
+                        if let Err(e) = reply.finish(&text, state).await {
+                            tracing::warn!(conversation = %key, error = %e, "final reply not delivered");
+                        }
+                        return Outcome::Answered { truncated };
+                    }
+                    Effect::Fail { message } => return fail(&mut reply, key, message).await,
+                }
+            }
+            let input = match pending.take() {
+                Some(i) => i,
+                None => match stream.as_mut() {
+                    Some(s) => match s.next().await {
+                        Some(Ok(item)) => Input::Item(item),
+                        Some(Err(e)) => Input::Failed(e),
+                        None => Input::Failed(LlmError::StreamCut("the stream ended early".into())),
+                    },
+                    None => Input::Failed(LlmError::Protocol("no stream was opened".into())),
+                },
+            };
+            effects = turn.handle(input);
+        }
+    }
+
+    /// Answers a command privately.
+    async fn command(
+        &self,
+        cmd: Command,
+        key: &ConversationKey,
+        to: &ReplyTarget,
+        user: &Author,
+        platform: Arc<dyn Platform>,
+    ) -> Outcome {
+        let text = match self.run_command(&cmd, key).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(conversation = %key, error = %e, "command failed");
+                format!("⚠️ The command failed: {e}")
+            }
+        };
+        if let Err(e) = platform.ephemeral(to, user, &text).await {
+            tracing::warn!(conversation = %key, error = %e, "command answer not delivered");
+        }
+        Outcome::Command
+    }
+
+    /// Executes a command and returns its answer text.
+    pub async fn run_command(
+        &self,
+        cmd: &Command,
+        key: &ConversationKey,
+    ) -> Result<String, StoreError> {
+        Ok(match cmd {
+            Command::Clear => {
+                let before = self.store.anchor(key)?;
+                self.store.reset(key).await?;
+                tracing::info!(conversation = %key, "conversation cleared");
+                format!(
+                    "Cleared this conversation: {} turns, {} summaries, {} key facts and {} documents removed.",
+                    before.counters.turns_total,
+                    before.summaries.len(),
+                    before.facts.len(),
+                    before.documents.len()
+                )
+            }
+            Command::Files => {
+                let a = self.store.anchor(key)?;
+                if a.documents.is_empty() {
+                    "No documents in this conversation.".to_string()
+                } else {
+                    let mut s = format!("{} documents:", a.documents.len());
+                    for d in &a.documents {
+                        s.push_str(&format!("\n- {} ({} pages, {})", d.name, d.pages, d.status));
+                    }
+                    s
+                }
+            }
+            Command::Status => self.status(key)?.render(),
+            Command::Help => help_text(),
+            Command::Unknown(name) => format!("Unknown command /{name}.\n{}", help_text()),
+        })
+    }
+
+    /// The status of a conversation.
+    pub fn status(&self, key: &ConversationKey) -> Result<StatusReport, StoreError> {
+        let a = self.store.anchor(key)?;
+        let c = self.counter.as_ref();
+        Ok(StatusReport {
+            conversation: key.to_string(),
+            turns: a.counters.turns_total,
+            recent_turns: a.turns.len(),
+            summaries: a.summaries.len(),
+            summarizations: a.counters.summarizations,
+            key_facts: a.facts.clone(),
+            documents: a.documents.len(),
+            system_prompt_tokens: prompt::message_tokens(
+                c,
+                &prompt::system_prompt(&self.prompt_cfg, &a),
+            ),
+            recent_turns_tokens: a.turns.iter().map(|e| prompt::exchange_tokens(c, e)).sum(),
+            recent_turns_budget: self.settings.recent_turns_tokens,
+            last_prompt_tokens: a.counters.prompt_tokens_last,
+            max_input_tokens: self.settings.max_input_tokens,
+            max_output_tokens: self.settings.max_output_tokens,
+        })
+    }
+
+    /// Folds the oldest turns into the summary buffer when the recent turns outgrow their
+    /// budget. Runs after the reply is delivered; a failure keeps the turns untouched.
+    pub async fn maybe_summarize(&self, key: &ConversationKey) -> Result<bool, SummarizeError> {
+        let anchor = self.store.anchor(key)?;
+        let c = self.counter.as_ref();
+        let costs: Vec<usize> = anchor
+            .turns
+            .iter()
+            .map(|e| prompt::exchange_tokens(c, e))
+            .collect();
+        let budget = self.settings.recent_turns_tokens;
+        let mut remaining: usize = costs.iter().sum();
+        if remaining <= budget {
+            return Ok(false);
+        }
+        // Fold until half the budget is left, always keeping the two newest turns verbatim.
+        let mut fold = 0;
+        while fold < anchor.turns.len().saturating_sub(2) && remaining > budget / 2 {
+            remaining -= costs[fold];
+            fold += 1;
+        }
+        if fold == 0 {
+            return Ok(false);
+        }
+        // Past the cap, every earlier summary is merged into the new one.
+        let merge_all = anchor.summaries.len() + 1 > self.settings.max_summaries;
+        let request = summary_request(&self.settings.language, &anchor, fold, merge_all);
+        let (text, _) = self.llm.complete(&request).await?;
+        let (summary, new_facts) = parse_summary(&text).ok_or(SummarizeError::Unparseable)?;
+        let last_folded_at = anchor.turns[fold - 1].at_ms;
+        let covered: u64 = if merge_all {
+            anchor.summaries.iter().map(|s| s.covers_turns).sum::<u64>() + fold as u64
+        } else {
+            fold as u64
+        };
+        let max_facts = self.settings.max_facts;
+        let updated = self
+            .store
+            .update(key, |a| {
+                // Only fold if the anchor still starts with the turns we summarized.
+                if a.turns.len() < fold || a.turns[fold - 1].at_ms != last_folded_at {
+                    return;
+                }
+                a.turns.drain(..fold);
+                if merge_all {
+                    a.summaries.clear();
+                }
+                a.summaries.push(Summary {
+                    text: summary.clone(),
+                    covers_turns: covered,
+                    at_ms: now_ms(),
+                });
+                merge_facts(&mut a.facts, &new_facts, max_facts);
+                a.counters.summarizations += 1;
+            })
+            .await?;
+        tracing::info!(conversation = %key, folded = fold, summaries = updated.summaries.len(), facts = updated.facts.len(), "summarized older turns");
+        Ok(true)
+    }
+}
+
+/// Summarization failures; none of them lose data.
+#[derive(Debug, thiserror::Error)]
+pub enum SummarizeError {
+    /// The model could not be asked.
+    #[error("the model could not summarize: {0}")]
+    Llm(#[from] LlmError),
+    /// The answer had no summary in it.
+    #[error("the model's summary could not be read")]
+    Unparseable,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn fail(reply: &mut StreamingReply, key: &ConversationKey, message: String) -> Outcome {
+    tracing::warn!(conversation = %key, reason = %message, "turn failed; nothing stored");
+    if let Err(e) = reply.finish(&message, FinalState::Failed).await {
+        tracing::warn!(conversation = %key, error = %e, "failure message not delivered");
+    }
+    Outcome::Failed(message)
+}
+
+/// Marker that opens every summarization prompt (tests and logs recognise it).
+pub const SUMMARY_MARKER: &str = "You maintain the long-term memory of a team conversation.";
+
+/// Builds the summarization request for the `fold` oldest turns.
+pub fn summary_request(
+    language: &str,
+    anchor: &Anchor,
+    fold: usize,
+    merge_all: bool,
+) -> ChatRequest {
+    let mut user = String::new();
+    if merge_all && !anchor.summaries.is_empty() {
+        user.push_str("Earlier summaries, to merge into the new one:\n");
+        for s in &anchor.summaries {
+            user.push_str(&format!("- {}\n", s.text));
+        }
+        user.push('\n');
+    }
+    if !anchor.facts.is_empty() {
+        user.push_str("Known key facts:\n");
+        for f in &anchor.facts {
+            user.push_str(&format!("- {f}\n"));
+        }
+        user.push('\n');
+    }
+    user.push_str("Conversation to summarize:\n");
+    for e in &anchor.turns[..fold] {
+        user.push_str(&format!(
+            "{}: {}\nAssistant: {}\n",
+            e.author.display_name, e.query, e.answer
+        ));
+    }
+    user.push_str(
+        "\nReply in exactly this form and nothing else:\n\
+         SUMMARY: one paragraph keeping decisions, names, numbers and open questions.\n\
+         FACTS:\n- one durable fact per line (names, numbers, decisions, preferences)",
+    );
+    ChatRequest {
+        messages: vec![
+            ChatMessage::new(
+                "system",
+                format!("{SUMMARY_MARKER} Write in {language}. Be faithful; invent nothing."),
+            ),
+            ChatMessage::new("user", user),
+        ],
+        max_tokens: 1024,
+        temperature: Some(0.2),
+    }
+}
+
+/// Reads `SUMMARY: … FACTS: - …` from a model answer, tolerating reasoning blocks and loose
+/// formatting. `None` when no summary text is found.
+pub fn parse_summary(text: &str) -> Option<(String, Vec<String>)> {
+    let text = match text.rfind("</think>") {
+        Some(i) => &text[i + "</think>".len()..],
+        None => text,
+    };
+    let lower = text.to_ascii_lowercase();
+    let (summary_part, facts_part) = match lower.find("facts:") {
+        Some(i) => (&text[..i], &text[i + "facts:".len()..]),
+        None => (text, ""),
+    };
+    let summary_part = match summary_part.to_ascii_lowercase().find("summary:") {
+        Some(i) => &summary_part[i + "summary:".len()..],
+        None => summary_part,
+    };
+    let summary = summary_part
+        .trim()
+        .trim_end_matches(|c: char| c == '*' || c == '#' || c.is_whitespace())
+        .to_string();
+    if summary.is_empty() {
+        return None;
+    }
+    let facts = facts_part
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches(|c: char| {
+                    matches!(c, '-' | '*' | '•') || c.is_ascii_digit() || c == '.' || c == ')'
+                })
+                .trim()
+                .to_string()
+        })
+        .filter(|l| !l.is_empty() && l.chars().count() <= 300)
+        .collect();
+    Some((summary, facts))
+}
+
+/// Adds `new` facts to `facts` without duplicates (ignoring case, spacing and a final period),
+/// then keeps at most `cap`, dropping the oldest.
+pub fn merge_facts(facts: &mut Vec<String>, new: &[String], cap: usize) {
+    fn norm(s: &str) -> String {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_end_matches('.')
+            .to_lowercase()
+    }
+    for f in new {
+        let n = norm(f);
+        if !n.is_empty() && !facts.iter().any(|x| norm(x) == n) {
+            facts.push(f.trim().to_string());
+        }
+    }
+    if facts.len() > cap {
+        let excess = facts.len() - cap;
+        facts.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_summary_and_facts() {
+        let (s, f) = parse_summary(
+            "<think>let me see</think>\nSUMMARY: Ann and Bo picked plan B.\nFACTS:\n- Budget is 10k\n* Launch on May 3\n\n",
+        )
+        .unwrap();
+        assert_eq!(s, "Ann and Bo picked plan B.");
+        assert_eq!(
+            f,
+            vec!["Budget is 10k".to_string(), "Launch on May 3".to_string()]
+        );
+        let (s, f) = parse_summary("Just prose, no headers.").unwrap();
+        assert_eq!(s, "Just prose, no headers.");
+        assert!(f.is_empty());
+        assert!(parse_summary("SUMMARY:\nFACTS:\n- x").is_none());
+    }
+
+    #[test]
+    fn facts_merge_without_duplicates_and_respect_the_cap() {
+        let mut facts = vec!["Budget is 10k.".to_string(), "old".to_string()];
+        merge_facts(&mut facts, &["budget  is 10k".into(), "new".into()], 3);
+        assert_eq!(facts, vec!["Budget is 10k.", "old", "new"]);
+        merge_facts(&mut facts, &["newest".into()], 3);
+        assert_eq!(facts, vec!["old", "new", "newest"]);
+    }
+}

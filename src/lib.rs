@@ -1,0 +1,22 @@
+//! anchorbot: a self-hosted AI teammate for Slack and Discord. Each conversation (thread,
+//! channel, DM) has a durable context anchor in sled that is re-injected into every prompt;
+//! answers stream from an OpenAI-compatible model server (vLLM in production).
+//!
+//! The engine here never names a platform: adapters implement the contract in
+//! `anchorbot-platform` and hand it events keyed by conversation.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod commands;
+pub mod dispatch;
+pub mod doctor;
+pub mod engine;
+pub mod llm;
+pub mod prompt;
+pub mod settings;
+pub mod store;
+pub mod tokens;
+pub mod turn;
+
+pub use app::{App, AppError};
+pub use settings::Settings;

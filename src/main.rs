@@ -1,0 +1,234 @@
+//! The `anchorbot` command line: parses arguments, loads settings, builds the [`App`] and
+//! runs the chosen command. With no command it opens the console conversation.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anchorbot::commands::Command;
+use anchorbot::engine::Outcome;
+use anchorbot::{App, Settings};
+use anchorbot_console::{message_event, Console, ConsolePlatform};
+use anchorbot_platform::{Author, ConversationKey};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::io::BufReader;
+
+#[derive(Parser)]
+#[command(
+    name = "anchorbot",
+    version,
+    about = "A self-hosted AI teammate with durable per-conversation memory"
+)]
+struct Cli {
+    /// Config file (TOML). Defaults to ./anchorbot.toml when present.
+    #[arg(long, global = true, env = "ANCHORBOT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Interactive console conversation: each line is a message; /help lists commands.
+    Chat {
+        /// Conversation name.
+        #[arg(long, short, default_value = "default")]
+        conversation: String,
+    },
+    /// Ask one question, stream the answer to stdout, exit non-zero on failure.
+    Ask {
+        /// Conversation name.
+        #[arg(long, short, default_value = "default")]
+        conversation: String,
+        /// The question.
+        question: String,
+    },
+    /// Show a conversation's anchor.
+    Status {
+        /// Conversation name.
+        #[arg(long, short, default_value = "default")]
+        conversation: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset a conversation: delete its documents and memory.
+    Clear {
+        /// Conversation name.
+        #[arg(long, short, default_value = "default")]
+        conversation: String,
+    },
+    /// Check the configuration, the data directory and the model endpoints.
+    Doctor,
+    /// Production entry point: run the configured platform adapters until stopped.
+    Run,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Some(Cmd::Run));
+    init_logging(quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `ANCHORBOT_LOG` (or `RUST_LOG`) sets the filter.
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = std::env::var("ANCHORBOT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let command = cli.command.unwrap_or(Cmd::Chat {
+        conversation: "default".into(),
+    });
+    if let Cmd::Doctor = command {
+        return doctor(&settings).await;
+    }
+    let user = settings.console_user.clone();
+    let app = App::build(settings).await?;
+    match command {
+        Cmd::Chat { conversation } => chat(app, &conversation, &user).await,
+        Cmd::Run => chat(app, "default", &user).await,
+        Cmd::Ask {
+            conversation,
+            question,
+        } => ask(app, &conversation, &user, &question).await,
+        Cmd::Status { conversation, json } => {
+            let report = app.engine().status(&key(&conversation)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Clear { conversation } => {
+            let text = app
+                .engine()
+                .run_command(&Command::Clear, &key(&conversation)?)
+                .await?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Doctor => unreachable!("handled above"),
+    }
+}
+
+fn key(name: &str) -> anyhow::Result<ConversationKey> {
+    ConversationKey::console(name).with_context(|| format!("bad conversation name {name:?}"))
+}
+
+async fn chat(app: App, conversation: &str, user: &str) -> anyhow::Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("anchorbot — conversation {conversation:?}. /help lists commands, /quit leaves.");
+    }
+    let platform = Arc::new(ConsolePlatform::stdout());
+    let console = Console::new(
+        conversation,
+        user,
+        BufReader::new(tokio::io::stdin()),
+        interactive,
+        platform,
+    )
+    .with_context(|| format!("bad conversation name {conversation:?}"))?;
+    app.with_adapter(Box::new(console))
+        .run_until_stopped(shutdown_signal())
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ask(app: App, conversation: &str, user: &str, question: &str) -> anyhow::Result<ExitCode> {
+    if question.trim().is_empty() {
+        eprintln!("error: the question is empty");
+        return Ok(ExitCode::from(2));
+    }
+    let key = key(conversation)?;
+    let author = Author {
+        id: format!("console:{user}"),
+        display_name: user.to_string(),
+    };
+    let platform = Arc::new(ConsolePlatform::stdout());
+    let outcome = app
+        .engine()
+        .handle(message_event(&key, &author, question), platform)
+        .await;
+    app.engine().store().flush().await?;
+    Ok(match outcome {
+        Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
+        Outcome::Failed(m) | Outcome::Refused(m) => {
+            eprintln!("error: {}", m.trim_start_matches("⚠️ "));
+            ExitCode::FAILURE
+        }
+        Outcome::Ignored | Outcome::Duplicate => ExitCode::from(2),
+    })
+}
+
+async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
+    println!(
+        "Configuration (secrets redacted):\n{}",
+        settings.redacted_toml()
+    );
+    let checks = anchorbot::doctor::run(settings).await;
+    let mut ok = true;
+    for c in &checks {
+        println!(
+            "[{}] {}: {}",
+            if c.ok { " ok " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+        ok &= c.ok;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

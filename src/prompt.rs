@@ -1,0 +1,247 @@
+//! Prompt assembly: the anchored system prompt, then the recent turns and the query, cut to
+//! fit the input budget in priority order System > Query > Recent > Older. Pure functions.
+//!
+//! The system prompt is ordered for prefix caching: the parts that never change come first,
+//! summaries and facts (which change only when memory is folded) after them, and nothing that
+//! changes every turn sits in it at all.
+
+use anchorbot_platform::Author;
+
+use crate::llm::ChatMessage;
+use crate::store::{Anchor, Exchange};
+use crate::tokens::{TokenCounter, MESSAGE_OVERHEAD, REQUEST_OVERHEAD};
+
+/// The fixed instructions every prompt carries.
+pub const CORE_INSTRUCTIONS: &str = "Core instructions:\n\
+- You are one participant in a team chat. Each user message starts with the author's name.\n\
+- Use the conversation summary and key facts below as your memory of earlier discussion.\n\
+- Say so plainly when you do not know something; never invent facts, names or numbers.\n\
+- Use Markdown sparingly; chat clients render it.";
+
+/// The parts of a system prompt that come from configuration.
+#[derive(Debug, Clone)]
+pub struct PromptConfig {
+    /// Opening text.
+    pub base_prompt: String,
+    /// Answer language.
+    pub language: String,
+}
+
+/// Builds the anchored system prompt: base, language, core instructions, summaries, facts.
+pub fn system_prompt(cfg: &PromptConfig, anchor: &Anchor) -> String {
+    let mut s = format!(
+        "{}\n\nLanguage: always answer in {}, whatever language the question or any quoted \
+         material is in.\n\n{}",
+        cfg.base_prompt.trim(),
+        cfg.language,
+        CORE_INSTRUCTIONS
+    );
+    if !anchor.summaries.is_empty() {
+        s.push_str("\n\nSummary of the earlier conversation (oldest first):");
+        for (i, sum) in anchor.summaries.iter().enumerate() {
+            s.push_str(&format!("\n{}. {}", i + 1, sum.text.trim()));
+        }
+    }
+    if !anchor.facts.is_empty() {
+        s.push_str("\n\nKey facts:");
+        for f in &anchor.facts {
+            s.push_str(&format!("\n- {}", f.trim()));
+        }
+    }
+    s
+}
+
+/// The user message for a query, prefixed with its author.
+pub fn user_message(author: &Author, query: &str) -> String {
+    format!("{}: {}", author.display_name, query)
+}
+
+/// A prompt that fits the budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedPrompt {
+    /// Messages to send, system first and query last.
+    pub messages: Vec<ChatMessage>,
+    /// Estimated prompt tokens.
+    pub tokens: usize,
+    /// Recent turns left out for lack of room.
+    pub dropped_turns: usize,
+}
+
+/// Why no prompt fits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FitError {
+    /// The query alone is too long.
+    #[error("your message is about {query_tokens} tokens but at most {room} fit; cut about {cut} tokens (roughly {cut_words} words) and send it again")]
+    QueryTooLong {
+        /// Tokens in the query.
+        query_tokens: usize,
+        /// Tokens the query may use.
+        room: usize,
+        /// Tokens to remove.
+        cut: usize,
+        /// The same in words, roughly.
+        cut_words: usize,
+    },
+    /// The memory alone fills the budget.
+    #[error("this conversation's memory ({system_tokens} tokens) leaves no room for a question within max_input_tokens = {budget}; run /clear or raise the limit")]
+    MemoryTooLarge {
+        /// Tokens in the system prompt.
+        system_tokens: usize,
+        /// The budget.
+        budget: usize,
+    },
+}
+
+/// Tokens one message costs.
+pub fn message_tokens(counter: &dyn TokenCounter, text: &str) -> usize {
+    counter.count(text) + MESSAGE_OVERHEAD
+}
+
+/// Tokens one stored exchange costs as two messages.
+pub fn exchange_tokens(counter: &dyn TokenCounter, e: &Exchange) -> usize {
+    message_tokens(counter, &user_message(&e.author, &e.query)) + message_tokens(counter, &e.answer)
+}
+
+/// Fits system prompt, recent turns (newest first) and the query into `budget` tokens.
+/// The system prompt and the query are never cut; older turns go first.
+pub fn fit(
+    counter: &dyn TokenCounter,
+    system: &str,
+    turns: &[Exchange],
+    author: &Author,
+    query: &str,
+    budget: usize,
+) -> Result<FittedPrompt, FitError> {
+    let system_tokens = message_tokens(counter, system) + REQUEST_OVERHEAD;
+    let query_text = user_message(author, query);
+    let query_tokens = message_tokens(counter, &query_text);
+    if system_tokens + MESSAGE_OVERHEAD + 16 > budget {
+        return Err(FitError::MemoryTooLarge {
+            system_tokens,
+            budget,
+        });
+    }
+    let room = budget - system_tokens;
+    if query_tokens > room {
+        let cut = query_tokens - room;
+        return Err(FitError::QueryTooLong {
+            query_tokens,
+            room,
+            cut,
+            cut_words: (cut * 3).div_ceil(4),
+        });
+    }
+    let mut used = system_tokens + query_tokens;
+    let mut kept = 0;
+    for e in turns.iter().rev() {
+        let t = exchange_tokens(counter, e);
+        if used + t > budget {
+            break;
+        }
+        used += t;
+        kept += 1;
+    }
+    let mut messages = Vec::with_capacity(2 + kept * 2);
+    messages.push(ChatMessage::new("system", system));
+    for e in &turns[turns.len() - kept..] {
+        messages.push(ChatMessage::new("user", user_message(&e.author, &e.query)));
+        messages.push(ChatMessage::new("assistant", e.answer.clone()));
+    }
+    messages.push(ChatMessage::new("user", query_text));
+    Ok(FittedPrompt {
+        messages,
+        tokens: used,
+        dropped_turns: turns.len() - kept,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Summary;
+
+    /// One token per whitespace-separated word: predictable budgets.
+    struct Words;
+    impl TokenCounter for Words {
+        fn count(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+    }
+
+    fn ann() -> Author {
+        Author {
+            id: "1".into(),
+            display_name: "Ann".into(),
+        }
+    }
+
+    fn turn(i: usize, words: usize) -> Exchange {
+        Exchange {
+            author: ann(),
+            query: format!("q{i} ") + &"w ".repeat(words),
+            answer: format!("a{i}"),
+            at_ms: i as u64,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn keeps_newest_turns_and_never_cuts_system_or_query() {
+        let turns: Vec<_> = (0..10).map(|i| turn(i, 20)).collect();
+        let system = "sys ".repeat(30);
+        let p = fit(&Words, &system, &turns, &ann(), "the question", 150).unwrap();
+        assert_eq!(p.messages[0].content, system);
+        assert_eq!(p.messages.last().unwrap().content, "Ann: the question");
+        assert!(p.tokens <= 150);
+        assert!(p.dropped_turns > 0 && p.dropped_turns < 10);
+        let kept = 10 - p.dropped_turns;
+        // The kept turns are the newest ones, in order.
+        assert!(p.messages[1]
+            .content
+            .starts_with(&format!("Ann: q{}", 10 - kept)));
+        assert_eq!(p.messages[p.messages.len() - 2].content, "a9");
+    }
+
+    #[test]
+    fn oversize_query_says_how_much_to_cut() {
+        let q = "word ".repeat(500);
+        let err = fit(&Words, "sys", &[], &ann(), &q, 300).unwrap_err();
+        match err {
+            FitError::QueryTooLong { cut, .. } => assert!(cut >= 200 && cut < 260, "{cut}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn memory_that_fills_the_budget_is_reported() {
+        let system = "s ".repeat(400);
+        assert!(matches!(
+            fit(&Words, &system, &[], &ann(), "q", 300),
+            Err(FitError::MemoryTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn system_prompt_carries_summaries_and_facts_after_fixed_parts() {
+        let cfg = PromptConfig {
+            base_prompt: "BASE".into(),
+            language: "English".into(),
+        };
+        let mut a = Anchor::default();
+        a.summaries.push(Summary {
+            text: "they chose plan B".into(),
+            covers_turns: 4,
+            at_ms: 0,
+        });
+        a.facts.push("budget is 10k".into());
+        let s = system_prompt(&cfg, &a);
+        assert!(s.starts_with("BASE"));
+        assert!(s.contains("answer in English"));
+        let core = s.find("Core instructions").unwrap();
+        let sum = s.find("they chose plan B").unwrap();
+        let fact = s.find("- budget is 10k").unwrap();
+        assert!(core < sum && sum < fact);
+        // An empty anchor's prompt is a prefix of a richer one: good for the KV cache.
+        assert!(s.starts_with(&system_prompt(&cfg, &Anchor::default())));
+    }
+}

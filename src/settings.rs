@@ -1,0 +1,258 @@
+//! Configuration: defaults that follow the reference deployment, then a TOML file (from
+//! `--config` or `./anchorbot.toml`), then `ANCHORBOT_*` environment variables.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything anchorbot can be told.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Where the sled store lives.
+    pub data_dir: PathBuf,
+    /// The language every answer is written in.
+    pub language: String,
+    /// The opening of the system prompt.
+    pub base_prompt: String,
+    /// Prompt budget in tokens (system + memory + query).
+    pub max_input_tokens: usize,
+    /// Largest answer requested from the model, in tokens.
+    pub max_output_tokens: usize,
+    /// Token budget of the recent turns; past it the oldest turns are summarized.
+    pub recent_turns_tokens: usize,
+    /// Most rolling summaries kept before the oldest are merged.
+    pub max_summaries: usize,
+    /// Most key facts kept; the oldest go first.
+    pub max_facts: usize,
+    /// Messages that may wait per conversation before new ones are refused.
+    pub queue_capacity: usize,
+    /// Name the console uses for its user.
+    pub console_user: String,
+    /// The reasoning model endpoint.
+    pub reasoning: Endpoint,
+    /// The vision model endpoint (OCR), used by document ingestion.
+    pub vision: Endpoint,
+}
+
+/// An OpenAI-compatible endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Endpoint {
+    /// Base URL including `/v1`.
+    pub url: String,
+    /// Model name as the server knows it.
+    pub model: String,
+    /// Bearer token, if the server wants one. Never printed.
+    #[serde(serialize_with = "redact")]
+    pub api_key: Option<SecretString>,
+    /// Seconds allowed to open a connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds allowed until the first streamed token.
+    pub first_token_timeout_secs: u64,
+    /// Seconds allowed between two streamed chunks.
+    pub idle_timeout_secs: u64,
+}
+
+fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("anchorbot-data"),
+            language: "English".into(),
+            base_prompt: "You are anchorbot, a helpful, precise AI teammate in a team chat. \
+                          Answer clearly and concisely."
+                .into(),
+            max_input_tokens: 12288,
+            max_output_tokens: 4096,
+            recent_turns_tokens: 4096,
+            max_summaries: 8,
+            max_facts: 40,
+            queue_capacity: 16,
+            console_user: "you".into(),
+            reasoning: Endpoint {
+                url: "http://localhost:8005/v1".into(),
+                model: "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B".into(),
+                ..Endpoint::default()
+            },
+            vision: Endpoint {
+                url: "http://localhost:8006/v1".into(),
+                model: "Qwen/Qwen2.5-VL-3B-Instruct".into(),
+                ..Endpoint::default()
+            },
+        }
+    }
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            model: String::new(),
+            api_key: None,
+            connect_timeout_secs: 5,
+            first_token_timeout_secs: 180,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file named with `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// The file or an environment variable holds a bad value.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables (after `ANCHORBOT_`) that address a nested key.
+const NESTED: &[(&str, &str)] = &[("reasoning_", "reasoning."), ("vision_", "vision.")];
+
+impl Settings {
+    /// Loads defaults, then `path` (or `./anchorbot.toml` if present), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match path {
+            Some(p) if !p.exists() => return Err(SettingsError::Missing(p.to_path_buf())),
+            Some(p) => fig = fig.merge(Toml::file(p)),
+            None if Path::new("anchorbot.toml").exists() => {
+                fig = fig.merge(Toml::file("anchorbot.toml"))
+            }
+            None => {}
+        }
+        let env = Env::prefixed("ANCHORBOT_")
+            .ignore(&["config", "log"])
+            .map(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                for (prefix, nested) in NESTED {
+                    if let Some(rest) = k.strip_prefix(prefix) {
+                        return format!("{nested}{rest}").into();
+                    }
+                }
+                k.into()
+            });
+        let settings: Settings = fig
+            .merge(env)
+            .extract()
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that cannot work.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |m: String| Err(SettingsError::Invalid(m));
+        if self.max_input_tokens < 256 {
+            return bad(format!(
+                "max_input_tokens must be at least 256, not {}",
+                self.max_input_tokens
+            ));
+        }
+        if self.max_output_tokens == 0 {
+            return bad("max_output_tokens must be positive".into());
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be positive".into());
+        }
+        if self.max_summaries < 2 {
+            return bad("max_summaries must be at least 2".into());
+        }
+        for (role, e) in [("reasoning", &self.reasoning), ("vision", &self.vision)] {
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                return bad(format!(
+                    "{role}.url must start with http:// or https://, not {:?}",
+                    e.url
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings as TOML with secrets redacted, for `doctor`.
+    pub fn redacted_toml(&self) -> String {
+        toml_like(&serde_json::to_value(self).unwrap_or_default(), "")
+    }
+}
+
+/// Renders a JSON object as TOML-ish `key = value` lines.
+fn toml_like(v: &serde_json::Value, section: &str) -> String {
+    let mut out = String::new();
+    let mut tables = String::new();
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Object(_) => {
+                    let name = if section.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{section}.{k}")
+                    };
+                    tables.push_str(&format!("\n[{name}]\n{}", toml_like(v, &name)));
+                }
+                serde_json::Value::Null => out.push_str(&format!("# {k} is not set\n")),
+                other => out.push_str(&format!("{k} = {other}\n")),
+            }
+        }
+    }
+    out + &tables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_follow_the_reference_deployment() {
+        let s = Settings::default();
+        assert_eq!(s.max_input_tokens + s.max_output_tokens, 16384);
+        assert_eq!(s.reasoning.url, "http://localhost:8005/v1");
+        assert_eq!(s.vision.url, "http://localhost:8006/v1");
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut s = Settings::default();
+        s.reasoning.api_key = Some(SecretString::from("sk-very-secret"));
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+        assert!(!s.redacted_toml().contains("sk-very-secret"));
+        assert!(s.redacted_toml().contains("[redacted]"));
+        assert_eq!(
+            s.reasoning.api_key.unwrap().expose_secret(),
+            "sk-very-secret"
+        );
+    }
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "max_input_tokens = 4000\n[reasoning]\nurl = \"http://a:1/v1\"\nmodel = \"m1\"\n",
+            )?;
+            jail.set_env("ANCHORBOT_REASONING_MODEL", "m2");
+            jail.set_env("ANCHORBOT_MAX_OUTPUT_TOKENS", "99");
+            jail.set_env("ANCHORBOT_DATA_DIR", "/tmp/x");
+            let s = Settings::load(Some(Path::new("custom.toml"))).unwrap();
+            assert_eq!(s.max_input_tokens, 4000);
+            assert_eq!(s.reasoning.url, "http://a:1/v1");
+            assert_eq!(s.reasoning.model, "m2");
+            assert_eq!(s.max_output_tokens, 99);
+            assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+            Ok(())
+        });
+    }
+}

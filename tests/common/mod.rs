@@ -1,0 +1,450 @@
+//! Test helpers: a local OpenAI-compatible server that speaks the real SSE streaming format
+//! (scripted per request), a recording platform adapter for in-process runs of the real
+//! `App`, and a builder for the real `anchorbot` binary.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorbot_platform::{
+    Adapter, Attachment, Author, CommandSpec, EventSink, FinalState, Limits, MessageRef,
+    Platform, PlatformError, ReplyTarget, Status,
+};
+use async_trait::async_trait;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+
+/// How the fake answers one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Content pieces, one SSE chunk each.
+    pub chunks: Vec<String>,
+    /// `finish_reason` of the last chunk; `None` ends the stream without one (a cut).
+    pub finish: Option<&'static str>,
+    /// Pause before each chunk.
+    pub delay: Duration,
+    /// HTTP status; anything but 200 returns an error body instead of a stream.
+    pub status: u16,
+}
+
+impl Reply {
+    /// A complete answer streamed in word-sized pieces.
+    pub fn text(answer: &str) -> Self {
+        let mut chunks = Vec::new();
+        let mut cur = String::new();
+        for ch in answer.chars() {
+            cur.push(ch);
+            if ch == ' ' {
+                chunks.push(std::mem::take(&mut cur));
+            }
+        }
+        if !cur.is_empty() {
+            chunks.push(cur);
+        }
+        Self {
+            chunks,
+            finish: Some("stop"),
+            delay: Duration::ZERO,
+            status: 200,
+        }
+    }
+
+    /// Same, with a pause before each chunk.
+    pub fn slow(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+type Script = dyn Fn(&Value) -> Reply + Send + Sync;
+
+struct FakeState {
+    requests: Mutex<Vec<Value>>,
+    script: Box<Script>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// A local OpenAI-compatible server on an ephemeral port.
+pub struct FakeLlm {
+    /// Base URL including `/v1`.
+    pub url: String,
+    state: Arc<FakeState>,
+}
+
+impl FakeLlm {
+    /// Starts a server that answers each chat request with `script(request_json)`.
+    pub async fn start(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        let state = Arc::new(FakeState {
+            requests: Mutex::new(Vec::new()),
+            script: Box::new(script),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}/v1"),
+            state,
+        }
+    }
+
+    /// Every chat request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Chat requests that were not summarization calls.
+    pub fn turn_requests(&self) -> Vec<Value> {
+        self.requests().into_iter().filter(|r| !is_summary(r)).collect()
+    }
+
+    /// The most requests that were streaming at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// True for a summarization request.
+pub fn is_summary(req: &Value) -> bool {
+    system_of(req).starts_with("You maintain the long-term memory")
+}
+
+/// The system message of a request.
+pub fn system_of(req: &Value) -> String {
+    req["messages"][0]["content"].as_str().unwrap_or("").to_string()
+}
+
+/// The last user message of a request.
+pub fn last_user(req: &Value) -> String {
+    let msgs = req["messages"].as_array().unwrap();
+    msgs.last().unwrap()["content"].as_str().unwrap().to_string()
+}
+
+/// All message contents of a request, joined.
+pub fn all_text(req: &Value) -> String {
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": "fake-model", "object": "model", "owned_by": "test", "max_model_len": 16384}]
+    }))
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Bytes {
+    let v = json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+    });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+struct InFlight(Arc<FakeState>);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn chat(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Response {
+    state.requests.lock().unwrap().push(req.clone());
+    let reply = (state.script)(&req);
+    if reply.status != 200 {
+        let body = json!({"error": {"message": "scripted failure", "type": "server_error"}});
+        return (StatusCode::from_u16(reply.status).unwrap(), Json(body)).into_response();
+    }
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let guard = InFlight(state.clone());
+    let mut frames: Vec<Bytes> = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    frames.extend(reply.chunks.iter().map(|c| chunk(json!({"content": c}), None)));
+    if let Some(f) = reply.finish {
+        frames.push(chunk(json!({}), Some(f)));
+        frames.push(Bytes::from("data: [DONE]\n\n"));
+    }
+    let delay = reply.delay;
+    let stream = futures_util::stream::unfold(
+        (frames.into_iter(), Some(guard)),
+        move |(mut it, guard)| async move {
+            match it.next() {
+                Some(f) => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Some((Ok::<_, std::io::Error>(f), (it, guard)))
+                }
+                None => None,
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// A port on which nothing listens.
+pub fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// The real binary with a private data dir and the given model URL.
+pub fn anchorbot(data_dir: &Path, url: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_anchorbot"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ANCHORBOT_DATA_DIR", data_dir)
+        .env("ANCHORBOT_REASONING_URL", url)
+        .env("ANCHORBOT_REASONING_MODEL", "fake-model")
+        .env("ANCHORBOT_VISION_URL", url)
+        .current_dir(data_dir.parent().unwrap())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary and returns (exit ok, stdout, stderr).
+pub async fn run(mut cmd: tokio::process::Command) -> (bool, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("anchorbot did not finish within 60 s")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What the recording platform saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A final reply: channel, text, state.
+    Final(String, String, FinalState),
+    /// A private answer: channel, text.
+    Ephemeral(String, String),
+}
+
+/// A platform that records replies, for in-process tests of the real `App`.
+#[derive(Default)]
+pub struct RecordingPlatform {
+    messages: Mutex<HashMap<String, (String, String)>>,
+    last_in_channel: Mutex<HashMap<String, String>>,
+    seq: AtomicUsize,
+    /// Finals and ephemerals in the order they happened.
+    pub records: Mutex<Vec<Record>>,
+    /// Set when `status(Thinking)` was shown and not yet cleared, per channel.
+    pub thinking: Mutex<HashMap<String, bool>>,
+}
+
+impl RecordingPlatform {
+    /// Final replies in `channel`, in order.
+    pub fn finals(&self, channel: &str) -> Vec<String> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Final(c, t, _) if c == channel => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Everything recorded.
+    pub fn all(&self) -> Vec<Record> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Platform for RecordingPlatform {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message_chars: 2000,
+            min_edit_interval: Duration::from_millis(5),
+        }
+    }
+
+    async fn post(&self, to: &ReplyTarget, text: &str) -> Result<MessageRef, PlatformError> {
+        let id = self.seq.fetch_add(1, Ordering::SeqCst).to_string();
+        self.messages
+            .lock()
+            .unwrap()
+            .insert(id.clone(), (to.channel.clone(), text.to_string()));
+        self.last_in_channel
+            .lock()
+            .unwrap()
+            .insert(to.channel.clone(), id.clone());
+        Ok(MessageRef {
+            channel: to.channel.clone(),
+            id,
+        })
+    }
+
+    async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), PlatformError> {
+        let mut m = self.messages.lock().unwrap();
+        let entry = m
+            .get_mut(&message.id)
+            .ok_or_else(|| PlatformError::Rejected("unknown message".into()))?;
+        entry.1 = text.to_string();
+        Ok(())
+    }
+
+    async fn ephemeral(&self, to: &ReplyTarget, _user: &Author, text: &str) -> Result<(), PlatformError> {
+        self.records
+            .lock()
+            .unwrap()
+            .push(Record::Ephemeral(to.channel.clone(), text.to_string()));
+        Ok(())
+    }
+
+    async fn status(&self, to: &ReplyTarget, status: &Status) -> Result<(), PlatformError> {
+        self.thinking
+            .lock()
+            .unwrap()
+            .insert(to.channel.clone(), matches!(status, Status::Thinking));
+        Ok(())
+    }
+
+    async fn finished(&self, to: &ReplyTarget, state: &FinalState) -> Result<(), PlatformError> {
+        let id = self.last_in_channel.lock().unwrap().get(&to.channel).cloned();
+        let text = id
+            .and_then(|id| self.messages.lock().unwrap().get(&id).map(|m| m.1.clone()))
+            .unwrap_or_default();
+        self.records
+            .lock()
+            .unwrap()
+            .push(Record::Final(to.channel.clone(), text, state.clone()));
+        Ok(())
+    }
+
+    async fn fetch(&self, _a: &Attachment, _max: u64) -> Result<Vec<u8>, PlatformError> {
+        Err(PlatformError::Rejected("no files in tests".into()))
+    }
+}
+
+/// An adapter that hands its sink to the test and runs until told to stop.
+pub struct TestAdapter {
+    platform: Arc<RecordingPlatform>,
+    sink_tx: Option<oneshot::Sender<Arc<dyn EventSink>>>,
+    stop: Arc<Notify>,
+}
+
+/// The test's handles on a running `App`.
+pub struct Running {
+    /// Submit events here.
+    pub sink: Arc<dyn EventSink>,
+    /// Replies land here.
+    pub platform: Arc<RecordingPlatform>,
+    /// Ends the adapter; the app then drains and returns.
+    pub stop: Arc<Notify>,
+    /// The app task.
+    pub task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+}
+
+impl Running {
+    /// Stops the adapter and waits for the app to drain and return.
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Builds the real `App` from `settings` and runs it with a recording adapter.
+pub async fn start_app(settings: anchorbot::Settings) -> Running {
+    let platform = Arc::new(RecordingPlatform::default());
+    let stop = Arc::new(Notify::new());
+    let (tx, rx) = oneshot::channel();
+    let adapter = TestAdapter {
+        platform: platform.clone(),
+        sink_tx: Some(tx),
+        stop: stop.clone(),
+    };
+    let app = anchorbot::App::build(settings).await.unwrap().with_adapter(Box::new(adapter));
+    let task = tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let sink = rx.await.unwrap();
+    Running {
+        sink,
+        platform,
+        stop,
+        task,
+    }
+}
+
+#[async_trait]
+impl Adapter for TestAdapter {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    fn platform(&self) -> Arc<dyn Platform> {
+        self.platform.clone()
+    }
+
+    async fn run(mut self: Box<Self>, sink: Arc<dyn EventSink>, _c: &'static [CommandSpec]) -> Result<(), PlatformError> {
+        let _ = self.sink_tx.take().unwrap().send(sink);
+        self.stop.notified().await;
+        Ok(())
+    }
+}
+
+/// Settings for a test: a private data dir and the given model URL.
+pub fn settings(data_dir: &Path, url: &str) -> anchorbot::Settings {
+    let mut s = anchorbot::Settings::default();
+    s.data_dir = data_dir.to_path_buf();
+    s.reasoning.url = url.to_string();
+    s.reasoning.model = "fake-model".into();
+    s.vision.url = url.to_string();
+    s
+}
+
+/// A message event from the test platform.
+pub fn message(channel: &str, event_id: &str, user: &str, text: &str) -> anchorbot_platform::InboundEvent {
+    let key = anchorbot_platform::ConversationKey::new("test", Some("W1"), channel, None).unwrap();
+    anchorbot_platform::InboundEvent::Message(anchorbot_platform::IncomingMessage {
+        key,
+        event_id: event_id.to_string(),
+        author: Author {
+            id: format!("U-{user}"),
+            display_name: user.to_string(),
+        },
+        text: text.to_string(),
+        attachments: vec![],
+        reply_to: ReplyTarget {
+            channel: channel.to_string(),
+            ..ReplyTarget::default()
+        },
+    })
+}
