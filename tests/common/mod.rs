@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorbot_platform::{
-    Adapter, Attachment, Author, CommandSpec, EventSink, FinalState, Limits, MessageRef,
-    Platform, PlatformError, ReplyTarget, Status,
+    Adapter, Attachment, Author, CommandSpec, EventSink, FinalState, Limits, MessageRef, Platform,
+    PlatformError, ReplyTarget, Status,
 };
 use async_trait::async_trait;
 use axum::body::{Body, Bytes};
@@ -113,7 +113,10 @@ impl FakeLlm {
 
     /// Chat requests that were not summarization calls.
     pub fn turn_requests(&self) -> Vec<Value> {
-        self.requests().into_iter().filter(|r| !is_summary(r)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| !is_summary(r))
+            .collect()
     }
 
     /// The most requests that were streaming at the same time.
@@ -129,13 +132,19 @@ pub fn is_summary(req: &Value) -> bool {
 
 /// The system message of a request.
 pub fn system_of(req: &Value) -> String {
-    req["messages"][0]["content"].as_str().unwrap_or("").to_string()
+    req["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The last user message of a request.
 pub fn last_user(req: &Value) -> String {
     let msgs = req["messages"].as_array().unwrap();
-    msgs.last().unwrap()["content"].as_str().unwrap().to_string()
+    msgs.last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// All message contents of a request, joined.
@@ -184,25 +193,33 @@ async fn chat(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Re
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let guard = InFlight(state.clone());
-    let mut frames: Vec<Bytes> = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    frames.extend(reply.chunks.iter().map(|c| chunk(json!({"content": c}), None)));
+    // (frame, ends the answer): the in-flight count drops when the finish frame is sent.
+    let mut frames: Vec<(Bytes, bool)> = vec![(
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        false,
+    )];
+    frames.extend(
+        reply
+            .chunks
+            .iter()
+            .map(|c| (chunk(json!({"content": c}), None), false)),
+    );
     if let Some(f) = reply.finish {
-        frames.push(chunk(json!({}), Some(f)));
-        frames.push(Bytes::from("data: [DONE]\n\n"));
+        frames.push((chunk(json!({}), Some(f)), true));
+        frames.push((Bytes::from("data: [DONE]\n\n"), false));
     }
     let delay = reply.delay;
     let stream = futures_util::stream::unfold(
         (frames.into_iter(), Some(guard)),
-        move |(mut it, guard)| async move {
-            match it.next() {
-                Some(f) => {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    Some((Ok::<_, std::io::Error>(f), (it, guard)))
-                }
-                None => None,
+        move |(mut it, mut guard)| async move {
+            let (frame, last) = it.next()?;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
+            if last {
+                guard = None;
+            }
+            Some((Ok::<_, std::io::Error>(frame), (it, guard)))
         },
     );
     Response::builder()
@@ -282,6 +299,18 @@ impl RecordingPlatform {
             .collect()
     }
 
+    /// Current texts of every message posted in `channel`, in posting order.
+    pub fn messages_in(&self, channel: &str) -> Vec<String> {
+        let m = self.messages.lock().unwrap();
+        let mut v: Vec<(usize, String)> = m
+            .iter()
+            .filter(|(_, (c, _))| c == channel)
+            .map(|(id, (_, t))| (id.parse().unwrap(), t.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// Everything recorded.
     pub fn all(&self) -> Vec<Record> {
         self.records.lock().unwrap().clone()
@@ -322,7 +351,12 @@ impl Platform for RecordingPlatform {
         Ok(())
     }
 
-    async fn ephemeral(&self, to: &ReplyTarget, _user: &Author, text: &str) -> Result<(), PlatformError> {
+    async fn ephemeral(
+        &self,
+        to: &ReplyTarget,
+        _user: &Author,
+        text: &str,
+    ) -> Result<(), PlatformError> {
         self.records
             .lock()
             .unwrap()
@@ -339,7 +373,12 @@ impl Platform for RecordingPlatform {
     }
 
     async fn finished(&self, to: &ReplyTarget, state: &FinalState) -> Result<(), PlatformError> {
-        let id = self.last_in_channel.lock().unwrap().get(&to.channel).cloned();
+        let id = self
+            .last_in_channel
+            .lock()
+            .unwrap()
+            .get(&to.channel)
+            .cloned();
         let text = id
             .and_then(|id| self.messages.lock().unwrap().get(&id).map(|m| m.1.clone()))
             .unwrap_or_default();
@@ -392,7 +431,10 @@ pub async fn start_app(settings: anchorbot::Settings) -> Running {
         sink_tx: Some(tx),
         stop: stop.clone(),
     };
-    let app = anchorbot::App::build(settings).await.unwrap().with_adapter(Box::new(adapter));
+    let app = anchorbot::App::build(settings)
+        .await
+        .unwrap()
+        .with_adapter(Box::new(adapter));
     let task = tokio::spawn(app.run_until_stopped(std::future::pending()));
     let sink = rx.await.unwrap();
     Running {
@@ -413,7 +455,11 @@ impl Adapter for TestAdapter {
         self.platform.clone()
     }
 
-    async fn run(mut self: Box<Self>, sink: Arc<dyn EventSink>, _c: &'static [CommandSpec]) -> Result<(), PlatformError> {
+    async fn run(
+        mut self: Box<Self>,
+        sink: Arc<dyn EventSink>,
+        _c: &'static [CommandSpec],
+    ) -> Result<(), PlatformError> {
         let _ = self.sink_tx.take().unwrap().send(sink);
         self.stop.notified().await;
         Ok(())
@@ -431,7 +477,12 @@ pub fn settings(data_dir: &Path, url: &str) -> anchorbot::Settings {
 }
 
 /// A message event from the test platform.
-pub fn message(channel: &str, event_id: &str, user: &str, text: &str) -> anchorbot_platform::InboundEvent {
+pub fn message(
+    channel: &str,
+    event_id: &str,
+    user: &str,
+    text: &str,
+) -> anchorbot_platform::InboundEvent {
     let key = anchorbot_platform::ConversationKey::new("test", Some("W1"), channel, None).unwrap();
     anchorbot_platform::InboundEvent::Message(anchorbot_platform::IncomingMessage {
         key,
