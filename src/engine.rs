@@ -226,6 +226,7 @@ impl Engine {
                 return Outcome::Refused(msg);
             }
         };
+        tracing::debug!(conversation = %key, messages = fitted.messages.len(), tokens = fitted.tokens, dropped = fitted.dropped_turns, "prompt built");
         if fitted.dropped_turns > 0 {
             tracing::info!(conversation = %key, dropped = fitted.dropped_turns, "older turns left out of the prompt");
         }

