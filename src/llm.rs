@@ -217,11 +217,12 @@ impl OpenAiEndpoint {
                 secs: self.cfg.connect_timeout_secs,
             }
         } else {
-            // The reqwest error text names the URL but never the Authorization header.
+            // The innermost cause is the useful part ("Connection refused"); reqwest's own
+            // text repeats the URL. Neither ever holds the Authorization header.
             let mut reason = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                reason = format!("{reason}: {s}");
+                reason = s.to_string();
                 src = s.source();
             }
             LlmError::Unreachable {

@@ -110,6 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return doctor(&settings).await;
     }
     let user = settings.console_user.clone();
+    if matches!(command, Cmd::Chat { .. } | Cmd::Run) {
+        probe_model_server(&settings).await;
+    }
     let app = App::build(settings).await?;
     match command {
         Cmd::Chat { conversation } => chat(app, &conversation, &user).await,
@@ -187,6 +190,16 @@ async fn ask(app: App, conversation: &str, user: &str, question: &str) -> anyhow
         }
         Outcome::Ignored | Outcome::Duplicate => ExitCode::from(2),
     })
+}
+
+/// Warns early when no model server answers, so a first run explains itself.
+async fn probe_model_server(settings: &Settings) {
+    let endpoint = anchorbot::llm::OpenAiEndpoint::new(settings.reasoning.clone());
+    if let Err(e) = endpoint.models().await {
+        eprintln!(
+            "warning: {e}\n         Start a model server (README: \"Model server\") or set ANCHORBOT_REASONING_URL; `anchorbot doctor` checks the setup."
+        );
+    }
 }
 
 async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {

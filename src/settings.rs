@@ -237,6 +237,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/anchorbot.example.toml");
+        figment::Jail::expect_with(|_| {
+            let s = Settings::load(Some(Path::new(path))).unwrap();
+            let d = Settings::default();
+            assert_eq!(format!("{s:?}"), format!("{d:?}"));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn file_then_environment() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

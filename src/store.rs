@@ -3,6 +3,7 @@
 //! conversation: sled grows badly with many trees). Writes that report a turn done are flushed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anchorbot_migrations::{self as migrations, MigrationError};
@@ -134,6 +135,9 @@ pub struct Store {
     anchors: sled::Tree,
     /// `key \0 event id` → time seen (Unix ms, big endian).
     seen: sled::Tree,
+    /// Serializes flushes: concurrent sled 0.34 flushes can deadlock waiting on each other's
+    /// stability intervals (seen here with 20 conversations committing at once).
+    flush_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -142,6 +146,9 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
+            // Only explicit, serialized flushes (see `flush_lock`); sled's own periodic flusher
+            // would race them.
+            .flush_every_ms(None)
             .open()
             .map_err(|source| {
                 if source.to_string().contains("lock") {
@@ -163,6 +170,7 @@ impl Store {
             anchors: db.open_tree(migrations::ANCHORS_TREE)?,
             seen: db.open_tree(migrations::SEEN_TREE)?,
             db,
+            flush_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.prune_seen()?;
         Ok(store)
@@ -206,14 +214,14 @@ impl Store {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         };
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(anchor)
     }
 
     /// Deletes the conversation's anchor (and with it its document list), then flushes.
     pub async fn reset(&self, key: &ConversationKey) -> Result<(), StoreError> {
         self.anchors.remove(key.to_string())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -247,9 +255,17 @@ impl Store {
         Ok(())
     }
 
-    /// Forces everything to disk.
+    /// Forces everything to disk, one flush at a time.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| {
+                StoreError::Io(sled::Error::ReportableBug(format!(
+                    "flush task failed: {e}"
+                )))
+            })??;
         Ok(())
     }
 }

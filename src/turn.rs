@@ -171,7 +171,9 @@ mod tests {
     #[test]
     fn leading_whitespace_never_renders() {
         let (mut t, _) = Turn::start(req());
-        assert!(t.handle(Input::Item(StreamItem::Content("\n\n".into()))).is_empty());
+        assert!(t
+            .handle(Input::Item(StreamItem::Content("\n\n".into())))
+            .is_empty());
         assert_eq!(
             t.handle(Input::Item(StreamItem::Content("Hi ".into()))),
             vec![Effect::Render("Hi ".into())]

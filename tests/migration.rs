@@ -57,7 +57,8 @@ fn write_v1_fixture() {
     anchors
         .insert(
             "slack:T1/C2/1712345678.000100",
-            serde_json::to_vec(&json!({"summary": "", "facts": [], "turns": [], "turn_count": 0})).unwrap(),
+            serde_json::to_vec(&json!({"summary": "", "facts": [], "turns": [], "turn_count": 0}))
+                .unwrap(),
         )
         .unwrap();
     db.flush().unwrap();
@@ -70,14 +71,24 @@ fn v1_fixture_upgrades_without_loss() {
     copy_dir(&fixture(), &dir);
     {
         let db = sled::open(&dir).unwrap();
-        assert_eq!(anchorbot_migrations::stored_version(&db).unwrap(), 1, "fixture must stay at v1");
+        assert_eq!(
+            anchorbot_migrations::stored_version(&db).unwrap(),
+            1,
+            "fixture must stay at v1"
+        );
     }
     let store = Store::open(&dir).unwrap();
     let key = ConversationKey::console("legacy").unwrap();
     let a = store.anchor(&key).unwrap();
     assert_eq!(a.summaries.len(), 1);
-    assert_eq!(a.summaries[0].text, "Ada and Bo planned the Bluebird launch.");
-    assert_eq!(a.facts, vec!["The launch date is May 3", "Budget is 10k EUR"]);
+    assert_eq!(
+        a.summaries[0].text,
+        "Ada and Bo planned the Bluebird launch."
+    );
+    assert_eq!(
+        a.facts,
+        vec!["The launch date is May 3", "Budget is 10k EUR"]
+    );
     assert_eq!(a.turns.len(), 2);
     assert_eq!(a.turns[0].query, "Who signs off the budget?");
     assert_eq!(a.turns[0].answer, "Bo signs off the budget.");
@@ -86,7 +97,10 @@ fn v1_fixture_upgrades_without_loss() {
     assert_eq!(a.counters.turns_total, 9);
     let mut convs = store.conversations().unwrap();
     convs.sort();
-    assert_eq!(convs, vec!["console:legacy", "slack:T1/C2/1712345678.000100"]);
+    assert_eq!(
+        convs,
+        vec!["console:legacy", "slack:T1/C2/1712345678.000100"]
+    );
     drop(store);
     let db = sled::open(&dir).unwrap();
     assert_eq!(
@@ -102,12 +116,20 @@ async fn the_binary_upgrades_the_fixture_and_uses_its_memory() {
     copy_dir(&fixture(), &dir);
     let llm = FakeLlm::start(|_| Reply::text("Hall 4, as before.")).await;
     let mut cmd = anchorbot(&dir, &llm.url);
-    cmd.args(["ask", "--conversation", "legacy", "Where is the venue again?"]);
+    cmd.args([
+        "ask",
+        "--conversation",
+        "legacy",
+        "Where is the venue again?",
+    ]);
     let (ok, _, err) = run(cmd).await;
     assert!(ok, "{err}");
     let req = llm.turn_requests().pop().unwrap();
     let sys = system_of(&req);
-    assert!(sys.contains("Ada and Bo planned the Bluebird launch."), "{sys}");
+    assert!(
+        sys.contains("Ada and Bo planned the Bluebird launch."),
+        "{sys}"
+    );
     assert!(sys.contains("- Budget is 10k EUR"));
     assert!(all_text(&req).contains("The venue is Hall 4."));
     let mut cmd = anchorbot(&dir, &llm.url);
