@@ -12,8 +12,10 @@ use tokio::task::JoinSet;
 
 use crate::commands::SPECS;
 use crate::dispatch::Dispatcher;
-use crate::engine::Engine;
-use crate::llm::OpenAiEndpoint;
+use std::time::Duration;
+
+use crate::engine::{Engine, Retriever};
+use crate::pool::{EndpointPool, PoolPolicy};
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
 use crate::tokens::Tiktoken;
@@ -27,6 +29,9 @@ pub enum AppError {
     /// The store could not be opened; nothing was deleted.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configured tokenizer cannot be used.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokens::TokenizerError),
     /// An adapter failed.
     #[error("adapter {adapter} failed: {source}")]
     Adapter {
@@ -51,11 +56,28 @@ impl App {
     /// Validates `settings`, opens the store (migrating it) and prepares the model endpoint.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         settings.validate()?;
+        let (counter, exact) = match &settings.reasoning.tokenizer {
+            Some(path) => (Tiktoken::from_file(path)?, true),
+            None => (Tiktoken::cl100k(), false),
+        };
         let store = Store::open(&settings.data_dir)?;
-        let llm = Arc::new(OpenAiEndpoint::new(settings.reasoning.clone()));
-        let counter = Arc::new(Tiktoken::cl100k());
+        let policy = PoolPolicy {
+            retries: settings.retries,
+            backoff: Duration::from_millis(settings.retry_backoff_ms),
+            cooldown: Duration::from_secs(settings.health_cooldown_secs),
+        };
+        let llm = Arc::new(EndpointPool::new(
+            settings.reasoning.with_fallbacks(),
+            policy,
+        ));
         let queue_capacity = settings.queue_capacity;
-        let engine = Arc::new(Engine::new(Arc::new(settings), store, llm, counter));
+        let engine = Arc::new(Engine::new(
+            Arc::new(settings),
+            store,
+            llm,
+            Arc::new(counter),
+            exact,
+        ));
         Ok(Self {
             engine,
             queue_capacity,
@@ -66,6 +88,14 @@ impl App {
     /// The engine, for one-shot commands (`ask`, `status`, `clear`).
     pub fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
+    }
+
+    /// Adds the document retriever used when the reasoning model is offline.
+    pub fn with_retriever(mut self, retriever: Arc<dyn Retriever>) -> Self {
+        Arc::get_mut(&mut self.engine)
+            .expect("the engine is not shared before run")
+            .set_retriever(retriever);
+        self
     }
 
     /// Adds a platform adapter to run.
@@ -115,6 +145,7 @@ impl App {
         }
         running.abort_all();
         dispatcher.drain().await;
+        self.engine.drain_background().await;
         self.engine.store().flush().await?;
         match failure {
             Some(e) => Err(e),

@@ -2,7 +2,9 @@
 //! machine (doing the I/O the machine asks for), answers commands, and folds old turns into the
 //! summary buffer once the answer is delivered. It never knows which platform it serves.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anchorbot_platform::{
     Author, ConversationKey, FinalState, InboundEvent, IncomingMessage, Platform, ReplyTarget,
@@ -12,12 +14,14 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::commands::{help_text, Command};
+use crate::lang_filter::ScriptFilter;
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, ItemStream, LlmError};
 use crate::prompt::{self, PromptConfig};
 use crate::settings::Settings;
 use crate::store::{now_ms, Anchor, Exchange, Store, StoreError, Summary};
 use crate::tokens::TokenCounter;
-use crate::turn::{Effect, Input, Turn, CUT_NOTE};
+use crate::turn::{Effect, Input, Turn, TurnConfig, CUT_NOTE};
+use tokio_util::task::TaskTracker;
 
 /// How an event ended, for callers that need an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,26 +105,63 @@ impl StatusReport {
 }
 
 /// The conversation engine; shared by all conversations.
+/// A passage from the conversation's documents, for the extractive fallback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    /// The quoted text.
+    pub text: String,
+    /// The citation, e.g. `report.pdf p.3`.
+    pub citation: String,
+    /// Relevance score.
+    pub score: f32,
+}
+
+/// Finds the most relevant passages of a conversation's documents (document retrieval plugs in
+/// here). Used when the reasoning model is offline: the answer then quotes passages instead.
+#[async_trait::async_trait]
+pub trait Retriever: Send + Sync {
+    /// The `k` best passages for `query`, from `key`'s documents only.
+    async fn passages(&self, key: &ConversationKey, query: &str, k: usize) -> Vec<Passage>;
+}
+
+/// How long a context length read from the server is trusted.
+const CONTEXT_TTL: Duration = Duration::from_secs(300);
+
+/// Tokens left between the prompt and the model's context when the server reports it.
+const MIN_OUTPUT_TOKENS: usize = 256;
+
+/// The conversation engine; shared by all conversations.
 pub struct Engine {
     /// Configuration.
     settings: Arc<Settings>,
     /// Durable anchors.
     store: Store,
-    /// The reasoning model.
+    /// The reasoning model (a pool of endpoints).
     llm: Arc<dyn ChatBackend>,
-    /// Prompt token estimator.
+    /// Prompt token counter: the model's own tokenizer, or cl100k as an estimate.
     counter: Arc<dyn TokenCounter>,
+    /// Whether `counter` is the model's exact tokenizer (no safety margin needed).
+    exact_tokens: bool,
     /// System prompt inputs.
     prompt_cfg: PromptConfig,
+    /// Document passages for the offline fallback, once documents exist.
+    retriever: Option<Arc<dyn Retriever>>,
+    /// Context length reported by the server, and when it was read.
+    context: tokio::sync::Mutex<Option<(Option<u64>, Instant)>>,
+    /// Background work (summarization) to wait for at shutdown.
+    background: TaskTracker,
+    /// Conversations with a summarization running, so two never overlap.
+    summarizing: std::sync::Mutex<HashSet<ConversationKey>>,
 }
 
 impl Engine {
-    /// Assembles an engine.
+    /// Assembles an engine. `exact_tokens` says whether `counter` is the model's own tokenizer.
     pub fn new(
         settings: Arc<Settings>,
         store: Store,
         llm: Arc<dyn ChatBackend>,
         counter: Arc<dyn TokenCounter>,
+        exact_tokens: bool,
     ) -> Self {
         let prompt_cfg = PromptConfig {
             base_prompt: settings.base_prompt.clone(),
@@ -131,8 +172,18 @@ impl Engine {
             store,
             llm,
             counter,
+            exact_tokens,
             prompt_cfg,
+            retriever: None,
+            context: tokio::sync::Mutex::new(None),
+            background: TaskTracker::new(),
+            summarizing: std::sync::Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Adds the document retriever used by the offline fallback.
+    pub fn set_retriever(&mut self, retriever: Arc<dyn Retriever>) {
+        self.retriever = Some(retriever);
     }
 
     /// The store.
@@ -140,9 +191,20 @@ impl Engine {
         &self.store
     }
 
+    /// Waits for background work (summarization) to finish.
+    pub async fn drain_background(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
+    }
+
     /// Handles one event to its end: the reply is final (never left "thinking…") when this
-    /// returns.
-    pub async fn handle(&self, event: InboundEvent, platform: Arc<dyn Platform>) -> Outcome {
+    /// returns. Summarization, if due, continues in the background.
+    pub async fn handle(
+        self: &Arc<Self>,
+        event: InboundEvent,
+        platform: Arc<dyn Platform>,
+    ) -> Outcome {
         let key = event.key().clone();
         match self.store.first_sighting(&key, event.event_id()) {
             Ok(true) => {}
@@ -179,9 +241,7 @@ impl Engine {
                 }
                 let outcome = self.turn(&m, platform).await;
                 if matches!(outcome, Outcome::Answered { .. }) {
-                    if let Err(e) = self.maybe_summarize(&key).await {
-                        tracing::warn!(conversation = %key, error = %e, "summarization failed; turns kept as they are");
-                    }
+                    self.spawn_summarize(key);
                 }
                 outcome
             }
@@ -191,6 +251,105 @@ impl Engine {
                     .await
             }
         }
+    }
+
+    /// Runs summarization for `key` in the background unless one is already running.
+    fn spawn_summarize(self: &Arc<Self>, key: ConversationKey) {
+        if !self
+            .summarizing
+            .lock()
+            .expect("summarizing lock")
+            .insert(key.clone())
+        {
+            return;
+        }
+        let engine = self.clone();
+        self.background.spawn(async move {
+            if let Err(e) = engine.maybe_summarize(&key).await {
+                tracing::warn!(conversation = %key, error = %e, "summarization failed; turns kept as they are");
+            }
+            engine.summarizing.lock().expect("summarizing lock").remove(&key);
+        });
+    }
+
+    /// The model's context length, read from the server (cached for a few minutes).
+    async fn context_length(&self) -> Option<u64> {
+        let mut cached = self.context.lock().await;
+        if let Some((len, at)) = *cached {
+            if at.elapsed() < CONTEXT_TTL {
+                return len;
+            }
+        }
+        let len = self.llm.context_length().await;
+        *cached = Some((len, Instant::now()));
+        len
+    }
+
+    /// Input budget and output cap for a turn: the configured limits, shrunk so input plus
+    /// output fit the server's context when it reports one.
+    async fn budgets(&self) -> (usize, usize) {
+        let mut input = self.settings.max_input_tokens;
+        let mut output = self.settings.max_output_tokens;
+        if let Some(ctx) = self.context_length().await.map(|c| c as usize) {
+            if output + MIN_OUTPUT_TOKENS > ctx {
+                output = (ctx / 4).max(1);
+            }
+            input = input.min(ctx - output);
+        }
+        (input, output)
+    }
+
+    /// Fits the prompt: locally with the counter (less the safety margin when it is only an
+    /// estimate), then, when the server can count exactly, shrunk until the server agrees.
+    async fn fit_prompt(
+        &self,
+        system: &str,
+        anchor: &crate::store::Anchor,
+        author: &Author,
+        query: &str,
+        budget: usize,
+        max_tokens: usize,
+    ) -> Result<(prompt::FittedPrompt, usize), prompt::FitError> {
+        let margin = if self.exact_tokens {
+            0.0
+        } else {
+            self.settings.token_margin
+        };
+        let mut local = ((budget as f64) * (1.0 - margin)) as usize;
+        for _ in 0..3 {
+            let fitted = prompt::fit(
+                self.counter.as_ref(),
+                system,
+                &anchor.turns,
+                author,
+                query,
+                local,
+            )?;
+            if !self.settings.reasoning.remote_tokenize {
+                return Ok((fitted, local));
+            }
+            let request = ChatRequest {
+                messages: fitted.messages.clone(),
+                max_tokens,
+                temperature: None,
+            };
+            match self.llm.count_prompt(&request).await {
+                Some(exact) if exact > budget && fitted.dropped_turns < anchor.turns.len() => {
+                    tracing::debug!(exact, budget, local, "server count over budget; shrinking");
+                    local = local.saturating_sub(exact - budget + 16);
+                }
+                _ => return Ok((fitted, local)),
+            }
+        }
+        let fitted = prompt::fit(
+            self.counter.as_ref(),
+            system,
+            &anchor.turns,
+            author,
+            query,
+            local,
+        )?;
+        Ok((fitted, local))
     }
 
     /// Runs one question-and-answer turn.
@@ -210,14 +369,12 @@ impl Engine {
         };
         let system = prompt::system_prompt(&self.prompt_cfg, &anchor);
         let query = m.text.trim();
-        let fitted = match prompt::fit(
-            self.counter.as_ref(),
-            &system,
-            &anchor.turns,
-            &m.author,
-            query,
-            self.settings.max_input_tokens,
-        ) {
+        reply.status(Status::Thinking).await;
+        let (budget, max_tokens) = self.budgets().await;
+        let (fitted, local_budget) = match self
+            .fit_prompt(&system, &anchor, &m.author, query, budget, max_tokens)
+            .await
+        {
             Ok(f) => f,
             Err(e) => {
                 let msg = format!("⚠️ {e}");
@@ -226,19 +383,25 @@ impl Engine {
                 return Outcome::Refused(msg);
             }
         };
-        tracing::debug!(conversation = %key, messages = fitted.messages.len(), tokens = fitted.tokens, dropped = fitted.dropped_turns, "prompt built");
+        tracing::debug!(conversation = %key, messages = fitted.messages.len(), tokens = fitted.tokens, dropped = fitted.dropped_turns, budget, max_tokens, "prompt built");
         if fitted.dropped_turns > 0 {
             tracing::info!(conversation = %key, dropped = fitted.dropped_turns, "older turns left out of the prompt");
         }
-        reply.status(Status::Thinking).await;
         let request = ChatRequest {
             messages: fitted.messages,
-            max_tokens: self.settings.max_output_tokens,
+            max_tokens,
             temperature: None,
         };
-        let (mut turn, mut effects) = Turn::start(request);
+        let cfg = TurnConfig {
+            max_rounds: self.settings.max_rounds,
+            think_start: self.settings.reasoning.think_start(),
+            filter: self.settings.active_filter(),
+            input_budget: local_budget,
+        };
+        let (mut turn, mut effects) = Turn::start(request, cfg, self.counter.clone());
         let mut stream: Option<ItemStream> = None;
         let mut pending: Option<Input> = None;
+        let mut failure: Option<LlmError> = None;
         loop {
             for fx in std::mem::take(&mut effects) {
                 match fx {
@@ -248,7 +411,15 @@ impl Engine {
                     },
                     Effect::Render(text) => reply.update(&text).await,
                     Effect::Thinking => reply.status(Status::Thinking).await,
-                    Effect::Commit { answer, truncated } => {
+                    Effect::Reasoning(delta) => reply.reasoning(&delta).await,
+                    Effect::Filtered { removed } => {
+                        tracing::warn!(conversation = %key, removed, "language filter removed characters from the answer");
+                    }
+                    Effect::Commit {
+                        answer,
+                        truncated,
+                        rounds,
+                    } => {
                         let exchange = Exchange {
                             author: m.author.clone(),
                             query: query.to_string(),
@@ -275,6 +446,9 @@ impl Engine {
                             )
                             .await;
                         }
+                        if rounds > 0 {
+                            tracing::info!(conversation = %key, rounds, truncated, "answer continued past the output limit");
+                        }
                         let (text, state) = if truncated {
                             (format!("{answer}{CUT_NOTE}"), FinalState::Truncated)
                         } else {
@@ -285,7 +459,15 @@ impl Engine {
                         }
                         return Outcome::Answered { truncated };
                     }
-                    Effect::Fail { message } => return fail(&mut reply, key, message).await,
+                    Effect::Fail { message } => {
+                        let message = match &failure {
+                            Some(e) if e.is_offline() => {
+                                self.offline_answer(key, query, e, message).await
+                            }
+                            _ => message,
+                        };
+                        return fail(&mut reply, key, message).await;
+                    }
                 }
             }
             let input = match pending.take() {
@@ -299,8 +481,38 @@ impl Engine {
                     None => Input::Failed(LlmError::Protocol("no stream was opened".into())),
                 },
             };
+            if let Input::Failed(e) = &input {
+                failure = Some(e.clone());
+            }
             effects = turn.handle(input);
         }
+    }
+
+    /// The reply when the reasoning model is offline: the most relevant document passages with
+    /// their citations when the conversation has documents, else `message`.
+    async fn offline_answer(
+        &self,
+        key: &ConversationKey,
+        query: &str,
+        error: &LlmError,
+        message: String,
+    ) -> String {
+        let Some(retriever) = &self.retriever else {
+            return message;
+        };
+        let passages = retriever.passages(key, query, 3).await;
+        if passages.is_empty() {
+            return message;
+        }
+        let mut s = format!(
+            "⚠️ The reasoning model is offline ({error}), so I can't write an answer. \
+             These passages from this conversation's documents look most relevant:\n"
+        );
+        for p in passages {
+            let quoted: Vec<String> = p.text.trim().lines().map(|l| format!("> {l}")).collect();
+            s.push_str(&format!("\n{}\n— [{}]\n", quoted.join("\n"), p.citation));
+        }
+        s
     }
 
     /// Answers a command privately.
@@ -415,6 +627,17 @@ impl Engine {
         let request = summary_request(&self.settings.language, &anchor, fold, merge_all);
         let (text, _) = self.llm.complete(&request).await?;
         let (summary, new_facts) = parse_summary(&text).ok_or(SummarizeError::Unparseable)?;
+        // Memory is re-injected into every prompt: keep filtered scripts out of it too.
+        let mut filter = ScriptFilter::new(&self.settings.active_filter());
+        let summary = filter.push(&summary).trim().to_string();
+        let new_facts: Vec<String> = new_facts
+            .iter()
+            .map(|f| filter.push(f).trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        if summary.is_empty() {
+            return Err(SummarizeError::Unparseable);
+        }
         let last_folded_at = anchor.turns[fold - 1].at_ms;
         let covered: u64 = if merge_all {
             anchor.summaries.iter().map(|s| s.covers_turns).sum::<u64>() + fold as u64

@@ -11,10 +11,13 @@ pub mod commands;
 pub mod dispatch;
 pub mod doctor;
 pub mod engine;
+pub mod lang_filter;
 pub mod llm;
+pub mod pool;
 pub mod prompt;
 pub mod settings;
 pub mod store;
+pub mod think;
 pub mod tokens;
 pub mod turn;
 

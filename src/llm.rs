@@ -105,6 +105,22 @@ pub enum LlmError {
     /// The server sent something that is not the OpenAI format.
     #[error("the model server sent an unexpected response: {0}")]
     Protocol(String),
+    /// Every endpoint of the role failed.
+    #[error("all {} model servers failed: {}", failures.len(), failures.join("; "))]
+    AllDown {
+        /// Each endpoint's failure, in the order tried.
+        failures: Vec<String>,
+    },
+}
+
+impl LlmError {
+    /// True when the model could not be reached at all (as opposed to a bad answer).
+    pub fn is_offline(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Unreachable { .. } | LlmError::Timeout { .. } | LlmError::AllDown { .. }
+        ) || matches!(self, LlmError::Status { status, .. } if *status >= 500)
+    }
 }
 
 /// A boxed stream of completion items.
@@ -129,6 +145,16 @@ pub trait ChatBackend: Send + Sync {
         }
         Err(LlmError::StreamCut("no finish reason".into()))
     }
+
+    /// The model's context length, when the server reports it.
+    async fn context_length(&self) -> Option<u64> {
+        None
+    }
+
+    /// Exact prompt tokens of a request, when the server can count them.
+    async fn count_prompt(&self, _request: &ChatRequest) -> Option<usize> {
+        None
+    }
 }
 
 /// Models a server lists at `/models`.
@@ -146,6 +172,8 @@ pub struct OpenAiEndpoint {
     cfg: Endpoint,
     /// Shared HTTP client with the connect timeout applied.
     http: reqwest::Client,
+    /// Whether the server offers vLLM's `/tokenize`: 0 unknown, 1 yes, 2 no.
+    tokenize: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for OpenAiEndpoint {
@@ -190,12 +218,56 @@ impl OpenAiEndpoint {
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
             .build()
             .expect("a plain reqwest client builds");
-        Self { cfg, http }
+        Self {
+            cfg,
+            http,
+            tokenize: std::sync::atomic::AtomicU8::new(0),
+        }
     }
 
     /// The endpoint's base URL.
     pub fn url(&self) -> &str {
         &self.cfg.url
+    }
+
+    /// The model requested from this endpoint.
+    pub fn model(&self) -> &str {
+        &self.cfg.model
+    }
+
+    /// Exact prompt tokens of `messages` with the server's chat template, from vLLM's
+    /// `/tokenize`. `None` if the server does not offer it (remembered) or does not answer.
+    pub async fn tokenize_chat(&self, messages: &[ChatMessage]) -> Option<usize> {
+        use std::sync::atomic::Ordering;
+        if self.tokenize.load(Ordering::Relaxed) == 2 {
+            return None;
+        }
+        let root = self.cfg.url.trim_end_matches('/').trim_end_matches("/v1");
+        let body = serde_json::json!({
+            "model": self.cfg.model,
+            "messages": messages,
+            "add_generation_prompt": true,
+        });
+        let resp = self
+            .authorize(self.http.post(format!("{root}/tokenize")))
+            .json(&body)
+            .timeout(Duration::from_secs(
+                self.cfg.connect_timeout_secs.max(1) * 2,
+            ))
+            .send()
+            .await
+            .ok()?;
+        let count = if resp.status().is_success() {
+            resp.json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v.get("count").and_then(|c| c.as_u64()))
+        } else {
+            None
+        };
+        self.tokenize
+            .store(if count.is_some() { 1 } else { 2 }, Ordering::Relaxed);
+        count.map(|c| c as usize)
     }
 
     fn endpoint(&self, path: &str) -> String {

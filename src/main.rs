@@ -177,11 +177,13 @@ async fn ask(app: App, conversation: &str, user: &str, question: &str) -> anyhow
         display_name: user.to_string(),
     };
     let platform = Arc::new(ConsolePlatform::stdout());
-    let outcome = app
-        .engine()
+    let engine = app.engine();
+    let outcome = engine
         .handle(message_event(&key, &author, question), platform)
         .await;
-    app.engine().store().flush().await?;
+    // Summarization runs after the answer is delivered; let it finish before exiting.
+    engine.drain_background().await;
+    engine.store().flush().await?;
     Ok(match outcome {
         Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
         Outcome::Failed(m) | Outcome::Refused(m) => {

@@ -155,6 +155,33 @@ pub fn fit(
     })
 }
 
+/// Removes the oldest history messages (after the system message and before the last
+/// `protected` messages) until `messages` fit `budget` tokens. False if even no history is
+/// too much.
+pub fn trim_history(
+    counter: &dyn TokenCounter,
+    messages: &mut Vec<ChatMessage>,
+    protected: usize,
+    budget: usize,
+) -> bool {
+    let mut costs: Vec<usize> = messages
+        .iter()
+        .map(|m| message_tokens(counter, &m.content))
+        .collect();
+    let mut total = REQUEST_OVERHEAD + costs.iter().sum::<usize>();
+    while total > budget {
+        let history_end = messages.len().saturating_sub(protected);
+        if history_end <= 1 {
+            return false;
+        }
+        // Drop a user/assistant pair when possible, so roles keep alternating.
+        let n = (history_end - 1).min(2);
+        total -= costs.drain(1..1 + n).sum::<usize>();
+        messages.drain(1..1 + n);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +227,21 @@ mod tests {
             .content
             .starts_with(&format!("Ann: q{}", 10 - kept)));
         assert_eq!(p.messages[p.messages.len() - 2].content, "a9");
+    }
+
+    #[test]
+    fn trim_history_drops_oldest_pairs_and_keeps_the_tail() {
+        let mut m = vec![ChatMessage::new("system", "s s s")];
+        for i in 0..4 {
+            m.push(ChatMessage::new("user", format!("u{i} w w w")));
+            m.push(ChatMessage::new("assistant", format!("a{i} w w w")));
+        }
+        m.push(ChatMessage::new("user", "final q"));
+        // Each message costs its words + 4; system 7, pairs 16, final 6, +3 request.
+        assert!(trim_history(&Words, &mut m, 1, 3 + 7 + 16 * 2 + 6));
+        assert_eq!(m.len(), 1 + 4 + 1);
+        assert_eq!(m[1].content, "u2 w w w");
+        assert!(!trim_history(&Words, &mut m, 1, 10));
     }
 
     #[test]

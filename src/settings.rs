@@ -8,6 +8,8 @@ use figment::Figment;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::lang_filter::{is_cjk_language, Script};
+
 /// Everything anchorbot can be told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -32,6 +34,22 @@ pub struct Settings {
     pub queue_capacity: usize,
     /// Name the console uses for its user.
     pub console_user: String,
+    /// Continuation rounds after an answer is cut by `finish_reason = "length"` (MAX_ROUNDS).
+    pub max_rounds: usize,
+    /// Whether the streaming language filter runs: `auto` (when `language` is not a CJK
+    /// language), `on` or `off`.
+    pub language_filter: FilterMode,
+    /// Scripts the language filter removes.
+    pub filter_scripts: Vec<Script>,
+    /// Share of the input budget kept free when counting with cl100k for a model whose own
+    /// tokenizer is not configured (its counts differ; see BENCHMARKS.md).
+    pub token_margin: f64,
+    /// Retries per endpoint, before any token has streamed, before failing over.
+    pub retries: usize,
+    /// First retry delay in milliseconds; it doubles per retry.
+    pub retry_backoff_ms: u64,
+    /// Seconds a failed endpoint is tried last.
+    pub health_cooldown_secs: u64,
     /// The reasoning model endpoint.
     pub reasoning: Endpoint,
     /// The vision model endpoint (OCR), used by document ingestion.
@@ -55,6 +73,94 @@ pub struct Endpoint {
     pub first_token_timeout_secs: u64,
     /// Seconds allowed between two streamed chunks.
     pub idle_timeout_secs: u64,
+    /// Further servers of the same model, tried in order when this one fails. A
+    /// comma-separated string works too (for the environment).
+    #[serde(deserialize_with = "string_or_list")]
+    pub fallback_urls: Vec<String>,
+    /// Where a completion starts relative to a `<think>` block: `auto` (inside for R1-style
+    /// models: names with "r1" or "qwq"), `inside` or `outside`.
+    pub think: ThinkMode,
+    /// The model's own tokenizer (`tokenizer.json` or `*.tiktoken`), for exact budgets.
+    pub tokenizer: Option<PathBuf>,
+    /// Ask the server for exact prompt counts when it offers vLLM's `/tokenize`.
+    pub remote_tokenize: bool,
+}
+
+/// When the language filter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterMode {
+    /// When the answer language is not Chinese, Japanese or Korean.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Where completions start relative to a think block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThinkMode {
+    /// Decide from the model name.
+    Auto,
+    /// Inside a think block (R1 distills, QwQ).
+    Inside,
+    /// Outside.
+    Outside,
+}
+
+impl Endpoint {
+    /// This endpoint followed by one per fallback URL (same model and key).
+    pub fn with_fallbacks(&self) -> Vec<Endpoint> {
+        let mut all = vec![Endpoint {
+            fallback_urls: Vec::new(),
+            ..self.clone()
+        }];
+        for url in &self.fallback_urls {
+            all.push(Endpoint {
+                url: url.clone(),
+                fallback_urls: Vec::new(),
+                ..self.clone()
+            });
+        }
+        all
+    }
+
+    /// The think-block start this endpoint's model needs.
+    pub fn think_start(&self) -> crate::think::ThinkStart {
+        use crate::think::ThinkStart;
+        match self.think {
+            ThinkMode::Inside => ThinkStart::Inside,
+            ThinkMode::Outside => ThinkStart::Outside,
+            ThinkMode::Auto => {
+                let m = self.model.to_lowercase();
+                if m.contains("r1") || m.contains("qwq") {
+                    ThinkStart::Inside
+                } else {
+                    ThinkStart::Outside
+                }
+            }
+        }
+    }
+}
+
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -79,6 +185,13 @@ impl Default for Settings {
             max_facts: 40,
             queue_capacity: 16,
             console_user: "you".into(),
+            max_rounds: 3,
+            language_filter: FilterMode::Auto,
+            filter_scripts: Script::CJK.to_vec(),
+            token_margin: 0.10,
+            retries: 2,
+            retry_backoff_ms: 250,
+            health_cooldown_secs: 30,
             reasoning: Endpoint {
                 url: "http://localhost:8005/v1".into(),
                 model: "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B".into(),
@@ -102,6 +215,10 @@ impl Default for Endpoint {
             connect_timeout_secs: 5,
             first_token_timeout_secs: 180,
             idle_timeout_secs: 60,
+            fallback_urls: Vec::new(),
+            think: ThinkMode::Auto,
+            tokenizer: None,
+            remote_tokenize: true,
         }
     }
 }
@@ -180,6 +297,16 @@ impl Settings {
         Ok(())
     }
 
+    /// The scripts the language filter removes for the configured language (empty: off).
+    pub fn active_filter(&self) -> Vec<Script> {
+        match self.language_filter {
+            FilterMode::Off => Vec::new(),
+            FilterMode::On => self.filter_scripts.clone(),
+            FilterMode::Auto if is_cjk_language(&self.language) => Vec::new(),
+            FilterMode::Auto => self.filter_scripts.clone(),
+        }
+    }
+
     /// The settings as TOML with secrets redacted, for `doctor`.
     pub fn redacted_toml(&self) -> String {
         toml_like(&serde_json::to_value(self).unwrap_or_default(), "")
@@ -224,6 +351,19 @@ mod tests {
     }
 
     #[test]
+    fn filter_and_think_defaults_follow_language_and_model() {
+        let mut s = Settings::default();
+        assert_eq!(s.active_filter(), Script::CJK.to_vec());
+        s.language = "Japanese".into();
+        assert!(s.active_filter().is_empty());
+        s.language_filter = FilterMode::On;
+        assert_eq!(s.active_filter().len(), 6);
+        assert_eq!(s.reasoning.think_start(), crate::think::ThinkStart::Inside);
+        s.reasoning.model = "Qwen/Qwen3-32B-AWQ".into();
+        assert_eq!(s.reasoning.think_start(), crate::think::ThinkStart::Outside);
+    }
+
+    #[test]
     fn secrets_never_print() {
         let mut s = Settings::default();
         s.reasoning.api_key = Some(SecretString::from("sk-very-secret"));
@@ -257,12 +397,23 @@ mod tests {
             jail.set_env("ANCHORBOT_REASONING_MODEL", "m2");
             jail.set_env("ANCHORBOT_MAX_OUTPUT_TOKENS", "99");
             jail.set_env("ANCHORBOT_DATA_DIR", "/tmp/x");
+            jail.set_env(
+                "ANCHORBOT_REASONING_FALLBACK_URLS",
+                "http://b:2/v1, http://c:3/v1",
+            );
+            jail.set_env("ANCHORBOT_LANGUAGE_FILTER", "off");
             let s = Settings::load(Some(Path::new("custom.toml"))).unwrap();
             assert_eq!(s.max_input_tokens, 4000);
             assert_eq!(s.reasoning.url, "http://a:1/v1");
             assert_eq!(s.reasoning.model, "m2");
             assert_eq!(s.max_output_tokens, 99);
             assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(
+                s.reasoning.fallback_urls,
+                vec!["http://b:2/v1", "http://c:3/v1"]
+            );
+            assert_eq!(s.reasoning.with_fallbacks().len(), 3);
+            assert!(s.active_filter().is_empty());
             Ok(())
         });
     }

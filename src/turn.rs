@@ -1,24 +1,43 @@
 //! The conversation turn as a state machine: it takes events (stream items, failures) and
 //! returns effects (request, render, commit, fail). It performs no I/O; the engine's driver
 //! does, so every path here is tested without async or a network.
+//!
+//! The pipeline per content chunk: think splitter (reasoning apart from the answer) → language
+//! filter → seam de-duplication (on continuation rounds) → the answer shown so far. On
+//! `finish_reason = "length"` the machine asks for a continuation round, up to `max_rounds`.
 
-use crate::llm::{ChatRequest, FinishReason, LlmError, StreamItem};
+use std::sync::Arc;
+
+use crate::lang_filter::{Script, ScriptFilter};
+use crate::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, StreamItem};
+use crate::prompt::trim_history;
+use crate::think::{Piece, ThinkSplitter, ThinkStart};
+use crate::tokens::TokenCounter;
 
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Start a streamed completion.
+    /// Start a streamed completion (the first round or a continuation).
     Request(ChatRequest),
     /// Show the answer so far (the full text, not a delta).
     Render(String),
     /// The model is reasoning; show a "thinking…" status.
     Thinking,
+    /// Reasoning text, offered to the adapter apart from the answer. Never stored.
+    Reasoning(String),
+    /// The language filter removed this many characters in this turn (log a warning).
+    Filtered {
+        /// Characters removed.
+        removed: usize,
+    },
     /// Store the turn, flush it, then show `answer` as the final reply.
     Commit {
-        /// Final answer text, as stored.
+        /// Final answer text, as stored (no reasoning).
         answer: String,
-        /// The answer was cut at the output limit.
+        /// The answer was still cut when the continuation rounds ran out.
         truncated: bool,
+        /// Continuation rounds used.
+        rounds: usize,
     },
     /// Store nothing; show `message` as the final reply.
     Fail {
@@ -36,37 +55,109 @@ pub enum Input {
     Failed(LlmError),
 }
 
+/// How a turn behaves.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Continuation rounds allowed after the first round (`MAX_ROUNDS`).
+    pub max_rounds: usize,
+    /// Where each completion starts relative to a think block.
+    pub think_start: ThinkStart,
+    /// Scripts removed from the answer (empty: filter off).
+    pub filter: Vec<Script>,
+    /// Prompt budget a continuation request must fit.
+    pub input_budget: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Streaming,
     Done,
 }
 
-/// Note appended to an answer cut at the output limit.
+/// Note appended to an answer still cut when the rounds ran out.
 pub const CUT_NOTE: &str = "\n\n_(The answer was cut at the output limit.)_";
 
+/// The instruction for a continuation round.
+pub const CONTINUE_PROMPT: &str =
+    "Your previous reply was cut off by the length limit. Continue it \
+exactly where it stopped: do not repeat anything already written and add no preamble.";
+
+/// Added to the question when the model ran out of room while still reasoning.
+pub const ANSWER_NOW_PROMPT: &str = "(You ran out of room while reasoning last time. Keep your \
+reasoning brief and give the final answer.)";
+
+/// Characters of a continuation collected before looking for an overlap with the answer.
+const SEAM_WINDOW: usize = 64;
+/// Shortest overlap treated as a repeat rather than a coincidence.
+const MIN_OVERLAP: usize = 8;
+
 /// One turn in progress.
-#[derive(Debug)]
 pub struct Turn {
-    /// Answer text so far.
+    /// Behaviour.
+    cfg: TurnConfig,
+    /// Token counter for fitting continuation requests.
+    counter: Arc<dyn TokenCounter>,
+    /// The first round's request.
+    base: ChatRequest,
+    /// Think splitter for the current round.
+    splitter: ThinkSplitter,
+    /// Language filter (counts over the whole turn).
+    filter: ScriptFilter,
+    /// Answer text so far, over all rounds.
     answer: String,
+    /// Length of `answer` when the current round started.
+    round_start: usize,
+    /// Reasoning text of the current round.
+    reasoning: String,
+    /// Continuation text held until its overlap with `answer` is known.
+    seam: Option<String>,
+    /// Content arrived in the current round (decides whether `reasoning_content` resets the
+    /// splitter).
+    content_seen: bool,
     /// Whether a "thinking" status was already emitted.
     thinking_shown: bool,
+    /// Continuation rounds used.
+    rounds: usize,
+    /// Text last rendered, to avoid redundant edits.
+    shown: String,
     /// Where the turn is.
     phase: Phase,
 }
 
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("rounds", &self.rounds)
+            .field("answer_len", &self.answer.len())
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Turn {
     /// Starts a turn for `request`.
-    pub fn start(request: ChatRequest) -> (Self, Vec<Effect>) {
-        (
-            Self {
-                answer: String::new(),
-                thinking_shown: false,
-                phase: Phase::Streaming,
-            },
-            vec![Effect::Request(request)],
-        )
+    pub fn start(
+        request: ChatRequest,
+        cfg: TurnConfig,
+        counter: Arc<dyn TokenCounter>,
+    ) -> (Self, Vec<Effect>) {
+        let turn = Self {
+            splitter: ThinkSplitter::new(cfg.think_start),
+            filter: ScriptFilter::new(&cfg.filter),
+            cfg,
+            counter,
+            base: request.clone(),
+            answer: String::new(),
+            round_start: 0,
+            reasoning: String::new(),
+            seam: None,
+            content_seen: false,
+            thinking_shown: false,
+            rounds: 0,
+            shown: String::new(),
+            phase: Phase::Streaming,
+        };
+        (turn, vec![Effect::Request(request)])
     }
 
     /// True once a final effect (commit or fail) was returned.
@@ -79,131 +170,430 @@ impl Turn {
         if self.phase == Phase::Done {
             return Vec::new();
         }
+        let mut fx = Vec::new();
         match input {
             Input::Item(StreamItem::Content(c)) => {
-                self.answer.push_str(&c);
-                // Leading whitespace is dropped as it streams, so the final text (trimmed)
-                // extends what was shown instead of replacing it.
-                match self.answer.trim_start() {
-                    "" => Vec::new(),
-                    shown => vec![Effect::Render(shown.to_string())],
-                }
+                self.content_seen = true;
+                let pieces = self.splitter.push(&c);
+                self.apply(pieces, &mut fx);
+                self.render(&mut fx);
             }
-            Input::Item(StreamItem::Reasoning(_)) => {
-                if self.thinking_shown {
-                    Vec::new()
-                } else {
-                    self.thinking_shown = true;
-                    vec![Effect::Thinking]
+            Input::Item(StreamItem::Reasoning(r)) => {
+                // The server separates reasoning itself, so content is all answer.
+                if !self.content_seen {
+                    self.splitter.set_outside();
                 }
+                self.reasoning_piece(r, &mut fx);
             }
             Input::Item(StreamItem::Finish(reason)) => {
-                self.phase = Phase::Done;
-                let answer = self.answer.trim().to_string();
-                if answer.is_empty() {
-                    return vec![Effect::Fail {
-                        message: "The model returned an empty answer. Try rephrasing the question."
-                            .into(),
-                    }];
-                }
-                match reason {
-                    FinishReason::Length => vec![Effect::Commit {
-                        answer,
-                        truncated: true,
-                    }],
-                    FinishReason::Stop | FinishReason::Other(_) => vec![Effect::Commit {
-                        answer,
-                        truncated: false,
-                    }],
-                }
+                let pieces = self.splitter.finish();
+                self.apply(pieces, &mut fx);
+                self.close_seam();
+                self.finish_round(reason, &mut fx);
             }
             Input::Failed(e) => {
                 self.phase = Phase::Done;
+                self.filtered(&mut fx);
                 let partial = self.answer.trim();
                 let message = if partial.is_empty() {
                     format!("⚠️ I could not answer: {e}")
                 } else {
                     format!("{partial}\n\n⚠️ The answer broke off and was not saved: {e}")
                 };
-                vec![Effect::Fail { message }]
+                fx.push(Effect::Fail { message });
+            }
+        }
+        fx
+    }
+
+    fn reasoning_piece(&mut self, r: String, fx: &mut Vec<Effect>) {
+        if !self.thinking_shown {
+            self.thinking_shown = true;
+            fx.push(Effect::Thinking);
+        }
+        self.reasoning.push_str(&r);
+        fx.push(Effect::Reasoning(r));
+    }
+
+    fn apply(&mut self, pieces: Vec<Piece>, fx: &mut Vec<Effect>) {
+        for p in pieces {
+            match p {
+                Piece::Reasoning(r) => self.reasoning_piece(r, fx),
+                Piece::Answer(a) => {
+                    let clean = self.filter.push(&a).into_owned();
+                    self.push_answer(&clean);
+                }
+                Piece::AnswerWasReasoning => {
+                    // What this round streamed as answer was reasoning: take it back.
+                    let moved = self.answer.split_off(self.round_start);
+                    let held = self.seam.take().unwrap_or_default();
+                    let r = moved + &held;
+                    if !r.is_empty() {
+                        self.reasoning_piece(r, fx);
+                    }
+                    if self.rounds > 0 {
+                        self.seam = Some(String::new());
+                    }
+                }
             }
         }
     }
+
+    fn push_answer(&mut self, text: &str) {
+        match &mut self.seam {
+            Some(buf) => {
+                buf.push_str(text);
+                if buf.chars().count() >= SEAM_WINDOW {
+                    self.close_seam();
+                }
+            }
+            None => self.answer.push_str(text),
+        }
+    }
+
+    /// Joins held continuation text to the answer, dropping what repeats the answer's end.
+    fn close_seam(&mut self) {
+        if let Some(buf) = self.seam.take() {
+            let rest = strip_overlap(&self.answer, &buf);
+            self.answer.push_str(rest);
+        }
+    }
+
+    fn render(&mut self, fx: &mut Vec<Effect>) {
+        let shown = self.answer.trim_start();
+        if !shown.is_empty() && shown != self.shown {
+            self.shown = shown.to_string();
+            fx.push(Effect::Render(self.shown.clone()));
+        }
+    }
+
+    fn filtered(&self, fx: &mut Vec<Effect>) {
+        if self.filter.removed() > 0 {
+            fx.push(Effect::Filtered {
+                removed: self.filter.removed(),
+            });
+        }
+    }
+
+    fn finish_round(&mut self, reason: FinishReason, fx: &mut Vec<Effect>) {
+        let round_answer = self.answer[self.round_start..].trim().to_string();
+        // A stream that started "inside" but never closed a think block and stopped normally
+        // was an answer all along (a model that did not think).
+        if reason != FinishReason::Length
+            && self.splitter.is_inside()
+            && !self.splitter.saw_tags()
+            && round_answer.is_empty()
+        {
+            let text = std::mem::take(&mut self.reasoning);
+            let clean = self.filter.push(&text).into_owned();
+            self.answer.push_str(&clean);
+            self.render(fx);
+        }
+        // Still inside a think block: either an explicit one never closed, or the output
+        // limit hit while an R1-style model was reasoning.
+        let still_thinking = self.splitter.is_inside()
+            && (self.splitter.saw_tags() || reason == FinishReason::Length);
+        let cut = reason == FinishReason::Length || (still_thinking && round_answer.is_empty());
+        if cut && self.rounds < self.cfg.max_rounds {
+            if let Some(req) = self.continuation(still_thinking && self.answer.trim().is_empty()) {
+                self.rounds += 1;
+                self.round_start = self.answer.len();
+                self.reasoning.clear();
+                self.splitter = ThinkSplitter::new(self.cfg.think_start);
+                self.content_seen = false;
+                self.seam = if self.answer.trim().is_empty() {
+                    None
+                } else {
+                    Some(String::new())
+                };
+                fx.push(Effect::Request(req));
+                return;
+            }
+        }
+        self.phase = Phase::Done;
+        self.filtered(fx);
+        let answer = self.answer.trim().to_string();
+        if answer.is_empty() {
+            let message = if self.thinking_shown || !self.reasoning.is_empty() {
+                "⚠️ The model used its whole output budget reasoning and gave no answer. Ask a narrower question, or raise max_output_tokens."
+            } else {
+                "The model returned an empty answer. Try rephrasing the question."
+            };
+            fx.push(Effect::Fail {
+                message: message.into(),
+            });
+            return;
+        }
+        fx.push(Effect::Commit {
+            answer,
+            truncated: cut,
+            rounds: self.rounds,
+        });
+    }
+
+    /// The next round's request, fitted to the input budget; `None` if it cannot fit.
+    fn continuation(&self, answer_now: bool) -> Option<ChatRequest> {
+        let mut messages = self.base.messages.clone();
+        let protected = if answer_now {
+            if let Some(last) = messages.last_mut() {
+                last.content = format!("{}\n\n{ANSWER_NOW_PROMPT}", last.content);
+            }
+            1
+        } else {
+            messages.push(ChatMessage::new(
+                "assistant",
+                self.answer.trim_start().to_string(),
+            ));
+            messages.push(ChatMessage::new("user", CONTINUE_PROMPT));
+            3
+        };
+        trim_history(
+            self.counter.as_ref(),
+            &mut messages,
+            protected,
+            self.cfg.input_budget,
+        )
+        .then(|| ChatRequest {
+            messages,
+            ..self.base.clone()
+        })
+    }
+}
+
+/// The part of `next` that does not repeat the end of `prev`. An overlap must be at least
+/// [`MIN_OVERLAP`] characters (ignoring leading whitespace of `next`) to count.
+pub fn strip_overlap<'a>(prev: &str, next: &'a str) -> &'a str {
+    let trimmed = next.trim_start();
+    let max = trimmed.len().min(prev.len());
+    for k in (1..=max).rev() {
+        if !trimmed.is_char_boundary(k) {
+            continue;
+        }
+        let head = &trimmed[..k];
+        if head.chars().count() < MIN_OVERLAP {
+            break;
+        }
+        if prev.ends_with(head) {
+            return &trimmed[k..];
+        }
+    }
+    next
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    struct Chars;
+    impl TokenCounter for Chars {
+        fn count(&self, text: &str) -> usize {
+            text.len() / 4
+        }
+    }
+
     fn req() -> ChatRequest {
         ChatRequest {
-            messages: vec![],
+            messages: vec![
+                ChatMessage::new("system", "sys"),
+                ChatMessage::new("user", "q"),
+            ],
             max_tokens: 10,
             temperature: None,
         }
     }
 
+    fn cfg(max_rounds: usize, think_start: ThinkStart) -> TurnConfig {
+        TurnConfig {
+            max_rounds,
+            think_start,
+            filter: Script::CJK.to_vec(),
+            input_budget: 10_000,
+        }
+    }
+
+    fn start(max_rounds: usize, think_start: ThinkStart) -> Turn {
+        Turn::start(req(), cfg(max_rounds, think_start), Arc::new(Chars)).0
+    }
+
+    fn content(t: &mut Turn, s: &str) -> Vec<Effect> {
+        t.handle(Input::Item(StreamItem::Content(s.into())))
+    }
+
+    fn finish(t: &mut Turn, r: FinishReason) -> Vec<Effect> {
+        t.handle(Input::Item(StreamItem::Finish(r)))
+    }
+
+    fn committed(fx: &[Effect]) -> (String, bool, usize) {
+        match fx.last() {
+            Some(Effect::Commit {
+                answer,
+                truncated,
+                rounds,
+            }) => (answer.clone(), *truncated, *rounds),
+            other => panic!("expected a commit, got {other:?}"),
+        }
+    }
+
+    fn request(fx: &[Effect]) -> ChatRequest {
+        match fx.last() {
+            Some(Effect::Request(r)) => r.clone(),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
     #[test]
     fn streams_then_commits() {
-        let (mut t, fx) = Turn::start(req());
+        let (mut t, fx) = Turn::start(req(), cfg(3, ThinkStart::Outside), Arc::new(Chars));
         assert_eq!(fx, vec![Effect::Request(req())]);
+        assert_eq!(content(&mut t, "Hel"), vec![Effect::Render("Hel".into())]);
+        assert_eq!(content(&mut t, "lo"), vec![Effect::Render("Hello".into())]);
         assert_eq!(
-            t.handle(Input::Item(StreamItem::Content("Hel".into()))),
-            vec![Effect::Render("Hel".into())]
-        );
-        assert_eq!(
-            t.handle(Input::Item(StreamItem::Content("lo".into()))),
-            vec![Effect::Render("Hello".into())]
-        );
-        assert_eq!(
-            t.handle(Input::Item(StreamItem::Finish(FinishReason::Stop))),
-            vec![Effect::Commit {
-                answer: "Hello".into(),
-                truncated: false
-            }]
+            committed(&finish(&mut t, FinishReason::Stop)),
+            ("Hello".into(), false, 0)
         );
         assert!(t.is_done());
-        assert!(t
-            .handle(Input::Item(StreamItem::Content("x".into())))
-            .is_empty());
+        assert!(content(&mut t, "x").is_empty());
     }
 
     #[test]
     fn leading_whitespace_never_renders() {
-        let (mut t, _) = Turn::start(req());
-        assert!(t
-            .handle(Input::Item(StreamItem::Content("\n\n".into())))
-            .is_empty());
+        let mut t = start(3, ThinkStart::Outside);
+        assert!(content(&mut t, "\n\n").is_empty());
+        assert_eq!(content(&mut t, "Hi "), vec![Effect::Render("Hi ".into())]);
+    }
+
+    #[test]
+    fn reasoning_content_stream_is_kept_apart() {
+        let mut t = start(3, ThinkStart::Inside);
+        let fx = t.handle(Input::Item(StreamItem::Reasoning("hmm".into())));
+        assert_eq!(fx, vec![Effect::Thinking, Effect::Reasoning("hmm".into())]);
         assert_eq!(
-            t.handle(Input::Item(StreamItem::Content("Hi ".into()))),
-            vec![Effect::Render("Hi ".into())]
+            t.handle(Input::Item(StreamItem::Reasoning(" more".into()))),
+            vec![Effect::Reasoning(" more".into())]
+        );
+        // Content after reasoning_content is answer even though the model is R1-style.
+        assert_eq!(content(&mut t, "42"), vec![Effect::Render("42".into())]);
+        assert_eq!(committed(&finish(&mut t, FinishReason::Stop)).0, "42");
+    }
+
+    #[test]
+    fn r1_content_without_opening_tag() {
+        let mut t = start(3, ThinkStart::Inside);
+        let fx = content(&mut t, "Let me see, 6*7");
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Thinking,
+                Effect::Reasoning("Let me see, 6*7".into())
+            ]
+        );
+        let fx = content(&mut t, " is 42.</thi");
+        assert_eq!(fx, vec![Effect::Reasoning(" is 42.".into())]);
+        let fx = content(&mut t, "nk>\n\nIt is 42.");
+        assert_eq!(fx, vec![Effect::Render("It is 42.".into())]);
+        assert_eq!(
+            committed(&finish(&mut t, FinishReason::Stop)).0,
+            "It is 42."
         );
     }
 
     #[test]
-    fn reasoning_shows_thinking_once_and_never_enters_the_answer() {
-        let (mut t, _) = Turn::start(req());
+    fn inside_start_without_any_tag_is_an_answer() {
+        let mut t = start(3, ThinkStart::Inside);
+        content(&mut t, "Plain answer, no thinking.");
+        let fx = finish(&mut t, FinishReason::Stop);
+        assert_eq!(fx[0], Effect::Render("Plain answer, no thinking.".into()));
+        assert_eq!(committed(&fx).0, "Plain answer, no thinking.");
+    }
+
+    #[test]
+    fn length_then_one_continuation_joins_without_repeats() {
+        let mut t = start(3, ThinkStart::Outside);
+        content(&mut t, "The quick brown fox");
+        let r = request(&finish(&mut t, FinishReason::Length));
+        let n = r.messages.len();
         assert_eq!(
-            t.handle(Input::Item(StreamItem::Reasoning("hmm".into()))),
-            vec![Effect::Thinking]
+            r.messages[n - 2],
+            ChatMessage::new("assistant", "The quick brown fox")
         );
-        assert!(t
-            .handle(Input::Item(StreamItem::Reasoning("more".into())))
-            .is_empty());
-        t.handle(Input::Item(StreamItem::Content("42".into())));
+        assert_eq!(r.messages[n - 1], ChatMessage::new("user", CONTINUE_PROMPT));
+        // The continuation repeats "brown fox" before going on.
+        assert!(
+            content(&mut t, "brown fox jumps").is_empty(),
+            "held at the seam"
+        );
+        content(&mut t, " over the lazy dog.");
+        let fx = finish(&mut t, FinishReason::Stop);
         assert_eq!(
-            t.handle(Input::Item(StreamItem::Finish(FinishReason::Stop))),
-            vec![Effect::Commit {
-                answer: "42".into(),
-                truncated: false
-            }]
+            committed(&fx),
+            (
+                "The quick brown fox jumps over the lazy dog.".into(),
+                false,
+                1
+            )
         );
+    }
+
+    #[test]
+    fn rounds_run_out_and_the_answer_says_it_was_cut() {
+        let mut t = start(2, ThinkStart::Outside);
+        content(&mut t, "one ");
+        request(&finish(&mut t, FinishReason::Length));
+        content(&mut t, "two ");
+        request(&finish(&mut t, FinishReason::Length));
+        content(&mut t, "three");
+        let (answer, truncated, rounds) = committed(&finish(&mut t, FinishReason::Length));
+        assert_eq!(
+            (answer.as_str(), truncated, rounds),
+            ("one two three", true, 2)
+        );
+    }
+
+    #[test]
+    fn think_block_open_at_the_limit_asks_for_the_answer() {
+        let mut t = start(3, ThinkStart::Outside);
+        content(&mut t, "<think>long deliberation");
+        let r = request(&finish(&mut t, FinishReason::Length));
+        assert!(r
+            .messages
+            .last()
+            .unwrap()
+            .content
+            .ends_with(ANSWER_NOW_PROMPT));
+        assert_eq!(r.messages.len(), 2, "no partial answer to continue");
+        content(&mut t, "<think>ok</think>Final.");
+        assert_eq!(
+            committed(&finish(&mut t, FinishReason::Stop)),
+            ("Final.".into(), false, 1)
+        );
+        let mut t = start(0, ThinkStart::Inside);
+        content(&mut t, "deliberating");
+        match &finish(&mut t, FinishReason::Length)[..] {
+            [Effect::Fail { message }] => assert!(message.contains("reasoning")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cjk_is_filtered_across_chunks_and_counted() {
+        let mut t = start(3, ThinkStart::Outside);
+        assert_eq!(
+            content(&mut t, "Hello 世"),
+            vec![Effect::Render("Hello ".into())]
+        );
+        assert_eq!(
+            content(&mut t, "界world。"),
+            vec![Effect::Render("Hello world".into())]
+        );
+        let fx = finish(&mut t, FinishReason::Stop);
+        assert_eq!(fx[0], Effect::Filtered { removed: 3 });
+        assert_eq!(committed(&fx).0, "Hello world");
     }
 
     #[test]
     fn failure_mid_answer_stores_nothing_but_shows_the_partial_text() {
-        let (mut t, _) = Turn::start(req());
-        t.handle(Input::Item(StreamItem::Content("partial".into())));
+        let mut t = start(3, ThinkStart::Outside);
+        content(&mut t, "partial");
         let fx = t.handle(Input::Failed(LlmError::StreamCut("closed".into())));
         match &fx[..] {
             [Effect::Fail { message }] => {
@@ -215,20 +605,37 @@ mod tests {
     }
 
     #[test]
-    fn length_marks_truncated_and_empty_answers_fail() {
-        let (mut t, _) = Turn::start(req());
-        t.handle(Input::Item(StreamItem::Content("long".into())));
-        assert_eq!(
-            t.handle(Input::Item(StreamItem::Finish(FinishReason::Length))),
-            vec![Effect::Commit {
-                answer: "long".into(),
-                truncated: true
-            }]
-        );
-        let (mut t, _) = Turn::start(req());
+    fn empty_answers_fail() {
+        let mut t = start(3, ThinkStart::Outside);
         assert!(matches!(
-            &t.handle(Input::Item(StreamItem::Finish(FinishReason::Stop)))[..],
+            &finish(&mut t, FinishReason::Stop)[..],
             [Effect::Fail { .. }]
         ));
+    }
+
+    #[test]
+    fn continuation_that_cannot_fit_ends_cut() {
+        let mut c = cfg(3, ThinkStart::Outside);
+        c.input_budget = 40;
+        let mut t = Turn::start(req(), c, Arc::new(Chars)).0;
+        content(&mut t, &"long answer ".repeat(40));
+        let (_, truncated, rounds) = committed(&finish(&mut t, FinishReason::Length));
+        assert!(truncated);
+        assert_eq!(rounds, 0);
+    }
+
+    #[test]
+    fn overlap_detection() {
+        assert_eq!(
+            strip_overlap("The quick brown fox", " brown fox jumps"),
+            " jumps"
+        );
+        assert_eq!(strip_overlap("abc", "def"), "def");
+        // Too short to be a repeat: "a " could be a coincidence.
+        assert_eq!(strip_overlap("this is a", "a b"), "a b");
+        assert_eq!(
+            strip_overlap("Grüße aus der Straße", "der Straße und"),
+            " und"
+        );
     }
 }

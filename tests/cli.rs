@@ -306,7 +306,8 @@ async fn summarization_triggers_and_keeps_key_facts() {
     let mut i = 0;
     while summaries.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(i < 10, "summarization never triggered");
-        assert!(ask_small(format!("message {i}")).await.0);
+        let (ok, _, err) = ask_small(format!("message {i}")).await;
+        assert!(ok, "{err}");
         i += 1;
     }
     let st = status_json(&dir, &llm.url, "s").await;

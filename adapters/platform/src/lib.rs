@@ -226,6 +226,12 @@ pub trait Platform: Send + Sync + 'static {
     /// Shows or clears a transient status ("thinking…", progress notes).
     async fn status(&self, to: &ReplyTarget, status: &Status) -> Result<(), PlatformError>;
 
+    /// Reasoning text streamed apart from the answer (for a "thinking…" view). Never part of
+    /// the answer; most adapters ignore it.
+    async fn reasoning(&self, _to: &ReplyTarget, _delta: &str) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
     /// Called once when a streamed reply reaches its final state.
     async fn finished(&self, _to: &ReplyTarget, _state: &FinalState) -> Result<(), PlatformError> {
         Ok(())

@@ -43,6 +43,13 @@ impl StreamingReply {
         }
     }
 
+    /// Offers reasoning text to the adapter. Failures are logged, never fatal.
+    pub async fn reasoning(&self, delta: &str) {
+        if let Err(e) = self.platform.reasoning(&self.target, delta).await {
+            tracing::debug!(error = %e, "reasoning update failed");
+        }
+    }
+
     /// Replaces the reply's text with `full_text`; the platform sees it when the edit
     /// interval allows.
     pub async fn update(&mut self, full_text: &str) {

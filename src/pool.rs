@@ -1,0 +1,267 @@
+//! Several endpoints for one role, with retries and failover. A request is retried with
+//! backoff only before any token has streamed: the pool waits for the first stream item before
+//! handing the stream over, so a server that accepts the connection and then fails is retried
+//! too. An endpoint that fails is marked down for a cool-down and tried last until it answers.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+
+use crate::llm::{ChatBackend, ChatRequest, ItemStream, LlmError, OpenAiEndpoint, ServedModel};
+use crate::settings::Endpoint;
+
+/// Retry and health policy.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolPolicy {
+    /// Attempts per endpoint after the first, before moving on.
+    pub retries: usize,
+    /// First backoff delay; it doubles per retry.
+    pub backoff: Duration,
+    /// How long a failed endpoint is tried last.
+    pub cooldown: Duration,
+}
+
+/// One endpoint and its health.
+struct Member {
+    /// The client.
+    endpoint: OpenAiEndpoint,
+    /// Until when it counts as down.
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Member {
+    fn is_up(&self) -> bool {
+        self.down_until
+            .lock()
+            .expect("health lock")
+            .is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn mark(&self, up: bool, cooldown: Duration) {
+        *self.down_until.lock().expect("health lock") = (!up).then(|| Instant::now() + cooldown);
+    }
+}
+
+/// The endpoints of one role (reasoning or vision), in preference order.
+pub struct EndpointPool {
+    /// Members in configured order.
+    members: Vec<Member>,
+    /// Retry and health policy.
+    policy: PoolPolicy,
+}
+
+/// What a failed attempt means for the next one.
+fn retryable(e: &LlmError) -> bool {
+    match e {
+        LlmError::Unreachable { .. }
+        | LlmError::Timeout { .. }
+        | LlmError::RateLimited { .. }
+        | LlmError::StreamCut(_) => true,
+        LlmError::Status { status, .. } => *status >= 500 || *status == 408,
+        LlmError::Protocol(_) | LlmError::AllDown { .. } => false,
+    }
+}
+
+/// Whether another endpoint may succeed where this one failed (a 400 would fail everywhere).
+fn worth_failing_over(e: &LlmError) -> bool {
+    match e {
+        LlmError::Status { status, .. } => {
+            !(400..500).contains(status) || matches!(status, 404 | 408 | 429)
+        }
+        _ => true,
+    }
+}
+
+impl EndpointPool {
+    /// A pool over `primary` and its fallbacks.
+    pub fn new(endpoints: Vec<Endpoint>, policy: PoolPolicy) -> Self {
+        Self {
+            members: endpoints
+                .into_iter()
+                .map(|e| Member {
+                    endpoint: OpenAiEndpoint::new(e),
+                    down_until: Mutex::new(None),
+                })
+                .collect(),
+            policy,
+        }
+    }
+
+    /// The configured base URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.endpoint.url().to_string())
+            .collect()
+    }
+
+    /// Members to try: healthy ones first, each group in configured order.
+    fn order(&self) -> Vec<&Member> {
+        let (up, down): (Vec<&Member>, Vec<&Member>) = self.members.iter().partition(|m| m.is_up());
+        up.into_iter().chain(down).collect()
+    }
+
+    /// Probes every endpoint's `/models`, updating health; returns what each serves.
+    pub async fn health(&self) -> Vec<(String, Result<Vec<ServedModel>, LlmError>)> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            let r = m.endpoint.models().await;
+            m.mark(r.is_ok(), self.policy.cooldown);
+            out.push((m.endpoint.url().to_string(), r));
+        }
+        out
+    }
+
+    /// The smallest context length any healthy endpoint reports (vLLM's `max_model_len`).
+    pub async fn served_context_length(&self) -> Option<u64> {
+        let mut best: Option<u64> = None;
+        for m in self.order() {
+            if let Ok(models) = m.endpoint.models().await {
+                let len = models
+                    .iter()
+                    .find(|x| x.id == m.endpoint.model())
+                    .or(models.first())
+                    .and_then(|x| x.max_model_len);
+                if let Some(len) = len {
+                    best = Some(best.map_or(len, |b| b.min(len)));
+                }
+            }
+        }
+        best
+    }
+
+    /// Exact prompt tokens for `request`'s messages from the first endpoint that offers vLLM's
+    /// `/tokenize`; `None` when none does.
+    pub async fn tokenize_prompt(&self, request: &ChatRequest) -> Option<usize> {
+        for m in self.order() {
+            if let Some(n) = m.endpoint.tokenize_chat(&request.messages).await {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    async fn open(
+        endpoint: &OpenAiEndpoint,
+        request: &ChatRequest,
+    ) -> Result<ItemStream, LlmError> {
+        let mut stream = endpoint.stream(request).await?;
+        // Wait for the first item so failures before any token are still retryable here.
+        match stream.next().await {
+            Some(Ok(first)) => Ok(Box::pin(
+                futures_util::stream::iter([Ok(first)]).chain(stream),
+            )),
+            Some(Err(e)) => Err(e),
+            None => Err(LlmError::StreamCut(
+                "the stream ended before any token".into(),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl ChatBackend for EndpointPool {
+    async fn context_length(&self) -> Option<u64> {
+        self.served_context_length().await
+    }
+
+    async fn count_prompt(&self, request: &ChatRequest) -> Option<usize> {
+        self.tokenize_prompt(request).await
+    }
+
+    async fn stream(&self, request: &ChatRequest) -> Result<ItemStream, LlmError> {
+        let mut failures: Vec<String> = Vec::new();
+        let mut last = None;
+        for m in self.order() {
+            let backoff = ExponentialBuilder::default()
+                .with_min_delay(self.policy.backoff)
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(self.policy.retries)
+                .with_jitter();
+            let attempt = || Self::open(&m.endpoint, request);
+            let result = attempt
+                .retry(backoff)
+                .sleep(tokio::time::sleep)
+                .when(retryable)
+                .adjust(|e, d| match e {
+                    LlmError::RateLimited { retry_after } => Some((*retry_after).min(Duration::from_secs(10))),
+                    _ => d,
+                })
+                .notify(|e, d| tracing::warn!(endpoint = m.endpoint.url(), error = %e, retry_in = ?d, "model request failed; retrying"))
+                .await;
+            match result {
+                Ok(s) => {
+                    m.mark(true, self.policy.cooldown);
+                    return Ok(s);
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = m.endpoint.url(), error = %e, "endpoint failed");
+                    if !worth_failing_over(&e) {
+                        return Err(e);
+                    }
+                    m.mark(false, self.policy.cooldown);
+                    failures.push(e.to_string());
+                    last = Some(e);
+                }
+            }
+        }
+        match (failures.len(), last) {
+            (1, Some(e)) => Err(e),
+            (_, _) => Err(LlmError::AllDown { failures }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_errors() {
+        assert!(retryable(&LlmError::Status {
+            status: 503,
+            body: String::new()
+        }));
+        assert!(!retryable(&LlmError::Status {
+            status: 400,
+            body: String::new()
+        }));
+        assert!(!worth_failing_over(&LlmError::Status {
+            status: 400,
+            body: String::new()
+        }));
+        assert!(worth_failing_over(&LlmError::Status {
+            status: 404,
+            body: String::new()
+        }));
+        assert!(worth_failing_over(&LlmError::Unreachable {
+            url: String::new(),
+            reason: String::new()
+        }));
+    }
+
+    #[test]
+    fn failed_members_go_last_until_the_cooldown_ends() {
+        let ep = |u: &str| Endpoint {
+            url: u.into(),
+            ..Endpoint::default()
+        };
+        let pool = EndpointPool::new(
+            vec![ep("http://a/v1"), ep("http://b/v1")],
+            PoolPolicy {
+                retries: 0,
+                backoff: Duration::from_millis(1),
+                cooldown: Duration::from_millis(30),
+            },
+        );
+        pool.members[0].mark(false, Duration::from_millis(30));
+        let order: Vec<&str> = pool.order().iter().map(|m| m.endpoint.url()).collect();
+        assert_eq!(order, vec!["http://b/v1", "http://a/v1"]);
+        std::thread::sleep(Duration::from_millis(40));
+        let order: Vec<&str> = pool.order().iter().map(|m| m.endpoint.url()).collect();
+        assert_eq!(order, vec!["http://a/v1", "http://b/v1"]);
+    }
+}
