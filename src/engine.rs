@@ -316,7 +316,8 @@ impl Engine {
             self.settings.token_margin
         };
         let mut local = ((budget as f64) * (1.0 - margin)) as usize;
-        for _ in 0..3 {
+        let mut attempts = 0;
+        loop {
             let fitted = prompt::fit(
                 self.counter.as_ref(),
                 system,
@@ -325,7 +326,8 @@ impl Engine {
                 query,
                 local,
             )?;
-            if !self.settings.reasoning.remote_tokenize {
+            attempts += 1;
+            if !self.settings.reasoning.remote_tokenize || attempts > 4 {
                 return Ok((fitted, local));
             }
             let request = ChatRequest {
@@ -335,21 +337,14 @@ impl Engine {
             };
             match self.llm.count_prompt(&request).await {
                 Some(exact) if exact > budget && fitted.dropped_turns < anchor.turns.len() => {
+                    // Shrink in proportion to how far the estimate was off.
                     tracing::debug!(exact, budget, local, "server count over budget; shrinking");
-                    local = local.saturating_sub(exact - budget + 16);
+                    local = ((local as f64) * (budget as f64) / (exact as f64)) as usize;
+                    local = local.saturating_sub(16);
                 }
                 _ => return Ok((fitted, local)),
             }
         }
-        let fitted = prompt::fit(
-            self.counter.as_ref(),
-            system,
-            &anchor.turns,
-            author,
-            query,
-            local,
-        )?;
-        Ok((fitted, local))
     }
 
     /// Runs one question-and-answer turn.

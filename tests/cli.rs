@@ -198,10 +198,7 @@ async fn stream_cut_mid_answer_or_server_error_stores_nothing() {
             r.finish = None;
             r
         } else {
-            Reply {
-                status: 500,
-                ..Reply::text("")
-            }
+            Reply::status(500)
         }
     })
     .await;

@@ -35,6 +35,12 @@ pub struct Reply {
     pub delay: Duration,
     /// HTTP status; anything but 200 returns an error body instead of a stream.
     pub status: u16,
+    /// `reasoning_content` pieces sent before the content (vLLM's reasoning parser).
+    pub reasoning: Vec<String>,
+    /// Write the SSE body in pieces of this many bytes (splitting frames and characters).
+    pub raw_split: Option<usize>,
+    /// Pause before the first frame (to trip the first-token timeout).
+    pub first_delay: Duration,
 }
 
 impl Reply {
@@ -51,11 +57,27 @@ impl Reply {
         if !cur.is_empty() {
             chunks.push(cur);
         }
+        Self::chunks(chunks, Some("stop"))
+    }
+
+    /// Exactly these content chunks, then `finish`.
+    pub fn chunks(chunks: Vec<String>, finish: Option<&'static str>) -> Self {
         Self {
             chunks,
-            finish: Some("stop"),
+            finish,
             delay: Duration::ZERO,
             status: 200,
+            reasoning: Vec::new(),
+            raw_split: None,
+            first_delay: Duration::ZERO,
+        }
+    }
+
+    /// An error status instead of a stream.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            ..Self::chunks(Vec::new(), None)
         }
     }
 
@@ -71,6 +93,10 @@ type Script = dyn Fn(&Value) -> Reply + Send + Sync;
 struct FakeState {
     requests: Mutex<Vec<Value>>,
     script: Box<Script>,
+    /// `max_model_len` reported by `/v1/models`.
+    max_model_len: Option<u64>,
+    /// Tokens per character reported by `/tokenize`; `None`: the route does not exist.
+    tokenize_ratio: Option<f64>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -85,15 +111,28 @@ pub struct FakeLlm {
 impl FakeLlm {
     /// Starts a server that answers each chat request with `script(request_json)`.
     pub async fn start(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_with(Some(16384), None, script).await
+    }
+
+    /// Starts a server reporting `max_model_len` and, with `tokenize_ratio`, offering vLLM's
+    /// `/tokenize` (counting `ratio` tokens per character of the messages).
+    pub async fn start_with(
+        max_model_len: Option<u64>,
+        tokenize_ratio: Option<f64>,
+        script: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let state = Arc::new(FakeState {
             requests: Mutex::new(Vec::new()),
             script: Box::new(script),
+            max_model_len,
+            tokenize_ratio,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
+            .route("/tokenize", post(tokenize))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -158,11 +197,29 @@ pub fn all_text(req: &Value) -> String {
         .join("\n")
 }
 
-async fn models() -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "data": [{"id": "fake-model", "object": "model", "owned_by": "test", "max_model_len": 16384}]
-    }))
+async fn models(State(state): State<Arc<FakeState>>) -> Json<Value> {
+    let mut model = json!({"id": "fake-model", "object": "model", "owned_by": "test"});
+    if let Some(len) = state.max_model_len {
+        model["max_model_len"] = json!(len);
+    }
+    Json(json!({"object": "list", "data": [model]}))
+}
+
+async fn tokenize(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Response {
+    let Some(ratio) = state.tokenize_ratio else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let chars: usize = req["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|x| x["content"].as_str().unwrap_or("").chars().count())
+                .sum()
+        })
+        .unwrap_or(0);
+    let count = (chars as f64 * ratio).ceil() as u64;
+    Json(json!({"count": count, "max_model_len": state.max_model_len, "tokens": []}))
+        .into_response()
 }
 
 fn chunk(delta: Value, finish: Option<&str>) -> Bytes {
@@ -200,6 +257,12 @@ async fn chat(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Re
     )];
     frames.extend(
         reply
+            .reasoning
+            .iter()
+            .map(|r| (chunk(json!({"reasoning_content": r}), None), false)),
+    );
+    frames.extend(
+        reply
             .chunks
             .iter()
             .map(|c| (chunk(json!({"content": c}), None), false)),
@@ -208,18 +271,36 @@ async fn chat(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Re
         frames.push((chunk(json!({}), Some(f)), true));
         frames.push((Bytes::from("data: [DONE]\n\n"), false));
     }
+    if let Some(n) = reply.raw_split {
+        // Re-cut the whole body into n-byte writes, ignoring frame and character boundaries.
+        let body: Vec<u8> = frames.iter().flat_map(|(b, _)| b.to_vec()).collect();
+        let last = frames.len();
+        frames = body
+            .chunks(n.max(1))
+            .map(|c| (Bytes::copy_from_slice(c), false))
+            .collect();
+        if last > 0 && reply.finish.is_some() {
+            if let Some(f) = frames.last_mut() {
+                f.1 = true;
+            }
+        }
+    }
     let delay = reply.delay;
+    let first_delay = reply.first_delay;
     let stream = futures_util::stream::unfold(
-        (frames.into_iter(), Some(guard)),
-        move |(mut it, mut guard)| async move {
+        (frames.into_iter(), Some(guard), true),
+        move |(mut it, mut guard, first)| async move {
             let (frame, last) = it.next()?;
+            if first && !first_delay.is_zero() {
+                tokio::time::sleep(first_delay).await;
+            }
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             if last {
                 guard = None;
             }
-            Some((Ok::<_, std::io::Error>(frame), (it, guard)))
+            Some((Ok::<_, std::io::Error>(frame), (it, guard, false)))
         },
     );
     Response::builder()
@@ -246,6 +327,7 @@ pub fn anchorbot(data_dir: &Path, url: &str) -> tokio::process::Command {
         .env("ANCHORBOT_REASONING_URL", url)
         .env("ANCHORBOT_REASONING_MODEL", "fake-model")
         .env("ANCHORBOT_VISION_URL", url)
+        .env("ANCHORBOT_RETRY_BACKOFF_MS", "10")
         .current_dir(data_dir.parent().unwrap())
         .kill_on_drop(true);
     cmd
@@ -283,6 +365,8 @@ pub struct RecordingPlatform {
     pub records: Mutex<Vec<Record>>,
     /// Set when `status(Thinking)` was shown and not yet cleared, per channel.
     pub thinking: Mutex<HashMap<String, bool>>,
+    /// Reasoning text offered to the adapter, per channel.
+    pub reasoning: Mutex<HashMap<String, String>>,
 }
 
 impl RecordingPlatform {
@@ -372,6 +456,16 @@ impl Platform for RecordingPlatform {
         Ok(())
     }
 
+    async fn reasoning(&self, to: &ReplyTarget, delta: &str) -> Result<(), PlatformError> {
+        self.reasoning
+            .lock()
+            .unwrap()
+            .entry(to.channel.clone())
+            .or_default()
+            .push_str(delta);
+        Ok(())
+    }
+
     async fn finished(&self, to: &ReplyTarget, state: &FinalState) -> Result<(), PlatformError> {
         let id = self
             .last_in_channel
@@ -423,6 +517,14 @@ impl Running {
 
 /// Builds the real `App` from `settings` and runs it with a recording adapter.
 pub async fn start_app(settings: anchorbot::Settings) -> Running {
+    start_app_with(settings, None).await
+}
+
+/// The same, with a document retriever for the offline fallback.
+pub async fn start_app_with(
+    settings: anchorbot::Settings,
+    retriever: Option<Arc<dyn anchorbot::engine::Retriever>>,
+) -> Running {
     let platform = Arc::new(RecordingPlatform::default());
     let stop = Arc::new(Notify::new());
     let (tx, rx) = oneshot::channel();
@@ -431,10 +533,13 @@ pub async fn start_app(settings: anchorbot::Settings) -> Running {
         sink_tx: Some(tx),
         stop: stop.clone(),
     };
-    let app = anchorbot::App::build(settings)
+    let mut app = anchorbot::App::build(settings)
         .await
         .unwrap()
         .with_adapter(Box::new(adapter));
+    if let Some(r) = retriever {
+        app = app.with_retriever(r);
+    }
     let task = tokio::spawn(app.run_until_stopped(std::future::pending()));
     let sink = rx.await.unwrap();
     Running {
@@ -473,6 +578,7 @@ pub fn settings(data_dir: &Path, url: &str) -> anchorbot::Settings {
     s.reasoning.url = url.to_string();
     s.reasoning.model = "fake-model".into();
     s.vision.url = url.to_string();
+    s.retry_backoff_ms = 10;
     s
 }
 
