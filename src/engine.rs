@@ -342,6 +342,16 @@ impl Engine {
                     local = ((local as f64) * (budget as f64) / (exact as f64)) as usize;
                     local = local.saturating_sub(16);
                 }
+                Some(exact) if exact > budget => {
+                    // Even with no history the server counts too many tokens.
+                    let cut = exact - budget;
+                    return Err(prompt::FitError::QueryTooLong {
+                        query_tokens: exact,
+                        room: budget,
+                        cut,
+                        cut_words: (cut * 3).div_ceil(4),
+                    });
+                }
                 _ => return Ok((fitted, local)),
             }
         }
@@ -608,9 +618,11 @@ impl Engine {
         if remaining <= budget {
             return Ok(false);
         }
-        // Fold until half the budget is left, always keeping the two newest turns verbatim.
+        // Fold until a quarter of the budget is left, always keeping the two newest turns
+        // verbatim. Folding rewrites the prompt's memory section, which invalidates the
+        // server's prefix cache from there on, so fold rarely and in large steps.
         let mut fold = 0;
-        while fold < anchor.turns.len().saturating_sub(2) && remaining > budget / 2 {
+        while fold < anchor.turns.len().saturating_sub(2) && remaining > budget / 4 {
             remaining -= costs[fold];
             fold += 1;
         }

@@ -118,13 +118,15 @@ impl ScriptFilter {
         if self.scripts.is_empty() || chunk.is_ascii() {
             return std::borrow::Cow::Borrowed(chunk);
         }
-        let unwanted = |c: char| self.scripts.iter().any(|s| s.contains(c));
-        if !chunk.chars().any(unwanted) {
+        // Nothing below U+1100 (Hangul Jamo, the lowest range) is ever removed.
+        let unwanted = |c: char| c >= '\u{1100}' && self.scripts.iter().any(|s| s.contains(c));
+        let Some((first, _)) = chunk.char_indices().find(|&(_, c)| unwanted(c)) else {
             return std::borrow::Cow::Borrowed(chunk);
-        }
+        };
         let mut out = String::with_capacity(chunk.len());
+        out.push_str(&chunk[..first]);
         let mut removed = 0;
-        for c in chunk.chars() {
+        for c in chunk[first..].chars() {
             if unwanted(c) {
                 removed += 1;
             } else {

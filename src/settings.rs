@@ -180,7 +180,7 @@ impl Default for Settings {
                 .into(),
             max_input_tokens: 12288,
             max_output_tokens: 4096,
-            recent_turns_tokens: 4096,
+            recent_turns_tokens: 6144,
             max_summaries: 8,
             max_facts: 40,
             queue_capacity: 16,

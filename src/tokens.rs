@@ -38,8 +38,9 @@ pub enum TokenizerError {
     },
 }
 
-/// Tokens a chat message costs beyond its text (role markers, separators).
-pub const MESSAGE_OVERHEAD: usize = 4;
+/// Tokens a chat message costs beyond its text: ChatML's `<|im_start|>`, role, newline,
+/// `<|im_end|>`, newline.
+pub const MESSAGE_OVERHEAD: usize = 5;
 /// Tokens every request costs beyond its messages (assistant priming).
 pub const REQUEST_OVERHEAD: usize = 3;
 
@@ -69,6 +70,11 @@ impl Tiktoken {
 }
 
 impl Tiktoken {
+    /// Token ids of `text` (no special tokens).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.bpe.encode_ordinary(text)
+    }
+
     /// Loads an exact tokenizer: `*.tiktoken` (base64 token, rank per line; Qwen pattern) or a
     /// Hugging Face `tokenizer.json` (byte-level BPE).
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {

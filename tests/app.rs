@@ -118,7 +118,7 @@ async fn twenty_conversations_run_in_parallel_without_mixing() {
     app.shutdown().await;
 
     // The anchors on disk are just as separate.
-    let store = anchorbot::store::Store::open(&data).unwrap();
+    let store = reopen_store(&data);
     for c in 0..20 {
         let key =
             anchorbot_platform::ConversationKey::new("test", Some("W1"), &format!("C{c}"), None)
@@ -248,7 +248,7 @@ async fn long_answers_are_split_at_the_platform_limit() {
     assert_eq!(posted.join(" "), expected);
     let store_answer = {
         app.shutdown().await;
-        let store = anchorbot::store::Store::open(&tmp.path().join("data")).unwrap();
+        let store = reopen_store(&tmp.path().join("data"));
         let key = anchorbot_platform::ConversationKey::new("test", Some("W1"), "L", None).unwrap();
         store.anchor(&key).unwrap().turns[0].answer.clone()
     };

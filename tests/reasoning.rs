@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchorbot::engine::{Passage, Retriever};
-use anchorbot::store::{Exchange, Store};
+use anchorbot::store::Exchange;
 use anchorbot::turn::{ANSWER_NOW_PROMPT, CONTINUE_PROMPT, CUT_NOTE};
 use anchorbot_platform::{ConversationKey, FinalState};
 use common::*;
@@ -23,7 +23,7 @@ fn key(channel: &str) -> ConversationKey {
 /// Stops the app and returns the stored turns of `channel`.
 async fn stored(app: Running, data: &std::path::Path, channels: &[&str]) -> Vec<Vec<Exchange>> {
     app.shutdown().await;
-    let store = Store::open(data).unwrap();
+    let store = reopen_store(data);
     channels
         .iter()
         .map(|c| store.anchor(&key(c)).unwrap().turns)
@@ -505,8 +505,8 @@ async fn offline_model_with_documents_quotes_passages_with_citations() {
 async fn server_context_length_and_exact_counts_bound_the_request() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // A 2048-token server that counts 1 token per character (far above cl100k's estimate).
-    let llm = FakeLlm::start_with(Some(2048), Some(1.0), |req| {
+    // A 2048-token server that counts a token per 2 characters (far above cl100k's estimate).
+    let llm = FakeLlm::start_with(Some(2048), Some(0.5), |req| {
         Reply::text(
             &format!("ok {}", "and more words ".repeat(10))[..40 + last_user(req).len() % 7],
         )
@@ -519,7 +519,7 @@ async fn server_context_length_and_exact_counts_bound_the_request() {
                 "X",
                 &format!("x{i}"),
                 "jo",
-                &format!("question {i} {}", "pad ".repeat(20)),
+                &format!("question {i} {}", "pad ".repeat(40)),
             ))
             .unwrap()
             .done()
@@ -537,7 +537,7 @@ async fn server_context_length_and_exact_counts_bound_the_request() {
         .map(|m| m["content"].as_str().unwrap().chars().count())
         .sum();
     assert!(
-        chars as u64 + max_tokens <= 2048,
+        (chars as u64).div_ceil(2) + max_tokens <= 2048,
         "{chars} chars + {max_tokens}"
     );
     assert!(
