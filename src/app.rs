@@ -48,6 +48,8 @@ pub struct App {
     engine: Arc<Engine>,
     /// Per-conversation queue size.
     queue_capacity: usize,
+    /// Time between endpoint health checks.
+    health_interval: Duration,
     /// Adapters to run.
     adapters: Vec<Box<dyn Adapter>>,
 }
@@ -71,6 +73,7 @@ impl App {
             policy,
         ));
         let queue_capacity = settings.queue_capacity;
+        let health_interval = Duration::from_secs(settings.health_cooldown_secs.max(1));
         let engine = Arc::new(Engine::new(
             Arc::new(settings),
             store,
@@ -81,6 +84,7 @@ impl App {
         Ok(Self {
             engine,
             queue_capacity,
+            health_interval,
             adapters: Vec::new(),
         })
     }
@@ -123,6 +127,18 @@ impl App {
             let sink = sink.clone();
             running.spawn(async move { (name, adapter.run(sink, SPECS).await) });
         }
+        // Periodic endpoint health checks, so failover order follows reality between turns.
+        let engine = self.engine.clone();
+        let interval = self.health_interval;
+        let health = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                engine.health_check().await;
+            }
+        });
         let mut failure = None;
         tokio::pin!(shutdown);
         loop {
@@ -144,6 +160,7 @@ impl App {
             }
         }
         running.abort_all();
+        health.abort();
         dispatcher.drain().await;
         self.engine.drain_background().await;
         self.engine.store().flush().await?;

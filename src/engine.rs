@@ -186,6 +186,11 @@ impl Engine {
         self.retriever = Some(retriever);
     }
 
+    /// Probes the model endpoints so failover prefers the healthy ones.
+    pub async fn health_check(&self) {
+        self.llm.health_check().await;
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

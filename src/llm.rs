@@ -151,6 +151,9 @@ pub trait ChatBackend: Send + Sync {
         None
     }
 
+    /// Probes the back-end's endpoints and updates their health (for failover order).
+    async fn health_check(&self) {}
+
     /// Exact prompt tokens of a request, when the server can count them.
     async fn count_prompt(&self, _request: &ChatRequest) -> Option<usize> {
         None

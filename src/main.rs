@@ -16,6 +16,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::io::BufReader;
 
+/// Prints a line to stdout; a closed pipe (`anchorbot status | head`) is not an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "anchorbot",
@@ -37,12 +45,18 @@ enum Cmd {
         /// Conversation name.
         #[arg(long, short, default_value = "default")]
         conversation: String,
+        /// Show the model's reasoning (dimmed, on stderr) apart from the answer.
+        #[arg(long)]
+        show_reasoning: bool,
     },
     /// Ask one question, stream the answer to stdout, exit non-zero on failure.
     Ask {
         /// Conversation name.
         #[arg(long, short, default_value = "default")]
         conversation: String,
+        /// Show the model's reasoning (on stderr) apart from the answer.
+        #[arg(long)]
+        show_reasoning: bool,
         /// The question.
         question: String,
     },
@@ -105,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     let command = cli.command.unwrap_or(Cmd::Chat {
         conversation: "default".into(),
+        show_reasoning: false,
     });
     if let Cmd::Doctor = command {
         return doctor(&settings).await;
@@ -115,18 +130,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let app = App::build(settings).await?;
     match command {
-        Cmd::Chat { conversation } => chat(app, &conversation, &user).await,
-        Cmd::Run => chat(app, "default", &user).await,
+        Cmd::Chat {
+            conversation,
+            show_reasoning,
+        } => chat(app, &conversation, &user, show_reasoning).await,
+        Cmd::Run => chat(app, "default", &user, false).await,
         Cmd::Ask {
             conversation,
+            show_reasoning,
             question,
-        } => ask(app, &conversation, &user, &question).await,
+        } => ask(app, &conversation, &user, &question, show_reasoning).await,
         Cmd::Status { conversation, json } => {
             let report = app.engine().status(&key(&conversation)?)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}", report.render());
+                out!("{}", report.render());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -135,7 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .engine()
                 .run_command(&Command::Clear, &key(&conversation)?)
                 .await?;
-            println!("{text}");
+            out!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor => unreachable!("handled above"),
@@ -146,12 +165,17 @@ fn key(name: &str) -> anyhow::Result<ConversationKey> {
     ConversationKey::console(name).with_context(|| format!("bad conversation name {name:?}"))
 }
 
-async fn chat(app: App, conversation: &str, user: &str) -> anyhow::Result<ExitCode> {
+async fn chat(
+    app: App,
+    conversation: &str,
+    user: &str,
+    show_reasoning: bool,
+) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!("anchorbot — conversation {conversation:?}. /help lists commands, /quit leaves.");
     }
-    let platform = Arc::new(ConsolePlatform::stdout());
+    let platform = Arc::new(ConsolePlatform::stdout().with_reasoning(show_reasoning));
     let console = Console::new(
         conversation,
         user,
@@ -166,7 +190,13 @@ async fn chat(app: App, conversation: &str, user: &str) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ask(app: App, conversation: &str, user: &str, question: &str) -> anyhow::Result<ExitCode> {
+async fn ask(
+    app: App,
+    conversation: &str,
+    user: &str,
+    question: &str,
+    show_reasoning: bool,
+) -> anyhow::Result<ExitCode> {
     if question.trim().is_empty() {
         eprintln!("error: the question is empty");
         return Ok(ExitCode::from(2));
@@ -176,7 +206,7 @@ async fn ask(app: App, conversation: &str, user: &str, question: &str) -> anyhow
         id: format!("console:{user}"),
         display_name: user.to_string(),
     };
-    let platform = Arc::new(ConsolePlatform::stdout());
+    let platform = Arc::new(ConsolePlatform::stdout().with_reasoning(show_reasoning));
     let engine = app.engine();
     let outcome = engine
         .handle(message_event(&key, &author, question), platform)
@@ -205,14 +235,14 @@ async fn probe_model_server(settings: &Settings) {
 }
 
 async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
-    println!(
+    out!(
         "Configuration (secrets redacted):\n{}",
         settings.redacted_toml()
     );
     let checks = anchorbot::doctor::run(settings).await;
     let mut ok = true;
     for c in &checks {
-        println!(
+        out!(
             "[{}] {}: {}",
             if c.ok { " ok " } else { "FAIL" },
             c.name,

@@ -164,6 +164,14 @@ impl EndpointPool {
 
 #[async_trait]
 impl ChatBackend for EndpointPool {
+    async fn health_check(&self) {
+        for (url, result) in self.health().await {
+            if let Err(e) = result {
+                tracing::warn!(endpoint = %url, error = %e, "endpoint health check failed");
+            }
+        }
+    }
+
     async fn context_length(&self) -> Option<u64> {
         self.served_context_length().await
     }

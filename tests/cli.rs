@@ -388,3 +388,34 @@ async fn doctor_reports_endpoints_and_models() {
     assert!(!ok);
     assert!(out.contains("FAIL"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_is_shown_only_on_request_and_never_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let llm = FakeLlm::start(|_| {
+        Reply::chunks(
+            vec!["secret plan</th".into(), "ink>The answer.".into()],
+            Some("stop"),
+        )
+    })
+    .await;
+    let mut cmd = anchorbot(&dir, &llm.url);
+    cmd.env("ANCHORBOT_REASONING_MODEL", "deepseek-r1-distill")
+        .args(["ask", "--conversation", "r", "--show-reasoning", "q1"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "The answer.");
+    assert!(err.contains("secret plan"), "{err}");
+    let mut cmd = anchorbot(&dir, &llm.url);
+    cmd.env("ANCHORBOT_REASONING_MODEL", "deepseek-r1-distill")
+        .args(["ask", "--conversation", "r", "q2"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "The answer.");
+    assert!(!err.contains("secret plan"));
+    // The stored turns hold answers only; the second prompt carries no reasoning.
+    let last = llm.turn_requests().pop().unwrap();
+    assert!(!all_text(&last).contains("secret plan"));
+    assert!(all_text(&last).contains("The answer."));
+}

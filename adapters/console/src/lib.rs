@@ -31,6 +31,8 @@ pub struct ConsolePlatform {
     show_status: bool,
     /// Whether a status is on screen and must be wiped before text.
     status_on_screen: Mutex<bool>,
+    /// Whether reasoning text is shown (on standard error, dimmed on a terminal).
+    show_reasoning: bool,
 }
 
 impl ConsolePlatform {
@@ -47,7 +49,14 @@ impl ConsolePlatform {
             seq: AtomicU64::new(0),
             show_status,
             status_on_screen: Mutex::new(false),
+            show_reasoning: false,
         }
+    }
+
+    /// Also shows the model's reasoning, apart from the answer, on standard error.
+    pub fn with_reasoning(mut self, show: bool) -> Self {
+        self.show_reasoning = show;
+        self
     }
 
     fn write(&self, text: &str) {
@@ -60,7 +69,7 @@ impl ConsolePlatform {
     fn wipe_status(&self) {
         let mut on = self.status_on_screen.lock().expect("console lock");
         if *on {
-            eprint!("\r\x1b[K");
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
             *on = false;
         }
     }
@@ -125,8 +134,21 @@ impl Platform for ConsolePlatform {
             Status::Progress(p) => p.clone(),
             Status::Clear => return Ok(()),
         };
-        eprint!("{text}");
+        let _ = write!(std::io::stderr(), "{text}");
         *self.status_on_screen.lock().expect("console lock") = true;
+        Ok(())
+    }
+
+    async fn reasoning(&self, _to: &ReplyTarget, delta: &str) -> Result<(), PlatformError> {
+        if self.show_reasoning {
+            self.wipe_status();
+            let mut err = std::io::stderr().lock();
+            let _ = if err.is_terminal() {
+                write!(err, "\x1b[2m{delta}\x1b[0m")
+            } else {
+                write!(err, "{delta}")
+            };
+        }
         Ok(())
     }
 
