@@ -14,6 +14,7 @@ use crate::commands::SPECS;
 use crate::dispatch::Dispatcher;
 use std::time::Duration;
 
+use crate::docs::Documents;
 use crate::engine::{Engine, Retriever};
 use crate::pool::{EndpointPool, PoolPolicy};
 use crate::settings::{Settings, SettingsError};
@@ -32,6 +33,9 @@ pub enum AppError {
     /// The configured tokenizer cannot be used.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokens::TokenizerError),
+    /// The document store could not be opened.
+    #[error("cannot open the document store: {0}")]
+    Documents(String),
     /// An adapter failed.
     #[error("adapter {adapter} failed: {source}")]
     Adapter {
@@ -72,15 +76,19 @@ impl App {
             settings.reasoning.with_fallbacks(),
             policy,
         ));
+        let counter: Arc<dyn crate::tokens::TokenCounter> = Arc::new(counter);
+        let docs = Documents::new(
+            store.clone(),
+            settings.documents.clone(),
+            settings.vision.clone(),
+            counter.clone(),
+        )
+        .map_err(|e| AppError::Documents(e.to_string()))?;
         let queue_capacity = settings.queue_capacity;
         let health_interval = Duration::from_secs(settings.health_cooldown_secs.max(1));
-        let engine = Arc::new(Engine::new(
-            Arc::new(settings),
-            store,
-            llm,
-            Arc::new(counter),
-            exact,
-        ));
+        let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);
+        engine.set_documents(Arc::new(docs));
+        let engine = Arc::new(engine);
         Ok(Self {
             engine,
             queue_capacity,

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::commands::{help_text, Command};
+use crate::docs::{DocError, Documents};
 use crate::lang_filter::ScriptFilter;
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, ItemStream, LlmError};
 use crate::prompt::{self, PromptConfig};
@@ -146,6 +147,8 @@ pub struct Engine {
     prompt_cfg: PromptConfig,
     /// Document passages for the offline fallback, once documents exist.
     retriever: Option<Arc<dyn Retriever>>,
+    /// Shared documents (ingestion and retrieval).
+    docs: Option<Arc<Documents>>,
     /// Context length reported by the server, and when it was read.
     context: tokio::sync::Mutex<Option<(Option<u64>, Instant)>>,
     /// Background work (summarization) to wait for at shutdown.
@@ -175,6 +178,7 @@ impl Engine {
             exact_tokens,
             prompt_cfg,
             retriever: None,
+            docs: None,
             context: tokio::sync::Mutex::new(None),
             background: TaskTracker::new(),
             summarizing: std::sync::Mutex::new(HashSet::new()),
@@ -184,6 +188,149 @@ impl Engine {
     /// Adds the document retriever used by the offline fallback.
     pub fn set_retriever(&mut self, retriever: Arc<dyn Retriever>) {
         self.retriever = Some(retriever);
+    }
+
+    /// Adds the documents service; it also becomes the offline fallback's retriever.
+    pub fn set_documents(&mut self, docs: Arc<Documents>) {
+        self.retriever = Some(docs.clone());
+        self.docs = Some(docs);
+    }
+
+    /// The documents service, if configured.
+    pub fn documents(&self) -> Option<&Arc<Documents>> {
+        self.docs.as_ref()
+    }
+
+    /// Retrieved passages for `query` as a prompt block, within their own token budget; empty
+    /// when the conversation has no documents or retrieval fails (which is logged).
+    async fn retrieve_context(&self, key: &ConversationKey, query: &str) -> String {
+        let Some(docs) = &self.docs else {
+            return String::new();
+        };
+        let k = docs.settings().top_k;
+        match docs.search(&key.to_string(), query, k).await {
+            Ok(hits) => {
+                let hits: Vec<(String, Option<String>, String)> = hits
+                    .into_iter()
+                    .map(|h| (h.citation, h.heading, h.text))
+                    .collect();
+                prompt::context_block(self.counter.as_ref(), &hits, docs.settings().context_tokens)
+            }
+            Err(e) => {
+                tracing::warn!(conversation = %key, error = %e, "document retrieval failed; answering without documents");
+                String::new()
+            }
+        }
+    }
+
+    /// Ingests one file into the conversation and lists it in the anchor.
+    pub async fn ingest_file(
+        &self,
+        key: &ConversationKey,
+        name: &str,
+        bytes: &[u8],
+        progress: &tokio::sync::watch::Sender<String>,
+    ) -> Result<crate::docs::IngestReport, DocError> {
+        let docs = self
+            .docs
+            .as_ref()
+            .ok_or(DocError::Unsupported { mime: "any".into() })?;
+        let report = docs.ingest(&key.to_string(), name, bytes, progress).await?;
+        if !report.duplicate {
+            let doc = report.doc.clone();
+            self.store
+                .update(key, |anchor| {
+                    anchor.documents.retain(|d| d.id != doc.id);
+                    anchor.documents.push(crate::store::DocumentRef {
+                        id: doc.id.clone(),
+                        name: doc.name.clone(),
+                        pages: doc.pages,
+                        status: doc.status.label().to_string(),
+                    });
+                })
+                .await
+                .map_err(|e| DocError::Store(e.to_string()))?;
+        }
+        Ok(report)
+    }
+
+    /// Ingests a message's attachments, reporting progress and a summary line each.
+    async fn ingest_attachments(&self, m: &IncomingMessage, platform: &Arc<dyn Platform>) {
+        let key = m.key.to_string();
+        for a in &m.attachments {
+            let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
+            let Some(docs) = &self.docs else {
+                let _ = reply
+                    .finish(
+                        &format!(
+                            "⚠️ I can't read shared files in this setup, so I ignored {}.",
+                            a.name
+                        ),
+                        FinalState::Failed,
+                    )
+                    .await;
+                continue;
+            };
+            let limit = docs.settings().max_file_bytes();
+            if a.size > limit {
+                let e = DocError::TooLarge {
+                    size: a.size,
+                    limit,
+                };
+                tracing::warn!(conversation = %key, file = %a.name, error = %e, "file refused");
+                let _ = reply
+                    .finish(
+                        &format!("⚠️ I can't read {}: {e}.", a.name),
+                        FinalState::Failed,
+                    )
+                    .await;
+                continue;
+            }
+            reply
+                .status(Status::Progress(format!("Reading {}…", a.name)))
+                .await;
+            let bytes = match platform.fetch(a, limit).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(conversation = %key, file = %a.name, error = %e, "attachment download failed");
+                    let _ = reply
+                        .finish(
+                            &format!("⚠️ I couldn't download {}: {e}.", a.name),
+                            FinalState::Failed,
+                        )
+                        .await;
+                    continue;
+                }
+            };
+            let (tx, mut rx) = tokio::sync::watch::channel(String::new());
+            let ingest = self.ingest_file(&m.key, &a.name, &bytes, &tx);
+            tokio::pin!(ingest);
+            let result = loop {
+                tokio::select! {
+                    r = &mut ingest => break r,
+                    changed = rx.changed() => {
+                        if changed.is_ok() {
+                            let note = rx.borrow_and_update().clone();
+                            reply.status(Status::Progress(note)).await;
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(report) => {
+                    let _ = reply.finish(&report.summary(), FinalState::Complete).await;
+                }
+                Err(e) => {
+                    tracing::warn!(conversation = %key, file = %a.name, error = %e, "document not ingested");
+                    let _ = reply
+                        .finish(
+                            &format!("⚠️ I can't read {}: {e}.", a.name),
+                            FinalState::Failed,
+                        )
+                        .await;
+                }
+            }
+        }
     }
 
     /// Probes the model endpoints so failover prefers the healthy ones.
@@ -231,17 +378,9 @@ impl Engine {
                         .await;
                 }
                 if !m.attachments.is_empty() {
-                    let names: Vec<&str> = m.attachments.iter().map(|a| a.name.as_str()).collect();
-                    tracing::warn!(conversation = %key, files = ?names, "attachments not ingested: unsupported in this build");
-                    let note = format!(
-                        "I can't read shared files yet, so I ignored: {}.",
-                        names.join(", ")
-                    );
-                    if let Err(e) = platform.ephemeral(&m.reply_to, &m.author, &note).await {
-                        tracing::warn!(error = %e, "could not send attachment note");
-                    }
+                    self.ingest_attachments(&m, &platform).await;
                     if text.is_empty() {
-                        return Outcome::Refused(note);
+                        return Outcome::Command;
                     }
                 }
                 let outcome = self.turn(&m, platform).await;
@@ -312,6 +451,7 @@ impl Engine {
         anchor: &crate::store::Anchor,
         author: &Author,
         query: &str,
+        context: &str,
         budget: usize,
         max_tokens: usize,
     ) -> Result<(prompt::FittedPrompt, usize), prompt::FitError> {
@@ -329,6 +469,7 @@ impl Engine {
                 &anchor.turns,
                 author,
                 query,
+                context,
                 local,
             )?;
             attempts += 1;
@@ -381,8 +522,11 @@ impl Engine {
         let query = m.text.trim();
         reply.status(Status::Thinking).await;
         let (budget, max_tokens) = self.budgets().await;
+        let context = self.retrieve_context(key, query).await;
         let (fitted, local_budget) = match self
-            .fit_prompt(&system, &anchor, &m.author, query, budget, max_tokens)
+            .fit_prompt(
+                &system, &anchor, &m.author, query, &context, budget, max_tokens,
+            )
             .await
         {
             Ok(f) => f,
@@ -556,32 +700,70 @@ impl Engine {
         Ok(match cmd {
             Command::Clear => {
                 let before = self.store.anchor(key)?;
+                let (docs, chunks) = match &self.docs {
+                    Some(d) => d.store().clear(&key.to_string()).unwrap_or_else(|e| {
+                        tracing::error!(conversation = %key, error = %e, "documents not cleared");
+                        (0, 0)
+                    }),
+                    None => (0, 0),
+                };
                 self.store.reset(key).await?;
-                tracing::info!(conversation = %key, "conversation cleared");
+                tracing::info!(conversation = %key, docs, chunks, "conversation cleared");
                 format!(
-                    "Cleared this conversation: {} turns, {} summaries, {} key facts and {} documents removed.",
+                    "Cleared this conversation: {} turns, {} summaries, {} key facts and {docs} documents ({chunks} chunks) removed.",
                     before.counters.turns_total,
                     before.summaries.len(),
                     before.facts.len(),
-                    before.documents.len()
                 )
             }
-            Command::Files => {
-                let a = self.store.anchor(key)?;
-                if a.documents.is_empty() {
-                    "No documents in this conversation.".to_string()
-                } else {
-                    let mut s = format!("{} documents:", a.documents.len());
-                    for d in &a.documents {
-                        s.push_str(&format!("\n- {} ({} pages, {})", d.name, d.pages, d.status));
-                    }
-                    s
-                }
-            }
+            Command::Files => self.files_text(key),
             Command::Status => self.status(key)?.render(),
             Command::Help => help_text(),
             Command::Unknown(name) => format!("Unknown command /{name}.\n{}", help_text()),
         })
+    }
+
+    /// The `/files` listing: every document with its pages, status and OCR engine.
+    pub fn files_text(&self, key: &ConversationKey) -> String {
+        let docs = match &self.docs {
+            Some(d) => d.store().list(&key.to_string()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if docs.is_empty() {
+            return "No documents in this conversation. Share a file to add one.".to_string();
+        }
+        let mut s = format!("{} documents:", docs.len());
+        for d in &docs {
+            s.push_str(&format!(
+                "\n- {} ({}, {} pages, {} chunks): {}",
+                d.name,
+                d.mime,
+                d.pages,
+                d.chunks,
+                d.status.label()
+            ));
+            let engines = d.ocr_engines();
+            if !engines.is_empty() {
+                let fallback = if engines.iter().any(|e| e == "tesseract") {
+                    " (fallback: the vision model was unavailable)"
+                } else {
+                    ""
+                };
+                s.push_str(&format!("; OCR by {}{fallback}", engines.join(", ")));
+            }
+            let failed = d.failed_pages();
+            if !failed.is_empty() {
+                s.push_str(&format!(
+                    "; unread pages: {}",
+                    failed
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        s
     }
 
     /// The status of a conversation.
@@ -595,7 +777,14 @@ impl Engine {
             summaries: a.summaries.len(),
             summarizations: a.counters.summarizations,
             key_facts: a.facts.clone(),
-            documents: a.documents.len(),
+            documents: match &self.docs {
+                Some(d) => d
+                    .store()
+                    .list(&key.to_string())
+                    .map(|l| l.len())
+                    .unwrap_or(0),
+                None => a.documents.len(),
+            },
             system_prompt_tokens: prompt::message_tokens(
                 c,
                 &prompt::system_prompt(&self.prompt_cfg, &a),

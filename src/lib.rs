@@ -9,6 +9,7 @@
 pub mod app;
 pub mod commands;
 pub mod dispatch;
+pub mod docs;
 pub mod doctor;
 pub mod engine;
 pub mod lang_filter;

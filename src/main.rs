@@ -75,6 +75,29 @@ enum Cmd {
         #[arg(long, short, default_value = "default")]
         conversation: String,
     },
+    /// Add files to a conversation's documents (PDF, images, text, Markdown, CSV, HTML, code).
+    Ingest {
+        /// Conversation name.
+        #[arg(long, short, default_value = "default")]
+        conversation: String,
+        /// Files to add.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Search a conversation's documents.
+    Search {
+        /// Conversation name.
+        #[arg(long, short, default_value = "default")]
+        conversation: String,
+        /// Chunks to show.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// What to look for.
+        query: String,
+    },
     /// Check the configuration, the data directory and the model endpoints.
     Doctor,
     /// Production entry point: run the configured platform adapters until stopped.
@@ -157,6 +180,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Ingest {
+            conversation,
+            files,
+        } => ingest(app, &conversation, &files).await,
+        Cmd::Search {
+            conversation,
+            top_k,
+            json,
+            query,
+        } => search(app, &conversation, &query, top_k, json).await,
         Cmd::Doctor => unreachable!("handled above"),
     }
 }
@@ -222,6 +255,100 @@ async fn ask(
         }
         Outcome::Ignored | Outcome::Duplicate => ExitCode::from(2),
     })
+}
+
+async fn ingest(app: App, conversation: &str, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let key = key(conversation)?;
+    let engine = app.engine();
+    let mut failed = 0;
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let limit = engine
+            .documents()
+            .map(|d| d.settings().max_file_bytes())
+            .unwrap_or(u64::MAX);
+        let bytes = match std::fs::metadata(path) {
+            Ok(m) if m.len() > limit => Err(format!(
+                "the file is {} bytes, over the {limit}-byte limit",
+                m.len()
+            )),
+            Ok(_) => std::fs::read(path).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::watch::channel(String::new());
+        let show = std::io::stderr().is_terminal();
+        let progress = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                if show {
+                    eprint!("\r\x1b[K{}", rx.borrow_and_update().as_str());
+                }
+            }
+        });
+        let result = engine.ingest_file(&key, &name, &bytes, &tx).await;
+        drop(tx);
+        let _ = progress.await;
+        if show {
+            eprint!("\r\x1b[K");
+        }
+        match result {
+            Ok(report) => out!("{}", report.summary()),
+            Err(e) => {
+                eprintln!("error: {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    engine.store().flush().await?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn search(
+    app: App,
+    conversation: &str,
+    query: &str,
+    top_k: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = key(conversation)?;
+    let engine = app.engine();
+    let docs = engine.documents().context("documents are not configured")?;
+    let hits = docs.search(&key.to_string(), query, top_k).await?;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&hits)?);
+    } else if hits.is_empty() {
+        out!("No matching passages (does the conversation have documents? `anchorbot ingest` adds some).");
+    } else {
+        for h in &hits {
+            let heading = h
+                .heading
+                .as_ref()
+                .map(|x| format!(" — {x}"))
+                .unwrap_or_default();
+            let text: String = h.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            out!(
+                "{:.3}  [{}]{heading}\n       {}",
+                h.score,
+                h.citation,
+                text.chars().take(300).collect::<String>()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Warns early when no model server answers, so a first run explains itself.

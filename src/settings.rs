@@ -54,6 +54,114 @@ pub struct Settings {
     pub reasoning: Endpoint,
     /// The vision model endpoint (OCR), used by document ingestion.
     pub vision: Endpoint,
+    /// Shared documents: limits, OCR, chunking, embeddings, retrieval.
+    pub documents: DocumentSettings,
+}
+
+/// Which embedder turns chunks into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedderKind {
+    /// fastembed with a local ONNX model (offline).
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` endpoint.
+    Openai,
+}
+
+/// Which OCR engine reads scans and images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcrChoice {
+    /// The vision model, falling back to tesseract when it does not answer.
+    Auto,
+    /// The vision model only.
+    Vision,
+    /// tesseract only.
+    Tesseract,
+}
+
+/// Settings for shared documents.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DocumentSettings {
+    /// Embedding back-end.
+    pub embedder: EmbedderKind,
+    /// Local model directory (model.onnx and the four tokenizer files).
+    pub model_dir: PathBuf,
+    /// The ONNX Runtime shared library.
+    pub onnxruntime: PathBuf,
+    /// Threads for local embedding (all cores when unset).
+    pub embed_threads: Option<usize>,
+    /// The `/v1/embeddings` endpoint when `embedder = "openai"`.
+    pub embeddings: Endpoint,
+    /// Chunk size in tokens.
+    pub chunk_tokens: usize,
+    /// Overlap between chunks in tokens.
+    pub chunk_overlap: usize,
+    /// Chunks embedded per batch.
+    pub embed_batch: usize,
+    /// Chunks retrieved per question.
+    pub top_k: usize,
+    /// Token budget of retrieved passages in the prompt.
+    pub context_tokens: usize,
+    /// Largest file accepted, in MB.
+    pub max_file_mb: u64,
+    /// Most PDF pages accepted.
+    pub max_pages: u32,
+    /// Most pixels in an image.
+    pub max_image_pixels: u64,
+    /// Time limit for parsing or OCR of one file or page, in seconds.
+    pub parse_timeout_secs: u64,
+    /// OCR engine choice.
+    pub ocr: OcrChoice,
+    /// Pages OCR'd at once.
+    pub ocr_concurrency: usize,
+    /// Retries per OCR'd page.
+    pub ocr_retries: usize,
+    /// Rasterizing resolution for scanned pages.
+    pub ocr_dpi: u32,
+    /// Longest side of a rasterized page, in pixels.
+    pub ocr_max_side_px: u32,
+    /// tesseract languages.
+    pub tesseract_lang: String,
+}
+
+impl Default for DocumentSettings {
+    fn default() -> Self {
+        Self {
+            embedder: EmbedderKind::Local,
+            model_dir: PathBuf::from(".models/all-MiniLM-L6-v2"),
+            onnxruntime: PathBuf::from(".models/onnxruntime/libonnxruntime.so"),
+            embed_threads: None,
+            embeddings: Endpoint {
+                url: "http://localhost:8007/v1".into(),
+                model: "BAAI/bge-small-en-v1.5".into(),
+                ..Endpoint::default()
+            },
+            chunk_tokens: 256,
+            chunk_overlap: 32,
+            embed_batch: 64,
+            top_k: 5,
+            context_tokens: 3072,
+            max_file_mb: 50,
+            max_pages: 500,
+            max_image_pixels: 40_000_000,
+            parse_timeout_secs: 120,
+            ocr: OcrChoice::Auto,
+            ocr_concurrency: 4,
+            ocr_retries: 2,
+            ocr_dpi: 150,
+            ocr_max_side_px: 2200,
+            tesseract_lang: "eng".into(),
+        }
+    }
+}
+
+impl DocumentSettings {
+    /// The file size limit in bytes.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_mb * 1024 * 1024
+    }
 }
 
 /// An OpenAI-compatible endpoint.
@@ -202,6 +310,7 @@ impl Default for Settings {
                 model: "Qwen/Qwen2.5-VL-3B-Instruct".into(),
                 ..Endpoint::default()
             },
+            documents: DocumentSettings::default(),
         }
     }
 }
@@ -235,7 +344,11 @@ pub enum SettingsError {
 }
 
 /// Environment variables (after `ANCHORBOT_`) that address a nested key.
-const NESTED: &[(&str, &str)] = &[("reasoning_", "reasoning."), ("vision_", "vision.")];
+const NESTED: &[(&str, &str)] = &[
+    ("reasoning_", "reasoning."),
+    ("vision_", "vision."),
+    ("documents_", "documents."),
+];
 
 impl Settings {
     /// Loads defaults, then `path` (or `./anchorbot.toml` if present), then the environment.

@@ -255,6 +255,11 @@ impl Store {
         Ok(())
     }
 
+    /// The database, for other components' trees (documents). Flush through [`Store::flush`].
+    pub fn db(&self) -> sled::Db {
+        self.db.clone()
+    }
+
     /// Forces everything to disk, one flush at a time.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.flush_lock.lock().await;

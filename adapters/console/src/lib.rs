@@ -213,6 +213,36 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Console<R> {
     }
 }
 
+/// Builds the event for `/upload PATH`: a message with the file as its attachment (read
+/// lazily by [`ConsolePlatform::fetch`]).
+pub fn upload_event(
+    key: &ConversationKey,
+    user: &Author,
+    path: &str,
+) -> Result<InboundEvent, String> {
+    if path.is_empty() {
+        return Err("Usage: /upload PATH".into());
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("Cannot upload {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("Cannot upload {path}: not a file"));
+    }
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string());
+    let mut ev = message_event(key, user, "");
+    if let InboundEvent::Message(m) = &mut ev {
+        m.attachments.push(Attachment {
+            name,
+            declared_mime: None,
+            size: meta.len(),
+            locator: path.to_string(),
+        });
+    }
+    Ok(ev)
+}
+
 /// Builds the event for one console message in conversation `key`.
 pub fn message_event(key: &ConversationKey, user: &Author, text: &str) -> InboundEvent {
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -281,8 +311,20 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
             if matches!(text, "/quit" | "/exit") {
                 break;
             }
+            let event = match text.strip_prefix("/upload") {
+                Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+                    match upload_event(&key, &user, rest.trim()) {
+                        Ok(ev) => ev,
+                        Err(msg) => {
+                            platform.write(&format!("{msg}\n"));
+                            continue;
+                        }
+                    }
+                }
+                _ => message_event(&key, &user, text),
+            };
             // One message at a time, like a person at a prompt: wait for the reply.
-            match sink.submit(message_event(&key, &user, text)) {
+            match sink.submit(event) {
                 Ok(receipt) => receipt.done().await,
                 Err(e) => platform.write(&format!("{e}\n")),
             }

@@ -1,0 +1,660 @@
+//! Documents shared in a conversation: ingest (sniff, text layer, OCR), chunk, embed, store
+//! scoped to the conversation, and retrieve with citations.
+//!
+//! Ingestion is resumable: a document record is written first with status `ingesting`, pages
+//! are committed in batches together with their chunks and vectors, and the record is marked
+//! `ready` (or `partial`) at the end. A crash leaves it `incomplete`; sharing the same file
+//! again resumes from the pages already stored.
+
+pub mod chunk;
+pub mod embed;
+pub mod extract;
+pub mod ocr;
+pub mod sniff;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, OnceCell};
+
+use crate::settings::{DocumentSettings, EmbedderKind, Endpoint};
+use crate::store::now_ms;
+use crate::tokens::TokenCounter;
+use chunk::Chunker;
+use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
+use ocr::{Ocr, TesseractOcr, VisionOcr};
+use sniff::{Kind, TextKind};
+use store::{ChunkRecord, NewChunk};
+pub use store::{DocRecord, DocStatus, DocStore, Hit, PageSource};
+
+/// Why a document could not be read; every variant is a message for the person who shared it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum DocError {
+    /// Over the size limit.
+    #[error("the file is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Over the page limit.
+    #[error("the PDF has {pages} pages, over the limit of {limit}")]
+    TooManyPages {
+        /// Its pages.
+        pages: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// An image with too many pixels (a decompression bomb, or just huge).
+    #[error("the image is {width}×{height} pixels, over the limit of {limit} pixels")]
+    ImageTooLarge {
+        /// Width.
+        width: u64,
+        /// Height.
+        height: u64,
+        /// Pixel limit.
+        limit: u64,
+    },
+    /// Nothing in it.
+    #[error("the file is empty")]
+    Empty,
+    /// Not a format anchorbot reads.
+    #[error("{mime} files are not supported; share a PDF, an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
+    Unsupported {
+        /// What it looks like.
+        mime: String,
+    },
+    /// Password-protected.
+    #[error("the PDF is encrypted with a password; share an unprotected copy")]
+    Encrypted,
+    /// Damaged or truncated.
+    #[error("the file looks damaged or truncated ({reason})")]
+    Corrupt {
+        /// What the parser said.
+        reason: String,
+    },
+    /// Parsing took too long.
+    #[error("reading the file took longer than {secs} s and was stopped")]
+    Timeout {
+        /// The limit.
+        secs: u64,
+    },
+    /// A needed tool is not installed.
+    #[error(
+        "the `{tool}` program is not installed (Debian package poppler-utils or tesseract-ocr)"
+    )]
+    ToolMissing {
+        /// The program.
+        tool: String,
+    },
+    /// OCR failed.
+    #[error("OCR failed: {reason}")]
+    Ocr {
+        /// Why.
+        reason: String,
+    },
+    /// Embeddings unavailable.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// Storage failed.
+    #[error("storage error: {0}")]
+    Store(String),
+    /// Local I/O failed.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// What an ingestion did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestReport {
+    /// The stored record.
+    pub doc: DocRecord,
+    /// The same content was already there and complete.
+    pub duplicate: bool,
+    /// Pages skipped because an earlier, interrupted ingestion had stored them.
+    pub resumed_pages: u32,
+}
+
+impl IngestReport {
+    /// One line for the chat.
+    pub fn summary(&self) -> String {
+        let d = &self.doc;
+        if self.duplicate {
+            return format!(
+                "📄 {} is already in this conversation ({}, {} chunks).",
+                d.name,
+                pages(d.pages),
+                d.chunks
+            );
+        }
+        let mut s = format!(
+            "📄 Added {}: {}, {} chunks",
+            d.name,
+            pages(d.pages),
+            d.chunks
+        );
+        let engines = d.ocr_engines();
+        if !engines.is_empty() {
+            s.push_str(&format!(", OCR by {}", engines.join(" and ")));
+        }
+        if self.resumed_pages > 0 {
+            s.push_str(&format!(
+                ", resumed after {} stored pages",
+                self.resumed_pages
+            ));
+        }
+        let failed = d.failed_pages();
+        if !failed.is_empty() {
+            let reason = d
+                .page_status
+                .iter()
+                .find_map(|p| match p {
+                    PageSource::Failed { reason } => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            s.push_str(&format!(
+                ". ⚠️ Could not read page{} {} ({reason}); the rest is kept",
+                if failed.len() > 1 { "s" } else { "" },
+                failed
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        s.push('.');
+        s
+    }
+}
+
+/// One page waiting for chunking.
+struct ReadPage {
+    page: u32,
+    text: String,
+    source: PageSource,
+}
+
+/// The documents service.
+pub struct Documents {
+    /// Settings.
+    cfg: DocumentSettings,
+    /// The vision endpoint for OCR.
+    vision: Endpoint,
+    /// Storage and index.
+    store: DocStore,
+    /// The main store, for serialized flushes.
+    anchors: crate::store::Store,
+    /// Chunk sizing.
+    chunker: Chunker,
+    /// The embedder, loaded on first use (plain chat never needs it).
+    embedder: OnceCell<Arc<dyn Embedder>>,
+}
+
+impl Documents {
+    /// The service over `db`.
+    pub fn new(
+        anchors: crate::store::Store,
+        cfg: DocumentSettings,
+        vision: Endpoint,
+        counter: Arc<dyn TokenCounter>,
+    ) -> Result<Self, DocError> {
+        Ok(Self {
+            chunker: Chunker::new(counter, cfg.chunk_tokens, cfg.chunk_overlap),
+            store: DocStore::open(&anchors.db())?,
+            anchors,
+            cfg,
+            vision,
+            embedder: OnceCell::new(),
+        })
+    }
+
+    /// Uses `embedder` instead of the configured one (tests, benchmarks).
+    pub fn with_embedder(self, embedder: Arc<dyn Embedder>) -> Self {
+        let _ = self.embedder.set(embedder);
+        self
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &DocStore {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DocumentSettings {
+        &self.cfg
+    }
+
+    /// The embedder, loading it on first use.
+    pub async fn embedder(&self) -> Result<Arc<dyn Embedder>, EmbedError> {
+        self.embedder
+            .get_or_try_init(|| async {
+                let e: Arc<dyn Embedder> = match self.cfg.embedder {
+                    EmbedderKind::Local => {
+                        let dir = self.cfg.model_dir.clone();
+                        let lib = self.cfg.onnxruntime.clone();
+                        let threads = self.cfg.embed_threads;
+                        Arc::new(
+                            tokio::task::spawn_blocking(move || {
+                                LocalEmbedder::load(&dir, &lib, threads)
+                            })
+                            .await
+                            .map_err(|e| EmbedError::Failed(e.to_string()))??,
+                        )
+                    }
+                    EmbedderKind::Openai => {
+                        Arc::new(OpenAiEmbedder::new(self.cfg.embeddings.clone()))
+                    }
+                };
+                tracing::info!(embedder = %e.name(), "embedding model ready");
+                Ok(e)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn flush(&self) -> Result<(), DocError> {
+        self.anchors
+            .flush()
+            .await
+            .map_err(|e| DocError::Store(e.to_string()))
+    }
+
+    /// Searches the conversation's documents.
+    pub async fn search(&self, conv: &str, query: &str, k: usize) -> Result<Vec<Hit>, DocError> {
+        if self.store.list(conv)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let embedder = self.embedder().await?;
+        let q = embedder.embed(vec![query.to_string()]).await?;
+        self.store.search(conv, &q[0], k)
+    }
+
+    /// Picks the OCR engine: the vision model if it answers, else tesseract if installed.
+    async fn ocr_engine(&self) -> Option<Arc<dyn Ocr>> {
+        if self.cfg.ocr != crate::settings::OcrChoice::Tesseract {
+            let vision = VisionOcr::new(self.vision.clone(), self.cfg.ocr_retries);
+            if vision.is_healthy().await {
+                return Some(Arc::new(vision));
+            }
+            tracing::warn!(url = %self.vision.url, "vision endpoint unavailable; trying tesseract for OCR");
+        }
+        if self.cfg.ocr == crate::settings::OcrChoice::Vision {
+            return None;
+        }
+        let limit = Duration::from_secs(self.cfg.parse_timeout_secs);
+        TesseractOcr::detect(&self.cfg.tesseract_lang, limit)
+            .await
+            .map(|t| Arc::new(t) as Arc<dyn Ocr>)
+    }
+
+    /// Ingests one file into conversation `conv`. Progress notes go to `progress`.
+    pub async fn ingest(
+        &self,
+        conv: &str,
+        name: &str,
+        bytes: &[u8],
+        progress: &watch::Sender<String>,
+    ) -> Result<IngestReport, DocError> {
+        let limit = self.cfg.max_file_bytes();
+        if bytes.len() as u64 > limit {
+            return Err(DocError::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        if bytes.is_empty() {
+            return Err(DocError::Empty);
+        }
+        let kind = sniff::sniff(bytes, name).map_err(|u| DocError::Unsupported { mime: u.mime })?;
+        let sha = hex(&Sha256::digest(bytes));
+        let existing = self.store.find_by_sha(conv, &sha)?;
+        if let Some(d) = &existing {
+            if matches!(d.status, DocStatus::Ready | DocStatus::Partial) {
+                return Ok(IngestReport {
+                    doc: d.clone(),
+                    duplicate: true,
+                    resumed_pages: 0,
+                });
+            }
+        }
+        let _ = progress.send(format!("Reading {name}…"));
+        let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
+        // Page count and kind of content, before anything is stored.
+        let dir = tempfile::tempdir().map_err(|e| DocError::Io(e.to_string()))?;
+        let (pages, pdf) = match kind {
+            Kind::Pdf => {
+                let path = dir.path().join("doc.pdf");
+                std::fs::write(&path, bytes).map_err(|e| DocError::Io(e.to_string()))?;
+                let info = extract::pdf_info(&path, parse_limit).await?;
+                if info.pages > self.cfg.max_pages {
+                    return Err(DocError::TooManyPages {
+                        pages: info.pages,
+                        limit: self.cfg.max_pages,
+                    });
+                }
+                (info.pages, Some((path, info)))
+            }
+            Kind::Image(_) => {
+                let size = imagesize::blob_size(bytes).map_err(|e| DocError::Corrupt {
+                    reason: format!("image header: {e}"),
+                })?;
+                let pixels = size.width as u64 * size.height as u64;
+                if pixels > self.cfg.max_image_pixels {
+                    return Err(DocError::ImageTooLarge {
+                        width: size.width as u64,
+                        height: size.height as u64,
+                        limit: self.cfg.max_image_pixels,
+                    });
+                }
+                (1, None)
+            }
+            Kind::Text(_) => (1, None),
+        };
+        let mut rec = match existing {
+            Some(mut d) => {
+                d.status = DocStatus::Ingesting;
+                d
+            }
+            None => DocRecord {
+                id: sha[..16].to_string(),
+                name: name.to_string(),
+                mime: kind.mime().to_string(),
+                size: bytes.len() as u64,
+                sha256: sha.clone(),
+                pages,
+                status: DocStatus::Ingesting,
+                ingested_at_ms: now_ms(),
+                page_status: vec![PageSource::Pending; pages as usize],
+                chunks: 0,
+                paged: pdf.is_some(),
+            },
+        };
+        let resumed_pages = rec
+            .page_status
+            .iter()
+            .filter(|p| matches!(p, PageSource::Text | PageSource::Ocr { .. }))
+            .count() as u32;
+        self.store.put(conv, &rec)?;
+        self.flush().await?;
+        // Fail early, before any OCR work, if embeddings cannot be made.
+        let embedder = self.embedder().await?;
+        let todo: Vec<u32> = (1..=pages)
+            .filter(|p| {
+                !matches!(
+                    rec.page_status[*p as usize - 1],
+                    PageSource::Text | PageSource::Ocr { .. }
+                )
+            })
+            .collect();
+        let read = self
+            .read_pages(&kind, bytes, name, pdf.as_ref(), &todo, progress)
+            .await?;
+        // Chunk, embed in large batches, and commit page groups atomically.
+        let markdown = matches!(kind, Kind::Text(TextKind::Markdown))
+            || read
+                .iter()
+                .any(|p| matches!(p.source, PageSource::Ocr { .. }));
+        let mut batch: Vec<(ReadPage, Vec<chunk::PageChunk>)> = Vec::new();
+        let mut batch_chunks = 0;
+        let total = read.len();
+        for (i, page) in read.into_iter().enumerate() {
+            let chunks = if matches!(page.source, PageSource::Failed { .. }) {
+                Vec::new()
+            } else {
+                self.chunker.chunk(&page.text, markdown)
+            };
+            batch_chunks += chunks.len();
+            batch.push((page, chunks));
+            if batch_chunks >= self.cfg.embed_batch || i + 1 == total {
+                self.commit_batch(
+                    conv,
+                    &mut rec,
+                    std::mem::take(&mut batch),
+                    embedder.as_ref(),
+                )
+                .await?;
+                batch_chunks = 0;
+                let done = rec
+                    .page_status
+                    .iter()
+                    .filter(|p| !matches!(p, PageSource::Pending))
+                    .count();
+                let _ = progress.send(format!("Indexing {name}: page {done}/{pages}"));
+            }
+        }
+        let failed = rec.failed_pages().len();
+        rec.status = if failed == 0 {
+            DocStatus::Ready
+        } else {
+            DocStatus::Partial
+        };
+        rec.ingested_at_ms = now_ms();
+        if failed as u32 == pages && rec.chunks == 0 {
+            // Nothing readable at all: keep no half record around.
+            self.store.commit(conv, &rec, &[])?;
+            let reason = match rec.page_status.first() {
+                Some(PageSource::Failed { reason }) => reason.clone(),
+                _ => "no readable text".into(),
+            };
+            self.store.clear_doc(conv, &rec.id)?;
+            self.flush().await?;
+            return Err(DocError::Ocr { reason });
+        }
+        self.store.commit(conv, &rec, &[])?;
+        self.flush().await?;
+        tracing::info!(
+            conversation = conv,
+            document = name,
+            pages,
+            chunks = rec.chunks,
+            failed,
+            "document ingested"
+        );
+        Ok(IngestReport {
+            doc: rec,
+            duplicate: false,
+            resumed_pages,
+        })
+    }
+
+    async fn commit_batch(
+        &self,
+        conv: &str,
+        rec: &mut DocRecord,
+        batch: Vec<(ReadPage, Vec<chunk::PageChunk>)>,
+        embedder: &dyn Embedder,
+    ) -> Result<(), DocError> {
+        let texts: Vec<String> = batch
+            .iter()
+            .flat_map(|(_, cs)| {
+                cs.iter().map(|c| match &c.heading {
+                    // The heading gives a chunk its context in the vector, not in the stored text.
+                    Some(h) if !c.text.contains(h.as_str()) => format!("{h}\n{}", c.text),
+                    _ => c.text.clone(),
+                })
+            })
+            .collect();
+        let vectors = embedder.embed(texts).await?;
+        let mut vectors = vectors.into_iter();
+        let mut rows = Vec::new();
+        for (page, chunks) in batch {
+            for (pos, c) in chunks.into_iter().enumerate() {
+                let vector = vectors.next().ok_or_else(|| {
+                    DocError::Embed(EmbedError::Failed("fewer vectors than chunks".into()))
+                })?;
+                rows.push(NewChunk {
+                    page: page.page,
+                    record: ChunkRecord {
+                        doc_id: rec.id.clone(),
+                        name: rec.name.clone(),
+                        page: rec.paged.then_some(page.page),
+                        position: pos as u32,
+                        heading: c.heading,
+                        text: c.text,
+                    },
+                    vector,
+                });
+            }
+            rec.page_status[page.page as usize - 1] = page.source;
+        }
+        rec.chunks += rows.len() as u32;
+        rec.ingested_at_ms = now_ms();
+        self.store.commit(conv, rec, &rows)
+    }
+
+    /// Reads the text of pages `todo`: text layers, OCR where there is none.
+    async fn read_pages(
+        &self,
+        kind: &Kind,
+        bytes: &[u8],
+        name: &str,
+        pdf: Option<&(std::path::PathBuf, extract::PdfInfo)>,
+        todo: &[u32],
+        progress: &watch::Sender<String>,
+    ) -> Result<Vec<ReadPage>, DocError> {
+        let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
+        match kind {
+            Kind::Text(t) => {
+                let text = extract::decode_text(bytes);
+                let text = if *t == TextKind::Html {
+                    extract::html_to_text(&text)
+                } else {
+                    text
+                };
+                if text.trim().is_empty() {
+                    return Err(DocError::Empty);
+                }
+                Ok(vec![ReadPage {
+                    page: 1,
+                    text,
+                    source: PageSource::Text,
+                }])
+            }
+            Kind::Image(img) => {
+                let Some(ocr) = self.ocr_engine().await else {
+                    return Err(DocError::Ocr {
+                        reason: "no OCR is available: the vision endpoint does not answer and tesseract is not installed".into(),
+                    });
+                };
+                let _ = progress.send(format!("Reading {name} with the {}…", ocr.name()));
+                let text = ocr.transcribe(bytes, img.mime()).await?;
+                Ok(vec![ReadPage {
+                    page: 1,
+                    text,
+                    source: PageSource::Ocr {
+                        engine: ocr.name().into(),
+                    },
+                }])
+            }
+            Kind::Pdf => {
+                let (path, info) = pdf.expect("PDF info is present for PDFs");
+                let (Some(&first), Some(&last)) = (todo.first(), todo.last()) else {
+                    return Ok(Vec::new());
+                };
+                let texts = extract::pdf_text(path, first, last, parse_limit).await?;
+                let mut pages = Vec::new();
+                let mut need_ocr = Vec::new();
+                for &p in todo {
+                    let t = &texts[(p - first) as usize];
+                    if extract::has_text_layer(t) {
+                        pages.push(ReadPage {
+                            page: p,
+                            text: t.clone(),
+                            source: PageSource::Text,
+                        });
+                    } else {
+                        need_ocr.push(p);
+                    }
+                }
+                if !need_ocr.is_empty() {
+                    let ocr = self.ocr_engine().await;
+                    let total = info.pages;
+                    let done = std::sync::atomic::AtomicU32::new(0);
+                    let results: Vec<ReadPage> = futures_util::stream::iter(need_ocr)
+                        .map(|p| {
+                            let ocr = ocr.clone();
+                            let done = &done;
+                            async move {
+                                let source_text = match &ocr {
+                                    None => Err(DocError::Ocr {
+                                        reason: "no OCR is available (vision endpoint down, tesseract not installed)".into(),
+                                    }),
+                                    Some(ocr) => {
+                                        match extract::pdf_render_page(path, p, self.cfg.ocr_dpi, self.cfg.ocr_max_side_px, info, parse_limit).await {
+                                            Ok(png) => ocr.transcribe(&png, "image/png").await.map(|t| (t, ocr.name())),
+                                            Err(e) => Err(e),
+                                        }
+                                    }
+                                };
+                                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                                let _ = progress.send(format!("Reading {name}: page {p}/{total} (OCR {n} done)"));
+                                match source_text {
+                                    Ok((text, engine)) => ReadPage {
+                                        page: p,
+                                        text,
+                                        source: PageSource::Ocr { engine: engine.into() },
+                                    },
+                                    Err(e) => {
+                                        tracing::warn!(document = name, page = p, error = %e, "page could not be read");
+                                        ReadPage {
+                                            page: p,
+                                            text: String::new(),
+                                            source: PageSource::Failed { reason: e.to_string() },
+                                        }
+                                    }
+                                }
+                            }
+                        })
+                        .buffer_unordered(self.cfg.ocr_concurrency.max(1))
+                        .collect()
+                        .await;
+                    pages.extend(results);
+                }
+                pages.sort_by_key(|p| p.page);
+                Ok(pages)
+            }
+        }
+    }
+}
+
+fn pages(n: u32) -> String {
+    if n == 1 {
+        "1 page".into()
+    } else {
+        format!("{n} pages")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait::async_trait]
+impl crate::engine::Retriever for Documents {
+    async fn passages(
+        &self,
+        key: &anchorbot_platform::ConversationKey,
+        query: &str,
+        k: usize,
+    ) -> Vec<crate::engine::Passage> {
+        match self.search(&key.to_string(), query, k).await {
+            Ok(hits) => hits
+                .into_iter()
+                .map(|h| crate::engine::Passage {
+                    text: h.text,
+                    citation: h.citation,
+                    score: h.score,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(conversation = %key, error = %e, "passages unavailable");
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Content sniffing: what a file really is, from its bytes first and its name second. A file
+//! called `report.pdf` that holds a PNG is treated as a PNG; a binary file with a `.txt` name
+//! is unsupported.
+
+/// The kinds of file anchorbot can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// PDF: text layer per page, OCR for pages without one.
+    Pdf,
+    /// An image for OCR.
+    Image(ImageKind),
+    /// Text of some flavour.
+    Text(TextKind),
+}
+
+/// Image formats sent to OCR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// PNG.
+    Png,
+    /// JPEG.
+    Jpeg,
+    /// WebP.
+    Webp,
+    /// GIF (the first frame is read).
+    Gif,
+}
+
+impl ImageKind {
+    /// The MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            ImageKind::Png => "image/png",
+            ImageKind::Jpeg => "image/jpeg",
+            ImageKind::Webp => "image/webp",
+            ImageKind::Gif => "image/gif",
+        }
+    }
+}
+
+/// Text flavours; Markdown keeps its headings for chunking, HTML is reduced to text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// Plain text, CSV, source code.
+    Plain,
+    /// Markdown.
+    Markdown,
+    /// HTML.
+    Html,
+}
+
+impl Kind {
+    /// The MIME type anchorbot records.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Kind::Pdf => "application/pdf",
+            Kind::Image(i) => i.mime(),
+            Kind::Text(TextKind::Plain) => "text/plain",
+            Kind::Text(TextKind::Markdown) => "text/markdown",
+            Kind::Text(TextKind::Html) => "text/html",
+        }
+    }
+}
+
+/// Why a file is not readable, said so a person understands it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The best guess at what it is.
+    pub mime: String,
+}
+
+/// Decides what `bytes` are; `name` only refines text flavours.
+pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
+    let lower = name.to_ascii_lowercase();
+    let ext = lower.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    // Some PDF writers put junk before the header; the spec allows it within 1 KiB.
+    if bytes.len() >= 5
+        && bytes[..bytes.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-")
+    {
+        return Ok(Kind::Pdf);
+    }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(Kind::Image(ImageKind::Png));
+    }
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(Kind::Image(ImageKind::Jpeg));
+    }
+    if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        return Ok(Kind::Image(ImageKind::Webp));
+    }
+    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        return Ok(Kind::Image(ImageKind::Gif));
+    }
+    if let Some(mime) = known_binary(bytes, ext) {
+        return Err(Unsupported { mime: mime.into() });
+    }
+    if looks_like_text(bytes) {
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).to_ascii_lowercase();
+        let kind = if matches!(ext, "html" | "htm" | "xhtml")
+            || head.trim_start().starts_with("<!doctype html")
+            || head.trim_start().starts_with("<html")
+        {
+            TextKind::Html
+        } else if matches!(ext, "md" | "markdown" | "mdx") {
+            TextKind::Markdown
+        } else {
+            TextKind::Plain
+        };
+        return Ok(Kind::Text(kind));
+    }
+    Err(Unsupported {
+        mime: "application/octet-stream".into(),
+    })
+}
+
+/// Binary formats worth naming in the "unsupported" reply.
+fn known_binary(bytes: &[u8], ext: &str) -> Option<&'static str> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Some(match ext {
+            "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            _ => "application/zip",
+        });
+    }
+    let table: &[(&[u8], &str)] = &[
+        (b"\x7fELF", "application/x-executable"),
+        (b"MZ", "application/x-msdownload"),
+        (b"\x1f\x8b", "application/gzip"),
+        (b"\xd0\xcf\x11\xe0", "application/x-ole-storage"),
+        (b"II*\x00", "image/tiff"),
+        (b"MM\x00*", "image/tiff"),
+        (b"BM", "image/bmp"),
+        (b"7z\xbc\xaf", "application/x-7z-compressed"),
+        (b"Rar!", "application/vnd.rar"),
+        (b"OggS", "audio/ogg"),
+        (b"ID3", "audio/mpeg"),
+        (b"\x00\x00\x00", "video/mp4"),
+    ];
+    table
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+        .map(|(_, m)| *m)
+}
+
+/// UTF-8 (or UTF-16 with a BOM would be rejected) with few control characters.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return false;
+    }
+    let sample = &bytes[..bytes.len().min(64 * 1024)];
+    // A multi-byte character may be cut at the sample's end.
+    let valid = match std::str::from_utf8(sample) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none() && e.valid_up_to() + 4 >= sample.len(),
+    };
+    if !valid {
+        return false;
+    }
+    let control = sample
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0c))
+        .count();
+    control * 100 <= sample.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_wins_over_the_name() {
+        assert_eq!(
+            sniff(b"\x89PNG\r\n\x1a\nrest", "report.pdf"),
+            Ok(Kind::Image(ImageKind::Png))
+        );
+        assert_eq!(sniff(b"%PDF-1.7\n...", "scan.png"), Ok(Kind::Pdf));
+        assert_eq!(
+            sniff(b"# Title\n\ntext", "notes.md"),
+            Ok(Kind::Text(TextKind::Markdown))
+        );
+        assert_eq!(
+            sniff(b"<!DOCTYPE html><p>hi</p>", "page.txt"),
+            Ok(Kind::Text(TextKind::Html))
+        );
+        assert_eq!(
+            sniff(b"a,b\n1,2\n", "data.csv"),
+            Ok(Kind::Text(TextKind::Plain))
+        );
+        assert_eq!(
+            sniff(b"fn main() {}\n", "main.rs"),
+            Ok(Kind::Text(TextKind::Plain))
+        );
+    }
+
+    #[test]
+    fn binaries_and_empty_files_are_unsupported() {
+        assert_eq!(
+            sniff(b"\x7fELF\x02\x01", "notes.txt").unwrap_err().mime,
+            "application/x-executable"
+        );
+        assert!(sniff(b"PK\x03\x04....", "deck.pptx")
+            .unwrap_err()
+            .mime
+            .contains("presentationml"));
+        assert!(sniff(b"", "empty.txt").is_err());
+        assert!(sniff(&[0u8, 1, 2, 3, 4, 5, 6, 7, 200, 201], "x.bin").is_err());
+    }
+}

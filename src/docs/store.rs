@@ -1,0 +1,401 @@
+//! Document records, chunks and vectors in sled, scoped to the conversation by key prefix
+//! (`{conversation}\0{document}…`), plus the in-memory vector index used for retrieval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::DocError;
+
+/// Where a document is in its ingestion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocStatus {
+    /// Being ingested now.
+    Ingesting,
+    /// Every page was read.
+    Ready,
+    /// Read, but some pages failed (see the page list).
+    Partial,
+    /// Ingestion stopped part-way (crash or shutdown); sharing the file again resumes it.
+    Incomplete,
+}
+
+impl DocStatus {
+    /// Human wording.
+    pub fn label(self) -> &'static str {
+        match self {
+            DocStatus::Ingesting => "being read",
+            DocStatus::Ready => "ready",
+            DocStatus::Partial => "partly read",
+            DocStatus::Incomplete => "incomplete (share it again to resume)",
+        }
+    }
+}
+
+/// How one page was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PageSource {
+    /// Not read yet.
+    Pending,
+    /// From the text layer (or a text file).
+    Text,
+    /// By OCR.
+    Ocr {
+        /// The engine ("vision model", "tesseract").
+        engine: String,
+    },
+    /// It failed; the rest of the document is kept.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A document shared in a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRecord {
+    /// Document id (the start of its sha256).
+    pub id: String,
+    /// File name as shared.
+    pub name: String,
+    /// MIME type found by sniffing.
+    pub mime: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the bytes, hex.
+    pub sha256: String,
+    /// Page count (1 for images and text files).
+    pub pages: u32,
+    /// Ingestion status.
+    pub status: DocStatus,
+    /// When ingestion finished or last progressed (Unix ms).
+    pub ingested_at_ms: u64,
+    /// Each page's source, in page order.
+    pub page_status: Vec<PageSource>,
+    /// Chunks stored.
+    pub chunks: u32,
+    /// Whether the document has real pages (PDF) for citations.
+    pub paged: bool,
+}
+
+impl DocRecord {
+    /// OCR engines used, for `/files`.
+    pub fn ocr_engines(&self) -> Vec<String> {
+        let mut e: Vec<String> = self
+            .page_status
+            .iter()
+            .filter_map(|p| match p {
+                PageSource::Ocr { engine } => Some(engine.clone()),
+                _ => None,
+            })
+            .collect();
+        e.sort();
+        e.dedup();
+        e
+    }
+
+    /// Pages that failed.
+    pub fn failed_pages(&self) -> Vec<u32> {
+        self.page_status
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, PageSource::Failed { .. }))
+            .map(|(i, _)| i as u32 + 1)
+            .collect()
+    }
+}
+
+/// A stored chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Document id.
+    pub doc_id: String,
+    /// Document name, for citations.
+    pub name: String,
+    /// Page number, for paged documents.
+    pub page: Option<u32>,
+    /// Position of the chunk within its page.
+    pub position: u32,
+    /// Nearest heading above it.
+    pub heading: Option<String>,
+    /// The text.
+    pub text: String,
+}
+
+impl ChunkRecord {
+    /// The citation tag, e.g. `report.pdf p.3`.
+    pub fn citation(&self) -> String {
+        match self.page {
+            Some(p) => format!("{} p.{p}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// One chunk waiting to be stored with its vector.
+pub struct NewChunk {
+    /// Page (1-based).
+    pub page: u32,
+    /// The record.
+    pub record: ChunkRecord,
+    /// Its unit-length embedding.
+    pub vector: Vec<f32>,
+}
+
+/// A search hit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Cosine similarity.
+    pub score: f32,
+    /// File name.
+    pub name: String,
+    /// Page, for paged documents.
+    pub page: Option<u32>,
+    /// Citation tag.
+    pub citation: String,
+    /// Nearest heading.
+    pub heading: Option<String>,
+    /// Chunk text.
+    pub text: String,
+}
+
+/// The vectors of one conversation, loaded once and kept in memory.
+struct ConvIndex {
+    keys: Vec<sled::IVec>,
+    dims: usize,
+    matrix: Vec<f32>,
+}
+
+/// Document storage for every conversation.
+pub struct DocStore {
+    docs: sled::Tree,
+    chunks: sled::Tree,
+    vectors: sled::Tree,
+    index: Mutex<HashMap<String, Arc<ConvIndex>>>,
+}
+
+fn conv_prefix(conv: &str) -> Vec<u8> {
+    let mut p = conv.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+fn doc_key(conv: &str, doc: &str) -> Vec<u8> {
+    let mut k = conv_prefix(conv);
+    k.extend_from_slice(doc.as_bytes());
+    k
+}
+
+fn chunk_key(conv: &str, doc: &str, page: u32, position: u32) -> Vec<u8> {
+    let mut k = doc_key(conv, doc);
+    k.push(0);
+    k.extend_from_slice(&page.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+fn storage(e: impl std::fmt::Display) -> DocError {
+    DocError::Store(e.to_string())
+}
+
+impl DocStore {
+    /// Opens the document trees and marks documents whose ingestion was interrupted.
+    pub fn open(db: &sled::Db) -> Result<Self, DocError> {
+        let s = Self {
+            docs: db.open_tree("docs").map_err(storage)?,
+            chunks: db.open_tree("chunks").map_err(storage)?,
+            vectors: db.open_tree("vectors").map_err(storage)?,
+            index: Mutex::new(HashMap::new()),
+        };
+        for item in s.docs.iter() {
+            let (k, v) = item.map_err(storage)?;
+            if let Ok(mut rec) = serde_json::from_slice::<DocRecord>(&v) {
+                if rec.status == DocStatus::Ingesting {
+                    tracing::warn!(document = %rec.name, "ingestion was interrupted; marked incomplete");
+                    rec.status = DocStatus::Incomplete;
+                    s.docs
+                        .insert(k, serde_json::to_vec(&rec).expect("records serialize"))
+                        .map_err(storage)?;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The conversation's documents, oldest first.
+    pub fn list(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
+        let mut v: Vec<DocRecord> = self
+            .docs
+            .scan_prefix(conv_prefix(conv))
+            .filter_map(|r| r.ok())
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        v.sort_by_key(|d: &DocRecord| d.ingested_at_ms);
+        Ok(v)
+    }
+
+    /// The document with this content in the conversation, if any.
+    pub fn find_by_sha(&self, conv: &str, sha: &str) -> Result<Option<DocRecord>, DocError> {
+        Ok(self.list(conv)?.into_iter().find(|d| d.sha256 == sha))
+    }
+
+    /// Writes a document record.
+    pub fn put(&self, conv: &str, rec: &DocRecord) -> Result<(), DocError> {
+        self.docs
+            .insert(
+                doc_key(conv, &rec.id),
+                serde_json::to_vec(rec).expect("records serialize"),
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Stores chunks with their vectors and the updated record in one transaction, so a page
+    /// is either fully stored and marked done, or not at all.
+    pub fn commit(&self, conv: &str, rec: &DocRecord, chunks: &[NewChunk]) -> Result<(), DocError> {
+        let rec_bytes = serde_json::to_vec(rec).expect("records serialize");
+        let rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = chunks
+            .iter()
+            .map(|c| {
+                let vec: Vec<u8> = c.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (
+                    chunk_key(conv, &rec.id, c.page, c.record.position),
+                    serde_json::to_vec(&c.record).expect("records serialize"),
+                    vec,
+                )
+            })
+            .collect();
+        let dk = doc_key(conv, &rec.id);
+        (&self.docs, &self.chunks, &self.vectors)
+            .transaction(|(d, c, v)| {
+                for (k, chunk, vec) in &rows {
+                    c.insert(k.as_slice(), chunk.as_slice())?;
+                    v.insert(k.as_slice(), vec.as_slice())?;
+                }
+                d.insert(dk.as_slice(), rec_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        self.invalidate(conv);
+        Ok(())
+    }
+
+    /// Deletes every document, chunk and vector of the conversation; returns the documents
+    /// and chunks removed.
+    pub fn clear(&self, conv: &str) -> Result<(usize, usize), DocError> {
+        let prefix = conv_prefix(conv);
+        let docs = self.remove_prefix(&self.docs, &prefix)?;
+        let chunks = self.remove_prefix(&self.chunks, &prefix)?;
+        self.remove_prefix(&self.vectors, &prefix)?;
+        self.invalidate(conv);
+        Ok((docs, chunks))
+    }
+
+    /// Deletes one document with its chunks and vectors.
+    pub fn clear_doc(&self, conv: &str, doc: &str) -> Result<(), DocError> {
+        let key = doc_key(conv, doc);
+        self.docs.remove(&key).map_err(storage)?;
+        let mut prefix = key;
+        prefix.push(0);
+        self.remove_prefix(&self.chunks, &prefix)?;
+        self.remove_prefix(&self.vectors, &prefix)?;
+        self.invalidate(conv);
+        Ok(())
+    }
+
+    fn remove_prefix(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<usize, DocError> {
+        let keys: Vec<sled::IVec> = tree
+            .scan_prefix(prefix)
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect();
+        let mut batch = sled::Batch::default();
+        for k in &keys {
+            batch.remove(k.clone());
+        }
+        tree.apply_batch(batch).map_err(storage)?;
+        Ok(keys.len())
+    }
+
+    /// Chunks stored for the conversation.
+    pub fn chunk_count(&self, conv: &str) -> usize {
+        self.chunks.scan_prefix(conv_prefix(conv)).count()
+    }
+
+    fn invalidate(&self, conv: &str) {
+        self.index.lock().expect("index lock").remove(conv);
+    }
+
+    fn load_index(&self, conv: &str) -> Result<Arc<ConvIndex>, DocError> {
+        if let Some(i) = self.index.lock().expect("index lock").get(conv) {
+            return Ok(i.clone());
+        }
+        let mut keys = Vec::new();
+        let mut matrix = Vec::new();
+        let mut dims = 0;
+        for item in self.vectors.scan_prefix(conv_prefix(conv)) {
+            let (k, v) = item.map_err(storage)?;
+            let row: Vec<f32> = v
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if dims == 0 {
+                dims = row.len();
+            }
+            if row.len() != dims {
+                continue;
+            }
+            keys.push(k);
+            matrix.extend_from_slice(&row);
+        }
+        let idx = Arc::new(ConvIndex { keys, dims, matrix });
+        self.index
+            .lock()
+            .expect("index lock")
+            .insert(conv.to_string(), idx.clone());
+        Ok(idx)
+    }
+
+    /// The `k` chunks most similar to `query` (a unit vector) in this conversation only.
+    pub fn search(&self, conv: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, DocError> {
+        let idx = self.load_index(conv)?;
+        if idx.keys.is_empty() || idx.dims != query.len() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut scored: Vec<(f32, usize)> = idx
+            .matrix
+            .chunks_exact(idx.dims)
+            .map(|row| row.iter().zip(query).map(|(a, b)| a * b).sum::<f32>())
+            .enumerate()
+            .map(|(i, s)| (s, i))
+            .collect();
+        let k = k.min(scored.len());
+        let cmp = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0);
+        if k < scored.len() {
+            scored.select_nth_unstable_by(k - 1, cmp);
+            scored.truncate(k);
+        }
+        scored.sort_by(cmp);
+        let mut hits = Vec::with_capacity(k);
+        for (score, i) in scored {
+            let Some(v) = self.chunks.get(&idx.keys[i]).map_err(storage)? else {
+                continue;
+            };
+            let c: ChunkRecord = serde_json::from_slice(&v).map_err(storage)?;
+            hits.push(Hit {
+                score,
+                citation: c.citation(),
+                name: c.name,
+                page: c.page,
+                heading: c.heading,
+                text: c.text,
+            });
+        }
+        Ok(hits)
+    }
+}
