@@ -381,6 +381,46 @@ impl Documents {
             .count() as u32;
         self.store.put(conv, &rec)?;
         self.flush().await?;
+        let result = self
+            .ingest_pages(conv, name, bytes, kind, pdf.as_ref(), &mut rec, progress)
+            .await;
+        match result {
+            Ok(()) => Ok(IngestReport {
+                doc: rec,
+                duplicate: false,
+                resumed_pages,
+            }),
+            Err(e) => {
+                // Leave nothing half-stored unmarked: drop a document with no stored page, mark
+                // one with stored pages incomplete (sharing it again resumes).
+                let stored = rec
+                    .page_status
+                    .iter()
+                    .any(|p| matches!(p, PageSource::Text | PageSource::Ocr { .. }));
+                if stored {
+                    rec.status = DocStatus::Incomplete;
+                    self.store.put(conv, &rec)?;
+                } else {
+                    self.store.clear_doc(conv, &rec.id)?;
+                }
+                self.flush().await?;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn ingest_pages(
+        &self,
+        conv: &str,
+        name: &str,
+        bytes: &[u8],
+        kind: Kind,
+        pdf: Option<&(std::path::PathBuf, extract::PdfInfo)>,
+        rec: &mut DocRecord,
+        progress: &watch::Sender<String>,
+    ) -> Result<(), DocError> {
+        let pages = rec.pages;
         // Fail early, before any OCR work, if embeddings cannot be made.
         let embedder = self.embedder().await?;
         let todo: Vec<u32> = (1..=pages)
@@ -391,33 +431,41 @@ impl Documents {
                 )
             })
             .collect();
-        let read = self
-            .read_pages(&kind, bytes, name, pdf.as_ref(), &todo, progress)
+        let (read, need_ocr) = self
+            .read_pages(&kind, bytes, name, pdf, &todo, progress)
             .await?;
-        // Chunk, embed in large batches, and commit page groups atomically.
-        let markdown = matches!(kind, Kind::Text(TextKind::Markdown))
-            || read
-                .iter()
-                .any(|p| matches!(p.source, PageSource::Ocr { .. }));
+        let ocr = if need_ocr.is_empty() {
+            None
+        } else {
+            self.ocr_engine().await
+        };
+        let scanned = match pdf {
+            Some(pdf) if !need_ocr.is_empty() => {
+                self.ocr_pages(name, pdf, need_ocr, ocr, progress).boxed()
+            }
+            _ => futures_util::stream::empty().boxed(),
+        };
+        let mut pages_in = futures_util::stream::iter(read).chain(scanned);
+        // Chunk, embed in large batches, and commit page groups atomically. A scanned page is
+        // committed as soon as it is read: OCR is the slow part, and a crash must not lose it.
+        let markdown = matches!(kind, Kind::Text(TextKind::Markdown));
         let mut batch: Vec<(ReadPage, Vec<chunk::PageChunk>)> = Vec::new();
         let mut batch_chunks = 0;
-        let total = read.len();
-        for (i, page) in read.into_iter().enumerate() {
+        while let Some(page) = pages_in.next().await {
+            let ocr_page = matches!(
+                page.source,
+                PageSource::Ocr { .. } | PageSource::Failed { .. }
+            );
             let chunks = if matches!(page.source, PageSource::Failed { .. }) {
                 Vec::new()
             } else {
-                self.chunker.chunk(&page.text, markdown)
+                self.chunker.chunk(&page.text, markdown || ocr_page)
             };
             batch_chunks += chunks.len();
             batch.push((page, chunks));
-            if batch_chunks >= self.cfg.embed_batch || i + 1 == total {
-                self.commit_batch(
-                    conv,
-                    &mut rec,
-                    std::mem::take(&mut batch),
-                    embedder.as_ref(),
-                )
-                .await?;
+            if batch_chunks >= self.cfg.embed_batch || ocr_page {
+                self.commit_batch(conv, rec, std::mem::take(&mut batch), embedder.as_ref())
+                    .await?;
                 batch_chunks = 0;
                 let done = rec
                     .page_status
@@ -427,25 +475,26 @@ impl Documents {
                 let _ = progress.send(format!("Indexing {name}: page {done}/{pages}"));
             }
         }
+        if !batch.is_empty() {
+            self.commit_batch(conv, rec, batch, embedder.as_ref())
+                .await?;
+        }
         let failed = rec.failed_pages().len();
+        if failed as u32 == pages && rec.chunks == 0 {
+            // Nothing readable at all.
+            let reason = match rec.page_status.first() {
+                Some(PageSource::Failed { reason }) => reason.clone(),
+                _ => "no readable text".into(),
+            };
+            return Err(DocError::Ocr { reason });
+        }
         rec.status = if failed == 0 {
             DocStatus::Ready
         } else {
             DocStatus::Partial
         };
         rec.ingested_at_ms = now_ms();
-        if failed as u32 == pages && rec.chunks == 0 {
-            // Nothing readable at all: keep no half record around.
-            self.store.commit(conv, &rec, &[])?;
-            let reason = match rec.page_status.first() {
-                Some(PageSource::Failed { reason }) => reason.clone(),
-                _ => "no readable text".into(),
-            };
-            self.store.clear_doc(conv, &rec.id)?;
-            self.flush().await?;
-            return Err(DocError::Ocr { reason });
-        }
-        self.store.commit(conv, &rec, &[])?;
+        self.store.commit(conv, rec, &[])?;
         self.flush().await?;
         tracing::info!(
             conversation = conv,
@@ -455,11 +504,7 @@ impl Documents {
             failed,
             "document ingested"
         );
-        Ok(IngestReport {
-            doc: rec,
-            duplicate: false,
-            resumed_pages,
-        })
+        Ok(())
     }
 
     async fn commit_batch(
@@ -516,7 +561,7 @@ impl Documents {
         pdf: Option<&(std::path::PathBuf, extract::PdfInfo)>,
         todo: &[u32],
         progress: &watch::Sender<String>,
-    ) -> Result<Vec<ReadPage>, DocError> {
+    ) -> Result<(Vec<ReadPage>, Vec<u32>), DocError> {
         let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
         match kind {
             Kind::Text(t) => {
@@ -529,11 +574,14 @@ impl Documents {
                 if text.trim().is_empty() {
                     return Err(DocError::Empty);
                 }
-                Ok(vec![ReadPage {
-                    page: 1,
-                    text,
-                    source: PageSource::Text,
-                }])
+                Ok((
+                    vec![ReadPage {
+                        page: 1,
+                        text,
+                        source: PageSource::Text,
+                    }],
+                    Vec::new(),
+                ))
             }
             Kind::Image(img) => {
                 let Some(ocr) = self.ocr_engine().await else {
@@ -543,18 +591,21 @@ impl Documents {
                 };
                 let _ = progress.send(format!("Reading {name} with the {}…", ocr.name()));
                 let text = ocr.transcribe(bytes, img.mime()).await?;
-                Ok(vec![ReadPage {
-                    page: 1,
-                    text,
-                    source: PageSource::Ocr {
-                        engine: ocr.name().into(),
-                    },
-                }])
+                Ok((
+                    vec![ReadPage {
+                        page: 1,
+                        text,
+                        source: PageSource::Ocr {
+                            engine: ocr.name().into(),
+                        },
+                    }],
+                    Vec::new(),
+                ))
             }
             Kind::Pdf => {
-                let (path, info) = pdf.expect("PDF info is present for PDFs");
+                let (path, _) = pdf.expect("PDF info is present for PDFs");
                 let (Some(&first), Some(&last)) = (todo.first(), todo.last()) else {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), Vec::new()));
                 };
                 let texts = extract::pdf_text(path, first, last, parse_limit).await?;
                 let mut pages = Vec::new();
@@ -571,54 +622,61 @@ impl Documents {
                         need_ocr.push(p);
                     }
                 }
-                if !need_ocr.is_empty() {
-                    let ocr = self.ocr_engine().await;
-                    let total = info.pages;
-                    let done = std::sync::atomic::AtomicU32::new(0);
-                    let results: Vec<ReadPage> = futures_util::stream::iter(need_ocr)
-                        .map(|p| {
-                            let ocr = ocr.clone();
-                            let done = &done;
-                            async move {
-                                let source_text = match &ocr {
-                                    None => Err(DocError::Ocr {
-                                        reason: "no OCR is available (vision endpoint down, tesseract not installed)".into(),
-                                    }),
-                                    Some(ocr) => {
-                                        match extract::pdf_render_page(path, p, self.cfg.ocr_dpi, self.cfg.ocr_max_side_px, info, parse_limit).await {
-                                            Ok(png) => ocr.transcribe(&png, "image/png").await.map(|t| (t, ocr.name())),
-                                            Err(e) => Err(e),
-                                        }
-                                    }
-                                };
-                                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                                let _ = progress.send(format!("Reading {name}: page {p}/{total} (OCR {n} done)"));
-                                match source_text {
-                                    Ok((text, engine)) => ReadPage {
-                                        page: p,
-                                        text,
-                                        source: PageSource::Ocr { engine: engine.into() },
-                                    },
-                                    Err(e) => {
-                                        tracing::warn!(document = name, page = p, error = %e, "page could not be read");
-                                        ReadPage {
-                                            page: p,
-                                            text: String::new(),
-                                            source: PageSource::Failed { reason: e.to_string() },
-                                        }
-                                    }
-                                }
-                            }
-                        })
-                        .buffer_unordered(self.cfg.ocr_concurrency.max(1))
-                        .collect()
-                        .await;
-                    pages.extend(results);
-                }
-                pages.sort_by_key(|p| p.page);
-                Ok(pages)
+                Ok((pages, need_ocr))
             }
         }
+    }
+}
+
+impl Documents {
+    /// OCRs `need` pages of a PDF, at most `ocr_concurrency` at a time, yielding each page as
+    /// it completes so it can be stored at once (a crash loses at most the pages in flight).
+    fn ocr_pages<'a>(
+        &'a self,
+        name: &'a str,
+        pdf: &'a (std::path::PathBuf, extract::PdfInfo),
+        need: Vec<u32>,
+        ocr: Option<Arc<dyn Ocr>>,
+        progress: &'a watch::Sender<String>,
+    ) -> impl futures_util::Stream<Item = ReadPage> + 'a {
+        let (path, info) = (&pdf.0, &pdf.1);
+        let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
+        let total = info.pages;
+        let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        futures_util::stream::iter(need)
+            .map(move |p| {
+                let ocr = ocr.clone();
+                let done = done.clone();
+                async move {
+                    let source_text = match &ocr {
+                        None => Err(DocError::Ocr {
+                            reason: "no OCR is available (vision endpoint down, tesseract not installed)".into(),
+                        }),
+                        Some(ocr) => match extract::pdf_render_page(path, p, self.cfg.ocr_dpi, self.cfg.ocr_max_side_px, info, parse_limit).await {
+                            Ok(png) => ocr.transcribe(&png, "image/png").await.map(|t| (t, ocr.name())),
+                            Err(e) => Err(e),
+                        },
+                    };
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let _ = progress.send(format!("Reading {name}: page {p}/{total} ({n} scanned pages read)"));
+                    match source_text {
+                        Ok((text, engine)) => ReadPage {
+                            page: p,
+                            text,
+                            source: PageSource::Ocr { engine: engine.into() },
+                        },
+                        Err(e) => {
+                            tracing::warn!(document = name, page = p, error = %e, "page could not be read");
+                            ReadPage {
+                                page: p,
+                                text: String::new(),
+                                source: PageSource::Failed { reason: e.to_string() },
+                            }
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.cfg.ocr_concurrency.max(1))
     }
 }
 

@@ -3,6 +3,8 @@
 //! `App`, and a builder for the real `anchorbot` binary.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -243,6 +245,19 @@ impl Drop for InFlight {
 async fn chat(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Response {
     state.requests.lock().unwrap().push(req.clone());
     let reply = (state.script)(&req);
+    if reply.status == 200 && req["stream"] != true {
+        // A non-streaming completion (OCR requests use these).
+        tokio::time::sleep(reply.first_delay + reply.delay).await;
+        let body = json!({
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "fake-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.chunks.concat()},
+                         "finish_reason": reply.finish.unwrap_or("stop")}]
+        });
+        return Json(body).into_response();
+    }
     if reply.status != 200 {
         let body = json!({"error": {"message": "scripted failure", "type": "server_error"}});
         return (StatusCode::from_u16(reply.status).unwrap(), Json(body)).into_response();
@@ -318,6 +333,29 @@ pub fn closed_port_url() -> String {
     format!("http://127.0.0.1:{port}/v1")
 }
 
+/// The repository's model directory (`.ci/setup-models.sh` fills it).
+pub fn models_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".models")
+}
+
+/// Makes sure the embedding model and ONNX Runtime are set up (runs the set-up script once).
+pub fn ensure_models() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = models_dir();
+        if dir.join("all-MiniLM-L6-v2/model.onnx").exists()
+            && dir.join("onnxruntime/libonnxruntime.so").exists()
+        {
+            return;
+        }
+        let status = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/setup-models.sh"))
+            .status()
+            .expect("run .ci/setup-models.sh");
+        assert!(status.success(), ".ci/setup-models.sh failed");
+    });
+}
+
 /// The real binary with a private data dir and the given model URL.
 pub fn anchorbot(data_dir: &Path, url: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_anchorbot"));
@@ -328,6 +366,15 @@ pub fn anchorbot(data_dir: &Path, url: &str) -> tokio::process::Command {
         .env("ANCHORBOT_REASONING_MODEL", "fake-model")
         .env("ANCHORBOT_VISION_URL", url)
         .env("ANCHORBOT_RETRY_BACKOFF_MS", "10")
+        .env(
+            "ANCHORBOT_DOCUMENTS_MODEL_DIR",
+            models_dir().join("all-MiniLM-L6-v2"),
+        )
+        .env(
+            "ANCHORBOT_DOCUMENTS_ONNXRUNTIME",
+            models_dir().join("onnxruntime/libonnxruntime.so"),
+        )
+        .env("ANCHORBOT_DOCUMENTS_EMBED_THREADS", "1")
         .current_dir(data_dir.parent().unwrap())
         .kill_on_drop(true);
     cmd
@@ -483,8 +530,16 @@ impl Platform for RecordingPlatform {
         Ok(())
     }
 
-    async fn fetch(&self, _a: &Attachment, _max: u64) -> Result<Vec<u8>, PlatformError> {
-        Err(PlatformError::Rejected("no files in tests".into()))
+    async fn fetch(&self, a: &Attachment, max: u64) -> Result<Vec<u8>, PlatformError> {
+        let bytes =
+            std::fs::read(&a.locator).map_err(|e| PlatformError::Rejected(e.to_string()))?;
+        if bytes.len() as u64 > max {
+            return Err(PlatformError::TooLarge {
+                size: bytes.len() as u64,
+                limit: max,
+            });
+        }
+        Ok(bytes)
     }
 }
 
@@ -579,7 +634,30 @@ pub fn settings(data_dir: &Path, url: &str) -> anchorbot::Settings {
     s.reasoning.model = "fake-model".into();
     s.vision.url = url.to_string();
     s.retry_backoff_ms = 10;
+    s.documents.model_dir = models_dir().join("all-MiniLM-L6-v2");
+    s.documents.onnxruntime = models_dir().join("onnxruntime/libonnxruntime.so");
+    s.documents.embed_threads = Some(1);
     s
+}
+
+/// A message event with a file attached (read from `path` by the recording platform).
+pub fn upload(
+    channel: &str,
+    event_id: &str,
+    user: &str,
+    text: &str,
+    path: &Path,
+) -> anchorbot_platform::InboundEvent {
+    let mut ev = message(channel, event_id, user, text);
+    if let anchorbot_platform::InboundEvent::Message(m) = &mut ev {
+        m.attachments.push(Attachment {
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            declared_mime: None,
+            size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            locator: path.display().to_string(),
+        });
+    }
+    ev
 }
 
 /// A message event from the test platform.
