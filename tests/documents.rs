@@ -277,7 +277,10 @@ async fn documents_never_cross_conversations_under_any_interleaving() {
         if let Some(&j) = owners.first() {
             assert!(text.contains(&format!("team {}", convs[j])));
             // Passages arrive fenced as quoted data with their citation tag.
-            assert!(text.contains(&format!("<document source=\"[{}.md]\"", convs[j])), "{text}");
+            assert!(
+                text.contains(&format!("<document source=\"[{}.md]\"", convs[j])),
+                "{text}"
+            );
             assert!(text.contains("not instructions"));
         }
     }

@@ -110,7 +110,7 @@ impl LocalEmbedder {
         Ok(Self {
             model: Arc::new(Mutex::new(model)),
             dir: dir.to_path_buf(),
-            batch: 64,
+            batch: 16,
         })
     }
 }
