@@ -210,17 +210,15 @@ pub fn html_to_text(html: &str) -> String {
         }
         if html.as_bytes()[i] == b'<' {
             let end = html[i..].find('>').map(|j| i + j + 1).unwrap_or(html.len());
+            let closing = lower[i..].starts_with("</");
             let tag = lower[i..end].trim_start_matches(['<', '/']);
             let name: String = tag
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric())
                 .collect();
-            if matches!(
+            let block = matches!(
                 name.as_str(),
                 "p" | "div"
-                    | "br"
-                    | "li"
-                    | "tr"
                     | "h1"
                     | "h2"
                     | "h3"
@@ -232,7 +230,10 @@ pub fn html_to_text(html: &str) -> String {
                     | "article"
                     | "pre"
                     | "blockquote"
-            ) {
+            );
+            // List items, rows and line breaks start a line; blocks also end one.
+            let line = matches!(name.as_str(), "br" | "li" | "tr") && !closing;
+            if block || line {
                 out.push('\n');
             }
             i = end;
