@@ -66,6 +66,9 @@ pub enum EmbedderKind {
     Local,
     /// An OpenAI-compatible `/v1/embeddings` endpoint.
     Openai,
+    /// fastembed's own all-MiniLM-L6-v2, downloaded from the Hugging Face hub on first use
+    /// (needs a network and a build with the `model-download` feature).
+    Download,
 }
 
 /// Which OCR engine reads scans and images.

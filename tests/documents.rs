@@ -459,3 +459,57 @@ fn multi_page_gray_pdf(w: u32, h: u32, pages: &[(u32, u32, Vec<u8>)]) -> Vec<u8>
     assert!(status.success() || status.code() == Some(3));
     std::fs::read(out).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_compatible_embeddings_endpoint_can_replace_the_local_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    let notes = write(
+        tmp.path(),
+        "notes.md",
+        b"# Travel\n\nThe offsite happens in Lisbon during June.\n\n# Hardware\n\nEvery engineer receives a laptop and a monitor.\n",
+    );
+    let with_endpoint = |cmd: &mut tokio::process::Command| {
+        cmd.env("ANCHORBOT_DOCUMENTS_EMBEDDER", "openai")
+            .env("ANCHORBOT_DOCUMENTS_CHUNK_TOKENS", "16")
+            .env("ANCHORBOT_DOCUMENTS_CHUNK_OVERLAP", "0")
+            // The local model is not needed: point it nowhere to prove it is not used.
+            .env("ANCHORBOT_DOCUMENTS_MODEL_DIR", "/nonexistent")
+            .env(
+                "ANCHORBOT_DOCUMENTS_EMBEDDINGS",
+                format!("{{url=\"{}\", model=\"bow-64\"}}", server.url),
+            );
+    };
+    let mut cmd = anchorbot(&dir, &server.url);
+    with_endpoint(&mut cmd);
+    cmd.args(["ingest", "--conversation", "e"]).arg(&notes);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Added notes.md"), "{out}");
+    let mut cmd = anchorbot(&dir, &server.url);
+    with_endpoint(&mut cmd);
+    cmd.args([
+        "search",
+        "--conversation",
+        "e",
+        "--json",
+        "--top-k",
+        "1",
+        "which laptop and monitor",
+    ]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    let hits: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        hits[0]["text"].as_str().unwrap().contains("laptop"),
+        "{hits:?}"
+    );
+    let embed_reqs: Vec<Value> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.get("input").is_some())
+        .collect();
+    assert!(embed_reqs.len() >= 2);
+    assert_eq!(embed_reqs[0]["model"], "bow-64");
+}

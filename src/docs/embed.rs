@@ -93,14 +93,7 @@ impl LocalEmbedder {
             special_tokens_map_file: read("special_tokens_map.json")?,
             tokenizer_config_file: read("tokenizer_config.json")?,
         };
-        // ort panics later if the library is not loaded, so load it explicitly and stop on
-        // any error. An absolute path, because a relative one is tried next to the binary.
-        let abs = std::fs::canonicalize(runtime).map_err(|_| EmbedError::RuntimeMissing {
-            path: runtime.display().to_string(),
-        })?;
-        // Only loads the library; fastembed builds the environment itself.
-        let _builder = ort::init_from(&abs)
-            .map_err(|e| EmbedError::Failed(format!("ONNX Runtime at {}: {e}", abs.display())))?;
+        load_runtime(runtime)?;
         let model = fastembed::UserDefinedEmbeddingModel::new(onnx, files)
             .with_pooling(fastembed::Pooling::Mean);
         let mut options = fastembed::InitOptionsUserDefined::new().with_max_length(256);
@@ -113,6 +106,50 @@ impl LocalEmbedder {
             batch: 16,
         })
     }
+}
+
+impl LocalEmbedder {
+    /// fastembed's all-MiniLM-L6-v2 from the Hugging Face hub (cached after the first run).
+    #[cfg(feature = "model-download")]
+    pub fn download(runtime: &Path, threads: Option<usize>) -> Result<Self, EmbedError> {
+        load_runtime(runtime)?;
+        let mut options = fastembed::TextInitOptions::new(fastembed::EmbeddingModel::AllMiniLML6V2);
+        if let Some(t) = threads {
+            options = options.with_intra_threads(t);
+        }
+        let model = fastembed::TextEmbedding::try_new(options)
+            .map_err(|e| EmbedError::Failed(e.to_string()))?;
+        Ok(Self {
+            model: Arc::new(Mutex::new(model)),
+            dir: PathBuf::from("hub:sentence-transformers/all-MiniLM-L6-v2"),
+            batch: 16,
+        })
+    }
+
+    /// Without the `model-download` feature there is no hub access.
+    #[cfg(not(feature = "model-download"))]
+    pub fn download(_runtime: &Path, _threads: Option<usize>) -> Result<Self, EmbedError> {
+        Err(EmbedError::Failed(
+            "embedder = \"download\" needs anchorbot built with `--features model-download`".into(),
+        ))
+    }
+}
+
+/// Loads the ONNX Runtime library explicitly: ort panics later if it is not loaded.
+fn load_runtime(runtime: &Path) -> Result<(), EmbedError> {
+    if !runtime.is_file() {
+        return Err(EmbedError::RuntimeMissing {
+            path: runtime.display().to_string(),
+        });
+    }
+    // An absolute path, because a relative one is tried next to the binary first.
+    let abs = std::fs::canonicalize(runtime).map_err(|_| EmbedError::RuntimeMissing {
+        path: runtime.display().to_string(),
+    })?;
+    // Only loads the library; fastembed builds the environment itself.
+    let _builder = ort::init_from(&abs)
+        .map_err(|e| EmbedError::Failed(format!("ONNX Runtime at {}: {e}", abs.display())))?;
+    Ok(())
 }
 
 #[async_trait]

@@ -24,22 +24,63 @@ async fn run_tool(
     args: &[&std::ffi::OsStr],
     limit: Duration,
 ) -> Result<std::process::Output, DocError> {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
+    use tokio::io::AsyncReadExt;
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let child = cmd.output();
-    match tokio::time::timeout(limit, child).await {
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => DocError::ToolMissing {
+                tool: program.to_string(),
+            },
+            _ => DocError::Io(e.to_string()),
+        })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let work = async {
+        // Read at most the cap (and one byte more, to notice): a small file whose streams
+        // decompress to gigabytes of text is stopped here.
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let mut out_capped = (&mut stdout).take(MAX_TOOL_OUTPUT + 1);
+        let errors = async {
+            // Keep the start of stderr, drain the rest so the tool never blocks on it.
+            (&mut stderr).take(64 * 1024).read_to_end(&mut err).await?;
+            tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await
+        };
+        let (o, e) = tokio::join!(out_capped.read_to_end(&mut out), errors);
+        o.and(e).map_err(|e| DocError::Io(e.to_string()))?;
+        if out.len() as u64 > MAX_TOOL_OUTPUT {
+            return Err(DocError::Corrupt {
+                reason: format!(
+                    "{program} output exceeds {} MB; the file expands far beyond its size",
+                    MAX_TOOL_OUTPUT >> 20
+                ),
+            });
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| DocError::Io(e.to_string()))?;
+        Ok(std::process::Output {
+            status,
+            stdout: out,
+            stderr: err,
+        })
+    };
+    match tokio::time::timeout(limit, work).await {
         Err(_) => Err(DocError::Timeout {
             secs: limit.as_secs(),
         }),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(DocError::ToolMissing {
-            tool: program.to_string(),
-        }),
-        Ok(Err(e)) => Err(DocError::Io(e.to_string())),
-        Ok(Ok(out)) => Ok(out),
+        Ok(r) => r,
     }
 }
+
+/// Most bytes a tool may print (text of all pages, or one rendered page).
+const MAX_TOOL_OUTPUT: u64 = 256 << 20;
 
 /// Maps a poppler failure to a clear error.
 fn poppler_error(tool: &str, out: &std::process::Output) -> DocError {

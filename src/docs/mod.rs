@@ -249,6 +249,17 @@ impl Documents {
                     EmbedderKind::Openai => {
                         Arc::new(OpenAiEmbedder::new(self.cfg.embeddings.clone()))
                     }
+                    EmbedderKind::Download => {
+                        let lib = self.cfg.onnxruntime.clone();
+                        let threads = self.cfg.embed_threads;
+                        Arc::new(
+                            tokio::task::spawn_blocking(move || {
+                                LocalEmbedder::download(&lib, threads)
+                            })
+                            .await
+                            .map_err(|e| EmbedError::Failed(e.to_string()))??,
+                        )
+                    }
                 };
                 tracing::info!(embedder = %e.name(), "embedding model ready");
                 Ok(e)

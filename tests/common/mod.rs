@@ -135,6 +135,7 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .route("/tokenize", post(tokenize))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -205,6 +206,42 @@ async fn models(State(state): State<Arc<FakeState>>) -> Json<Value> {
         model["max_model_len"] = json!(len);
     }
     Json(json!({"object": "list", "data": [model]}))
+}
+
+/// A deterministic embedding: hashed bag of words, 64 dimensions.
+pub fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 64];
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 2)
+    {
+        let h = w
+            .to_lowercase()
+            .bytes()
+            .fold(1469598103934665603u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(1099511628211)
+            });
+        v[(h % 64) as usize] += 1.0;
+    }
+    v
+}
+
+async fn embeddings(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Json<Value> {
+    state.requests.lock().unwrap().push(req.clone());
+    let inputs: Vec<String> = req["input"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": bag_of_words(t)}))
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": req["model"]}))
 }
 
 async fn tokenize(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Response {
