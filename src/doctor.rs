@@ -21,39 +21,134 @@ pub struct Check {
 /// Runs every check.
 pub async fn run(settings: &Settings) -> Vec<Check> {
     let mut checks = vec![data_dir(&settings.data_dir)];
-    for (role, ep) in [
-        ("reasoning", &settings.reasoning),
-        ("vision", &settings.vision),
-    ] {
-        let client = OpenAiEndpoint::new(ep.clone());
-        let name = format!("{role} endpoint {}", ep.url);
-        checks.push(match client.models().await {
-            Ok(models) => {
-                let mut detail = String::from("serves:");
-                for m in &models {
-                    let _ = write!(detail, " {}", m.id);
-                    if let Some(len) = m.max_model_len {
-                        let _ = write!(detail, " (max_model_len {len})");
-                    }
-                }
-                let has = models.iter().any(|m| m.id == ep.model);
-                if !has {
-                    let _ = write!(
-                        detail,
-                        "; configured model {:?} is not among them",
-                        ep.model
-                    );
-                }
-                Check {
-                    name,
-                    ok: has || models.len() == 1,
-                    detail,
-                }
-            }
+    if let Some(path) = &settings.reasoning.tokenizer {
+        let name = format!("tokenizer {}", path.display());
+        checks.push(match crate::tokens::Tiktoken::from_file(path) {
+            Ok(t) => Check {
+                name,
+                ok: true,
+                detail: format!(
+                    "loaded; exact budgets ({} tokens in \"hello world\")",
+                    t.encode("hello world").len()
+                ),
+            },
             Err(e) => Check {
                 name,
                 ok: false,
                 detail: e.to_string(),
+            },
+        });
+    }
+    checks.extend(document_tools(settings).await);
+    let endpoints = settings
+        .reasoning
+        .with_fallbacks()
+        .into_iter()
+        .map(|e| ("reasoning", e))
+        .chain(
+            settings
+                .vision
+                .with_fallbacks()
+                .into_iter()
+                .map(|e| ("vision", e)),
+        );
+    for (role, ep) in endpoints {
+        checks.push(endpoint(role, &ep).await);
+    }
+    checks
+}
+
+/// Checks one endpoint and lists what it serves.
+async fn endpoint(role: &str, ep: &crate::settings::Endpoint) -> Check {
+    let client = OpenAiEndpoint::new(ep.clone());
+    let name = format!("{role} endpoint {}", ep.url);
+    match client.models().await {
+        Ok(models) => {
+            let mut detail = String::from("serves:");
+            for m in &models {
+                let _ = write!(detail, " {}", m.id);
+                if let Some(len) = m.max_model_len {
+                    let _ = write!(detail, " (max_model_len {len})");
+                }
+            }
+            let has = models.iter().any(|m| m.id == ep.model);
+            if !has {
+                let _ = write!(
+                    detail,
+                    "; configured model {:?} is not among them",
+                    ep.model
+                );
+            }
+            Check {
+                name,
+                ok: has || models.len() == 1,
+                detail,
+            }
+        }
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Checks what documents need: poppler, tesseract (optional), the embedding model.
+async fn document_tools(settings: &Settings) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (tool, arg, needed, what) in [
+        (
+            "pdftotext",
+            "-v",
+            true,
+            "PDF text layers (Debian poppler-utils)",
+        ),
+        (
+            "pdftoppm",
+            "-v",
+            true,
+            "rasterizing scanned pages (Debian poppler-utils)",
+        ),
+        (
+            "tesseract",
+            "--version",
+            false,
+            "OCR fallback (Debian tesseract-ocr)",
+        ),
+    ] {
+        let found = tokio::process::Command::new(tool)
+            .arg(arg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok();
+        checks.push(Check {
+            name: format!("{tool}: {what}"),
+            ok: found || !needed,
+            detail: if found {
+                "installed".into()
+            } else {
+                "not installed; run .ci/setup.sh".into()
+            },
+        });
+    }
+    let d = &settings.documents;
+    if d.embedder == crate::settings::EmbedderKind::Local {
+        let missing: Vec<String> = crate::docs::embed::MODEL_FILES
+            .iter()
+            .map(|f| d.model_dir.join(f))
+            .chain([d.onnxruntime.clone()])
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        checks.push(Check {
+            name: format!("embedding model {}", d.model_dir.display()),
+            ok: missing.is_empty(),
+            detail: if missing.is_empty() {
+                "present (documents can be indexed offline)".into()
+            } else {
+                format!("missing {}; run .ci/setup.sh", missing.join(", "))
             },
         });
     }
