@@ -66,60 +66,44 @@ async fn run() {
         .expect("run .ci/setup-models.sh first");
     let rss_loaded = rss_mb();
 
-    // Ingest a 200-page text PDF through the whole pipeline.
+    // Ingest a 200-page text PDF through the whole pipeline, and embed the same chunk texts
+    // alone; alternate the two and keep the best of two runs each, so warm-up and noise do not
+    // favour either side.
     let pdf = fixtures::text_pdf_many(200, 45, 7);
     let (tx, _rx) = tokio::sync::watch::channel(String::new());
-    let t = Instant::now();
-    let report = docs
-        .ingest("bench:ingest", "big.pdf", &pdf, &tx)
-        .await
-        .unwrap();
-    let ingest_secs = t.elapsed().as_secs_f64();
-    let chunks = report.doc.chunks as f64;
-    let rss_ingested = rss_mb();
-
-    // The same chunk texts through the embedder alone.
-    let texts: Vec<String> = {
-        let hits = docs.store().list("bench:ingest").unwrap();
-        assert_eq!(hits.len(), 1);
-        let mut v = Vec::new();
-        // Re-chunk exactly as ingest did, via a search-free path: read the stored chunks.
-        let db = store.db();
-        let tree = db.open_tree("chunks").unwrap();
-        for item in tree.scan_prefix(b"bench:ingest\0") {
-            let (_, val) = item.unwrap();
-            let c: ChunkRecord = serde_json::from_slice(&val).unwrap();
-            v.push(match &c.heading {
-                Some(h) if !c.text.contains(h.as_str()) => format!("{h}\n{}", c.text),
-                _ => c.text,
-            });
+    let mut ingest_secs = f64::MAX;
+    let mut embed_secs = f64::MAX;
+    let mut chunks = 0.0;
+    let mut texts: Vec<String> = Vec::new();
+    for round in 0..2 {
+        let conv = format!("bench:ingest{round}");
+        let t = Instant::now();
+        let report = docs.ingest(&conv, "big.pdf", &pdf, &tx).await.unwrap();
+        ingest_secs = ingest_secs.min(t.elapsed().as_secs_f64());
+        chunks = report.doc.chunks as f64;
+        if texts.is_empty() {
+            let db = store.db();
+            let tree = db.open_tree("chunks").unwrap();
+            for item in tree.scan_prefix(format!("{conv}\0").as_bytes()) {
+                let (_, val) = item.unwrap();
+                let c: ChunkRecord = serde_json::from_slice(&val).unwrap();
+                texts.push(match &c.heading {
+                    Some(h) if !c.text.contains(h.as_str()) => format!("{h}\n{}", c.text),
+                    _ => c.text,
+                });
+            }
         }
-        v
-    };
-    let t = Instant::now();
-    for batch in texts.chunks(64) {
-        embedder.embed(batch.to_vec()).await.unwrap();
+        let t = Instant::now();
+        for batch in texts.chunks(settings.documents.embed_batch) {
+            embedder.embed(batch.to_vec()).await.unwrap();
+        }
+        embed_secs = embed_secs.min(t.elapsed().as_secs_f64());
     }
-    let embed_secs = t.elapsed().as_secs_f64();
-    println!(
-        "\n== ingest: 200-page text PDF ({} KB), {} chunks",
-        pdf.len() / 1024,
-        chunks
-    );
-    println!(
-        "  full pipeline : {:>7.1} pages/s  {:>7.1} chunks/s  ({ingest_secs:.2} s)",
-        200.0 / ingest_secs,
-        chunks / ingest_secs
-    );
-    println!(
-        "  embedding only: {:>7.1} pages/s  {:>7.1} chunks/s  ({embed_secs:.2} s)",
-        200.0 / embed_secs,
-        texts.len() as f64 / embed_secs
-    );
-    println!(
-        "  pipeline overhead over embedding alone: {:+.1}%",
-        100.0 * (ingest_secs - embed_secs) / embed_secs
-    );
+    let rss_ingested = rss_mb();
+    println!("\n== ingest: 200-page text PDF ({} KB), {} chunks (best of 2 runs each)", pdf.len() / 1024, chunks);
+    println!("  full pipeline : {:>7.1} pages/s  {:>7.1} chunks/s  ({ingest_secs:.2} s)", 200.0 / ingest_secs, chunks / ingest_secs);
+    println!("  embedding only: {:>7.1} pages/s  {:>7.1} chunks/s  ({embed_secs:.2} s)", 200.0 / embed_secs, texts.len() as f64 / embed_secs);
+    println!("  pipeline overhead over embedding alone: {:+.1}%", 100.0 * (ingest_secs - embed_secs) / embed_secs);
 
     // Retrieval latency with synthetic unit vectors (the model's dimension).
     for n in [10_000usize, 100_000] {
