@@ -100,10 +100,25 @@ async fn run() {
         embed_secs = embed_secs.min(t.elapsed().as_secs_f64());
     }
     let rss_ingested = rss_mb();
-    println!("\n== ingest: 200-page text PDF ({} KB), {} chunks (best of 2 runs each)", pdf.len() / 1024, chunks);
-    println!("  full pipeline : {:>7.1} pages/s  {:>7.1} chunks/s  ({ingest_secs:.2} s)", 200.0 / ingest_secs, chunks / ingest_secs);
-    println!("  embedding only: {:>7.1} pages/s  {:>7.1} chunks/s  ({embed_secs:.2} s)", 200.0 / embed_secs, texts.len() as f64 / embed_secs);
-    println!("  pipeline overhead over embedding alone: {:+.1}%", 100.0 * (ingest_secs - embed_secs) / embed_secs);
+    println!(
+        "\n== ingest: 200-page text PDF ({} KB), {} chunks (best of 2 runs each)",
+        pdf.len() / 1024,
+        chunks
+    );
+    println!(
+        "  full pipeline : {:>7.1} pages/s  {:>7.1} chunks/s  ({ingest_secs:.2} s)",
+        200.0 / ingest_secs,
+        chunks / ingest_secs
+    );
+    println!(
+        "  embedding only: {:>7.1} pages/s  {:>7.1} chunks/s  ({embed_secs:.2} s)",
+        200.0 / embed_secs,
+        texts.len() as f64 / embed_secs
+    );
+    println!(
+        "  pipeline overhead over embedding alone: {:+.1}%",
+        100.0 * (ingest_secs - embed_secs) / embed_secs
+    );
 
     // Retrieval latency with synthetic unit vectors (the model's dimension).
     for n in [10_000usize, 100_000] {
