@@ -256,81 +256,69 @@ impl Engine {
 
     /// Ingests a message's attachments, reporting progress and a summary line each.
     async fn ingest_attachments(&self, m: &IncomingMessage, platform: &Arc<dyn Platform>) {
-        let key = m.key.to_string();
         for a in &m.attachments {
             let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
-            let Some(docs) = &self.docs else {
-                let _ = reply
-                    .finish(
-                        &format!(
-                            "⚠️ I can't read shared files in this setup, so I ignored {}.",
-                            a.name
-                        ),
-                        FinalState::Failed,
-                    )
-                    .await;
-                continue;
+            let (text, state) = match self.ingest_attachment(m, a, platform, &reply).await {
+                Ok(summary) => (summary, FinalState::Complete),
+                Err(message) => (message, FinalState::Failed),
             };
-            let limit = docs.settings().max_file_bytes();
-            if a.size > limit {
-                let e = DocError::TooLarge {
+            let _ = reply.finish(&text, state).await;
+        }
+    }
+
+    /// Downloads and ingests one attachment, showing progress on `reply`. The error is the
+    /// message for the user (and is logged).
+    async fn ingest_attachment(
+        &self,
+        m: &IncomingMessage,
+        a: &anchorbot_platform::Attachment,
+        platform: &Arc<dyn Platform>,
+        reply: &StreamingReply,
+    ) -> Result<String, String> {
+        let refuse = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!(conversation = %m.key, file = %a.name, error = %e, "{what}");
+            format!("⚠️ I can't read {}: {e}.", a.name)
+        };
+        let Some(docs) = &self.docs else {
+            return Err(format!(
+                "⚠️ I can't read shared files in this setup, so I ignored {}.",
+                a.name
+            ));
+        };
+        let limit = docs.settings().max_file_bytes();
+        if a.size > limit {
+            return Err(refuse(
+                "file refused",
+                &DocError::TooLarge {
                     size: a.size,
                     limit,
-                };
-                tracing::warn!(conversation = %key, file = %a.name, error = %e, "file refused");
-                let _ = reply
-                    .finish(
-                        &format!("⚠️ I can't read {}: {e}.", a.name),
-                        FinalState::Failed,
-                    )
-                    .await;
-                continue;
-            }
-            reply
-                .status(Status::Progress(format!("Reading {}…", a.name)))
-                .await;
-            let bytes = match platform.fetch(a, limit).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(conversation = %key, file = %a.name, error = %e, "attachment download failed");
-                    let _ = reply
-                        .finish(
-                            &format!("⚠️ I couldn't download {}: {e}.", a.name),
-                            FinalState::Failed,
-                        )
-                        .await;
-                    continue;
-                }
-            };
-            let (tx, mut rx) = tokio::sync::watch::channel(String::new());
-            let ingest = self.ingest_file(&m.key, &a.name, &bytes, &tx);
-            tokio::pin!(ingest);
-            let result = loop {
-                tokio::select! {
-                    r = &mut ingest => break r,
-                    changed = rx.changed() => {
-                        if changed.is_ok() {
-                            let note = rx.borrow_and_update().clone();
-                            reply.status(Status::Progress(note)).await;
-                        }
+                },
+            ));
+        }
+        reply
+            .status(Status::Progress(format!("Reading {}…", a.name)))
+            .await;
+        let bytes = platform
+            .fetch(a, limit)
+            .await
+            .map_err(|e| refuse("attachment download failed", &e))?;
+        let (tx, mut rx) = tokio::sync::watch::channel(String::new());
+        let ingest = self.ingest_file(&m.key, &a.name, &bytes, &tx);
+        tokio::pin!(ingest);
+        let result = loop {
+            tokio::select! {
+                r = &mut ingest => break r,
+                changed = rx.changed() => {
+                    if changed.is_ok() {
+                        let note = rx.borrow_and_update().clone();
+                        reply.status(Status::Progress(note)).await;
                     }
                 }
-            };
-            match result {
-                Ok(report) => {
-                    let _ = reply.finish(&report.summary(), FinalState::Complete).await;
-                }
-                Err(e) => {
-                    tracing::warn!(conversation = %key, file = %a.name, error = %e, "document not ingested");
-                    let _ = reply
-                        .finish(
-                            &format!("⚠️ I can't read {}: {e}.", a.name),
-                            FinalState::Failed,
-                        )
-                        .await;
-                }
             }
-        }
+        };
+        result
+            .map(|report| report.summary())
+            .map_err(|e| refuse("document not ingested", &e))
     }
 
     /// Probes the model endpoints so failover prefers the healthy ones.

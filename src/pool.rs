@@ -90,14 +90,6 @@ impl EndpointPool {
         }
     }
 
-    /// The configured base URLs.
-    pub fn urls(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| m.endpoint.url().to_string())
-            .collect()
-    }
-
     /// Members to try: healthy ones first, each group in configured order.
     fn order(&self) -> Vec<&Member> {
         let (up, down): (Vec<&Member>, Vec<&Member>) = self.members.iter().partition(|m| m.is_up());
@@ -113,35 +105,6 @@ impl EndpointPool {
             out.push((m.endpoint.url().to_string(), r));
         }
         out
-    }
-
-    /// The smallest context length any healthy endpoint reports (vLLM's `max_model_len`).
-    pub async fn served_context_length(&self) -> Option<u64> {
-        let mut best: Option<u64> = None;
-        for m in self.order() {
-            if let Ok(models) = m.endpoint.models().await {
-                let len = models
-                    .iter()
-                    .find(|x| x.id == m.endpoint.model())
-                    .or(models.first())
-                    .and_then(|x| x.max_model_len);
-                if let Some(len) = len {
-                    best = Some(best.map_or(len, |b| b.min(len)));
-                }
-            }
-        }
-        best
-    }
-
-    /// Exact prompt tokens for `request`'s messages from the first endpoint that offers vLLM's
-    /// `/tokenize`; `None` when none does.
-    pub async fn tokenize_prompt(&self, request: &ChatRequest) -> Option<usize> {
-        for m in self.order() {
-            if let Some(n) = m.endpoint.tokenize_chat(&request.messages).await {
-                return Some(n);
-            }
-        }
-        None
     }
 
     async fn open(
@@ -172,12 +135,32 @@ impl ChatBackend for EndpointPool {
         }
     }
 
+    /// The smallest context length any healthy endpoint reports (vLLM's `max_model_len`).
     async fn context_length(&self) -> Option<u64> {
-        self.served_context_length().await
+        let mut best: Option<u64> = None;
+        for m in self.order() {
+            if let Ok(models) = m.endpoint.models().await {
+                let len = models
+                    .iter()
+                    .find(|x| x.id == m.endpoint.model())
+                    .or(models.first())
+                    .and_then(|x| x.max_model_len);
+                if let Some(len) = len {
+                    best = Some(best.map_or(len, |b| b.min(len)));
+                }
+            }
+        }
+        best
     }
 
+    /// Exact prompt tokens from the first endpoint that offers vLLM's `/tokenize`.
     async fn count_prompt(&self, request: &ChatRequest) -> Option<usize> {
-        self.tokenize_prompt(request).await
+        for m in self.order() {
+            if let Some(n) = m.endpoint.tokenize_chat(&request.messages).await {
+                return Some(n);
+            }
+        }
+        None
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<ItemStream, LlmError> {

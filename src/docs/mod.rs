@@ -213,12 +213,6 @@ impl Documents {
         })
     }
 
-    /// Uses `embedder` instead of the configured one (tests, benchmarks).
-    pub fn with_embedder(self, embedder: Arc<dyn Embedder>) -> Self {
-        let _ = self.embedder.set(embedder);
-        self
-    }
-
     /// The storage.
     pub fn store(&self) -> &DocStore {
         &self.store

@@ -376,17 +376,17 @@ pub fn gray_image_pdf(width: u32, height: u32, gray: &[u8]) -> Vec<u8> {
 // Rasterised text (via pdftoppm)
 // ---------------------------------------------------------------------------------------------
 
-/// Renders `lines` (Helvetica 24pt on a US Letter page) to an 8-bit grayscale raster at
-/// 150 DPI via `pdftoppm -gray`, returning `(width, height, pixels)` (1275 x 1650, row-major,
-/// 0 = black). Legible to tesseract; feed it to [`gray_image_pdf`] for a "scanned" page.
-pub fn render_text_to_gray(lines: &[&str]) -> (u32, u32, Vec<u8>) {
-    let dir = TempDir::new("render-gray");
+/// Renders `lines` (Helvetica 24pt, US Letter, 150 DPI, grayscale) with `pdftoppm`, with
+/// `format` being `-png` or nothing (binary PGM); returns the output file's bytes.
+fn render_text(lines: &[&str], format: Option<&str>, ext: &str) -> Vec<u8> {
+    let dir = TempDir::new("render");
     let pdf = dir.write(
         "in.pdf",
         &text_pdf_sized(&[lines.to_vec()], RENDER_FONT_SIZE),
     );
     let prefix = dir.path().join("out");
     run(Command::new("pdftoppm")
+        .args(format)
         .args([
             "-r",
             &RENDER_DPI.to_string(),
@@ -399,31 +399,21 @@ pub fn render_text_to_gray(lines: &[&str]) -> (u32, u32, Vec<u8>) {
         ])
         .arg(&pdf)
         .arg(&prefix));
-    let pgm = read(&dir.path().join("out.pgm"));
+    read(&dir.path().join(format!("out.{ext}")))
+}
+
+/// Renders `lines` (Helvetica 24pt on a US Letter page) to an 8-bit grayscale raster at
+/// 150 DPI via `pdftoppm -gray`, returning `(width, height, pixels)` (1275 x 1650, row-major,
+/// 0 = black). Legible to tesseract; feed it to [`gray_image_pdf`] for a "scanned" page.
+pub fn render_text_to_gray(lines: &[&str]) -> (u32, u32, Vec<u8>) {
+    let pgm = render_text(lines, None, "pgm");
     parse_pgm(&pgm).unwrap_or_else(|e| panic!("render_text_to_gray: bad PGM from pdftoppm: {e}"))
 }
 
 /// A grayscale PNG (150 DPI, US Letter, Helvetica 24pt) of `lines`, via
 /// `pdftoppm -png -gray`. Legible to tesseract.
 pub fn png_of_text(lines: &[&str]) -> Vec<u8> {
-    let dir = TempDir::new("render-png");
-    let pdf = dir.write(
-        "in.pdf",
-        &text_pdf_sized(&[lines.to_vec()], RENDER_FONT_SIZE),
-    );
-    let prefix = dir.path().join("out");
-    run(Command::new("pdftoppm")
-        .args([
-            "-png",
-            "-r",
-            &RENDER_DPI.to_string(),
-            "-gray",
-            "-singlefile",
-        ])
-        .args(["-f", "1", "-l", "1"])
-        .arg(&pdf)
-        .arg(&prefix));
-    read(&dir.path().join("out.png"))
+    render_text(lines, Some("-png"), "png")
 }
 
 /// Parses a binary PGM (`P5`): header tokens separated by whitespace, `#` comments allowed,

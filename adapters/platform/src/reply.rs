@@ -90,11 +90,6 @@ impl StreamingReply {
         result
     }
 
-    /// The messages posted so far.
-    pub fn messages(&self) -> impl Iterator<Item = &MessageRef> {
-        self.sent.iter().map(|(m, _)| m)
-    }
-
     async fn flush(&mut self) -> Result<(), PlatformError> {
         self.last_flush = Some(Instant::now());
         let limit = self.platform.limits().max_message_chars;
