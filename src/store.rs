@@ -140,28 +140,42 @@ pub struct Store {
     flush_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// How long `Store::open` waits for another handle to release the data directory.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Store {
     /// Opens (or creates) the store in `dir` and upgrades its schema. Never deletes data.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::LowSpace)
-            // Only explicit, serialized flushes (see `flush_lock`); sled's own periodic flusher
-            // would race them.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| {
-                if source.to_string().contains("lock") {
-                    StoreError::Locked {
-                        path: dir.to_path_buf(),
+        // A process that just exited (a restart, or a CLI command right after the bot) can
+        // hold sled's file lock for a moment while its I/O threads wind down, so a lock
+        // conflict is retried briefly before it is reported.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::LowSpace)
+                // Only explicit, serialized flushes (see `flush_lock`); sled's own periodic
+                // flusher would race them.
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(source) if source.to_string().contains("lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: dir.to_path_buf(),
+                        });
                     }
-                } else {
-                    StoreError::Open {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
                         path: dir.to_path_buf(),
                         source,
-                    }
+                    })
                 }
-            })?;
+            }
+        };
         let report = migrations::migrate(&db)?;
         if report.from != report.to {
             tracing::info!(from = report.from, to = report.to, "store schema upgraded");

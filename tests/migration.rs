@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use anchorbot::store::Store;
 use anchorbot_platform::ConversationKey;
 use common::*;
 use serde_json::json;
@@ -23,6 +22,22 @@ fn copy_dir(from: &Path, to: &Path) {
             copy_dir(&e.path(), &target);
         } else {
             std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Opens the raw sled database without a background flusher, waiting briefly for a
+/// previous handle's lock: sled releases its file lock only when its last internal thread
+/// lets go of the database, a moment after the handle is dropped.
+fn open_raw(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", dir.display()),
         }
     }
 }
@@ -70,14 +85,14 @@ fn v1_fixture_upgrades_without_loss() {
     let dir = tmp.path().join("data");
     copy_dir(&fixture(), &dir);
     {
-        let db = sled::open(&dir).unwrap();
+        let db = open_raw(&dir);
         assert_eq!(
             anchorbot_migrations::stored_version(&db).unwrap(),
             1,
             "fixture must stay at v1"
         );
     }
-    let store = Store::open(&dir).unwrap();
+    let store = reopen_store(&dir);
     let key = ConversationKey::console("legacy").unwrap();
     let a = store.anchor(&key).unwrap();
     assert_eq!(a.summaries.len(), 1);
@@ -102,7 +117,7 @@ fn v1_fixture_upgrades_without_loss() {
         vec!["console:legacy", "slack:T1/C2/1712345678.000100"]
     );
     drop(store);
-    let db = sled::open(&dir).unwrap();
+    let db = open_raw(&dir);
     assert_eq!(
         anchorbot_migrations::stored_version(&db).unwrap(),
         anchorbot_migrations::CURRENT_VERSION

@@ -724,7 +724,7 @@ pub fn message(
 /// Opens the store after an app in this process shut down. sled's I/O threads can hold the
 /// directory lock for a moment after the last handle is dropped, so a `Locked` is retried.
 pub fn reopen_store(dir: &Path) -> anchorbot::store::Store {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match anchorbot::store::Store::open(dir) {
             Ok(s) => return s,
