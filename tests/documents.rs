@@ -89,6 +89,60 @@ async fn text_pdf_paraphrased_questions_find_the_right_page() {
     assert!(search(&dir, &url, "other", "monthly rent").await.is_empty());
 }
 
+/// A committed fixture file (see `tests/fixtures/make_docx.py`).
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_word_document_is_read_with_its_pages_and_cited() {
+    ensure_models();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // Named without an extension: the content decides that it is a DOCX.
+    let docx = write(tmp.path(), "handbook", &fixture("handbook.docx"));
+    let url = closed_port_url();
+    let (ok, out, err) = ingest(&dir, &url, "hr", &[&docx]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Added handbook: 3 pages"), "{out}");
+    for (q, page, needle) in [
+        ("When do I have to be at my desk?", 1, "Core hours"),
+        (
+            "Can I get my plane trip paid back?",
+            2,
+            "flights need approval",
+        ),
+        (
+            "What is the per diem for domestic travel?",
+            2,
+            "Domestic | 45 EUR",
+        ),
+        (
+            "Do I keep my computer when I leave the company?",
+            3,
+            "laptop",
+        ),
+    ] {
+        let hits = search(&dir, &url, "hr", q).await;
+        assert_eq!(hits[0]["page"], page, "{q}: {hits:?}");
+        assert_eq!(hits[0]["citation"], format!("handbook p.{page}"));
+        assert!(
+            hits[0]["text"].as_str().unwrap().contains(needle),
+            "{hits:?}"
+        );
+    }
+    let listing = files(&dir, &url, "hr").await;
+    assert!(
+        listing.contains("handbook (application/vnd.openxmlformats-officedocument.wordprocessingml.document, 3 pages"),
+        "{listing}"
+    );
+}
+
 /// The scanned page used by the OCR tests.
 fn scanned_pdf(dir: &Path) -> PathBuf {
     let (w, h, gray) =
@@ -319,6 +373,26 @@ async fn bad_files_get_clear_messages_and_leave_the_store_consistent() {
             "encrypted",
         ),
         (write(d, "empty.txt", b""), "empty"),
+        (
+            write(d, "secret.docx", &fixture("secret.docx")),
+            "encrypted",
+        ),
+        (
+            write(
+                d,
+                "cut.docx",
+                &fixtures::truncated(&fixture("handbook.docx")),
+            ),
+            "damaged or truncated",
+        ),
+        (
+            write(
+                d,
+                "archive.zip",
+                &fixtures::truncated(&fixture("handbook.docx"))[..30],
+            ),
+            "not supported",
+        ),
         (
             write(
                 d,

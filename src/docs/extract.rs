@@ -80,7 +80,7 @@ async fn run_tool(
 }
 
 /// Most bytes a tool may print (text of all pages, or one rendered page).
-const MAX_TOOL_OUTPUT: u64 = 256 << 20;
+pub(crate) const MAX_TOOL_OUTPUT: u64 = 256 << 20;
 
 /// Maps a poppler failure to a clear error.
 fn poppler_error(tool: &str, out: &std::process::Output) -> DocError {

@@ -7,6 +7,7 @@
 //! again resumes from the pages already stored.
 
 pub mod chunk;
+pub mod docx;
 pub mod embed;
 pub mod extract;
 pub mod ocr;
@@ -63,13 +64,13 @@ pub enum DocError {
     #[error("the file is empty")]
     Empty,
     /// Not a format anchorbot reads.
-    #[error("{mime} files are not supported; share a PDF, an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
+    #[error("{mime} files are not supported; share a PDF, a Word document (DOCX), an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
     Unsupported {
         /// What it looks like.
         mime: String,
     },
     /// Password-protected.
-    #[error("the PDF is encrypted with a password; share an unprotected copy")]
+    #[error("the file is encrypted with a password; share an unprotected copy")]
     Encrypted,
     /// Damaged or truncated.
     #[error("the file looks damaged or truncated ({reason})")]
@@ -315,7 +316,10 @@ impl Documents {
         if bytes.is_empty() {
             return Err(DocError::Empty);
         }
-        let kind = sniff::sniff(bytes, name).map_err(|u| DocError::Unsupported { mime: u.mime })?;
+        let kind = sniff::sniff(bytes, name).map_err(|u| match u.encrypted {
+            true => DocError::Encrypted,
+            false => DocError::Unsupported { mime: u.mime },
+        })?;
         let sha = hex(&Sha256::digest(bytes));
         let existing = self.store.find_by_sha(conv, &sha)?;
         if let Some(d) = &existing {
@@ -331,7 +335,7 @@ impl Documents {
         let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
         // Page count and kind of content, before anything is stored.
         let dir = tempfile::tempdir().map_err(|e| DocError::Io(e.to_string()))?;
-        let (pages, pdf) = match kind {
+        let (pages, layout) = match kind {
             Kind::Pdf => {
                 let path = dir.path().join("doc.pdf");
                 std::fs::write(&path, bytes).map_err(|e| DocError::Io(e.to_string()))?;
@@ -342,7 +346,7 @@ impl Documents {
                         limit: self.cfg.max_pages,
                     });
                 }
-                (info.pages, Some((path, info)))
+                (info.pages, Layout::Pdf((path, info)))
             }
             Kind::Image(_) => {
                 let size = imagesize::blob_size(bytes).map_err(|e| DocError::Corrupt {
@@ -356,9 +360,32 @@ impl Documents {
                         limit: self.cfg.max_image_pixels,
                     });
                 }
-                (1, None)
+                (1, Layout::Single)
             }
-            Kind::Text(_) => (1, None),
+            Kind::Text(_) => (1, Layout::Single),
+            Kind::Docx => {
+                let owned = bytes.to_vec();
+                let read = tokio::task::spawn_blocking(move || {
+                    docx::pages(&owned, extract::MAX_TOOL_OUTPUT)
+                });
+                let extracted = tokio::time::timeout(parse_limit, read)
+                    .await
+                    .map_err(|_| DocError::Timeout {
+                        secs: self.cfg.parse_timeout_secs,
+                    })?
+                    .map_err(|e| DocError::Io(e.to_string()))??;
+                if extracted.iter().all(|p| p.trim().is_empty()) {
+                    return Err(DocError::Empty);
+                }
+                let pages = extracted.len() as u32;
+                if pages > self.cfg.max_pages {
+                    return Err(DocError::TooManyPages {
+                        pages,
+                        limit: self.cfg.max_pages,
+                    });
+                }
+                (pages, Layout::Extracted(extracted))
+            }
         };
         let mut rec = match existing {
             Some(mut d) => {
@@ -376,7 +403,11 @@ impl Documents {
                 ingested_at_ms: now_ms(),
                 page_status: vec![PageSource::Pending; pages as usize],
                 chunks: 0,
-                paged: pdf.is_some(),
+                paged: match &layout {
+                    Layout::Pdf(_) => true,
+                    Layout::Extracted(p) => p.len() > 1,
+                    Layout::Single => false,
+                },
             },
         };
         let resumed_pages = rec
@@ -387,7 +418,7 @@ impl Documents {
         self.store.put(conv, &rec)?;
         self.flush().await?;
         let result = self
-            .ingest_pages(conv, name, bytes, kind, pdf.as_ref(), &mut rec, progress)
+            .ingest_pages(conv, name, bytes, kind, &layout, &mut rec, progress)
             .await;
         match result {
             Ok(()) => Ok(IngestReport {
@@ -421,7 +452,7 @@ impl Documents {
         name: &str,
         bytes: &[u8],
         kind: Kind,
-        pdf: Option<&(std::path::PathBuf, extract::PdfInfo)>,
+        layout: &Layout,
         rec: &mut DocRecord,
         progress: &watch::Sender<String>,
     ) -> Result<(), DocError> {
@@ -437,15 +468,15 @@ impl Documents {
             })
             .collect();
         let (read, need_ocr) = self
-            .read_pages(&kind, bytes, name, pdf, &todo, progress)
+            .read_pages(&kind, bytes, name, layout, &todo, progress)
             .await?;
         let ocr = if need_ocr.is_empty() {
             None
         } else {
             self.ocr_engine().await
         };
-        let scanned = match pdf {
-            Some(pdf) if !need_ocr.is_empty() => {
+        let scanned = match layout {
+            Layout::Pdf(pdf) if !need_ocr.is_empty() => {
                 self.ocr_pages(name, pdf, need_ocr, ocr, progress).boxed()
             }
             _ => futures_util::stream::empty().boxed(),
@@ -453,7 +484,7 @@ impl Documents {
         let mut pages_in = futures_util::stream::iter(read).chain(scanned);
         // Chunk, embed in large batches, and commit page groups atomically. A scanned page is
         // committed as soon as it is read: OCR is the slow part, and a crash must not lose it.
-        let markdown = matches!(kind, Kind::Text(TextKind::Markdown));
+        let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Docx);
         let mut batch: Vec<(ReadPage, Vec<chunk::PageChunk>)> = Vec::new();
         let mut batch_chunks = 0;
         while let Some(page) = pages_in.next().await {
@@ -563,7 +594,7 @@ impl Documents {
         kind: &Kind,
         bytes: &[u8],
         name: &str,
-        pdf: Option<&(std::path::PathBuf, extract::PdfInfo)>,
+        layout: &Layout,
         todo: &[u32],
         progress: &watch::Sender<String>,
     ) -> Result<(Vec<ReadPage>, Vec<u32>), DocError> {
@@ -607,8 +638,24 @@ impl Documents {
                     Vec::new(),
                 ))
             }
+            Kind::Docx => {
+                let Layout::Extracted(all) = layout else {
+                    unreachable!("a DOCX is extracted before its pages are read")
+                };
+                let pages = todo
+                    .iter()
+                    .map(|&p| ReadPage {
+                        page: p,
+                        text: all[p as usize - 1].clone(),
+                        source: PageSource::Text,
+                    })
+                    .collect();
+                Ok((pages, Vec::new()))
+            }
             Kind::Pdf => {
-                let (path, _) = pdf.expect("PDF info is present for PDFs");
+                let Layout::Pdf((path, _)) = layout else {
+                    unreachable!("a PDF is measured before its pages are read")
+                };
                 let (Some(&first), Some(&last)) = (todo.first(), todo.last()) else {
                     return Ok((Vec::new(), Vec::new()));
                 };
@@ -631,6 +678,16 @@ impl Documents {
             }
         }
     }
+}
+
+/// What the first read of a file learned, handed on to the page reader.
+enum Layout {
+    /// One page: a text file or an image.
+    Single,
+    /// A PDF written to a temporary file, with its page facts.
+    Pdf((std::path::PathBuf, extract::PdfInfo)),
+    /// Pages already extracted (a DOCX, split where Word broke pages).
+    Extracted(Vec<String>),
 }
 
 impl Documents {

@@ -11,6 +11,8 @@ pub enum Kind {
     Image(ImageKind),
     /// Text of some flavour.
     Text(TextKind),
+    /// A Word document (Office Open XML).
+    Docx,
 }
 
 /// Image formats sent to OCR.
@@ -58,15 +60,22 @@ impl Kind {
             Kind::Text(TextKind::Plain) => "text/plain",
             Kind::Text(TextKind::Markdown) => "text/markdown",
             Kind::Text(TextKind::Html) => "text/html",
+            Kind::Docx => DOCX_MIME,
         }
     }
 }
+
+/// The MIME type of a Word document.
+const DOCX_MIME: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
 
 /// Why a file is not readable, said so a person understands it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
     /// The best guess at what it is.
     pub mime: String,
+    /// A password-protected Office document (an OLE container holding an
+    /// `EncryptedPackage` stream): the reply should ask for an unprotected copy.
+    pub encrypted: bool,
 }
 
 /// Decides what `bytes` are; `name` only refines text flavours.
@@ -93,8 +102,22 @@ pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
     if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
         return Ok(Kind::Image(ImageKind::Gif));
     }
+    // A zip package whose parts include the Word body (part names are stored uncompressed,
+    // anywhere in the file), or one named .docx: a damaged one is then reported as damaged.
+    if bytes.starts_with(b"PK\x03\x04") && (ext == "docx" || contains(bytes, b"word/document.xml"))
+    {
+        return Ok(Kind::Docx);
+    }
     if let Some(mime) = known_binary(bytes, ext) {
-        return Err(Unsupported { mime: mime.into() });
+        // Stream names in an OLE directory are UTF-16LE.
+        let encrypted_package: Vec<u8> = "EncryptedPackage"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        return Err(Unsupported {
+            mime: mime.into(),
+            encrypted: mime == "application/x-ole-storage" && contains(bytes, &encrypted_package),
+        });
     }
     if looks_like_text(bytes) {
         let head = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).to_ascii_lowercase();
@@ -112,6 +135,7 @@ pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
     }
     Err(Unsupported {
         mime: "application/octet-stream".into(),
+        encrypted: false,
     })
 }
 
@@ -119,7 +143,7 @@ pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
 fn known_binary(bytes: &[u8], ext: &str) -> Option<&'static str> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Some(match ext {
-            "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "docx" => DOCX_MIME,
             "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
             _ => "application/zip",
@@ -143,6 +167,11 @@ fn known_binary(bytes: &[u8], ext: &str) -> Option<&'static str> {
         .iter()
         .find(|(magic, _)| bytes.starts_with(magic))
         .map(|(_, m)| *m)
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// UTF-8 (or UTF-16 with a BOM would be rejected) with few control characters.
@@ -178,6 +207,10 @@ mod tests {
         );
         assert_eq!(sniff(b"%PDF-1.7\n...", "scan.png"), Ok(Kind::Pdf));
         assert_eq!(
+            sniff(b"PK\x03\x04..word/document.xml..", "minutes.zip"),
+            Ok(Kind::Docx)
+        );
+        assert_eq!(
             sniff(b"# Title\n\ntext", "notes.md"),
             Ok(Kind::Text(TextKind::Markdown))
         );
@@ -206,6 +239,20 @@ mod tests {
             .mime
             .contains("presentationml"));
         assert!(sniff(b"", "empty.txt").is_err());
+        let ole_encrypted = [
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1".as_slice(),
+            &"EncryptedPackage"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect::<Vec<u8>>(),
+        ]
+        .concat();
+        assert!(sniff(&ole_encrypted, "minutes.docx").unwrap_err().encrypted);
+        assert!(
+            !sniff(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "old.doc")
+                .unwrap_err()
+                .encrypted
+        );
         assert!(sniff(&[0u8, 1, 2, 3, 4, 5, 6, 7, 200, 201], "x.bin").is_err());
     }
 }
