@@ -433,6 +433,7 @@ impl Engine {
 
     /// Fits the prompt: locally with the counter (less the safety margin when it is only an
     /// estimate), then, when the server can count exactly, shrunk until the server agrees.
+    #[allow(clippy::too_many_arguments)] // the prompt's parts, each a distinct input
     async fn fit_prompt(
         &self,
         system: &str,

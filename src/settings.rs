@@ -453,6 +453,7 @@ fn toml_like(v: &serde_json::Value, section: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;

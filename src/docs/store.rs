@@ -241,7 +241,7 @@ fn scan(matrix: &[i8], dims: usize, q: &[i8], want: usize) -> Vec<(i32, usize)> 
                 .collect()
         })
     };
-    all.sort_by(|a, b| b.0.cmp(&a.0));
+    all.sort_by_key(|x| std::cmp::Reverse(x.0));
     all.truncate(want);
     all
 }

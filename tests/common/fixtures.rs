@@ -724,7 +724,7 @@ impl PdfWriter {
         for off in &self.offsets[1..] {
             match off {
                 Some(o) => {
-                    let _ = write!(t, "{o:010} 00000 n \n");
+                    let _ = writeln!(t, "{o:010} 00000 n ");
                 }
                 None => t.push_str("0000000000 65535 f \n"),
             }

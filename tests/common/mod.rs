@@ -665,8 +665,10 @@ impl Adapter for TestAdapter {
 
 /// Settings for a test: a private data dir and the given model URL.
 pub fn settings(data_dir: &Path, url: &str) -> anchorbot::Settings {
-    let mut s = anchorbot::Settings::default();
-    s.data_dir = data_dir.to_path_buf();
+    let mut s = anchorbot::Settings {
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
     s.reasoning.url = url.to_string();
     s.reasoning.model = "fake-model".into();
     s.vision.url = url.to_string();
