@@ -77,6 +77,11 @@ pub fn help_text() -> String {
     s
 }
 
+/// `n` with its noun in the right number: "1 page", "3 pages", "0 summaries".
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

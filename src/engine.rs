@@ -13,7 +13,7 @@ use anchorbot_platform::{
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::commands::{help_text, Command};
+use crate::commands::{counted, help_text, Command};
 use crate::docs::{DocError, Documents};
 use crate::lang_filter::ScriptFilter;
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, ItemStream, LlmError};
@@ -80,7 +80,7 @@ impl StatusReport {
     pub fn render(&self) -> String {
         let mut s = format!(
             "Conversation {}\n\
-             Turns: {} ({} recent, {} summarized into {} summaries)\n\
+             Turns: {} ({} recent, {} summarized into {})\n\
              Key facts: {}\n\
              Documents: {}\n\
              Token budget: system {} + recent turns {}/{} of max_input_tokens {}; last prompt {}; max output {}",
@@ -88,7 +88,7 @@ impl StatusReport {
             self.turns,
             self.recent_turns,
             self.turns.saturating_sub(self.recent_turns as u64),
-            self.summaries,
+            counted(self.summaries as u64, "summary", "summaries"),
             self.key_facts.len(),
             self.documents,
             self.system_prompt_tokens,
@@ -105,7 +105,6 @@ impl StatusReport {
     }
 }
 
-/// The conversation engine; shared by all conversations.
 /// A passage from the conversation's documents, for the extractive fallback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Passage {
@@ -699,10 +698,12 @@ impl Engine {
                 self.store.reset(key).await?;
                 tracing::info!(conversation = %key, docs, chunks, "conversation cleared");
                 format!(
-                    "Cleared this conversation: {} turns, {} summaries, {} key facts and {docs} documents ({chunks} chunks) removed.",
-                    before.counters.turns_total,
-                    before.summaries.len(),
-                    before.facts.len(),
+                    "Cleared this conversation: {}, {}, {} and {} ({}) removed.",
+                    counted(before.counters.turns_total, "turn", "turns"),
+                    counted(before.summaries.len() as u64, "summary", "summaries"),
+                    counted(before.facts.len() as u64, "key fact", "key facts"),
+                    counted(docs as u64, "document", "documents"),
+                    counted(chunks as u64, "chunk", "chunks"),
                 )
             }
             Command::Files => self.files_text(key),
@@ -721,14 +722,14 @@ impl Engine {
         if docs.is_empty() {
             return "No documents in this conversation. Share a file to add one.".to_string();
         }
-        let mut s = format!("{} documents:", docs.len());
+        let mut s = format!("{}:", counted(docs.len() as u64, "document", "documents"));
         for d in &docs {
             s.push_str(&format!(
-                "\n- {} ({}, {} pages, {} chunks): {}",
+                "\n- {} ({}, {}, {}): {}",
                 d.name,
                 d.mime,
-                d.pages,
-                d.chunks,
+                counted(d.pages.into(), "page", "pages"),
+                counted(d.chunks.into(), "chunk", "chunks"),
                 d.status.label()
             ));
             let engines = d.ocr_engines();

@@ -163,7 +163,7 @@ async fn clear_command_resets_the_anchor() {
     cmd.args(["clear", "--conversation", "x"]);
     let (ok, out, _) = run(cmd).await;
     assert!(ok);
-    assert!(out.contains("1 turns"), "{out}");
+    assert!(out.contains("Cleared this conversation: 1 turn,"), "{out}");
     assert_eq!(status_json(&dir, &llm.url, "x").await["turns"], 0);
     // Clearing x leaves y alone.
     assert_eq!(status_json(&dir, &llm.url, "y").await["turns"], 1);

@@ -257,7 +257,7 @@ async fn duplicates_are_not_stored_twice_and_clear_removes_chunks() {
             _ => None,
         })
         .collect();
-    assert!(eph[0].contains("1 documents (4 chunks) removed"), "{eph:?}");
+    assert!(eph[0].contains("1 document (4 chunks) removed"), "{eph:?}");
     assert!(eph[1].contains("No documents"), "{eph:?}");
     app.shutdown().await;
     let store = reopen_store(&data);

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OnceCell};
 
+use crate::commands::counted;
 use crate::settings::{DocumentSettings, EmbedderKind, Endpoint};
 use crate::store::now_ms;
 use crate::tokens::TokenCounter;
@@ -126,17 +127,17 @@ impl IngestReport {
         let d = &self.doc;
         if self.duplicate {
             return format!(
-                "📄 {} is already in this conversation ({}, {} chunks).",
+                "📄 {} is already in this conversation ({}, {}).",
                 d.name,
-                pages(d.pages),
-                d.chunks
+                counted(d.pages.into(), "page", "pages"),
+                counted(d.chunks.into(), "chunk", "chunks"),
             );
         }
         let mut s = format!(
-            "📄 Added {}: {}, {} chunks",
+            "📄 Added {}: {}, {}",
             d.name,
-            pages(d.pages),
-            d.chunks
+            counted(d.pages.into(), "page", "pages"),
+            counted(d.chunks.into(), "chunk", "chunks"),
         );
         let engines = d.ocr_engines();
         if !engines.is_empty() {
@@ -144,8 +145,8 @@ impl IngestReport {
         }
         if self.resumed_pages > 0 {
             s.push_str(&format!(
-                ", resumed after {} stored pages",
-                self.resumed_pages
+                ", resumed after {} already stored",
+                counted(self.resumed_pages.into(), "page", "pages")
             ));
         }
         let failed = d.failed_pages();
@@ -739,14 +740,6 @@ impl Documents {
                 }
             })
             .buffer_unordered(self.cfg.ocr_concurrency.max(1))
-    }
-}
-
-fn pages(n: u32) -> String {
-    if n == 1 {
-        "1 page".into()
-    } else {
-        format!("{n} pages")
     }
 }
 
