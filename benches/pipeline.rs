@@ -150,12 +150,14 @@ fn fsm_per_token() {
         messages: vec![ChatMessage::new("user", "q")],
         max_tokens: 8192,
         temperature: None,
+        continue_final: false,
     };
     let cfg = TurnConfig {
         max_rounds: 3,
         think_start: ThinkStart::Outside,
         filter: Script::CJK.to_vec(),
         input_budget: 12288,
+        continuation: anchorbot::turn::ContinuationStyle::Instruction,
     };
     let reps = 20;
     let t = Instant::now();
@@ -199,6 +201,7 @@ async fn end_to_end_per_token() {
         messages: vec![ChatMessage::new("user", "q")],
         max_tokens: 8192,
         temperature: None,
+        continue_final: false,
     };
     let reps = 10;
     let endpoint = Arc::new(endpoint);

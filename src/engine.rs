@@ -16,12 +16,12 @@ use serde::Serialize;
 use crate::commands::{counted, help_text, Command};
 use crate::docs::{DocError, Documents};
 use crate::lang_filter::ScriptFilter;
-use crate::llm::{ChatBackend, ChatMessage, ChatRequest, ItemStream, LlmError};
+use crate::llm::{ChatBackend, ChatMessage, ChatRequest, ItemStream, LlmError, ServerFacts};
 use crate::prompt::{self, PromptConfig};
-use crate::settings::Settings;
+use crate::settings::{ContinuationMode, Settings};
 use crate::store::{now_ms, Anchor, Exchange, Store, StoreError, Summary};
 use crate::tokens::TokenCounter;
-use crate::turn::{Effect, Input, Turn, TurnConfig, CUT_NOTE};
+use crate::turn::{ContinuationStyle, Effect, Input, Turn, TurnConfig, CUT_NOTE};
 use tokio_util::task::TaskTracker;
 
 /// How an event ended, for callers that need an exit code.
@@ -124,8 +124,8 @@ pub trait Retriever: Send + Sync {
     async fn passages(&self, key: &ConversationKey, query: &str, k: usize) -> Vec<Passage>;
 }
 
-/// How long a context length read from the server is trusted.
-const CONTEXT_TTL: Duration = Duration::from_secs(300);
+/// How long what the servers report about themselves is trusted.
+const FACTS_TTL: Duration = Duration::from_secs(300);
 
 /// Tokens left between the prompt and the model's context when the server reports it.
 const MIN_OUTPUT_TOKENS: usize = 256;
@@ -148,8 +148,8 @@ pub struct Engine {
     retriever: Option<Arc<dyn Retriever>>,
     /// Shared documents (ingestion and retrieval).
     docs: Option<Arc<Documents>>,
-    /// Context length reported by the server, and when it was read.
-    context: tokio::sync::Mutex<Option<(Option<u64>, Instant)>>,
+    /// What the reasoning servers report (context length, vLLM), and when it was read.
+    facts: tokio::sync::Mutex<Option<(ServerFacts, Instant)>>,
     /// Background work (summarization) to wait for at shutdown.
     background: TaskTracker,
     /// Conversations with a summarization running, so two never overlap.
@@ -178,7 +178,7 @@ impl Engine {
             prompt_cfg,
             retriever: None,
             docs: None,
-            context: tokio::sync::Mutex::new(None),
+            facts: tokio::sync::Mutex::new(None),
             background: TaskTracker::new(),
             summarizing: std::sync::Mutex::new(HashSet::new()),
         }
@@ -403,17 +403,27 @@ impl Engine {
         });
     }
 
-    /// The model's context length, read from the server (cached for a few minutes).
-    async fn context_length(&self) -> Option<u64> {
-        let mut cached = self.context.lock().await;
-        if let Some((len, at)) = *cached {
-            if at.elapsed() < CONTEXT_TTL {
-                return len;
+    /// What the reasoning servers report about themselves (cached for a few minutes).
+    async fn facts(&self) -> ServerFacts {
+        let mut cached = self.facts.lock().await;
+        if let Some((facts, at)) = *cached {
+            if at.elapsed() < FACTS_TTL {
+                return facts;
             }
         }
-        let len = self.llm.context_length().await;
-        *cached = Some((len, Instant::now()));
-        len
+        let facts = self.llm.facts().await;
+        *cached = Some((facts, Instant::now()));
+        facts
+    }
+
+    /// How this turn continues an answer cut at the output limit.
+    async fn continuation_style(&self) -> ContinuationStyle {
+        match self.settings.reasoning.continuation {
+            ContinuationMode::Prefill => ContinuationStyle::Prefill,
+            ContinuationMode::Instruction => ContinuationStyle::Instruction,
+            ContinuationMode::Auto if self.facts().await.all_vllm => ContinuationStyle::Prefill,
+            ContinuationMode::Auto => ContinuationStyle::Instruction,
+        }
     }
 
     /// Input budget and output cap for a turn: the configured limits, shrunk so input plus
@@ -421,7 +431,7 @@ impl Engine {
     async fn budgets(&self) -> (usize, usize) {
         let mut input = self.settings.max_input_tokens;
         let mut output = self.settings.max_output_tokens;
-        if let Some(ctx) = self.context_length().await.map(|c| c as usize) {
+        if let Some(ctx) = self.facts().await.context_length.map(|c| c as usize) {
             if output + MIN_OUTPUT_TOKENS > ctx {
                 output = (ctx / 4).max(1);
             }
@@ -468,6 +478,7 @@ impl Engine {
                 messages: fitted.messages.clone(),
                 max_tokens,
                 temperature: None,
+                continue_final: false,
             };
             match self.llm.count_prompt(&request).await {
                 Some(exact) if exact > budget && fitted.dropped_turns < anchor.turns.len() => {
@@ -533,12 +544,14 @@ impl Engine {
             messages: fitted.messages,
             max_tokens,
             temperature: None,
+            continue_final: false,
         };
         let cfg = TurnConfig {
             max_rounds: self.settings.max_rounds,
             think_start: self.settings.reasoning.think_start(),
             filter: self.settings.active_filter(),
             input_budget: local_budget,
+            continuation: self.continuation_style().await,
         };
         let (mut turn, mut effects) = Turn::start(request, cfg, self.counter.clone());
         let mut stream: Option<ItemStream> = None;
@@ -930,6 +943,7 @@ pub fn summary_request(
         ],
         max_tokens: 1024,
         temperature: Some(0.2),
+        continue_final: false,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct ChatRequest {
     pub max_tokens: usize,
     /// Sampling temperature; `None` leaves the server's default.
     pub temperature: Option<f32>,
+    /// Resume the final (assistant) message instead of starting a new one: vLLM's
+    /// `continue_final_message` with no generation prompt.
+    pub continue_final: bool,
 }
 
 /// Why generation stopped.
@@ -146,9 +149,9 @@ pub trait ChatBackend: Send + Sync {
         Err(LlmError::StreamCut("no finish reason".into()))
     }
 
-    /// The model's context length, when the server reports it.
-    async fn context_length(&self) -> Option<u64> {
-        None
+    /// What the servers report about themselves (context length, vLLM or not).
+    async fn facts(&self) -> ServerFacts {
+        ServerFacts::default()
     }
 
     /// Probes the back-end's endpoints and updates their health (for failover order).
@@ -167,6 +170,17 @@ pub struct ServedModel {
     pub id: String,
     /// Context length, when the server reports it (vLLM's `max_model_len`).
     pub max_model_len: Option<u64>,
+    /// Who serves it (`"vllm"` for vLLM).
+    pub owned_by: Option<String>,
+}
+
+/// What the servers behind a back-end can do, as they report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerFacts {
+    /// The smallest context length reported.
+    pub context_length: Option<u64>,
+    /// Every answering server is vLLM, so `continue_final_message` is understood.
+    pub all_vllm: bool,
 }
 
 /// An OpenAI-compatible HTTP endpoint.
@@ -238,19 +252,22 @@ impl OpenAiEndpoint {
         &self.cfg.model
     }
 
-    /// Exact prompt tokens of `messages` with the server's chat template, from vLLM's
+    /// Exact prompt tokens of `request` with the server's chat template, from vLLM's
     /// `/tokenize`. `None` if the server does not offer it (remembered) or does not answer.
-    pub async fn tokenize_chat(&self, messages: &[ChatMessage]) -> Option<usize> {
+    pub async fn tokenize_chat(&self, request: &ChatRequest) -> Option<usize> {
         use std::sync::atomic::Ordering;
         if self.tokenize.load(Ordering::Relaxed) == 2 {
             return None;
         }
         let root = self.cfg.url.trim_end_matches('/').trim_end_matches("/v1");
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.cfg.model,
-            "messages": messages,
-            "add_generation_prompt": true,
+            "messages": request.messages,
+            "add_generation_prompt": !request.continue_final,
         });
+        if request.continue_final {
+            body["continue_final_message"] = serde_json::json!(true);
+        }
         let resp = self
             .authorize(self.http.post(format!("{root}/tokenize")))
             .json(&body)
@@ -344,6 +361,10 @@ impl OpenAiEndpoint {
                 Some(ServedModel {
                     id: m.get("id")?.as_str()?.to_string(),
                     max_model_len: m.get("max_model_len").and_then(|v| v.as_u64()),
+                    owned_by: m
+                        .get("owned_by")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
                 })
             })
             .collect())
@@ -394,6 +415,10 @@ impl ChatBackend for OpenAiEndpoint {
         });
         if let Some(t) = request.temperature {
             body["temperature"] = serde_json::json!(t);
+        }
+        if request.continue_final {
+            body["continue_final_message"] = serde_json::json!(true);
+            body["add_generation_prompt"] = serde_json::json!(false);
         }
         let first_token = Duration::from_secs(self.cfg.first_token_timeout_secs.max(1));
         let send = self

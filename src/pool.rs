@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 
-use crate::llm::{ChatBackend, ChatRequest, ItemStream, LlmError, OpenAiEndpoint, ServedModel};
+use crate::llm::{
+    ChatBackend, ChatRequest, ItemStream, LlmError, OpenAiEndpoint, ServedModel, ServerFacts,
+};
 use crate::settings::Endpoint;
 
 /// Retry and health policy.
@@ -135,28 +137,36 @@ impl ChatBackend for EndpointPool {
         }
     }
 
-    /// The smallest context length any healthy endpoint reports (vLLM's `max_model_len`).
-    async fn context_length(&self) -> Option<u64> {
-        let mut best: Option<u64> = None;
+    /// The smallest context length any answering endpoint reports (vLLM's `max_model_len`),
+    /// and whether every answering endpoint is vLLM.
+    async fn facts(&self) -> ServerFacts {
+        let mut facts = ServerFacts::default();
+        let mut answered = 0;
+        let mut vllm = 0;
         for m in self.order() {
             if let Ok(models) = m.endpoint.models().await {
-                let len = models
+                let served = models
                     .iter()
                     .find(|x| x.id == m.endpoint.model())
-                    .or(models.first())
-                    .and_then(|x| x.max_model_len);
-                if let Some(len) = len {
-                    best = Some(best.map_or(len, |b| b.min(len)));
+                    .or(models.first());
+                answered += 1;
+                if served.and_then(|x| x.owned_by.as_deref()) == Some("vllm") {
+                    vllm += 1;
+                }
+                if let Some(len) = served.and_then(|x| x.max_model_len) {
+                    facts.context_length =
+                        Some(facts.context_length.map_or(len, |b: u64| b.min(len)));
                 }
             }
         }
-        best
+        facts.all_vllm = answered > 0 && vllm == answered;
+        facts
     }
 
     /// Exact prompt tokens from the first endpoint that offers vLLM's `/tokenize`.
     async fn count_prompt(&self, request: &ChatRequest) -> Option<usize> {
         for m in self.order() {
-            if let Some(n) = m.endpoint.tokenize_chat(&request.messages).await {
+            if let Some(n) = m.endpoint.tokenize_chat(request).await {
                 return Some(n);
             }
         }

@@ -191,10 +191,28 @@ pub struct Endpoint {
     /// Where a completion starts relative to a `<think>` block: `auto` (inside for R1-style
     /// models: names with "r1" or "qwq"), `inside` or `outside`.
     pub think: ThinkMode,
+    /// How an answer cut at the output limit is continued: `auto` (`prefill` when every
+    /// server of the role is vLLM, else `instruction`), `prefill` (the partial answer is sent
+    /// as the final assistant message with vLLM's `continue_final_message`, so the model
+    /// resumes mid-sentence and does not reason again) or `instruction` (the partial answer
+    /// plus a "continue" user message, for any OpenAI-compatible server).
+    pub continuation: ContinuationMode,
     /// The model's own tokenizer (`tokenizer.json` or `*.tiktoken`), for exact budgets.
     pub tokenizer: Option<PathBuf>,
     /// Ask the server for exact prompt counts when it offers vLLM's `/tokenize`.
     pub remote_tokenize: bool,
+}
+
+/// How an answer cut at the output limit is continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContinuationMode {
+    /// `prefill` when every server of the role reports itself as vLLM, else `instruction`.
+    Auto,
+    /// Resume the assistant message itself (vLLM's `continue_final_message`).
+    Prefill,
+    /// Ask for the rest in a user message.
+    Instruction,
 }
 
 /// When the language filter runs.
@@ -329,6 +347,7 @@ impl Default for Endpoint {
             idle_timeout_secs: 60,
             fallback_urls: Vec::new(),
             think: ThinkMode::Auto,
+            continuation: ContinuationMode::Auto,
             tokenizer: None,
             remote_tokenize: true,
         }
@@ -519,6 +538,7 @@ mod tests {
                 "http://b:2/v1, http://c:3/v1",
             );
             jail.set_env("ANCHORBOT_LANGUAGE_FILTER", "off");
+            jail.set_env("ANCHORBOT_REASONING_CONTINUATION", "prefill");
             let s = Settings::load(Some(Path::new("custom.toml"))).unwrap();
             assert_eq!(s.max_input_tokens, 4000);
             assert_eq!(s.reasoning.url, "http://a:1/v1");
@@ -531,6 +551,8 @@ mod tests {
             );
             assert_eq!(s.reasoning.with_fallbacks().len(), 3);
             assert!(s.active_filter().is_empty());
+            assert_eq!(s.reasoning.continuation, ContinuationMode::Prefill);
+            assert_eq!(s.vision.continuation, ContinuationMode::Auto);
             Ok(())
         });
     }

@@ -66,6 +66,18 @@ pub struct TurnConfig {
     pub filter: Vec<Script>,
     /// Prompt budget a continuation request must fit.
     pub input_budget: usize,
+    /// How a cut answer is continued.
+    pub continuation: ContinuationStyle,
+}
+
+/// How a continuation round asks for the rest of a cut answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContinuationStyle {
+    /// The partial answer, then a user message asking to continue (any server).
+    Instruction,
+    /// The partial answer as the final assistant message, resumed as it stands (vLLM's
+    /// `continue_final_message`): no instruction to echo, no reasoning again, no seam.
+    Prefill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +130,10 @@ pub struct Turn {
     thinking_shown: bool,
     /// Continuation rounds used.
     rounds: usize,
+    /// The current round resumes the answer itself (prefill): everything it streams is
+    /// answer. vLLM's R1 reasoning parser labels text with no `</think>` as reasoning, which
+    /// a resumed answer never has.
+    resuming: bool,
     /// Text last rendered, to avoid redundant edits.
     shown: String,
     /// Where the turn is.
@@ -154,6 +170,7 @@ impl Turn {
             content_seen: false,
             thinking_shown: false,
             rounds: 0,
+            resuming: false,
             shown: String::new(),
             phase: Phase::Streaming,
         };
@@ -172,6 +189,12 @@ impl Turn {
         }
         let mut fx = Vec::new();
         match input {
+            Input::Item(StreamItem::Content(c) | StreamItem::Reasoning(c)) if self.resuming => {
+                self.content_seen = true;
+                let pieces = self.splitter.push(&c);
+                self.apply(pieces, &mut fx);
+                self.render(&mut fx);
+            }
             Input::Item(StreamItem::Content(c)) => {
                 self.content_seen = true;
                 let pieces = self.splitter.push(&c);
@@ -299,9 +322,15 @@ impl Turn {
                 self.rounds += 1;
                 self.round_start = self.answer.len();
                 self.reasoning.clear();
-                self.splitter = ThinkSplitter::new(self.cfg.think_start);
+                self.resuming = req.continue_final;
+                // A resumed answer starts outside any think block and cannot repeat itself.
+                self.splitter = ThinkSplitter::new(if self.resuming {
+                    ThinkStart::Outside
+                } else {
+                    self.cfg.think_start
+                });
                 self.content_seen = false;
-                self.seam = if self.answer.trim().is_empty() {
+                self.seam = if self.answer.trim().is_empty() || self.resuming {
                     None
                 } else {
                     Some(String::new())
@@ -334,7 +363,16 @@ impl Turn {
     /// The next round's request, fitted to the input budget; `None` if it cannot fit.
     fn continuation(&self, answer_now: bool) -> Option<ChatRequest> {
         let mut messages = self.base.messages.clone();
-        let protected = if answer_now {
+        let prefill = !answer_now
+            && self.cfg.continuation == ContinuationStyle::Prefill
+            && !self.answer.trim().is_empty();
+        let protected = if prefill {
+            messages.push(ChatMessage::new(
+                "assistant",
+                self.answer.trim_start().to_string(),
+            ));
+            2
+        } else if answer_now {
             if let Some(last) = messages.last_mut() {
                 last.content = format!("{}\n\n{ANSWER_NOW_PROMPT}", last.content);
             }
@@ -355,6 +393,7 @@ impl Turn {
         )
         .then(|| ChatRequest {
             messages,
+            continue_final: prefill,
             ..self.base.clone()
         })
     }
@@ -399,6 +438,7 @@ mod tests {
             ],
             max_tokens: 10,
             temperature: None,
+            continue_final: false,
         }
     }
 
@@ -408,6 +448,7 @@ mod tests {
             think_start,
             filter: Script::CJK.to_vec(),
             input_budget: 10_000,
+            continuation: ContinuationStyle::Instruction,
         }
     }
 
@@ -504,6 +545,68 @@ mod tests {
         let fx = finish(&mut t, FinishReason::Stop);
         assert_eq!(fx[0], Effect::Render("Plain answer, no thinking.".into()));
         assert_eq!(committed(&fx).0, "Plain answer, no thinking.");
+    }
+
+    fn start_prefill(think_start: ThinkStart) -> Turn {
+        let cfg = TurnConfig {
+            continuation: ContinuationStyle::Prefill,
+            ..cfg(3, think_start)
+        };
+        Turn::start(req(), cfg, Arc::new(Chars)).0
+    }
+
+    #[test]
+    fn prefill_resumes_the_answer_mid_word_and_keeps_a_real_repeat() {
+        let mut t = start_prefill(ThinkStart::Inside);
+        content(&mut t, "<think>plan</think>| a | b |\n| a | b |\nThe capi");
+        let r = request(&finish(&mut t, FinishReason::Length));
+        assert!(r.continue_final);
+        assert_eq!(r.messages.len(), 3, "no instruction message: {r:?}");
+        assert_eq!(
+            r.messages[2],
+            ChatMessage::new("assistant", "| a | b |\n| a | b |\nThe capi")
+        );
+        // The resumed round starts in the answer: no think block, no seam trimming, and a
+        // repeat of the answer's end (a table row) is kept as written.
+        content(&mut t, "tal is Paris.\n| a | b |\n");
+        let fx = finish(&mut t, FinishReason::Stop);
+        assert_eq!(
+            committed(&fx),
+            (
+                "| a | b |\n| a | b |\nThe capital is Paris.\n| a | b |".into(),
+                false,
+                1
+            )
+        );
+    }
+
+    #[test]
+    fn prefill_round_takes_reasoning_labelled_text_as_answer() {
+        // vLLM's R1 parser labels a resumed answer (no `</think>`) as reasoning_content.
+        let mut t = start_prefill(ThinkStart::Inside);
+        t.handle(Input::Item(StreamItem::Reasoning("weighing".into())));
+        content(&mut t, "Forty");
+        request(&finish(&mut t, FinishReason::Length));
+        let fx = t.handle(Input::Item(StreamItem::Reasoning("-two.".into())));
+        assert_eq!(fx, vec![Effect::Render("Forty-two.".into())]);
+        assert_eq!(
+            committed(&finish(&mut t, FinishReason::Stop)).0,
+            "Forty-two."
+        );
+    }
+
+    #[test]
+    fn prefill_with_no_answer_yet_asks_for_an_answer_instead() {
+        let mut t = start_prefill(ThinkStart::Inside);
+        content(&mut t, "still reasoning when the limit hit");
+        let r = request(&finish(&mut t, FinishReason::Length));
+        assert!(!r.continue_final);
+        assert!(r
+            .messages
+            .last()
+            .unwrap()
+            .content
+            .contains(ANSWER_NOW_PROMPT));
     }
 
     #[test]

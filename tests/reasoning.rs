@@ -181,6 +181,63 @@ fn length_script(rounds_needed: usize) -> impl Fn(&Value) -> Reply + Send + Sync
     }
 }
 
+/// vLLM resumes a final assistant message (`continue_final_message`), so an R1 model picks up
+/// mid-word without a think block; its reasoning parser then labels that text as
+/// `reasoning_content` (no `</think>` in it), which is what this fake sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn against_vllm_a_cut_answer_is_resumed_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let llm = FakeLlm::start_vllm(|req| {
+        let msgs = req["messages"].as_array().unwrap();
+        let last = msgs.last().unwrap();
+        if req["continue_final_message"] == true {
+            assert_eq!(req["add_generation_prompt"], false);
+            assert_eq!(last["role"], "assistant");
+            let partial = last["content"].as_str().unwrap();
+            let mut r = if partial.ends_with("the launch is on May") {
+                Reply::chunks(vec![" 3, in Hall".into()], Some("length"))
+            } else {
+                assert!(
+                    partial.ends_with("the launch is on May 3, in Hall"),
+                    "{partial}"
+                );
+                Reply::chunks(vec![" 4.".into()], Some("stop"))
+            };
+            r.reasoning = std::mem::take(&mut r.chunks);
+            r
+        } else {
+            Reply::chunks(
+                vec![
+                    "<think>Check the notes.</think>".into(),
+                    "As planned, the launch is on May".into(),
+                ],
+                Some("length"),
+            )
+        }
+    })
+    .await;
+    let mut s = settings(&data, &llm.url);
+    s.reasoning.model = "deepseek-r1-distill".into();
+    let app = start_app(s).await;
+    app.sink
+        .submit(message("V", "v", "vl", "when and where is the launch?"))
+        .unwrap()
+        .done()
+        .await;
+    let expected = "As planned, the launch is on May 3, in Hall 4.";
+    assert_eq!(app.platform.finals("V"), vec![expected.to_string()]);
+    let reqs = llm.turn_requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(
+        reqs.iter().all(|r| !is_continuation(r)),
+        "no instruction message"
+    );
+    let turns = stored(app, &data, &["V"]).await;
+    assert_eq!(turns[0][0].answer, expected);
+    assert!(!turns[0][0].truncated);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn length_is_continued_for_one_two_and_too_many_rounds() {
     for (needed, max_rounds) in [(1usize, 3usize), (2, 3), (4, 3)] {

@@ -97,6 +97,8 @@ struct FakeState {
     script: Box<Script>,
     /// `max_model_len` reported by `/v1/models`.
     max_model_len: Option<u64>,
+    /// `owned_by` reported by `/v1/models` (`"vllm"` for vLLM).
+    owned_by: &'static str,
     /// Tokens per character reported by `/tokenize`; `None`: the route does not exist.
     tokenize_ratio: Option<f64>,
     in_flight: AtomicUsize,
@@ -123,10 +125,25 @@ impl FakeLlm {
         tokenize_ratio: Option<f64>,
         script: impl Fn(&Value) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::serve(max_model_len, tokenize_ratio, "test", script).await
+    }
+
+    /// Starts a server that lists its model as vLLM does (`"owned_by": "vllm"`).
+    pub async fn start_vllm(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
+        Self::serve(Some(16384), None, "vllm", script).await
+    }
+
+    async fn serve(
+        max_model_len: Option<u64>,
+        tokenize_ratio: Option<f64>,
+        owned_by: &'static str,
+        script: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let state = Arc::new(FakeState {
             requests: Mutex::new(Vec::new()),
             script: Box::new(script),
             max_model_len,
+            owned_by,
             tokenize_ratio,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -201,7 +218,7 @@ pub fn all_text(req: &Value) -> String {
 }
 
 async fn models(State(state): State<Arc<FakeState>>) -> Json<Value> {
-    let mut model = json!({"id": "fake-model", "object": "model", "owned_by": "test"});
+    let mut model = json!({"id": "fake-model", "object": "model", "owned_by": state.owned_by});
     if let Some(len) = state.max_model_len {
         model["max_model_len"] = json!(len);
     }
