@@ -71,7 +71,9 @@ async fn endpoint(role: &str, ep: &crate::settings::Endpoint) -> Check {
                     let _ = write!(detail, " (max_model_len {len})");
                 }
             }
-            if models.iter().any(|m| m.owned_by.as_deref() == Some("vllm")) {
+            if ep.continuation != crate::settings::ContinuationMode::Instruction
+                && models.iter().any(|m| m.owned_by.as_deref() == Some("vllm"))
+            {
                 detail.push_str("; vLLM: cut answers are resumed in place");
             }
             let has = models.iter().any(|m| m.id == ep.model);
