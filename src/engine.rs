@@ -403,7 +403,8 @@ impl Engine {
         });
     }
 
-    /// What the reasoning servers report about themselves (cached for a few minutes).
+    /// What the reasoning servers report about themselves (cached for a few minutes once a
+    /// server has answered, so a server down at the first turn is asked again next turn).
     async fn facts(&self) -> ServerFacts {
         let mut cached = self.facts.lock().await;
         if let Some((facts, at)) = *cached {
@@ -412,7 +413,7 @@ impl Engine {
             }
         }
         let facts = self.llm.facts().await;
-        *cached = Some((facts, Instant::now()));
+        *cached = facts.reported.then(|| (facts, Instant::now()));
         facts
     }
 

@@ -181,6 +181,8 @@ pub struct ServerFacts {
     pub context_length: Option<u64>,
     /// Every answering server is vLLM, so `continue_final_message` is understood.
     pub all_vllm: bool,
+    /// At least one server answered; facts from no answer are not worth remembering.
+    pub reported: bool,
 }
 
 /// An OpenAI-compatible HTTP endpoint.

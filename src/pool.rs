@@ -159,7 +159,8 @@ impl ChatBackend for EndpointPool {
                 }
             }
         }
-        facts.all_vllm = answered > 0 && vllm == answered;
+        facts.reported = answered > 0;
+        facts.all_vllm = facts.reported && vllm == answered;
         facts
     }
 

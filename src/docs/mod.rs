@@ -44,7 +44,7 @@ pub enum DocError {
         limit: u64,
     },
     /// Over the page limit.
-    #[error("the PDF has {pages} pages, over the limit of {limit}")]
+    #[error("the document has {pages} pages, over the limit of {limit}")]
     TooManyPages {
         /// Its pages.
         pages: u32,
@@ -317,9 +317,12 @@ impl Documents {
         if bytes.is_empty() {
             return Err(DocError::Empty);
         }
-        let kind = sniff::sniff(bytes, name).map_err(|u| match u.encrypted {
-            true => DocError::Encrypted,
-            false => DocError::Unsupported { mime: u.mime },
+        let kind = sniff::sniff(bytes, name).map_err(|u| {
+            if u.encrypted {
+                DocError::Encrypted
+            } else {
+                DocError::Unsupported { mime: u.mime }
+            }
         })?;
         let sha = hex(&Sha256::digest(bytes));
         let existing = self.store.find_by_sha(conv, &sha)?;
