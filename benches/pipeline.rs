@@ -381,6 +381,16 @@ fn tokenizer_gap() {
     if let Ok(de) = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0") {
         cases.push(("English legal (Apache-2.0)", de));
     }
+    // Real CJK text, from .ci/fetch-cjk-corpus.sh (Debian's translated man pages).
+    for (name, file) in [
+        ("Chinese man pages", "zh_CN.txt"),
+        ("Japanese man pages", "ja.txt"),
+    ] {
+        match std::fs::read_to_string(root.join(".models/corpus").join(file)) {
+            Ok(text) => cases.push((name, text)),
+            Err(_) => println!("  ({name} skipped: run .ci/fetch-cjk-corpus.sh)"),
+        }
+    }
     println!(
         "  {:<28} {:>9} {:>9} {:>8}",
         "text", "cl100k", "Qwen2", "Qwen/cl"
