@@ -113,6 +113,9 @@ pub struct DocumentSettings {
     pub max_pages: u32,
     /// Most pixels in an image.
     pub max_image_pixels: u64,
+    /// Most chunks one document may produce: a file with more text is refused before any
+    /// embedding (on a CPU, 20,000 chunks take about 15 minutes to embed).
+    pub max_chunks: usize,
     /// Time limit for parsing or OCR of one file or page, in seconds.
     pub parse_timeout_secs: u64,
     /// OCR engine choice.
@@ -149,6 +152,7 @@ impl Default for DocumentSettings {
             max_file_mb: 50,
             max_pages: 500,
             max_image_pixels: 40_000_000,
+            max_chunks: 20_000,
             parse_timeout_secs: 120,
             ocr: OcrChoice::Auto,
             ocr_concurrency: 4,

@@ -448,6 +448,24 @@ async fn bad_files_get_clear_messages_and_leave_the_store_consistent() {
         .arg(&text_as_png);
     let (ok, _, err) = run(cmd).await;
     assert!(!ok && err.contains("over the 0-byte limit"), "{err}");
+    // More text than one document may hold is refused before embedding, and nothing is kept.
+    let long = write(
+        d,
+        "long.txt",
+        "A line of ordinary words. ".repeat(2000).as_bytes(),
+    );
+    let mut cmd = anchorbot(&dir, &url);
+    cmd.env("ANCHORBOT_DOCUMENTS_MAX_CHUNKS", "5")
+        .args(["ingest", "--conversation", "bad"])
+        .arg(&long);
+    let (ok, _, err) = run(cmd).await;
+    assert!(!ok && err.contains("too much text"), "{err}");
+    assert!(err.contains("over the limit of 5"), "{err}");
+    let listing = files(&dir, &url, "bad").await;
+    assert!(
+        listing.contains("2 documents") && !listing.contains("long.txt"),
+        "{listing}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

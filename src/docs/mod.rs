@@ -61,6 +61,14 @@ pub enum DocError {
         /// Pixel limit.
         limit: u64,
     },
+    /// More text than one document may hold.
+    #[error("the file holds too much text to index ({chunks} passages, over the limit of {limit}); share the part that matters")]
+    TooMuchText {
+        /// Chunks its text makes.
+        chunks: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Nothing in it.
     #[error("the file is empty")]
     Empty,
@@ -479,28 +487,44 @@ impl Documents {
         } else {
             self.ocr_engine().await
         };
+        let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Docx);
+        let chunker = &self.chunker;
+        let chunk_page = move |page: ReadPage| {
+            let chunks = match page.source {
+                PageSource::Failed { .. } => Vec::new(),
+                // OCR output is Markdown (the vision prompt asks for it).
+                PageSource::Ocr { .. } => chunker.chunk(&page.text, true),
+                _ => chunker.chunk(&page.text, markdown),
+            };
+            (page, chunks)
+        };
+        // Text layers are chunked before any embedding, so a file with more text than one
+        // document may hold is refused at once instead of after minutes of work.
+        let read: Vec<_> = read.into_iter().map(chunk_page).collect();
+        let total = rec.chunks as usize + read.iter().map(|(_, c)| c.len()).sum::<usize>();
+        if total > self.cfg.max_chunks {
+            return Err(DocError::TooMuchText {
+                chunks: total,
+                limit: self.cfg.max_chunks,
+            });
+        }
         let scanned = match layout {
-            Layout::Pdf(pdf) if !need_ocr.is_empty() => {
-                self.ocr_pages(name, pdf, need_ocr, ocr, progress).boxed()
-            }
+            Layout::Pdf(pdf) if !need_ocr.is_empty() => self
+                .ocr_pages(name, pdf, need_ocr, ocr, progress)
+                .map(chunk_page)
+                .boxed(),
             _ => futures_util::stream::empty().boxed(),
         };
         let mut pages_in = futures_util::stream::iter(read).chain(scanned);
-        // Chunk, embed in large batches, and commit page groups atomically. A scanned page is
+        // Embed in large batches and commit page groups atomically. A scanned page is
         // committed as soon as it is read: OCR is the slow part, and a crash must not lose it.
-        let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Docx);
         let mut batch: Vec<(ReadPage, Vec<chunk::PageChunk>)> = Vec::new();
         let mut batch_chunks = 0;
-        while let Some(page) = pages_in.next().await {
+        while let Some((page, chunks)) = pages_in.next().await {
             let ocr_page = matches!(
                 page.source,
                 PageSource::Ocr { .. } | PageSource::Failed { .. }
             );
-            let chunks = if matches!(page.source, PageSource::Failed { .. }) {
-                Vec::new()
-            } else {
-                self.chunker.chunk(&page.text, markdown || ocr_page)
-            };
             batch_chunks += chunks.len();
             batch.push((page, chunks));
             if batch_chunks >= self.cfg.embed_batch || ocr_page {
