@@ -89,7 +89,7 @@ async fn text_pdf_paraphrased_questions_find_the_right_page() {
     assert!(search(&dir, &url, "other", "monthly rent").await.is_empty());
 }
 
-/// A committed fixture file (see `tests/fixtures/make_docx.py`).
+/// A committed fixture file (see `tests/fixtures/make_office.py`).
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -141,6 +141,50 @@ async fn a_word_document_is_read_with_its_pages_and_cited() {
         listing.contains("handbook (application/vnd.openxmlformats-officedocument.wordprocessingml.document, 3 pages"),
         "{listing}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slides_and_sheets_are_pages_in_display_order() {
+    ensure_models();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let deck = write(tmp.path(), "deck.pptx", &fixture("deck.pptx"));
+    let book = write(tmp.path(), "budget.xlsx", &fixture("budget.xlsx"));
+    let url = closed_port_url();
+    let (ok, out, err) = ingest(&dir, &url, "plan", &[&deck, &book]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Added deck.pptx: 3 pages"), "{out}");
+    assert!(out.contains("Added budget.xlsx: 2 pages"), "{out}");
+    for (q, citation, needle) in [
+        // The deck shows its third slide file first.
+        (
+            "When does the data center agreement run out?",
+            "deck.pptx p.1",
+            "October",
+        ),
+        (
+            "How many people will we recruit for support?",
+            "deck.pptx p.3",
+            "Lisbon",
+        ),
+        (
+            "What did the venue rental cost?",
+            "budget.xlsx p.1",
+            "Venue rental | 4200 | TRUE",
+        ),
+        (
+            "Who is the project lead?",
+            "budget.xlsx p.2",
+            "Ada | Project lead",
+        ),
+    ] {
+        let hits = search(&dir, &url, "plan", q).await;
+        assert_eq!(hits[0]["citation"], citation, "{q}: {hits:?}");
+        assert!(
+            hits[0]["text"].as_str().unwrap().contains(needle),
+            "{hits:?}"
+        );
+    }
 }
 
 /// The scanned page used by the OCR tests.

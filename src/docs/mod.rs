@@ -7,10 +7,10 @@
 //! again resumes from the pages already stored.
 
 pub mod chunk;
-pub mod docx;
 pub mod embed;
 pub mod extract;
 pub mod ocr;
+pub mod office;
 pub mod sniff;
 pub mod store;
 
@@ -28,7 +28,7 @@ use crate::tokens::TokenCounter;
 use chunk::Chunker;
 use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
-use sniff::{Kind, TextKind};
+use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
 pub use store::{DocRecord, DocStatus, DocStore, Hit, PageSource};
 
@@ -73,7 +73,7 @@ pub enum DocError {
     #[error("the file is empty")]
     Empty,
     /// Not a format anchorbot reads.
-    #[error("{mime} files are not supported; share a PDF, a Word document (DOCX), an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
+    #[error("{mime} files are not supported; share a PDF, a Word, PowerPoint or Excel file (DOCX, PPTX, XLSX), an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
     Unsupported {
         /// What it looks like.
         mime: String,
@@ -375,10 +375,15 @@ impl Documents {
                 (1, Layout::Single)
             }
             Kind::Text(_) => (1, Layout::Single),
-            Kind::Docx => {
+            Kind::Office(office) => {
                 let owned = bytes.to_vec();
                 let read = tokio::task::spawn_blocking(move || {
-                    docx::pages(&owned, extract::MAX_TOOL_OUTPUT)
+                    let cap = extract::MAX_TOOL_OUTPUT;
+                    match office {
+                        OfficeKind::Docx => office::docx_pages(&owned, cap),
+                        OfficeKind::Pptx => office::pptx_pages(&owned, cap),
+                        OfficeKind::Xlsx => office::xlsx_pages(&owned, cap),
+                    }
                 });
                 let extracted = tokio::time::timeout(parse_limit, read)
                     .await
@@ -487,7 +492,7 @@ impl Documents {
         } else {
             self.ocr_engine().await
         };
-        let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Docx);
+        let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Office(_));
         let chunker = &self.chunker;
         let chunk_page = move |page: ReadPage| {
             let chunks = match page.source {
@@ -666,9 +671,9 @@ impl Documents {
                     Vec::new(),
                 ))
             }
-            Kind::Docx => {
+            Kind::Office(_) => {
                 let Layout::Extracted(all) = layout else {
-                    unreachable!("a DOCX is extracted before its pages are read")
+                    unreachable!("an Office document is extracted before its pages are read")
                 };
                 let pages = todo
                     .iter()
@@ -714,7 +719,7 @@ enum Layout {
     Single,
     /// A PDF written to a temporary file, with its page facts.
     Pdf((std::path::PathBuf, extract::PdfInfo)),
-    /// Pages already extracted (a DOCX, split where Word broke pages).
+    /// Pages already extracted (an Office document: Word's pages, slides or sheets).
     Extracted(Vec<String>),
 }
 

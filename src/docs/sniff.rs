@@ -11,8 +11,43 @@ pub enum Kind {
     Image(ImageKind),
     /// Text of some flavour.
     Text(TextKind),
-    /// A Word document (Office Open XML).
+    /// An Office Open XML document.
+    Office(OfficeKind),
+}
+
+/// Office Open XML flavours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfficeKind {
+    /// Word.
     Docx,
+    /// PowerPoint.
+    Pptx,
+    /// Excel.
+    Xlsx,
+}
+
+impl OfficeKind {
+    /// The MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            OfficeKind::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            }
+            OfficeKind::Pptx => {
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+            }
+            OfficeKind::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        }
+    }
+
+    /// The package's main part, which identifies the flavour, and the usual extension.
+    fn main_part(self) -> (&'static [u8], &'static str) {
+        match self {
+            OfficeKind::Docx => (b"word/document.xml", "docx"),
+            OfficeKind::Pptx => (b"ppt/presentation.xml", "pptx"),
+            OfficeKind::Xlsx => (b"xl/workbook.xml", "xlsx"),
+        }
+    }
 }
 
 /// Image formats sent to OCR.
@@ -60,13 +95,10 @@ impl Kind {
             Kind::Text(TextKind::Plain) => "text/plain",
             Kind::Text(TextKind::Markdown) => "text/markdown",
             Kind::Text(TextKind::Html) => "text/html",
-            Kind::Docx => DOCX_MIME,
+            Kind::Office(o) => o.mime(),
         }
     }
 }
-
-/// The MIME type of a Word document.
-const DOCX_MIME: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
 
 /// Why a file is not readable, said so a person understands it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,11 +134,16 @@ pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
     if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
         return Ok(Kind::Image(ImageKind::Gif));
     }
-    // A zip package whose parts include the Word body (part names are stored uncompressed,
-    // anywhere in the file), or one named .docx: a damaged one is then reported as damaged.
-    if bytes.starts_with(b"PK\x03\x04") && (ext == "docx" || contains(bytes, b"word/document.xml"))
-    {
-        return Ok(Kind::Docx);
+    // A zip package whose parts include an Office main part (part names are stored
+    // uncompressed, anywhere in the file), or one named so: a damaged one is then reported as
+    // damaged rather than unsupported.
+    if bytes.starts_with(b"PK\x03\x04") {
+        for office in [OfficeKind::Docx, OfficeKind::Pptx, OfficeKind::Xlsx] {
+            let (part, office_ext) = office.main_part();
+            if ext == office_ext || contains(bytes, part) {
+                return Ok(Kind::Office(office));
+            }
+        }
     }
     if let Some(mime) = known_binary(bytes, ext) {
         // Stream names in an OLE directory are UTF-16LE.
@@ -143,9 +180,9 @@ pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
 fn known_binary(bytes: &[u8], ext: &str) -> Option<&'static str> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Some(match ext {
-            "docx" => DOCX_MIME,
-            "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            "odt" => "application/vnd.oasis.opendocument.text",
+            "ods" => "application/vnd.oasis.opendocument.spreadsheet",
+            "odp" => "application/vnd.oasis.opendocument.presentation",
             _ => "application/zip",
         });
     }
@@ -208,7 +245,15 @@ mod tests {
         assert_eq!(sniff(b"%PDF-1.7\n...", "scan.png"), Ok(Kind::Pdf));
         assert_eq!(
             sniff(b"PK\x03\x04..word/document.xml..", "minutes.zip"),
-            Ok(Kind::Docx)
+            Ok(Kind::Office(OfficeKind::Docx))
+        );
+        assert_eq!(
+            sniff(b"PK\x03\x04..ppt/presentation.xml..", "deck"),
+            Ok(Kind::Office(OfficeKind::Pptx))
+        );
+        assert_eq!(
+            sniff(b"PK\x03\x04..xl/workbook.xml..", "book.bin"),
+            Ok(Kind::Office(OfficeKind::Xlsx))
         );
         assert_eq!(
             sniff(b"# Title\n\ntext", "notes.md"),
@@ -234,10 +279,10 @@ mod tests {
             sniff(b"\x7fELF\x02\x01", "notes.txt").unwrap_err().mime,
             "application/x-executable"
         );
-        assert!(sniff(b"PK\x03\x04....", "deck.pptx")
+        assert!(sniff(b"PK\x03\x04....", "notes.odt")
             .unwrap_err()
             .mime
-            .contains("presentationml"));
+            .contains("opendocument"));
         assert!(sniff(b"", "empty.txt").is_err());
         let ole_encrypted = [
             b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1".as_slice(),
