@@ -149,6 +149,7 @@ async fn run() {
             page_status: vec![PageSource::Text; pages as usize],
             chunks: 0,
             paged: true,
+            page_labels: Vec::new(),
         };
         let t = Instant::now();
         for page in 1..=pages {
@@ -162,6 +163,7 @@ async fn run() {
                         position: i,
                         heading: None,
                         text: format!("synthetic chunk {page}-{i}"),
+                        label: None,
                     },
                     vector: unit(dims),
                 })

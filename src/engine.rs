@@ -742,7 +742,7 @@ impl Engine {
                 "\n- {} ({}, {}, {}): {}",
                 d.name,
                 d.mime,
-                counted(d.pages.into(), "page", "pages"),
+                d.pages_counted(),
                 counted(d.chunks.into(), "chunk", "chunks"),
                 d.status.label()
             ));

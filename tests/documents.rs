@@ -153,28 +153,28 @@ async fn slides_and_sheets_are_pages_in_display_order() {
     let url = closed_port_url();
     let (ok, out, err) = ingest(&dir, &url, "plan", &[&deck, &book]).await;
     assert!(ok, "{err}");
-    assert!(out.contains("Added deck.pptx: 3 pages"), "{out}");
-    assert!(out.contains("Added budget.xlsx: 2 pages"), "{out}");
+    assert!(out.contains("Added deck.pptx: 3 slides"), "{out}");
+    assert!(out.contains("Added budget.xlsx: 2 sheets"), "{out}");
     for (q, citation, needle) in [
         // The deck shows its third slide file first.
         (
             "When does the data center agreement run out?",
-            "deck.pptx p.1",
+            "deck.pptx slide 1",
             "October",
         ),
         (
             "How many people will we recruit for support?",
-            "deck.pptx p.3",
+            "deck.pptx slide 3",
             "Lisbon",
         ),
         (
             "What did the venue rental cost?",
-            "budget.xlsx p.1",
+            "budget.xlsx sheet Costs",
             "Venue rental | 4200 | TRUE",
         ),
         (
             "Who is the project lead?",
-            "budget.xlsx p.2",
+            "budget.xlsx sheet People",
             "Ada | Project lead",
         ),
     ] {

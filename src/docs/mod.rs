@@ -137,14 +137,14 @@ impl IngestReport {
             return format!(
                 "📄 {} is already in this conversation ({}, {}).",
                 d.name,
-                counted(d.pages.into(), "page", "pages"),
+                d.pages_counted(),
                 counted(d.chunks.into(), "chunk", "chunks"),
             );
         }
         let mut s = format!(
             "📄 Added {}: {}, {}",
             d.name,
-            counted(d.pages.into(), "page", "pages"),
+            d.pages_counted(),
             counted(d.chunks.into(), "chunk", "chunks"),
         );
         let engines = d.ocr_engines();
@@ -391,7 +391,7 @@ impl Documents {
                         secs: self.cfg.parse_timeout_secs,
                     })?
                     .map_err(|e| DocError::Io(e.to_string()))??;
-                if extracted.iter().all(|p| p.trim().is_empty()) {
+                if extracted.iter().all(|p| p.text.trim().is_empty()) {
                     return Err(DocError::Empty);
                 }
                 let pages = extracted.len() as u32;
@@ -424,6 +424,10 @@ impl Documents {
                     Layout::Pdf(_) => true,
                     Layout::Extracted(p) => p.len() > 1,
                     Layout::Single => false,
+                },
+                page_labels: match &layout {
+                    Layout::Extracted(p) => p.iter().filter_map(|p| p.label.clone()).collect(),
+                    _ => Vec::new(),
                 },
             },
         };
@@ -607,6 +611,7 @@ impl Documents {
                         doc_id: rec.id.clone(),
                         name: rec.name.clone(),
                         page: rec.paged.then_some(page.page),
+                        label: rec.page_labels.get(page.page as usize - 1).cloned(),
                         position: pos as u32,
                         heading: c.heading,
                         text: c.text,
@@ -679,7 +684,7 @@ impl Documents {
                     .iter()
                     .map(|&p| ReadPage {
                         page: p,
-                        text: all[p as usize - 1].clone(),
+                        text: all[p as usize - 1].text.clone(),
                         source: PageSource::Text,
                     })
                     .collect();
@@ -720,7 +725,7 @@ enum Layout {
     /// A PDF written to a temporary file, with its page facts.
     Pdf((std::path::PathBuf, extract::PdfInfo)),
     /// Pages already extracted (an Office document: Word's pages, slides or sheets).
-    Extracted(Vec<String>),
+    Extracted(Vec<office::OfficePage>),
 }
 
 impl Documents {

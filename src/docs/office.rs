@@ -159,20 +159,36 @@ fn listed_parts(
     Ok(out)
 }
 
+/// One page of an Office document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfficePage {
+    /// How a citation names it (`slide 3`, `sheet Costs`); `None`: by page number.
+    pub label: Option<String>,
+    /// Its text.
+    pub text: String,
+}
+
 /// Extracts the pages of a DOCX. `max_xml` caps the decompressed XML.
-pub fn docx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<String>, DocError> {
+pub fn docx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocError> {
     let xml = Package::open(bytes, max_xml)?.required(BODY)?;
-    body_pages(&xml).map_err(corrupt)
+    let pages = body_pages(&xml).map_err(corrupt)?;
+    Ok(pages
+        .into_iter()
+        .map(|text| OfficePage { label: None, text })
+        .collect())
 }
 
 /// Extracts one page per slide of a PPTX, in presentation order.
-pub fn pptx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<String>, DocError> {
+pub fn pptx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocError> {
     let mut pkg = Package::open(bytes, max_xml)?;
     let slides = listed_parts(&mut pkg, "ppt/presentation.xml", b"sldId")?;
     let mut pages = Vec::with_capacity(slides.len());
     for (_, part) in slides {
         let xml = pkg.required(&part)?;
-        pages.push(slide_text(&xml).map_err(|e| corrupt(format!("{part}: {e}")))?);
+        pages.push(OfficePage {
+            label: Some(format!("slide {}", pages.len() + 1)),
+            text: slide_text(&xml).map_err(|e| corrupt(format!("{part}: {e}")))?,
+        });
     }
     if pages.is_empty() {
         return Err(DocError::Empty);
@@ -181,7 +197,7 @@ pub fn pptx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<String>, DocError> {
 }
 
 /// Extracts one page per sheet of an XLSX, in workbook order.
-pub fn xlsx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<String>, DocError> {
+pub fn xlsx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocError> {
     let mut pkg = Package::open(bytes, max_xml)?;
     let sheets = listed_parts(&mut pkg, "xl/workbook.xml", b"sheet")?;
     let shared = match pkg.part("xl/sharedStrings.xml")? {
@@ -193,7 +209,10 @@ pub fn xlsx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<String>, DocError> {
         let xml = pkg.required(&part)?;
         let rows = sheet_rows(&xml, &shared).map_err(|e| corrupt(format!("{part}: {e}")))?;
         let title = name.unwrap_or_else(|| format!("Sheet {}", pages.len() + 1));
-        pages.push(format!("## {title}\n\n{rows}").trim_end().to_string());
+        pages.push(OfficePage {
+            text: format!("## {title}\n\n{rows}").trim_end().to_string(),
+            label: Some(format!("sheet {title}")),
+        });
     }
     if pages.is_empty() {
         return Err(DocError::Empty);
@@ -670,7 +689,11 @@ mod tests {
     #[test]
     fn a_third_party_docx_reads_with_its_pages_list_and_table() {
         let bytes = include_bytes!("../../tests/fixtures/handbook.docx");
-        let pages = docx_pages(bytes, 1 << 20).unwrap();
+        let pages: Vec<String> = docx_pages(bytes, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.text)
+            .collect();
         assert_eq!(pages.len(), 3, "{pages:?}");
         assert!(pages[0].starts_with("# Employee handbook\n\n# Working hours\n\nCore hours"));
         assert!(pages[0].ends_with("- Remote work is allowed on Mondays and Fridays."));
@@ -692,8 +715,10 @@ mod tests {
     #[test]
     fn slides_follow_the_presentation_order_with_titles_and_tables() {
         let pages = pptx_pages(include_bytes!("../../tests/fixtures/deck.pptx"), 1 << 24).unwrap();
+        let labels: Vec<_> = pages.iter().map(|p| p.label.as_deref().unwrap()).collect();
+        assert_eq!(labels, vec!["slide 1", "slide 2", "slide 3"]);
         assert_eq!(
-            pages,
+            pages.into_iter().map(|p| p.text).collect::<Vec<_>>(),
             vec![
                 "# Risks\n\nThe data center contract expires in October.",
                 "# Quarterly review\n\nRevenue grew 12 percent over the last quarter.",
@@ -706,8 +731,10 @@ mod tests {
     fn sheets_become_pages_of_aligned_rows() {
         let pages =
             xlsx_pages(include_bytes!("../../tests/fixtures/budget.xlsx"), 1 << 24).unwrap();
+        let labels: Vec<_> = pages.iter().map(|p| p.label.as_deref().unwrap()).collect();
+        assert_eq!(labels, vec!["sheet Costs", "sheet People"]);
         assert_eq!(
-            pages,
+            pages.into_iter().map(|p| p.text).collect::<Vec<_>>(),
             vec![
                 "## Costs\n\nItem | Amount | Approved\nVenue rental | 4200 | TRUE\nCatering | 1850.5 | FALSE\nTravel |  | pending",
                 "## People\n\nName | Role\nAda | Project lead",

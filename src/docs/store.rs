@@ -81,9 +81,30 @@ pub struct DocRecord {
     pub chunks: u32,
     /// Whether the document has real pages (PDF) for citations.
     pub paged: bool,
+    /// How citations name each page (`slide 3`, `sheet Costs`), in page order; empty: by page
+    /// number. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub page_labels: Vec<String>,
 }
 
 impl DocRecord {
+    /// What its pages are called: slides in a presentation, sheets in a workbook.
+    pub fn page_noun(&self) -> (&'static str, &'static str) {
+        if self.mime.contains("presentationml") {
+            ("slide", "slides")
+        } else if self.mime.contains("spreadsheetml") {
+            ("sheet", "sheets")
+        } else {
+            ("page", "pages")
+        }
+    }
+
+    /// "3 pages", "1 slide", "2 sheets".
+    pub fn pages_counted(&self) -> String {
+        let (one, many) = self.page_noun();
+        crate::commands::counted(self.pages.into(), one, many)
+    }
+
     /// OCR engines used, for `/files`.
     pub fn ocr_engines(&self) -> Vec<String> {
         let mut e: Vec<String> = self
@@ -125,14 +146,18 @@ pub struct ChunkRecord {
     pub heading: Option<String>,
     /// The text.
     pub text: String,
+    /// How a citation names its page (`slide 3`), when not by number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl ChunkRecord {
-    /// The citation tag, e.g. `report.pdf p.3`.
+    /// The citation tag, e.g. `report.pdf p.3` or `deck.pptx slide 2`.
     pub fn citation(&self) -> String {
-        match self.page {
-            Some(p) => format!("{} p.{p}", self.name),
-            None => self.name.clone(),
+        match (&self.label, self.page) {
+            (Some(label), _) => format!("{} {label}", self.name),
+            (None, Some(p)) => format!("{} p.{p}", self.name),
+            (None, None) => self.name.clone(),
         }
     }
 }
@@ -479,6 +504,28 @@ impl DocStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_written_before_page_labels_still_read_and_cite_by_page() {
+        let doc: DocRecord = serde_json::from_str(
+            r#"{"id":"a","name":"r.pdf","mime":"application/pdf","size":1,"sha256":"x","pages":2,
+            "status":"ready","ingested_at_ms":0,"page_status":[{"kind":"text"},{"kind":"text"}],
+            "chunks":1,"paged":true}"#,
+        )
+        .unwrap();
+        assert!(doc.page_labels.is_empty());
+        assert_eq!(doc.pages_counted(), "2 pages");
+        let chunk: ChunkRecord = serde_json::from_str(
+            r#"{"doc_id":"a","name":"r.pdf","page":2,"position":0,"heading":null,"text":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(chunk.citation(), "r.pdf p.2");
+        let labelled = ChunkRecord {
+            label: Some("slide 2".into()),
+            ..chunk
+        };
+        assert_eq!(labelled.citation(), "r.pdf slide 2");
+    }
 
     #[test]
     fn quantized_scan_finds_the_exact_best_rows() {
