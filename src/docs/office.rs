@@ -378,19 +378,25 @@ fn push_block(pages: &mut [String], block: &str) {
     page.push_str("\n\n");
 }
 
-/// The value of the attribute whose local name is `name`.
-fn val(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| {
-            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .ok()
-                .map(|v| v.into_owned())
-        })
+/// The value of the first attribute that `wanted` accepts.
+fn attr(
+    e: &BytesStart<'_>,
+    wanted: impl Fn(&quick_xml::events::attributes::Attribute<'_>) -> bool,
+) -> Option<String> {
+    e.attributes().flatten().find(wanted).and_then(|a| {
+        a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .ok()
+            .map(|v| v.into_owned())
+    })
 }
 
-/// `Heading1`..`Heading9` (any case, with or without a space) and `Title` become levels.
+/// The value of the attribute whose local name is `name`.
+fn val(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
+    attr(e, |a| a.key.local_name().as_ref() == name)
+}
+
+/// `Heading1`..`Heading6` (any case, with or without a space) and `Title` become levels;
+/// deeper headings stay plain paragraphs (Markdown has six levels).
 fn heading_level(style: &str) -> Option<usize> {
     let s = style.to_ascii_lowercase().replace(' ', "");
     if s == "title" {
@@ -403,14 +409,9 @@ fn heading_level(style: &str) -> Option<usize> {
 /// The relationship id of an element: the namespaced `r:id`, not a plain `id` (slide ids
 /// in `p:sldId` are plain `id` attributes too).
 fn rel_id(e: &BytesStart<'_>) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == b"id" && a.key.prefix().is_some())
-        .and_then(|a| {
-            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .ok()
-                .map(|v| v.into_owned())
-        })
+    attr(e, |a| {
+        a.key.local_name().as_ref() == b"id" && a.key.prefix().is_some()
+    })
 }
 
 /// Decoded text of a text or entity event, for the event loops below.
