@@ -441,6 +441,30 @@ impl Engine {
         (input, output)
     }
 
+    /// The part of an input budget the local counter may fill: all of it when counts are exact,
+    /// less the safety margin when they are estimates.
+    fn usable(&self, budget: usize) -> usize {
+        if self.exact_tokens {
+            budget
+        } else {
+            ((budget as f64) * (1.0 - self.settings.token_margin)) as usize
+        }
+    }
+
+    /// The recent turns' token budget in effect: the configured one, but never more than two
+    /// thirds of what `input` leaves after the system prompt (the rest is for the query), so old turns are folded into the summary before truncation would have to
+    /// drop them from the prompt unread.
+    fn recent_budget(&self, input: usize, anchor: &crate::store::Anchor) -> usize {
+        let usable = self.usable(input);
+        let system = prompt::message_tokens(
+            self.counter.as_ref(),
+            &prompt::system_prompt(&self.prompt_cfg, anchor),
+        );
+        self.settings
+            .recent_turns_tokens
+            .min(usable.saturating_sub(system) * 2 / 3)
+    }
+
     /// Fits the prompt: locally with the counter (less the safety margin when it is only an
     /// estimate), then, when the server can count exactly, shrunk until the server agrees.
     #[allow(clippy::too_many_arguments)] // the prompt's parts, each a distinct input
@@ -454,12 +478,7 @@ impl Engine {
         budget: usize,
         max_tokens: usize,
     ) -> Result<(prompt::FittedPrompt, usize), prompt::FitError> {
-        let margin = if self.exact_tokens {
-            0.0
-        } else {
-            self.settings.token_margin
-        };
-        let mut local = ((budget as f64) * (1.0 - margin)) as usize;
+        let mut local = self.usable(budget);
         let mut attempts = 0;
         loop {
             let fitted = prompt::fit(
@@ -794,7 +813,7 @@ impl Engine {
                 &prompt::system_prompt(&self.prompt_cfg, &a),
             ),
             recent_turns_tokens: a.turns.iter().map(|e| prompt::exchange_tokens(c, e)).sum(),
-            recent_turns_budget: self.settings.recent_turns_tokens,
+            recent_turns_budget: self.recent_budget(self.settings.max_input_tokens, &a),
             last_prompt_tokens: a.counters.prompt_tokens_last,
             max_input_tokens: self.settings.max_input_tokens,
             max_output_tokens: self.settings.max_output_tokens,
@@ -811,7 +830,8 @@ impl Engine {
             .iter()
             .map(|e| prompt::exchange_tokens(c, e))
             .collect();
-        let budget = self.settings.recent_turns_tokens;
+        // Against the input budget in effect, which a server's context length may shrink.
+        let budget = self.recent_budget(self.budgets().await.0, &anchor);
         let mut remaining: usize = costs.iter().sum();
         if remaining <= budget {
             return Ok(false);

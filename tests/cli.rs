@@ -219,7 +219,11 @@ async fn stream_cut_mid_answer_or_server_error_stores_nothing() {
 async fn input_over_budget_is_cut_oldest_first_keeping_system_and_query() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
+    // The summarizer fails, so the history outgrows the prompt and has to be cut.
     let llm = FakeLlm::start(|req| {
+        if is_summary(req) {
+            return Reply::status(500);
+        }
         let q = last_user(req);
         Reply::text(&format!(
             "{q} {}",
@@ -230,14 +234,12 @@ async fn input_over_budget_is_cut_oldest_first_keeping_system_and_query() {
     let budget = "600";
     for i in 0..8 {
         let mut cmd = anchorbot(&dir, &llm.url);
-        cmd.env("ANCHORBOT_MAX_INPUT_TOKENS", budget)
-            .env("ANCHORBOT_RECENT_TURNS_TOKENS", "100000")
-            .args([
-                "ask",
-                "--conversation",
-                "b",
-                &format!("question number {i}"),
-            ]);
+        cmd.env("ANCHORBOT_MAX_INPUT_TOKENS", budget).args([
+            "ask",
+            "--conversation",
+            "b",
+            &format!("question number {i}"),
+        ]);
         assert!(run(cmd).await.0);
     }
     let reqs = llm.turn_requests();
@@ -347,6 +349,63 @@ async fn summarization_triggers_and_keeps_key_facts() {
         ]
     );
     assert_eq!(st["summaries"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_input_budget_folds_turns_before_truncation_would_drop_them() {
+    // Only max_input_tokens is lowered (a small-context server); recent_turns_tokens keeps its
+    // default of 6144, which alone would let turns fall out of the prompt unsummarized.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let llm = FakeLlm::start(|req| {
+        if is_summary(req) {
+            Reply::text("SUMMARY: Ada named the project Bluebird.\nFACTS:\n- The project codename is Bluebird\n")
+        } else {
+            Reply::text(&format!("Noted: {} {}", last_user(req), "and some detail ".repeat(10)))
+        }
+    })
+    .await;
+    let mut i = 0;
+    loop {
+        let mut cmd = anchorbot(&dir, &llm.url);
+        cmd.env("ANCHORBOT_MAX_INPUT_TOKENS", "700").args([
+            "ask",
+            "--conversation",
+            "small",
+            &format!("message {i}"),
+        ]);
+        let (ok, _, err) = run(cmd).await;
+        assert!(ok, "{err}");
+        i += 1;
+        if llm.requests().iter().any(is_summary) {
+            break;
+        }
+        assert!(i < 12, "summarization never triggered");
+    }
+    assert!(i >= 3, "folded after {i} turns");
+    // Every turn before the fold reached the model whole: nothing was dropped unread.
+    for (n, req) in llm.turn_requests().iter().enumerate() {
+        let text = all_text(req);
+        for k in 0..n {
+            assert!(
+                text.contains(&format!("you: message {k}")),
+                "turn {n} lost message {k}"
+            );
+        }
+    }
+    let mut cmd = anchorbot(&dir, &llm.url);
+    cmd.env("ANCHORBOT_MAX_INPUT_TOKENS", "700").args([
+        "status",
+        "--conversation",
+        "small",
+        "--json",
+    ]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let budget = st["recent_turns_budget"].as_u64().unwrap();
+    assert!(budget > 0 && budget < 700 / 2, "{st}");
+    assert_eq!(st["summaries"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
