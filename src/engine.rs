@@ -909,12 +909,34 @@ pub enum SummarizeError {
     Store(#[from] StoreError),
 }
 
+/// Delivers a failed turn's final message; the outcome and the log get only its headline.
 async fn fail(reply: &mut StreamingReply, key: &ConversationKey, message: String) -> Outcome {
-    tracing::warn!(conversation = %key, reason = %message, "turn failed; nothing stored");
+    let reason = headline(&message);
+    tracing::warn!(conversation = %key, %reason, "turn failed; nothing stored");
     if let Err(e) = reply.finish(&message, FinalState::Failed).await {
         tracing::warn!(conversation = %key, error = %e, "failure message not delivered");
     }
-    Outcome::Failed(message)
+    Outcome::Failed(reason)
+}
+
+/// The one line that says why a turn failed: the `⚠️` notice when there is one, else the
+/// first line, capped. A failure message can also carry the partial answer or quoted
+/// document passages, which belong in the chat, not in logs or on stderr.
+pub fn headline(message: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    let line = match message.find('⚠') {
+        Some(i) => &message[i..],
+        None => message.trim_start(),
+    };
+    let line = line
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(['⚠', '\u{fe0f}', ' ']);
+    match line.char_indices().nth(MAX_CHARS) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
 }
 
 /// Marker that opens every summarization prompt (tests and logs recognise it).
@@ -1031,6 +1053,21 @@ pub fn merge_facts(facts: &mut Vec<String>, new: &[String], cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_headlines_leave_answers_and_passages_out() {
+        assert_eq!(
+            headline("half an ans\n\n⚠️ The answer broke off and was not saved: HTTP 500"),
+            "The answer broke off and was not saved: HTTP 500"
+        );
+        assert_eq!(
+            headline("⚠️ The reasoning model is offline, so I can't write an answer. These passages look most relevant:\n\n> secret clause\n— [a.pdf p.1]"),
+            "The reasoning model is offline, so I can't write an answer. These passages look most relevant:"
+        );
+        assert_eq!(headline("  plain reason\nmore"), "plain reason");
+        let long = "é".repeat(400);
+        assert_eq!(headline(&long).chars().count(), 301);
+    }
 
     #[test]
     fn parses_summary_and_facts() {

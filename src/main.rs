@@ -250,7 +250,7 @@ async fn ask(
     Ok(match outcome {
         Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
         Outcome::Failed(m) | Outcome::Refused(m) => {
-            eprintln!("error: {}", m.trim_start_matches("⚠️ "));
+            eprintln!("error: {}", anchorbot::engine::headline(&m));
             ExitCode::FAILURE
         }
         Outcome::Ignored | Outcome::Duplicate => ExitCode::from(2),

@@ -209,6 +209,8 @@ async fn stream_cut_mid_answer_or_server_error_stores_nothing() {
         "the partial text is shown: {out}"
     );
     assert!(err.contains("broke off"), "{err}");
+    // The partial answer is for the reader (stdout), not for the log or the error line.
+    assert!(!err.contains("half an ans"), "{err}");
     let (ok, _, err) = ask(&dir, &llm.url, "c", "server error").await;
     assert!(!ok);
     assert!(err.contains("HTTP 500"), "{err}");
