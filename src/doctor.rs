@@ -52,10 +52,38 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
                 .into_iter()
                 .map(|e| ("vision", e)),
         );
+    let budget = settings.max_input_tokens + settings.max_output_tokens;
+    let tesseract = installed("tesseract", "--version").await;
     for (role, ep) in endpoints {
-        checks.push(endpoint(role, &ep).await);
+        let mut check = endpoint(role, &ep).await;
+        if role == "reasoning" && check.ok && !check.detail.contains("max_model_len") {
+            // llama.cpp and most non-vLLM servers: nothing shrinks the budgets automatically.
+            let _ = write!(
+                check.detail,
+                "; it does not report its context length: keep max_input_tokens + max_output_tokens ({budget}) within it"
+            );
+        }
+        if role == "vision" && !check.ok {
+            check.detail.push_str(if tesseract {
+                "; scans and images are read with tesseract meanwhile"
+            } else {
+                "; scans and images cannot be read until it is up (or tesseract-ocr is installed)"
+            });
+        }
+        checks.push(check);
     }
     checks
+}
+
+/// Whether `tool` runs.
+async fn installed(tool: &str, arg: &str) -> bool {
+    tokio::process::Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok()
 }
 
 /// Checks one endpoint and lists what it serves.
@@ -121,13 +149,7 @@ async fn document_tools(settings: &Settings) -> Vec<Check> {
             "OCR fallback (Debian tesseract-ocr)",
         ),
     ] {
-        let found = tokio::process::Command::new(tool)
-            .arg(arg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await
-            .is_ok();
+        let found = installed(tool, arg).await;
         checks.push(Check {
             name: format!("{tool}: {what}"),
             ok: found || !needed,

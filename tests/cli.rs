@@ -448,6 +448,25 @@ async fn doctor_reports_endpoints_and_models() {
     let (ok, out, _) = run(cmd).await;
     assert!(!ok);
     assert!(out.contains("FAIL"), "{out}");
+
+    // A server that does not report its context (llama.cpp), and no vision server: doctor says
+    // what that means for the budgets and for scans.
+    let plain = FakeLlm::start_with(None, None, echo).await;
+    let mut cmd = anchorbot(&dir, &plain.url);
+    cmd.env("ANCHORBOT_VISION_URL", closed_port_url())
+        .env("ANCHORBOT_MAX_INPUT_TOKENS", "3000")
+        .env("ANCHORBOT_MAX_OUTPUT_TOKENS", "500")
+        .arg("doctor");
+    let (_, out, _) = run(cmd).await;
+    assert!(
+        out.contains("does not report its context length: keep max_input_tokens + max_output_tokens (3500) within it"),
+        "{out}"
+    );
+    let vision = out.lines().find(|l| l.contains("vision endpoint")).unwrap();
+    assert!(
+        vision.starts_with("[FAIL]") && vision.contains("read with tesseract meanwhile"),
+        "{vision}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
