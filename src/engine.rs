@@ -452,8 +452,9 @@ impl Engine {
     }
 
     /// The recent turns' token budget in effect: the configured one, but never more than two
-    /// thirds of what `input` leaves after the system prompt (the rest is for the query), so old turns are folded into the summary before truncation would have to
-    /// drop them from the prompt unread.
+    /// thirds of what `input` leaves after the system prompt (the rest is for the query), so
+    /// old turns are folded into the summary before truncation would have to drop them from
+    /// the prompt unread.
     fn recent_budget(&self, input: usize, anchor: &crate::store::Anchor) -> usize {
         let usable = self.usable(input);
         let system = prompt::message_tokens(

@@ -119,15 +119,19 @@ impl EndpointPool {
         up.into_iter().chain(down).collect()
     }
 
-    async fn open(
-        endpoint: &OpenAiEndpoint,
-        request: &ChatRequest,
-    ) -> Result<ItemStream, LlmError> {
-        let mut stream = endpoint.stream(request).await?;
+    /// Opens a stream on `member`, counted as open from the request until the stream is dropped
+    /// (a health probe while the server processes the prompt would cut it just the same).
+    async fn open(member: &Member, request: &ChatRequest) -> Result<ItemStream, LlmError> {
+        let busy = Streaming::start(&member.streaming);
+        let mut stream = member.endpoint.stream(request).await?;
         // Wait for the first item so failures before any token are still retryable here.
         match stream.next().await {
             Some(Ok(first)) => Ok(Box::pin(
-                futures_util::stream::iter([Ok(first)]).chain(stream),
+                futures_util::stream::iter([Ok(first)])
+                    .chain(stream)
+                    .inspect(move |_| {
+                        let _ = &busy;
+                    }),
             )),
             Some(Err(e)) => Err(e),
             None => Err(LlmError::StreamCut(
@@ -198,7 +202,7 @@ impl ChatBackend for EndpointPool {
                 .with_max_delay(Duration::from_secs(10))
                 .with_max_times(self.policy.retries)
                 .with_jitter();
-            let attempt = || Self::open(&m.endpoint, request);
+            let attempt = || Self::open(m, request);
             let result = attempt
                 .retry(backoff)
                 .sleep(tokio::time::sleep)
@@ -212,10 +216,7 @@ impl ChatBackend for EndpointPool {
             match result {
                 Ok(s) => {
                     m.mark(true, self.policy.cooldown);
-                    let busy = Streaming::start(&m.streaming);
-                    return Ok(Box::pin(s.inspect(move |_| {
-                        let _ = &busy;
-                    })));
+                    return Ok(s);
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = m.endpoint.url(), error = %e, "endpoint failed");

@@ -608,11 +608,13 @@ async fn server_context_length_and_exact_counts_bound_the_request() {
 async fn health_checks_do_not_probe_an_endpoint_mid_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // A three-second answer, with health checks every second.
+    // 1.5 s reading the prompt, then a three-second answer, with health checks every second.
     let words: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
     let answer = words.concat().trim_end().to_string();
     let llm = FakeLlm::start(move |_| {
-        Reply::chunks(words.clone(), Some("stop")).slow(Duration::from_millis(75))
+        let mut r = Reply::chunks(words.clone(), Some("stop")).slow(Duration::from_millis(75));
+        r.first_delay = Duration::from_millis(1500);
+        r
     })
     .await;
     let mut s = settings(&data, &llm.url);
