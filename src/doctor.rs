@@ -55,14 +55,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     let budget = settings.max_input_tokens + settings.max_output_tokens;
     let tesseract = installed("tesseract", "--version").await;
     for (role, ep) in endpoints {
-        let mut check = endpoint(role, &ep).await;
-        if role == "reasoning" && check.ok && !check.detail.contains("max_model_len") {
-            // llama.cpp and most non-vLLM servers: nothing shrinks the budgets automatically.
-            let _ = write!(
-                check.detail,
-                "; it does not report its context length: keep max_input_tokens + max_output_tokens ({budget}) within it"
-            );
-        }
+        let mut check = endpoint(role, &ep, budget).await;
         if role == "vision" && !check.ok {
             check.detail.push_str(if tesseract {
                 "; scans and images are read with tesseract meanwhile"
@@ -86,8 +79,8 @@ async fn installed(tool: &str, arg: &str) -> bool {
         .is_ok()
 }
 
-/// Checks one endpoint and lists what it serves.
-async fn endpoint(role: &str, ep: &crate::settings::Endpoint) -> Check {
+/// Checks one endpoint and lists what it serves; `budget` is input plus output tokens.
+async fn endpoint(role: &str, ep: &crate::settings::Endpoint, budget: usize) -> Check {
     let client = OpenAiEndpoint::new(ep.clone());
     let name = format!("{role} endpoint {}", ep.url);
     match client.models().await {
@@ -103,6 +96,13 @@ async fn endpoint(role: &str, ep: &crate::settings::Endpoint) -> Check {
                 && models.iter().any(|m| m.owned_by.as_deref() == Some("vllm"))
             {
                 detail.push_str("; vLLM: cut answers are resumed in place");
+            }
+            if role == "reasoning" && models.iter().all(|m| m.max_model_len.is_none()) {
+                // llama.cpp and most non-vLLM servers: nothing shrinks the budgets automatically.
+                let _ = write!(
+                    detail,
+                    "; it does not report its context length: keep max_input_tokens + max_output_tokens ({budget}) within it"
+                );
             }
             let has = models.iter().any(|m| m.id == ep.model);
             if !has {

@@ -455,15 +455,18 @@ impl Engine {
     /// thirds of what `input` leaves after the system prompt (the rest is for the query), so
     /// old turns are folded into the summary before truncation would have to drop them from
     /// the prompt unread.
-    fn recent_budget(&self, input: usize, anchor: &crate::store::Anchor) -> usize {
-        let usable = self.usable(input);
-        let system = prompt::message_tokens(
-            self.counter.as_ref(),
-            &prompt::system_prompt(&self.prompt_cfg, anchor),
-        );
+    fn recent_budget(&self, input: usize, system_tokens: usize) -> usize {
         self.settings
             .recent_turns_tokens
-            .min(usable.saturating_sub(system) * 2 / 3)
+            .min(self.usable(input).saturating_sub(system_tokens) * 2 / 3)
+    }
+
+    /// Tokens of the anchored system prompt built from `anchor`.
+    fn system_tokens(&self, anchor: &crate::store::Anchor) -> usize {
+        prompt::message_tokens(
+            self.counter.as_ref(),
+            &prompt::system_prompt(&self.prompt_cfg, anchor),
+        )
     }
 
     /// Fits the prompt: locally with the counter (less the safety margin when it is only an
@@ -794,6 +797,7 @@ impl Engine {
     pub fn status(&self, key: &ConversationKey) -> Result<StatusReport, StoreError> {
         let a = self.store.anchor(key)?;
         let c = self.counter.as_ref();
+        let system_prompt_tokens = self.system_tokens(&a);
         Ok(StatusReport {
             conversation: key.to_string(),
             turns: a.counters.turns_total,
@@ -809,12 +813,10 @@ impl Engine {
                     .unwrap_or(0),
                 None => a.documents.len(),
             },
-            system_prompt_tokens: prompt::message_tokens(
-                c,
-                &prompt::system_prompt(&self.prompt_cfg, &a),
-            ),
+            system_prompt_tokens,
             recent_turns_tokens: a.turns.iter().map(|e| prompt::exchange_tokens(c, e)).sum(),
-            recent_turns_budget: self.recent_budget(self.settings.max_input_tokens, &a),
+            recent_turns_budget: self
+                .recent_budget(self.settings.max_input_tokens, system_prompt_tokens),
             last_prompt_tokens: a.counters.prompt_tokens_last,
             max_input_tokens: self.settings.max_input_tokens,
             max_output_tokens: self.settings.max_output_tokens,
@@ -832,7 +834,7 @@ impl Engine {
             .map(|e| prompt::exchange_tokens(c, e))
             .collect();
         // Against the input budget in effect, which a server's context length may shrink.
-        let budget = self.recent_budget(self.budgets().await.0, &anchor);
+        let budget = self.recent_budget(self.budgets().await.0, self.system_tokens(&anchor));
         let mut remaining: usize = costs.iter().sum();
         if remaining <= budget {
             return Ok(false);

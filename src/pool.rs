@@ -129,6 +129,7 @@ impl EndpointPool {
             Some(Ok(first)) => Ok(Box::pin(
                 futures_util::stream::iter([Ok(first)])
                     .chain(stream)
+                    // The closure owns the guard, so the count drops with the stream.
                     .inspect(move |_| {
                         let _ = &busy;
                     }),
