@@ -1,6 +1,10 @@
 //! The local console adapter: each line on standard input is a message in one named
 //! conversation, replies stream to standard output, and the "thinking…" status goes to standard
 //! error when it is a terminal. `/quit` (or end of input) ends the session.
+//!
+//! A line that is not valid UTF-8, or longer than [`MAX_LINE_BYTES`], is refused with a notice
+//! on standard error and the session goes on. Lines are read as bytes and at most the cap is
+//! held in memory, so neither kind of line reaches the engine or its tokenizer.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -14,10 +18,13 @@ use anchorbot_platform::{
     IncomingMessage, Limits, MessageRef, Platform, PlatformError, ReplyTarget, Status,
 };
 use async_trait::async_trait;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 /// Platform name in console conversation keys.
 pub const PLATFORM: &str = "console";
+
+/// Longest line, in bytes and without its line ending, that the console accepts as a message.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Output side of the console: prints replies as they grow.
 pub struct ConsolePlatform {
@@ -33,6 +40,8 @@ pub struct ConsolePlatform {
     status_on_screen: Mutex<bool>,
     /// Whether reasoning text is shown (on standard error, dimmed on a terminal).
     show_reasoning: bool,
+    /// Where notices about refused input go (standard error unless redirected).
+    notices: Mutex<Box<dyn Write + Send>>,
 }
 
 impl ConsolePlatform {
@@ -50,7 +59,14 @@ impl ConsolePlatform {
             show_status,
             status_on_screen: Mutex::new(false),
             show_reasoning: false,
+            notices: Mutex::new(Box::new(std::io::stderr())),
         }
+    }
+
+    /// Sends notices about refused input lines to `notices` instead of standard error.
+    pub fn with_notices(mut self, notices: Box<dyn Write + Send>) -> Self {
+        self.notices = Mutex::new(notices);
+        self
     }
 
     /// Also shows the model's reasoning, apart from the answer, on standard error.
@@ -64,6 +80,14 @@ impl ConsolePlatform {
         let mut out = self.out.lock().expect("console lock");
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+    }
+
+    /// Tells the user, apart from the conversation, why their input was not sent.
+    fn notice(&self, text: &str) {
+        self.wipe_status();
+        let mut notices = self.notices.lock().expect("console lock");
+        let _ = writeln!(notices, "{text}");
+        let _ = notices.flush();
     }
 
     fn wipe_status(&self) {
@@ -213,6 +237,75 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Console<R> {
     }
 }
 
+/// One line of console input, as read.
+#[derive(Debug)]
+enum Line {
+    /// A line of text, without its line ending.
+    Text(String),
+    /// A line over [`MAX_LINE_BYTES`]; it was skipped, not kept.
+    TooLong,
+    /// A line that is not UTF-8; `at` is the offset of its first bad byte.
+    NotUtf8 {
+        /// Byte offset of the first invalid sequence.
+        at: usize,
+    },
+    /// The input has ended.
+    End,
+}
+
+/// Reads the next line of `input` into `buf` (cleared first), holding at most the cap of
+/// [`MAX_LINE_BYTES`] plus a `\r\n` ending in memory.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Line> {
+    let limit = MAX_LINE_BYTES + 2;
+    buf.clear();
+    let read = (&mut *input)
+        .take(limit as u64)
+        .read_until(b'\n', buf)
+        .await?;
+    if read == 0 {
+        return Ok(Line::End);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() >= limit {
+        // The rest of the line can be any length: drop it as it arrives rather than hold it.
+        skip_line(input).await?;
+        return Ok(Line::TooLong);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() > MAX_LINE_BYTES {
+        return Ok(Line::TooLong);
+    }
+    Ok(match String::from_utf8(std::mem::take(buf)) {
+        Ok(text) => Line::Text(text),
+        Err(e) => Line::NotUtf8 {
+            at: e.utf8_error().valid_up_to(),
+        },
+    })
+}
+
+/// Discards `input` up to and including the next `\n`, one buffer at a time.
+async fn skip_line<R: AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<()> {
+    loop {
+        let chunk = input.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            input.consume(end + 1);
+            return Ok(());
+        }
+        let len = chunk.len();
+        input.consume(len);
+    }
+}
+
 /// Builds the event for `/upload PATH`: a message with the file as its attachment (read
 /// lazily by [`ConsolePlatform::fetch`]).
 pub fn upload_event(
@@ -286,18 +379,34 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
         let Console {
             key,
             user,
-            input,
+            mut input,
             interactive,
             platform,
         } = *self;
-        let mut lines = input.lines();
+        let mut buf = Vec::new();
         loop {
             if interactive {
                 platform.write(&format!("{}> ", user.display_name));
             }
-            let line = match lines.next_line().await {
-                Ok(Some(l)) => l,
-                Ok(None) => break,
+            let line = match read_line(&mut input, &mut buf).await {
+                Ok(Line::Text(l)) => l,
+                Ok(Line::End) => break,
+                // A bad line is the user's to fix, not the end of the session.
+                Ok(Line::TooLong) => {
+                    platform.notice(&format!(
+                        "Not sent: that line is longer than {} KiB, the console's limit for \
+                         one message. Use /upload PATH for a long text.",
+                        MAX_LINE_BYTES / 1024
+                    ));
+                    continue;
+                }
+                Ok(Line::NotUtf8 { at }) => {
+                    platform.notice(&format!(
+                        "Not sent: that line is not valid UTF-8 (first bad byte at offset {at}). \
+                         Send it as UTF-8 text."
+                    ));
+                    continue;
+                }
                 Err(e) => {
                     return Err(PlatformError::Transport(format!(
                         "reading standard input: {e}"
@@ -330,5 +439,106 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anchorbot_platform::{Receipt, SubmitError};
+    use tokio::io::{AsyncRead, BufReader};
+
+    /// Records the text of every message and answers it at once.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl EventSink for Recorder {
+        fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
+            if let InboundEvent::Message(m) = event {
+                self.0.lock().unwrap().push(m.text);
+            }
+            let (done, receipt) = Receipt::new();
+            let _ = done.send(());
+            Ok(receipt)
+        }
+    }
+
+    /// A writer whose bytes the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// Runs a console session over `input` (read through a small buffer, so long lines span
+    /// many reads) and returns the messages sent, what went to the output and the notices.
+    async fn session(
+        input: impl AsyncRead + Unpin + Send + 'static,
+    ) -> (Result<(), PlatformError>, Vec<String>, String, String) {
+        let (out, notices) = (Shared::default(), Shared::default());
+        let platform = Arc::new(
+            ConsolePlatform::new(Box::new(out.clone()), false)
+                .with_notices(Box::new(notices.clone())),
+        );
+        let reader = BufReader::with_capacity(64, input);
+        let console = Console::new("t", "tester", reader, false, platform).unwrap();
+        let sink = Arc::new(Recorder::default());
+        let result = Box::new(console).run(sink.clone(), &[]).await;
+        let sent = sink.0.lock().unwrap().clone();
+        (result, sent, out.text(), notices.text())
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_refused_with_a_notice_and_the_session_goes_on() {
+        let input: &[u8] = b"first\nbad \xff\xfe line\r\nsecond\n\xc3\nlast without newline";
+        let (result, sent, out, notices) = session(input).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(sent, ["first", "second", "last without newline"]);
+        assert_eq!(notices.matches("not valid UTF-8").count(), 2, "{notices}");
+        assert!(notices.contains("offset 4"), "{notices}");
+        assert!(
+            !out.contains("UTF-8"),
+            "notices stay off the reply output: {out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_cap_is_refused_and_the_next_one_is_sent() {
+        let long = tokio::io::repeat(b'x').take(16 * MAX_LINE_BYTES as u64);
+        let input = b"before\n"
+            .chain(long)
+            .chain(&b"\nafter\n"[..])
+            .chain(tokio::io::repeat(b'y').take(MAX_LINE_BYTES as u64 + 1));
+        let (result, sent, _, notices) = session(input).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(sent, ["before", "after"]);
+        assert_eq!(
+            notices.matches("longer than 64 KiB").count(),
+            2,
+            "{notices}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_at_the_cap_is_sent_whole() {
+        let at_cap = "é".repeat(MAX_LINE_BYTES / 2);
+        let input = format!("{at_cap}\r\n/quit\nnever sent\n").into_bytes();
+        let (result, sent, _, notices) = session(std::io::Cursor::new(input)).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(sent, [at_cap]);
+        assert_eq!(notices, "");
     }
 }
