@@ -1,10 +1,18 @@
 //! Token-aware chunking with `text-splitter`, sized by the same tokenizer as the prompt
 //! budget. Every chunk keeps its page and the nearest heading above it.
+//!
+//! Chunking stays linear in the page's length: runs that a tokenizer would take as one piece
+//! (letters, digits or symbols with no break, or a long stretch of whitespace) are split
+//! before anything is tokenized, because byte-pair encoding of one huge piece is quadratic;
+//! headings are found in one pass; and the sizer checks a [`Cancel`] so a time limit stops it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
+use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter, TryChunkSizer};
 
+use super::extract::Cancel;
+use super::{DocError, PageSource};
 use crate::tokens::TokenCounter;
 
 /// A chunk of one page.
@@ -12,59 +20,272 @@ use crate::tokens::TokenCounter;
 pub struct PageChunk {
     /// The text.
     pub text: String,
-    /// Byte offset in the page text.
+    /// Byte offset in the page text (after long runs were split).
     pub offset: usize,
     /// The nearest heading above the chunk, if any.
     pub heading: Option<String>,
 }
 
-/// Sizes chunks in tokens.
-struct Sizer(Arc<dyn TokenCounter>);
+/// The longest run of one kind of character left whole. A longer run (a base64 blob, a line
+/// of commas) gets a line break every this many characters; ordinary words, URLs and numbers
+/// are far shorter.
+pub const MAX_RUN: usize = 64;
 
-impl ChunkSizer for Sizer {
-    fn size(&self, chunk: &str) -> usize {
-        self.0.count(chunk)
+/// The longest line left whole. A longer one is broken at its last space or tab (or, with
+/// none, where it reaches the limit): the splitter looks for the end of the current sentence
+/// or line at every chunk, so one endless line would make chunking quadratic.
+pub const MAX_LINE: usize = 4096;
+
+/// Sizes chunks in tokens, and stops when the work is cancelled.
+struct Sizer {
+    counter: Arc<dyn TokenCounter>,
+    cancel: Cancel,
+}
+
+impl TryChunkSizer for Sizer {
+    type Error = DocError;
+
+    fn try_size(&self, chunk: &str) -> Result<usize, DocError> {
+        self.cancel.check()?;
+        Ok(self.counter.count(chunk))
     }
 }
 
 /// Splits page texts into chunks of at most `tokens` tokens with `overlap` tokens of overlap.
+/// Cheap to clone, so the work can move to a blocking thread.
+#[derive(Clone)]
 pub struct Chunker {
-    text: TextSplitter<Sizer>,
-    markdown: MarkdownSplitter<Sizer>,
+    counter: Arc<dyn TokenCounter>,
+    tokens: usize,
+    overlap: usize,
 }
 
 impl Chunker {
-    /// A chunker; `overlap` must be smaller than `tokens`.
+    /// A chunker; `overlap` is kept below `tokens`.
     pub fn new(counter: Arc<dyn TokenCounter>, tokens: usize, overlap: usize) -> Self {
-        let overlap = overlap.min(tokens.saturating_sub(1));
-        let config = |c: Arc<dyn TokenCounter>| {
-            ChunkConfig::new(tokens.max(1))
-                .with_sizer(Sizer(c))
-                .with_overlap(overlap)
-                .expect("overlap is below the chunk size")
-        };
+        let tokens = tokens.max(1);
         Self {
-            text: TextSplitter::new(config(counter.clone())),
-            markdown: MarkdownSplitter::new(config(counter)),
+            counter,
+            tokens,
+            overlap: overlap.min(tokens - 1),
         }
+    }
+
+    fn config(&self, cancel: &Cancel) -> ChunkConfig<Sizer> {
+        ChunkConfig::new(self.tokens)
+            .with_sizer(Sizer {
+                counter: self.counter.clone(),
+                cancel: cancel.clone(),
+            })
+            .with_overlap(self.overlap)
+            .expect("overlap is kept below the chunk size")
     }
 
     /// Chunks one page. Markdown keeps its structure; headings are tracked for both.
     pub fn chunk(&self, page: &str, markdown: bool) -> Vec<PageChunk> {
-        let spans: Vec<(usize, &str)> = if markdown {
-            self.markdown.chunk_indices(page).collect()
-        } else {
-            self.text.chunk_indices(page).collect()
-        };
-        spans
+        self.chunk_within(page, markdown, &Cancel::never())
+            .expect("a chunker that is never cancelled does not fail")
+    }
+
+    /// The chunks of one page read from `source`: none for a page that failed; OCR output is
+    /// Markdown (the vision prompt asks for it), other text when `markdown`.
+    pub fn chunk_page(
+        &self,
+        text: &str,
+        source: &PageSource,
+        markdown: bool,
+        cancel: &Cancel,
+    ) -> Result<Vec<PageChunk>, DocError> {
+        match source {
+            PageSource::Failed { .. } => Ok(Vec::new()),
+            PageSource::Ocr { .. } => self.chunk_within(text, true, cancel),
+            _ => self.chunk_within(text, markdown, cancel),
+        }
+    }
+
+    /// Chunks one page, stopping with [`DocError::Timeout`] once `cancel` fires.
+    pub fn chunk_within(
+        &self,
+        page: &str,
+        markdown: bool,
+        cancel: &Cancel,
+    ) -> Result<Vec<PageChunk>, DocError> {
+        let page = split_long_runs(page);
+        let page = page.as_ref();
+        let mut spans: Vec<(usize, &str)> = Vec::new();
+        for (start, segment) in segments(page, SEGMENT) {
+            let config = self.config(cancel);
+            let found: Vec<(usize, &str)> = if markdown {
+                MarkdownSplitter::new(config)
+                    .try_chunk_indices(segment)
+                    .collect::<Result<_, _>>()?
+            } else {
+                TextSplitter::new(config)
+                    .try_chunk_indices(segment)
+                    .collect::<Result<_, _>>()?
+            };
+            spans.extend(found.into_iter().map(|(at, t)| (start + at, t)));
+        }
+        let headings = Headings::of(page);
+        Ok(spans
             .into_iter()
             .filter(|(_, t)| !t.trim().is_empty())
             .map(|(offset, t)| PageChunk {
                 text: t.to_string(),
                 offset,
-                heading: heading_before(page, offset + leading_heading_len(t)),
+                heading: headings.before(offset + leading_heading_len(t)),
             })
-            .collect()
+            .collect())
+    }
+}
+
+/// The most text chunked in one piece. The splitter's work for each chunk grows with the
+/// line breaks left in its text, so a long page is chunked a segment at a time (cut at a
+/// blank line, else a line end); a chunk never spans two segments.
+pub const SEGMENT: usize = 16 * 1024;
+
+/// `page` in segments of at most `max` bytes (or one character, if longer), with their
+/// offsets: cut after the last blank line in a segment's second half, else after its last
+/// line end, else at a character boundary.
+fn segments(page: &str, max: usize) -> impl Iterator<Item = (usize, &str)> {
+    let floor = |s: &str, mut i: usize| {
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = &page[start..];
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= max {
+            rest.len()
+        } else {
+            let window = &rest[..floor(rest, max)];
+            let half = floor(window, window.len() / 2);
+            window[half..]
+                .rfind("\n\n")
+                .map(|i| half + i + 2)
+                .or_else(|| window.rfind('\n').map(|i| i + 1))
+                .unwrap_or(window.len())
+        };
+        // At least one character, so every step moves on.
+        let cut = if cut == 0 {
+            rest.chars().next().map_or(rest.len(), char::len_utf8)
+        } else {
+            cut
+        };
+        let segment = (start, &rest[..cut]);
+        start += cut;
+        Some(segment)
+    })
+}
+
+/// What a tokenizer's pre-splitting pattern keeps together: a run of letters, of digits, of
+/// other symbols, or of whitespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    Letter,
+    Digit,
+    Space,
+    Other,
+}
+
+fn run_kind(c: char) -> RunKind {
+    if c.is_whitespace() {
+        RunKind::Space
+    } else if c.is_alphabetic() {
+        RunKind::Letter
+    } else if c.is_numeric() {
+        RunKind::Digit
+    } else {
+        RunKind::Other
+    }
+}
+
+/// `text` with no run of one kind longer than [`MAX_RUN`] characters and no line longer
+/// than [`MAX_LINE`]: long runs of letters, digits or symbols get line breaks, long whitespace
+/// is cut short, long lines are broken. Borrowed when nothing needed it (nearly always).
+pub fn split_long_runs(text: &str) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut kind = None;
+    let (mut run, mut line) = (0usize, 0usize);
+    // Where the last space or tab of the current line is in the output.
+    let mut space: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        let k = run_kind(c);
+        if Some(k) == kind {
+            run += 1;
+        } else {
+            kind = Some(k);
+            run = 1;
+        }
+        let long_run = run > MAX_RUN;
+        let long_line = c != '\n' && line >= MAX_LINE;
+        if long_run || long_line {
+            let out = out.get_or_insert_with(|| {
+                let mut s = String::with_capacity(text.len() + text.len() / MAX_RUN + 1);
+                s.push_str(&text[..i]);
+                s
+            });
+            if long_run && k == RunKind::Space {
+                // Whitespace beyond the run carries nothing.
+                continue;
+            }
+            match space.take() {
+                Some(at) if !long_run => {
+                    // Break the line at its last space: the rest moves to a new line.
+                    out.replace_range(at..at + 1, "\n");
+                    line = out[at + 1..].chars().count();
+                }
+                _ => {
+                    out.push('\n');
+                    line = 0;
+                    run = 1;
+                }
+            }
+        }
+        if c == '\n' {
+            line = 0;
+            space = None;
+        } else {
+            if c == ' ' || c == '\t' {
+                space = Some(out.as_ref().map_or(i, String::len));
+            }
+            line += 1;
+        }
+        if let Some(out) = out.as_mut() {
+            out.push(c);
+        }
+    }
+    match out {
+        Some(s) => Cow::Owned(s),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// The headings of a page with where their lines start, found in one pass.
+struct Headings(Vec<(usize, String)>);
+
+impl Headings {
+    fn of(page: &str) -> Self {
+        let mut found = Vec::new();
+        let mut pos = 0;
+        for line in page.split_inclusive('\n') {
+            if let Some(h) = as_heading(line) {
+                found.push((pos, h));
+            }
+            pos += line.len();
+        }
+        Self(found)
+    }
+
+    /// The last heading whose line starts at or before byte `offset`.
+    fn before(&self, offset: usize) -> Option<String> {
+        let n = self.0.partition_point(|(start, _)| *start <= offset);
+        n.checked_sub(1).map(|i| self.0[i].1.clone())
     }
 }
 
@@ -74,22 +295,6 @@ fn leading_heading_len(chunk: &str) -> usize {
         Some(l) if as_heading(l).is_some() => l.len(),
         _ => 0,
     }
-}
-
-/// The last heading at or before byte `offset`.
-fn heading_before(page: &str, offset: usize) -> Option<String> {
-    let mut found = None;
-    let mut pos = 0;
-    for line in page.split_inclusive('\n') {
-        if pos > offset {
-            break;
-        }
-        if let Some(h) = as_heading(line) {
-            found = Some(h);
-        }
-        pos += line.len();
-    }
-    found
 }
 
 /// A Markdown heading (`# Title`) or a short title-like line in extracted text (numbered
@@ -136,6 +341,82 @@ mod tests {
         assert!(last.text.contains("terminate"));
         assert_eq!(last.heading.as_deref(), Some("Termination"));
         assert_eq!(chunks[0].heading.as_deref(), Some("Payment terms"));
+    }
+
+    #[test]
+    fn long_runs_and_lines_are_broken_and_ordinary_text_is_untouched() {
+        let prose = "Visit https://example.com/a/b?c=d&e=f for the 2024 figures: 1,234,567.\n";
+        assert!(matches!(split_long_runs(prose), Cow::Borrowed(_)));
+        let run = "x".repeat(MAX_RUN * 3 + 5);
+        let split = split_long_runs(&run);
+        assert_eq!(split.replace('\n', ""), run);
+        assert!(split.lines().all(|l| l.chars().count() <= MAX_RUN));
+        let commas = ",".repeat(1000);
+        assert!(split_long_runs(&commas).lines().all(|l| l.len() <= MAX_RUN));
+        // Whitespace beyond a run is dropped, not kept as a line.
+        let gap = format!("a{}b", " ".repeat(1000));
+        assert_eq!(split_long_runs(&gap), format!("a{}b", " ".repeat(MAX_RUN)));
+        // A long line breaks at its last space, so words stay whole.
+        let words = "budget ".repeat(MAX_LINE);
+        let broken = split_long_runs(&words);
+        assert!(broken.lines().all(|l| l.chars().count() <= MAX_LINE));
+        assert!(broken.split_whitespace().all(|w| w == "budget"));
+        assert_eq!(broken.replace('\n', " "), words);
+        // Characters of several bytes are never cut.
+        let wide = "東".repeat(MAX_RUN * 2 + 1);
+        assert_eq!(split_long_runs(&wide).replace('\n', ""), wide);
+    }
+
+    #[test]
+    fn segments_cover_the_page_and_end_at_paragraphs() {
+        let page = format!("{}\n\n{}", "a b\n".repeat(6000), "東京 ".repeat(9000));
+        let parts: Vec<_> = segments(&page, SEGMENT).collect();
+        assert!(parts.len() > 2);
+        assert_eq!(parts.iter().map(|(_, s)| *s).collect::<String>(), page);
+        for (start, s) in &parts {
+            assert_eq!(&page[*start..*start + s.len()], *s);
+            assert!(s.len() <= SEGMENT);
+        }
+        assert!(parts[0].1.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_line_with_no_break_is_chunked_whole_and_within_size() {
+        let c = Chunker::new(Arc::new(Tiktoken::cl100k()), 64, 8);
+        let counter = Tiktoken::cl100k();
+        for (line, markdown) in [
+            ("q".repeat(50_000), false),
+            (",".repeat(50_000), false),
+            ("abc+def/".repeat(6_000), true),
+        ] {
+            let chunks = c.chunk(&line, markdown);
+            assert!(!chunks.is_empty());
+            assert!(chunks.iter().all(|ch| counter.count(&ch.text) <= 64));
+            // Nothing is lost: the chunks, put back together, hold every character.
+            let kept: usize = chunks
+                .iter()
+                .map(|ch| ch.text.chars().filter(|c| !c.is_whitespace()).count())
+                .sum();
+            assert!(kept >= line.len(), "{kept} of {}", line.len());
+        }
+    }
+
+    #[test]
+    fn cancelled_chunking_stops() {
+        let c = Chunker::new(Arc::new(Tiktoken::cl100k()), 40, 8);
+        let cancel = Cancel::never();
+        cancel.cancel();
+        let err = c
+            .chunk_within("Some text to chunk.", false, &cancel)
+            .unwrap_err();
+        assert!(matches!(err, DocError::Timeout { .. }), "{err}");
+        let failed = PageSource::Failed {
+            reason: "unreadable".into(),
+        };
+        assert_eq!(
+            c.chunk_page("ignored", &failed, false, &Cancel::never()),
+            Ok(Vec::new())
+        );
     }
 
     #[test]

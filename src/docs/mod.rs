@@ -69,9 +69,18 @@ pub enum DocError {
         /// The limit.
         limit: usize,
     },
+    /// More than reading one file may produce; stopped while reading, before it fills memory.
+    #[error("the file holds more than {limit}, more than anchorbot reads from one file; share the part that matters")]
+    OverLimit {
+        /// The limit it crossed.
+        limit: extract::ReadLimit,
+    },
     /// Nothing in it.
     #[error("the file is empty")]
     Empty,
+    /// Read, but no text in it (blank pages, or images OCR could not read).
+    #[error("the file has no readable text")]
+    NoText,
     /// Not a format anchorbot reads.
     #[error("{mime} files are not supported; share a PDF, a Word, PowerPoint or Excel file (DOCX, PPTX, XLSX), an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
     Unsupported {
@@ -377,22 +386,15 @@ impl Documents {
             Kind::Text(_) => (1, Layout::Single),
             Kind::Office(office) => {
                 let owned = bytes.to_vec();
-                let read = tokio::task::spawn_blocking(move || {
-                    let cap = extract::MAX_TOOL_OUTPUT;
-                    match office {
-                        OfficeKind::Docx => office::docx_pages(&owned, cap),
-                        OfficeKind::Pptx => office::pptx_pages(&owned, cap),
-                        OfficeKind::Xlsx => office::xlsx_pages(&owned, cap),
-                    }
-                });
-                let extracted = tokio::time::timeout(parse_limit, read)
-                    .await
-                    .map_err(|_| DocError::Timeout {
-                        secs: self.cfg.parse_timeout_secs,
-                    })?
-                    .map_err(|e| DocError::Io(e.to_string()))??;
+                let limits = extract::ReadLimits::for_documents(&self.cfg);
+                let extracted = extract::blocking(parse_limit, move |cancel| match office {
+                    OfficeKind::Docx => office::docx_pages(&owned, &limits, cancel),
+                    OfficeKind::Pptx => office::pptx_pages(&owned, &limits, cancel),
+                    OfficeKind::Xlsx => office::xlsx_pages(&owned, &limits, cancel),
+                })
+                .await?;
                 if extracted.iter().all(|p| p.text.trim().is_empty()) {
-                    return Err(DocError::Empty);
+                    return Err(DocError::NoText);
                 }
                 let pages = extracted.len() as u32;
                 if pages > self.cfg.max_pages {
@@ -508,8 +510,21 @@ impl Documents {
             (page, chunks)
         };
         // Text layers are chunked before any embedding, so a file with more text than one
-        // document may hold is refused at once instead of after minutes of work.
-        let read: Vec<_> = read.into_iter().map(chunk_page).collect();
+        // document may hold is refused at once instead of after minutes of work. Up to 50 MB
+        // of text: off the async workers, and stopped inside at the parse limit.
+        let read: Vec<_> = {
+            let (chunker, limit) = (self.chunker.clone(), self.cfg.parse_timeout_secs);
+            extract::blocking(Duration::from_secs(limit), move |cancel| {
+                read.into_iter()
+                    .map(|page| {
+                        let chunks =
+                            chunker.chunk_page(&page.text, &page.source, markdown, cancel)?;
+                        Ok((page, chunks))
+                    })
+                    .collect::<Result<_, DocError>>()
+            })
+            .await?
+        };
         let total = rec.chunks as usize + read.iter().map(|(_, c)| c.len()).sum::<usize>();
         if total > self.cfg.max_chunks {
             return Err(DocError::TooMuchText {
@@ -639,14 +654,20 @@ impl Documents {
         let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
         match kind {
             Kind::Text(t) => {
-                let text = extract::decode_text(bytes);
-                let text = if *t == TextKind::Html {
-                    extract::html_to_text(&text)
-                } else {
-                    text
-                };
+                // Off the async workers: decoding 50 MB would stall every conversation.
+                let (owned, html) = (bytes.to_vec(), *t == TextKind::Html);
+                let limits = extract::ReadLimits::for_documents(&self.cfg);
+                let text = extract::blocking(parse_limit, move |cancel| {
+                    let text = extract::decode_text(&owned, &limits, cancel)?;
+                    if html {
+                        extract::html_to_text(&text, cancel)
+                    } else {
+                        Ok(text)
+                    }
+                })
+                .await?;
                 if text.trim().is_empty() {
-                    return Err(DocError::Empty);
+                    return Err(DocError::NoText);
                 }
                 Ok((
                     vec![ReadPage {
@@ -697,7 +718,8 @@ impl Documents {
                 let (Some(&first), Some(&last)) = (todo.first(), todo.last()) else {
                     return Ok((Vec::new(), Vec::new()));
                 };
-                let texts = extract::pdf_text(path, first, last, parse_limit).await?;
+                let limits = extract::ReadLimits::for_documents(&self.cfg);
+                let texts = extract::pdf_text(path, first, last, parse_limit, &limits).await?;
                 let mut pages = Vec::new();
                 let mut need_ocr = Vec::new();
                 for &p in todo {

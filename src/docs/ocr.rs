@@ -1,5 +1,7 @@
 //! OCR: the vision model (OpenAI-compatible chat with an image part as a base64 data URL) is
-//! the primary path; the `tesseract` CLI is the fallback when no vision endpoint answers.
+//! the primary path; the `tesseract` CLI is the fallback when no vision endpoint answers. Each
+//! tesseract run has its own time limit and a cap on what it prints. A page that yields no
+//! text is reported as [`DocError::NoText`], not stored as an empty page.
 
 use std::time::Duration;
 
@@ -105,7 +107,7 @@ impl VisionOcr {
             .ok_or_else(|| DocError::Ocr {
                 reason: "vision endpoint sent no message content".into(),
             })?;
-        Ok(strip_fences(text))
+        readable(strip_fences(text))
     }
 }
 
@@ -117,6 +119,14 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     msg
+}
+
+/// A transcription, or [`DocError::NoText`] when there is nothing in it.
+fn readable(text: String) -> Result<String, DocError> {
+    if text.trim().is_empty() {
+        return Err(DocError::NoText);
+    }
+    Ok(text)
 }
 
 /// Vision models like to wrap a transcription in a ```markdown fence; unwrap it.
@@ -143,12 +153,21 @@ impl Ocr for VisionOcr {
         (|| self.once(image, mime))
             .retry(backoff)
             .sleep(tokio::time::sleep)
+            // A page with no text has none the next time either.
+            .when(|e| *e != DocError::NoText)
             .notify(
                 |e, d| tracing::warn!(error = %e, retry_in = ?d, "OCR request failed; retrying"),
             )
             .await
     }
 }
+
+/// One page's tesseract run: its own limit, inside the parse limit (a page takes about a
+/// second on 2 cores).
+pub const TESSERACT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Most bytes tesseract may print for one page (a dense page is a few KB).
+const MAX_PAGE_TEXT: u64 = 1 << 20;
 
 /// The `tesseract` command-line OCR (Debian `tesseract-ocr`).
 pub struct TesseractOcr {
@@ -171,7 +190,7 @@ impl TesseractOcr {
             .unwrap_or(false);
         ok.then(|| Self {
             lang: lang.to_string(),
-            limit,
+            limit: limit.min(TESSERACT_LIMIT),
         })
     }
 }
@@ -187,19 +206,16 @@ impl Ocr for TesseractOcr {
         let dir = tempfile::tempdir().map_err(|e| DocError::Io(e.to_string()))?;
         let path = dir.path().join(format!("page.{ext}"));
         std::fs::write(&path, image).map_err(|e| DocError::Io(e.to_string()))?;
-        let run = tokio::process::Command::new("tesseract")
-            .arg(&path)
-            .arg("-")
-            .args(["-l", &self.lang])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(self.limit, run)
-            .await
-            .map_err(|_| DocError::Timeout {
-                secs: self.limit.as_secs(),
-            })?
-            .map_err(|e| DocError::Io(e.to_string()))?;
+        let args: Vec<&std::ffi::OsStr> = vec![
+            path.as_os_str(),
+            "-".as_ref(),
+            "-l".as_ref(),
+            self.lang.as_ref(),
+        ];
+        let out = super::extract::run_tool("tesseract", &args, self.limit, MAX_PAGE_TEXT, || {
+            super::extract::expands("tesseract")
+        })
+        .await?;
         if !out.status.success() {
             return Err(DocError::Ocr {
                 reason: format!(
@@ -211,7 +227,7 @@ impl Ocr for TesseractOcr {
                 ),
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        readable(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 
@@ -226,5 +242,11 @@ mod tests {
             "# Invoice\nTotal 5"
         );
         assert_eq!(strip_fences("plain"), "plain");
+    }
+
+    #[test]
+    fn a_blank_transcription_is_no_text() {
+        assert_eq!(readable(" \n ".into()), Err(DocError::NoText));
+        assert_eq!(readable("Total 5".into()), Ok("Total 5".into()));
     }
 }

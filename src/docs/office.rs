@@ -1,6 +1,10 @@
 //! Office Open XML documents: Word (DOCX), PowerPoint (PPTX) and Excel (XLSX). Each is a zip
-//! package of XML parts, read here with a cap on the total decompressed size, so a small file
-//! that inflates to gigabytes (a zip bomb) is refused instead of read.
+//! package of XML parts, streamed here part by part, never held whole. Reading is bounded by
+//! what it reads and by what it produces: the decompressed XML has a budget (a zip bomb is
+//! refused), and the text, cells, rows, columns and pages produced are counted as they are
+//! produced ([`ReadLimits`]), so a small file that expands (one long shared string in 40,000
+//! cells) is refused before it fills memory. The event loops check a [`Cancel`], so a time
+//! limit stops them.
 //!
 //! - DOCX: the body as Markdown-flavoured text (headings become `#` lines, list items `- `,
 //!   table rows `a | b`). Word records where it last broke pages (`w:lastRenderedPageBreak`)
@@ -8,44 +12,121 @@
 //!   the page a reader sees. A document written by a tool that never rendered it has one page.
 //! - PPTX: one page per slide, in presentation order; the title becomes a `#` line.
 //! - XLSX: one page per sheet, in workbook order, headed by the sheet's name; each row becomes
-//!   `a | b | c`, with empty cells kept so columns line up. Numbers are shown as stored (a date
-//!   is its serial number).
+//!   `a | b | c`. A few empty cells between filled ones are kept so columns line up; past a
+//!   wider gap a cell is written with its column (`XFD: total`) instead of padding the row.
+//!   Numbers are shown as stored (a date is its serial number).
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufReader, Read};
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use super::extract::{Cancel, ReadLimit, ReadLimits};
 use super::DocError;
 
 /// The part of a DOCX package that holds the body text.
 const BODY: &str = "word/document.xml";
 
+/// Most relationships one part may list (a real deck or workbook has hundreds).
+const MAX_RELATIONSHIPS: usize = 100_000;
+
+/// Events parsed between checks of the cancel flag.
+const EVENTS_PER_CHECK: u32 = 256;
+
 fn corrupt(reason: String) -> DocError {
     DocError::Corrupt { reason }
 }
 
+fn over(limit: ReadLimit) -> DocError {
+    DocError::OverLimit { limit }
+}
+
+/// A part's inflated bytes, counted against what is left of the package's budget.
+struct Metered<R> {
+    inner: R,
+    left: u64,
+    over: bool,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // Anything more is over the budget.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? > 0 {
+                self.over = true;
+                return Err(std::io::Error::other("over the XML budget"));
+            }
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// One part being parsed: events one at a time, checked against the budget and the cancel.
+struct Xml<'c, R> {
+    reader: Reader<BufReader<Metered<R>>>,
+    buf: Vec<u8>,
+    part: String,
+    cap: u64,
+    cancel: &'c Cancel,
+    events: u32,
+}
+
+impl<R: Read> Xml<'_, R> {
+    /// The next event.
+    fn next(&mut self) -> Result<Event<'_>, DocError> {
+        self.events = self.events.wrapping_add(1);
+        if self.events % EVENTS_PER_CHECK == 1 {
+            self.cancel.check()?;
+        }
+        self.buf.clear();
+        let at = self.reader.buffer_position();
+        match self.reader.read_event_into(&mut self.buf) {
+            Ok(event) => Ok(event),
+            Err(_) if self.reader.get_ref().get_ref().over => Err(corrupt(format!(
+                "its XML expands beyond {} MB, far beyond the file's size",
+                self.cap >> 20
+            ))),
+            Err(e) => Err(corrupt(format!("{} at byte {at}: {e}", self.part))),
+        }
+    }
+}
+
 /// An opened package with a budget for the bytes its parts may inflate to.
-struct Package<'a> {
+struct Package<'a, 'c> {
     zip: zip::ZipArchive<std::io::Cursor<&'a [u8]>>,
     budget: u64,
     cap: u64,
+    cancel: &'c Cancel,
 }
 
-impl<'a> Package<'a> {
-    fn open(bytes: &'a [u8], cap: u64) -> Result<Self, DocError> {
+impl<'a, 'c> Package<'a, 'c> {
+    fn open(bytes: &'a [u8], cap: u64, cancel: &'c Cancel) -> Result<Self, DocError> {
         let zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
             .map_err(|e| corrupt(format!("not a readable Office package: {e}")))?;
         Ok(Self {
             zip,
             budget: cap,
             cap,
+            cancel,
         })
     }
 
-    /// The text of part `name`; `None` if the package has no such part.
-    fn part(&mut self, name: &str) -> Result<Option<String>, DocError> {
+    /// Parses part `name` with `parse`, streaming it; `None` if the package has no such part.
+    fn read<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(
+            &mut Xml<'c, zip::read::ZipFile<'_, std::io::Cursor<&'a [u8]>>>,
+        ) -> Result<T, DocError>,
+    ) -> Result<Option<T>, DocError> {
         let entry = match self.zip.by_name(name) {
             Ok(e) => e,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
@@ -57,26 +138,33 @@ impl<'a> Package<'a> {
         if entry.encrypted() {
             return Err(DocError::Encrypted);
         }
-        let mut xml = Vec::new();
-        entry
-            .take(self.budget + 1)
-            .read_to_end(&mut xml)
-            .map_err(|e| corrupt(format!("{name}: {e}")))?;
-        if xml.len() as u64 > self.budget {
-            return Err(corrupt(format!(
-                "its XML expands beyond {} MB, far beyond the file's size",
-                self.cap >> 20
-            )));
-        }
-        self.budget -= xml.len() as u64;
-        String::from_utf8(xml)
-            .map(Some)
-            .map_err(|_| corrupt(format!("{name} is not UTF-8")))
+        let metered = Metered {
+            inner: entry,
+            left: self.budget,
+            over: false,
+        };
+        let mut xml = Xml {
+            reader: Reader::from_reader(BufReader::new(metered)),
+            buf: Vec::new(),
+            part: name.to_string(),
+            cap: self.cap,
+            cancel: self.cancel,
+            events: 0,
+        };
+        let parsed = parse(&mut xml)?;
+        self.budget = xml.reader.get_ref().get_ref().left;
+        Ok(Some(parsed))
     }
 
     /// A part that must exist.
-    fn required(&mut self, name: &str) -> Result<String, DocError> {
-        self.part(name)?
+    fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(
+            &mut Xml<'c, zip::read::ZipFile<'_, std::io::Cursor<&'a [u8]>>>,
+        ) -> Result<T, DocError>,
+    ) -> Result<T, DocError> {
+        self.read(name, parse)?
             .ok_or_else(|| corrupt(format!("the package has no {name}")))
     }
 
@@ -88,26 +176,29 @@ impl<'a> Package<'a> {
         } else {
             format!("{dir}/_rels/{file}.rels")
         };
-        let Some(xml) = self.part(&rels_name)? else {
-            return Ok(HashMap::new());
-        };
-        let mut out = HashMap::new();
-        let mut reader = Reader::from_str(&xml);
-        loop {
-            match reader
-                .read_event()
-                .map_err(|e| corrupt(format!("{rels_name}: {e}")))?
-            {
-                Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == b"Relationship" => {
-                    if let (Some(id), Some(target)) = (val(&e, b"Id"), val(&e, b"Target")) {
-                        out.insert(id, resolve(dir, &target));
+        let rels = self.read(&rels_name, |xml| {
+            let mut out = HashMap::new();
+            loop {
+                match xml.next()? {
+                    Event::Start(e) | Event::Empty(e)
+                        if e.local_name().as_ref() == b"Relationship" =>
+                    {
+                        if let (Some(id), Some(target)) = (val(&e, b"Id"), val(&e, b"Target")) {
+                            out.insert(id, resolve(dir, &target));
+                        }
+                        if out.len() > MAX_RELATIONSHIPS {
+                            return Err(corrupt(format!(
+                                "{rels_name} lists more than {MAX_RELATIONSHIPS} relationships"
+                            )));
+                        }
                     }
+                    Event::Eof => break,
+                    _ => {}
                 }
-                Event::Eof => break,
-                _ => {}
             }
-        }
-        Ok(out)
+            Ok(out)
+        })?;
+        Ok(rels.unwrap_or_default())
     }
 }
 
@@ -131,32 +222,33 @@ fn resolve(dir: &str, target: &str) -> String {
 }
 
 /// The parts listed by `list_part`'s `element` entries (`r:id` attributes), in order, with
-/// the entry's `name` attribute when it has one.
+/// the entry's `name` attribute when it has one; at most `limits.pages` of them.
 fn listed_parts(
-    pkg: &mut Package<'_>,
+    pkg: &mut Package<'_, '_>,
     list_part: &str,
     element: &[u8],
+    limits: &ReadLimits,
 ) -> Result<Vec<(Option<String>, String)>, DocError> {
-    let xml = pkg.required(list_part)?;
     let rels = pkg.rels(list_part)?;
-    let mut out = Vec::new();
-    let mut reader = Reader::from_str(&xml);
-    loop {
-        match reader
-            .read_event()
-            .map_err(|e| corrupt(format!("{list_part}: {e}")))?
-        {
-            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == element => {
-                let target = rel_id(&e).and_then(|id| rels.get(&id).cloned());
-                if let Some(target) = target {
-                    out.push((val(&e, b"name"), target));
+    pkg.required(list_part, |xml| {
+        let mut out = Vec::new();
+        loop {
+            match xml.next()? {
+                Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == element => {
+                    let target = rel_id(&e).and_then(|id| rels.get(&id).cloned());
+                    if let Some(target) = target {
+                        out.push((val(&e, b"name"), target));
+                    }
+                    if out.len() as u64 > limits.pages {
+                        return Err(over(ReadLimit::Pages(limits.pages)));
+                    }
                 }
+                Event::Eof => break,
+                _ => {}
             }
-            Event::Eof => break,
-            _ => {}
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 /// One page of an Office document.
@@ -168,10 +260,32 @@ pub struct OfficePage {
     pub text: String,
 }
 
-/// Extracts the pages of a DOCX. `max_xml` caps the decompressed XML.
-pub fn docx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocError> {
-    let xml = Package::open(bytes, max_xml)?.required(BODY)?;
-    let pages = body_pages(&xml).map_err(corrupt)?;
+/// Characters produced so far, against the limit.
+struct Produced<'l> {
+    limits: &'l ReadLimits,
+    chars: u64,
+}
+
+impl<'l> Produced<'l> {
+    fn new(limits: &'l ReadLimits) -> Self {
+        Self { limits, chars: 0 }
+    }
+
+    /// Counts `text` as produced.
+    fn add(&mut self, text: &str) -> Result<(), DocError> {
+        self.chars += text.chars().count() as u64;
+        self.limits.check_chars(self.chars)
+    }
+}
+
+/// Extracts the pages of a DOCX.
+pub fn docx_pages(
+    bytes: &[u8],
+    limits: &ReadLimits,
+    cancel: &Cancel,
+) -> Result<Vec<OfficePage>, DocError> {
+    let mut pkg = Package::open(bytes, limits.xml_bytes, cancel)?;
+    let pages = pkg.required(BODY, |xml| body_pages(xml, limits))?;
     Ok(pages
         .into_iter()
         .map(|text| OfficePage { label: None, text })
@@ -179,15 +293,20 @@ pub fn docx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocErro
 }
 
 /// Extracts one page per slide of a PPTX, in presentation order.
-pub fn pptx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocError> {
-    let mut pkg = Package::open(bytes, max_xml)?;
-    let slides = listed_parts(&mut pkg, "ppt/presentation.xml", b"sldId")?;
+pub fn pptx_pages(
+    bytes: &[u8],
+    limits: &ReadLimits,
+    cancel: &Cancel,
+) -> Result<Vec<OfficePage>, DocError> {
+    let mut pkg = Package::open(bytes, limits.xml_bytes, cancel)?;
+    let slides = listed_parts(&mut pkg, "ppt/presentation.xml", b"sldId", limits)?;
+    let mut produced = Produced::new(limits);
     let mut pages = Vec::with_capacity(slides.len());
     for (_, part) in slides {
-        let xml = pkg.required(&part)?;
+        let text = pkg.required(&part, |xml| slide_text(xml, &mut produced))?;
         pages.push(OfficePage {
             label: Some(format!("slide {}", pages.len() + 1)),
-            text: slide_text(&xml).map_err(|e| corrupt(format!("{part}: {e}")))?,
+            text,
         });
     }
     if pages.is_empty() {
@@ -197,20 +316,24 @@ pub fn pptx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocErro
 }
 
 /// Extracts one page per sheet of an XLSX, in workbook order.
-pub fn xlsx_pages(bytes: &[u8], max_xml: u64) -> Result<Vec<OfficePage>, DocError> {
-    let mut pkg = Package::open(bytes, max_xml)?;
-    let sheets = listed_parts(&mut pkg, "xl/workbook.xml", b"sheet")?;
-    let shared = match pkg.part("xl/sharedStrings.xml")? {
-        Some(xml) => shared_strings(&xml).map_err(|e| corrupt(format!("sharedStrings: {e}")))?,
-        None => Vec::new(),
-    };
+pub fn xlsx_pages(
+    bytes: &[u8],
+    limits: &ReadLimits,
+    cancel: &Cancel,
+) -> Result<Vec<OfficePage>, DocError> {
+    let mut pkg = Package::open(bytes, limits.xml_bytes, cancel)?;
+    let sheets = listed_parts(&mut pkg, "xl/workbook.xml", b"sheet", limits)?;
+    let shared = pkg
+        .read("xl/sharedStrings.xml", |xml| shared_strings(xml, limits))?
+        .unwrap_or_default();
+    let mut sheet = SheetLimits::new(limits);
     let mut pages = Vec::with_capacity(sheets.len());
     for (name, part) in sheets {
-        let xml = pkg.required(&part)?;
-        let rows = sheet_rows(&xml, &shared).map_err(|e| corrupt(format!("{part}: {e}")))?;
         let title = name.unwrap_or_else(|| format!("Sheet {}", pages.len() + 1));
+        let mut text = format!("## {title}\n\n");
+        pkg.required(&part, |xml| sheet_rows(xml, &shared, &mut sheet, &mut text))?;
         pages.push(OfficePage {
-            text: format!("## {title}\n\n{rows}").trim_end().to_string(),
+            text: text.trim_end().to_string(),
             label: Some(format!("sheet {title}")),
         });
     }
@@ -230,18 +353,16 @@ struct Para {
 
 /// Walks the body XML. Text only counts inside `w:t`; deleted revisions (`w:delText`) and
 /// field instructions (`w:instrText`) are other elements and so are skipped.
-fn body_pages(xml: &str) -> Result<Vec<String>, String> {
-    let mut reader = Reader::from_str(xml);
+fn body_pages<R: Read>(xml: &mut Xml<'_, R>, limits: &ReadLimits) -> Result<Vec<String>, DocError> {
+    let mut produced = Produced::new(limits);
     let mut pages = vec![String::new()];
     let mut para = Para::default();
     let mut in_text = false;
     // The cells of the current row, one entry per open (possibly nested) table.
     let mut tables: Vec<Vec<String>> = Vec::new();
+    let part = xml.part.clone();
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| format!("{BODY} at byte {}: {e}", reader.buffer_position()))?;
-        match event {
+        match xml.next()? {
             Event::Start(e) => match e.local_name().as_ref() {
                 b"t" => in_text = true,
                 b"p" => para = Para::default(),
@@ -251,9 +372,9 @@ fn body_pages(xml: &str) -> Result<Vec<String>, String> {
                         row.push(String::new());
                     }
                 }
-                _ => empty_element(&e, &mut para, &mut pages),
+                _ => empty_element(&e, &mut para, &mut pages, limits)?,
             },
-            Event::Empty(e) => empty_element(&e, &mut para, &mut pages),
+            Event::Empty(e) => empty_element(&e, &mut para, &mut pages, limits)?,
             Event::End(e) => match e.local_name().as_ref() {
                 b"t" => in_text = false,
                 b"p" => {
@@ -314,7 +435,8 @@ fn body_pages(xml: &str) -> Result<Vec<String>, String> {
             },
             Event::Eof => break,
             other if in_text => {
-                if let Some(t) = text_of(&other).map_err(|e| format!("{BODY}: {e}"))? {
+                if let Some(t) = text_of(&other).map_err(|e| corrupt(format!("{part}: {e}")))? {
+                    produced.add(&t)?;
                     para.text.push_str(&t);
                 }
             }
@@ -333,7 +455,12 @@ fn body_pages(xml: &str) -> Result<Vec<String>, String> {
 
 /// Handles the elements that matter whether or not they have content: paragraph style and
 /// numbering, tabs, line breaks and page breaks.
-fn empty_element(e: &BytesStart<'_>, para: &mut Para, pages: &mut Vec<String>) {
+fn empty_element(
+    e: &BytesStart<'_>,
+    para: &mut Para,
+    pages: &mut Vec<String>,
+    limits: &ReadLimits,
+) -> Result<(), DocError> {
     match e.local_name().as_ref() {
         b"pStyle" => {
             if let Some(style) = val(e, b"val") {
@@ -347,21 +474,30 @@ fn empty_element(e: &BytesStart<'_>, para: &mut Para, pages: &mut Vec<String>) {
         b"cr" => para.text.push('\n'),
         b"br" => {
             if val(e, b"type").as_deref() == Some("page") {
-                page_break(para, pages);
+                page_break(para, pages, limits)?;
             } else {
                 para.text.push('\n');
             }
         }
-        b"lastRenderedPageBreak" => page_break(para, pages),
+        b"lastRenderedPageBreak" => page_break(para, pages, limits)?,
         _ => {}
     }
+    Ok(())
 }
 
 /// Closes the current page: what the paragraph holds so far stays on it.
-fn page_break(para: &mut Para, pages: &mut Vec<String>) {
+fn page_break(
+    para: &mut Para,
+    pages: &mut Vec<String>,
+    limits: &ReadLimits,
+) -> Result<(), DocError> {
     let before = std::mem::take(&mut para.text);
     push_block(pages, before.trim());
+    if pages.len() as u64 >= limits.pages {
+        return Err(over(ReadLimit::Pages(limits.pages)));
+    }
     pages.push(String::new());
+    Ok(())
 }
 
 /// Appends a block to the current page, followed by a blank line (Markdown paragraph
@@ -432,16 +568,19 @@ fn text_of(event: &Event<'_>) -> Result<Option<String>, String> {
 
 /// The text of one slide: a line per paragraph, the title as a `#` line, table rows as
 /// `a | b`.
-fn slide_text(xml: &str) -> Result<String, String> {
-    let mut reader = Reader::from_str(xml);
+fn slide_text<R: Read>(
+    xml: &mut Xml<'_, R>,
+    produced: &mut Produced<'_>,
+) -> Result<String, DocError> {
     let mut out = String::new();
     let mut para = String::new();
     let mut in_text = false;
     let mut title = false;
     // Cells of the current table row, when inside a table.
     let mut row: Option<Vec<String>> = None;
+    let part = xml.part.clone();
     loop {
-        let event = reader.read_event().map_err(|e| e.to_string())?;
+        let event = xml.next()?;
         match &event {
             Event::Start(e) => match e.local_name().as_ref() {
                 b"sp" => title = false,
@@ -494,7 +633,8 @@ fn slide_text(xml: &str) -> Result<String, String> {
             },
             Event::Eof => break,
             other if in_text => {
-                if let Some(t) = text_of(other)? {
+                if let Some(t) = text_of(other).map_err(|e| corrupt(format!("{part}: {e}")))? {
+                    produced.add(&t)?;
                     para.push_str(&t);
                 }
             }
@@ -509,58 +649,170 @@ fn is_title_placeholder(e: &BytesStart<'_>) -> bool {
     matches!(val(e, b"type").as_deref(), Some("title" | "ctrTitle"))
 }
 
-/// The shared strings table of a workbook. Phonetic guides (`rPh`) are left out.
-fn shared_strings(xml: &str) -> Result<Vec<String>, String> {
-    let mut reader = Reader::from_str(xml);
-    let mut out = Vec::new();
-    let mut cur = String::new();
+/// A workbook's shared strings: one text, with where each string ends in it (8 bytes a
+/// string, not a `String` each).
+#[derive(Debug, Default)]
+struct Shared {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Shared {
+    fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = i.checked_sub(1).map_or(0, |j| self.ends[j]);
+        self.text.get(start..end)
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+/// The shared strings table of a workbook. Phonetic guides (`rPh`) are left out. Its text
+/// counts against the character limit, and its entries against the cell limit (a string no
+/// cell can use is not kept).
+fn shared_strings<R: Read>(xml: &mut Xml<'_, R>, limits: &ReadLimits) -> Result<Shared, DocError> {
+    let mut produced = Produced::new(limits);
+    let mut out = Shared::default();
     let (mut in_text, mut in_phonetic) = (false, false);
+    let part = xml.part.clone();
     loop {
-        let event = reader.read_event().map_err(|e| e.to_string())?;
-        match &event {
-            Event::Start(e) => match e.local_name().as_ref() {
-                b"si" => cur.clear(),
-                b"t" => in_text = true,
-                b"rPh" => in_phonetic = true,
-                _ => {}
-            },
-            Event::Empty(e) if e.local_name().as_ref() == b"si" => out.push(String::new()),
+        let event = xml.next()?;
+        let ended = match &event {
+            Event::Start(e) => {
+                match e.local_name().as_ref() {
+                    b"t" => in_text = true,
+                    b"rPh" => in_phonetic = true,
+                    _ => {}
+                }
+                false
+            }
+            Event::Empty(e) => e.local_name().as_ref() == b"si",
             Event::End(e) => match e.local_name().as_ref() {
-                b"si" => out.push(std::mem::take(&mut cur)),
-                b"t" => in_text = false,
-                b"rPh" => in_phonetic = false,
-                _ => {}
+                b"si" => true,
+                b"t" => {
+                    in_text = false;
+                    false
+                }
+                b"rPh" => {
+                    in_phonetic = false;
+                    false
+                }
+                _ => false,
             },
             Event::Eof => break,
             other if in_text && !in_phonetic => {
-                if let Some(t) = text_of(other)? {
-                    cur.push_str(&t);
+                if let Some(t) = text_of(other).map_err(|e| corrupt(format!("{part}: {e}")))? {
+                    produced.add(&t)?;
+                    out.text.push_str(&t);
                 }
+                false
             }
-            _ => {}
+            _ => false,
+        };
+        if ended {
+            out.ends.push(out.text.len());
+            if out.len() as u64 > limits.cells {
+                return Err(over(ReadLimit::Cells(limits.cells)));
+            }
         }
     }
     Ok(out)
 }
 
-/// The rows of one worksheet as `a | b | c` lines; a cell's column comes from its reference
-/// (`C7`), so empty cells keep their place.
-fn sheet_rows(xml: &str, shared: &[String]) -> Result<String, String> {
-    let mut reader = Reader::from_str(xml);
-    let mut out = String::new();
-    let mut cells: Vec<String> = Vec::new();
+/// Cells, rows and characters produced by a workbook's sheets so far, against the limits.
+struct SheetLimits<'l> {
+    limits: &'l ReadLimits,
+    produced: Produced<'l>,
+    cells: u64,
+    rows: u64,
+}
+
+impl<'l> SheetLimits<'l> {
+    fn new(limits: &'l ReadLimits) -> Self {
+        Self {
+            limits,
+            produced: Produced::new(limits),
+            cells: 0,
+            rows: 0,
+        }
+    }
+}
+
+/// Empty cells written between two filled ones so columns line up; a wider gap is not
+/// padded, and the cell after it names its column.
+const MAX_PAD: usize = 8;
+
+/// Appends one row as `a | b | c` (filled cells in column order; see [`MAX_PAD`]).
+fn push_row(out: &mut String, cells: &mut [(usize, String)]) {
+    // Cells come in column order; stable, so a repeated reference keeps its last value.
+    cells.sort_by_key(|(col, _)| *col);
+    let mut next = 0usize;
+    let mut first = true;
+    for (i, (col, text)) in cells.iter().enumerate() {
+        if cells.get(i + 1).is_some_and(|(c, _)| c == col) {
+            continue;
+        }
+        let gap = col - next.min(*col);
+        if gap <= MAX_PAD {
+            for _ in 0..gap {
+                if !first {
+                    out.push_str(" | ");
+                }
+                first = false;
+            }
+            if !first {
+                out.push_str(" | ");
+            }
+            out.push_str(text);
+        } else {
+            if !first {
+                out.push_str(" | ");
+            }
+            out.push_str(&column_name(*col));
+            out.push_str(": ");
+            out.push_str(text);
+        }
+        first = false;
+        next = col + 1;
+    }
+    out.push('\n');
+}
+
+/// The rows of one worksheet as `a | b | c` lines, appended to `out`; a cell's column comes
+/// from its reference (`C7`). Only filled cells are kept, and they, the rows and the text
+/// count against the limits as they are read.
+fn sheet_rows<R: Read>(
+    xml: &mut Xml<'_, R>,
+    shared: &Shared,
+    sheet: &mut SheetLimits<'_>,
+    out: &mut String,
+) -> Result<(), DocError> {
+    let limits = sheet.limits;
+    // The filled cells of the current row: column and text.
+    let mut cells: Vec<(usize, String)> = Vec::new();
     // The current cell: its column, type, and raw value.
     let mut col = 0usize;
+    let mut next_col = 0usize;
     let mut kind: Option<String> = None;
     let mut value = String::new();
     let mut in_value = false;
+    let part = xml.part.clone();
     loop {
-        let event = reader.read_event().map_err(|e| e.to_string())?;
+        let event = xml.next()?;
         match &event {
             Event::Start(e) => match e.local_name().as_ref() {
-                b"row" => cells.clear(),
+                b"row" => {
+                    cells.clear();
+                    next_col = 0;
+                }
                 b"c" => {
-                    col = val(e, b"r").and_then(|r| column(&r)).unwrap_or(cells.len());
+                    col = val(e, b"r").and_then(|r| column(&r)).unwrap_or(next_col);
+                    if col as u64 >= limits.columns {
+                        return Err(over(ReadLimit::Columns(limits.columns)));
+                    }
+                    next_col = col + 1;
                     kind = val(e, b"t");
                     value.clear();
                 }
@@ -568,6 +820,14 @@ fn sheet_rows(xml: &str, shared: &[String]) -> Result<String, String> {
                 b"v" | b"t" => in_value = true,
                 _ => {}
             },
+            Event::Empty(e) if e.local_name().as_ref() == b"c" => {
+                // An empty cell (formatting only) still takes its column.
+                let c = val(e, b"r").and_then(|r| column(&r)).unwrap_or(next_col);
+                if c as u64 >= limits.columns {
+                    return Err(over(ReadLimit::Columns(limits.columns)));
+                }
+                next_col = c + 1;
+            }
             Event::End(e) => match e.local_name().as_ref() {
                 b"v" | b"t" => in_value = false,
                 b"c" => {
@@ -576,42 +836,61 @@ fn sheet_rows(xml: &str, shared: &[String]) -> Result<String, String> {
                             .trim()
                             .parse::<usize>()
                             .ok()
-                            .and_then(|i| shared.get(i).cloned())
-                            .unwrap_or_default(),
+                            .and_then(|i| shared.get(i))
+                            .unwrap_or_default()
+                            .to_string(),
                         Some("b") => match value.trim() {
                             "1" => "TRUE".into(),
                             _ => "FALSE".into(),
                         },
                         _ => std::mem::take(&mut value),
                     };
-                    // Guard against a hostile column reference far to the right.
-                    if col < MAX_COLUMNS && !shown.trim().is_empty() {
-                        if cells.len() <= col {
-                            cells.resize(col + 1, String::new());
+                    if !shown.trim().is_empty() {
+                        sheet.cells += 1;
+                        if sheet.cells > limits.cells {
+                            return Err(over(ReadLimit::Cells(limits.cells)));
                         }
-                        cells[col] = shown.replace(['\n', '\r'], " ");
+                        // The separator and the text, counted before they are kept.
+                        sheet.produced.add(&shown)?;
+                        sheet.produced.add(" | ")?;
+                        cells.push((col, shown.replace(['\n', '\r'], " ")));
                     }
                 }
-                b"row" if cells.iter().any(|c| !c.trim().is_empty()) => {
-                    out.push_str(&cells.join(" | "));
-                    out.push('\n');
+                b"row" if !cells.is_empty() => {
+                    sheet.rows += 1;
+                    if sheet.rows > limits.rows {
+                        return Err(over(ReadLimit::Rows(limits.rows)));
+                    }
+                    push_row(out, &mut cells);
                 }
                 _ => {}
             },
             Event::Eof => break,
             other if in_value => {
-                if let Some(t) = text_of(other)? {
+                if let Some(t) = text_of(other).map_err(|e| corrupt(format!("{part}: {e}")))? {
                     value.push_str(&t);
+                    // One cell's text alone may not pass the limit either.
+                    limits.check_chars(value.len() as u64)?;
                 }
             }
             _ => {}
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Columns beyond this are ignored (Excel's own limit is 16,384).
-const MAX_COLUMNS: usize = 16_384;
+/// The letters of a zero-based column: 0 → `A`, 27 → `AB`, 16383 → `XFD`.
+fn column_name(mut col: usize) -> String {
+    let mut letters = Vec::new();
+    loop {
+        letters.push(b'A' + (col % 26) as u8);
+        if col < 26 {
+            break;
+        }
+        col = col / 26 - 1;
+    }
+    letters.iter().rev().map(|&b| b as char).collect()
+}
 
 /// The zero-based column of a cell reference: `A1` → 0, `AB12` → 27.
 fn column(reference: &str) -> Option<usize> {
@@ -630,6 +909,8 @@ fn column(reference: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     const W: &str = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main""#;
@@ -642,6 +923,64 @@ mod tests {
         format!("<w:p><w:r><w:t>{text}</w:t></w:r></w:p>")
     }
 
+    /// A parser over `text`, with no budget and no deadline.
+    fn xml<'c>(text: &'c str, cancel: &'c Cancel) -> Xml<'c, &'c [u8]> {
+        Xml {
+            reader: Reader::from_reader(BufReader::new(Metered {
+                inner: text.as_bytes(),
+                left: u64::MAX,
+                over: false,
+            })),
+            buf: Vec::new(),
+            part: "test.xml".into(),
+            cap: u64::MAX,
+            cancel,
+            events: 0,
+        }
+    }
+
+    fn body(text: &str) -> Result<Vec<String>, DocError> {
+        body_pages(&mut xml(text, &Cancel::never()), &ReadLimits::default())
+    }
+
+    fn rows(text: &str, shared: &Shared, limits: &ReadLimits) -> Result<String, DocError> {
+        let mut out = String::new();
+        sheet_rows(
+            &mut xml(text, &Cancel::never()),
+            shared,
+            &mut SheetLimits::new(limits),
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// A workbook of one sheet, zipped.
+    fn xlsx(shared: &str, sheet: &str) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let parts = [
+            (
+                "xl/workbook.xml",
+                r#"<workbook xmlns:r="r"><sheets><sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>"#.to_string(),
+            ),
+            (
+                "xl/_rels/workbook.xml.rels",
+                r#"<Relationships><Relationship Id="rId1" Target="worksheets/sheet1.xml"/></Relationships>"#.to_string(),
+            ),
+            ("xl/sharedStrings.xml", format!("<sst>{shared}</sst>")),
+            (
+                "xl/worksheets/sheet1.xml",
+                format!("<worksheet><sheetData>{sheet}</sheetData></worksheet>"),
+            ),
+        ];
+        for (name, text) in parts {
+            zip.start_file(name, opts).unwrap();
+            zip.write_all(text.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
     #[test]
     fn headings_lists_and_entities_become_markdown() {
         let xml = doc(&format!(
@@ -650,9 +989,8 @@ mod tests {
             <w:p><w:r><w:t xml:space="preserve">Tab</w:t><w:tab/><w:t>bed &amp; split </w:t></w:r><w:r><w:t>run</w:t></w:r></w:p>"#,
             p("Payment is due in 30 days &lt;net&gt;.")
         ));
-        let pages = body_pages(&xml).unwrap();
         assert_eq!(
-            pages,
+            body(&xml).unwrap(),
             vec!["## Terms\n\nPayment is due in 30 days <net>.\n\n- first item\n\nTab\tbed & split run"]
         );
     }
@@ -665,11 +1003,21 @@ mod tests {
             <w:p><w:r><w:br w:type="page"/></w:r></w:p>"#,
             p("first page")
         ));
-        let pages = body_pages(&xml).unwrap();
         assert_eq!(
-            pages,
+            body(&xml).unwrap(),
             vec!["first page", "second page\n\nend of two", "third page"]
         );
+    }
+
+    #[test]
+    fn page_breaks_past_the_page_limit_are_refused_while_reading() {
+        let xml = doc(&r#"<w:p><w:r><w:br w:type="page"/></w:r></w:p>"#.repeat(1000));
+        let limits = ReadLimits {
+            pages: 10,
+            ..ReadLimits::default()
+        };
+        let err = body_pages(&mut self::xml(&xml, &Cancel::never()), &limits).unwrap_err();
+        assert_eq!(err, over(ReadLimit::Pages(10)));
     }
 
     #[test]
@@ -683,14 +1031,16 @@ mod tests {
             cell("Widget"),
             p("after")
         ));
-        let pages = body_pages(&xml).unwrap();
-        assert_eq!(pages, vec!["Item | Price\nWidget | \n\nafter\n\nkept"]);
+        assert_eq!(
+            body(&xml).unwrap(),
+            vec!["Item | Price\nWidget | \n\nafter\n\nkept"]
+        );
     }
 
     #[test]
     fn a_third_party_docx_reads_with_its_pages_list_and_table() {
         let bytes = include_bytes!("../../tests/fixtures/handbook.docx");
-        let pages: Vec<String> = docx_pages(bytes, 1 << 20)
+        let pages: Vec<String> = docx_pages(bytes, &ReadLimits::default(), &Cancel::never())
             .unwrap()
             .into_iter()
             .map(|p| p.text)
@@ -706,7 +1056,11 @@ mod tests {
     #[test]
     fn a_body_over_the_cap_is_refused() {
         let bytes = include_bytes!("../../tests/fixtures/handbook.docx");
-        let err = docx_pages(bytes, 1024).unwrap_err();
+        let limits = ReadLimits {
+            xml_bytes: 1024,
+            ..ReadLimits::default()
+        };
+        let err = docx_pages(bytes, &limits, &Cancel::never()).unwrap_err();
         assert!(
             matches!(&err, DocError::Corrupt { reason } if reason.contains("expands")),
             "{err}"
@@ -714,8 +1068,33 @@ mod tests {
     }
 
     #[test]
+    fn text_over_the_character_limit_is_refused_while_reading() {
+        let bytes = include_bytes!("../../tests/fixtures/handbook.docx");
+        let limits = ReadLimits {
+            chars: 100,
+            ..ReadLimits::default()
+        };
+        let err = docx_pages(bytes, &limits, &Cancel::never()).unwrap_err();
+        assert_eq!(err, over(ReadLimit::Chars(100)));
+    }
+
+    #[test]
+    fn a_cancelled_read_stops() {
+        let bytes = include_bytes!("../../tests/fixtures/deck.pptx");
+        let cancel = Cancel::never();
+        cancel.cancel();
+        let err = pptx_pages(bytes, &ReadLimits::default(), &cancel).unwrap_err();
+        assert!(matches!(err, DocError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
     fn slides_follow_the_presentation_order_with_titles_and_tables() {
-        let pages = pptx_pages(include_bytes!("../../tests/fixtures/deck.pptx"), 1 << 24).unwrap();
+        let pages = pptx_pages(
+            include_bytes!("../../tests/fixtures/deck.pptx"),
+            &ReadLimits::default(),
+            &Cancel::never(),
+        )
+        .unwrap();
         let labels: Vec<_> = pages.iter().map(|p| p.label.as_deref().unwrap()).collect();
         assert_eq!(labels, vec!["slide 1", "slide 2", "slide 3"]);
         assert_eq!(
@@ -730,8 +1109,12 @@ mod tests {
 
     #[test]
     fn sheets_become_pages_of_aligned_rows() {
-        let pages =
-            xlsx_pages(include_bytes!("../../tests/fixtures/budget.xlsx"), 1 << 24).unwrap();
+        let pages = xlsx_pages(
+            include_bytes!("../../tests/fixtures/budget.xlsx"),
+            &ReadLimits::default(),
+            &Cancel::never(),
+        )
+        .unwrap();
         let labels: Vec<_> = pages.iter().map(|p| p.label.as_deref().unwrap()).collect();
         assert_eq!(labels, vec!["sheet Costs", "sheet People"]);
         assert_eq!(
@@ -745,20 +1128,90 @@ mod tests {
 
     #[test]
     fn shared_strings_resolve_and_phonetic_guides_are_dropped() {
+        let cancel = Cancel::never();
         let shared = shared_strings(
-            r#"<sst><si><t>Plain</t></si><si><r><t>Rich </t></r><r><t>text</t></r></si>
-            <si><t>東京</t><rPh sb="0" eb="2"><t>トウキョウ</t></rPh></si><si/></sst>"#,
+            &mut xml(
+                r#"<sst><si><t>Plain</t></si><si><r><t>Rich </t></r><r><t>text</t></r></si>
+                <si><t>東京</t><rPh sb="0" eb="2"><t>トウキョウ</t></rPh></si><si/></sst>"#,
+                &cancel,
+            ),
+            &ReadLimits::default(),
         )
         .unwrap();
-        assert_eq!(shared, vec!["Plain", "Rich text", "東京", ""]);
-        let rows = sheet_rows(
+        let all: Vec<_> = (0..shared.len()).map(|i| shared.get(i).unwrap()).collect();
+        assert_eq!(all, vec!["Plain", "Rich text", "東京", ""]);
+        let out = rows(
             r#"<worksheet><sheetData><row r="1"><c r="B1" t="s"><v>2</v></c><c r="D1" t="s"><v>1</v></c>
-            <c r="E1" t="e"><v>#DIV/0!</v></c><c r="F1" t="s"><v>99</v></c></row>
-            <row r="2"><c r="XFE2"><v>far</v></c></row></sheetData></worksheet>"#,
+            <c r="E1" t="e"><v>#DIV/0!</v></c><c r="F1" t="s"><v>99</v></c></row></sheetData></worksheet>"#,
             &shared,
+            &ReadLimits::default(),
         )
         .unwrap();
-        assert_eq!(rows, " | 東京 |  | Rich text | #DIV/0!\n");
+        assert_eq!(out, " | 東京 |  | Rich text | #DIV/0!\n");
+    }
+
+    #[test]
+    fn far_cells_are_not_padded_to_their_column() {
+        let sheet: String = (1..=3)
+            .map(|r| {
+                format!(
+                    r#"<row r="{r}"><c r="A{r}"><v>{r}</v></c><c r="XFD{r}"><v>end</v></c></row>"#
+                )
+            })
+            .collect();
+        let out = rows(&sheet, &Shared::default(), &ReadLimits::default()).unwrap();
+        assert_eq!(out, "1 | XFD: end\n2 | XFD: end\n3 | XFD: end\n");
+        let err = rows(
+            r#"<row r="1"><c r="XFE1"><v>far</v></c></row>"#,
+            &Shared::default(),
+            &ReadLimits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, over(ReadLimit::Columns(16_384)));
+        assert!(err.to_string().contains("16,384 columns in a row"), "{err}");
+    }
+
+    #[test]
+    fn one_shared_string_in_many_cells_is_refused_while_reading() {
+        let long = "x".repeat(1000);
+        let sheet: String = (1..=2000)
+            .map(|r| format!(r#"<row r="{r}"><c r="A{r}" t="s"><v>0</v></c></row>"#))
+            .collect();
+        let bytes = xlsx(&format!("<si><t>{long}</t></si>"), &sheet);
+        let limits = ReadLimits {
+            chars: 100_000,
+            ..ReadLimits::default()
+        };
+        let err = xlsx_pages(&bytes, &limits, &Cancel::never()).unwrap_err();
+        assert_eq!(err, over(ReadLimit::Chars(100_000)));
+        // Within the limits, the same workbook reads.
+        let pages = xlsx_pages(&bytes, &ReadLimits::default(), &Cancel::never()).unwrap();
+        assert_eq!(pages[0].text.matches(&long).count(), 2000);
+    }
+
+    #[test]
+    fn cells_and_rows_are_counted_while_reading() {
+        let sheet: String = (1..=50)
+            .map(|r| {
+                format!(r#"<row r="{r}"><c r="A{r}"><v>1</v></c><c r="B{r}"><v>2</v></c></row>"#)
+            })
+            .collect();
+        let cells = ReadLimits {
+            cells: 30,
+            ..ReadLimits::default()
+        };
+        assert_eq!(
+            rows(&sheet, &Shared::default(), &cells).unwrap_err(),
+            over(ReadLimit::Cells(30))
+        );
+        let rows_limit = ReadLimits {
+            rows: 20,
+            ..ReadLimits::default()
+        };
+        assert_eq!(
+            rows(&sheet, &Shared::default(), &rows_limit).unwrap_err(),
+            over(ReadLimit::Rows(20))
+        );
     }
 
     #[test]
@@ -775,13 +1228,21 @@ mod tests {
         assert_eq!(column("A1"), Some(0));
         assert_eq!(column("AB12"), Some(27));
         assert_eq!(column("12"), None);
+        for (i, name) in [(0, "A"), (25, "Z"), (26, "AA"), (27, "AB"), (16_383, "XFD")] {
+            assert_eq!(column_name(i), name);
+            assert_eq!(column(&format!("{name}1")), Some(i));
+        }
     }
 
     #[test]
     fn malformed_xml_is_an_error_not_a_panic() {
-        assert!(body_pages("<w:document><w:body><w:p></w:body>").is_err());
+        assert!(body("<w:document><w:body><w:p></w:body>").is_err());
         assert!(matches!(
-            docx_pages(b"PK\x03\x04 not really a zip", 1 << 20),
+            docx_pages(
+                b"PK\x03\x04 not really a zip",
+                &ReadLimits::default(),
+                &Cancel::never()
+            ),
             Err(DocError::Corrupt { .. })
         ));
     }

@@ -1,6 +1,9 @@
 //! Content sniffing: what a file really is, from its bytes first and its name second. A file
 //! called `report.pdf` that holds a PNG is treated as a PNG; a binary file with a `.txt` name
-//! is unsupported.
+//! is unsupported. Text is UTF-8, or UTF-16 with a byte-order mark (as Windows Notepad saves
+//! it).
+
+use super::extract::TextEncoding;
 
 /// The kinds of file anchorbot can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +159,8 @@ pub fn sniff(bytes: &[u8], name: &str) -> Result<Kind, Unsupported> {
             encrypted: mime == "application/x-ole-storage" && contains(bytes, &encrypted_package),
         });
     }
-    if looks_like_text(bytes) {
-        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).to_ascii_lowercase();
+    if let Some(head) = text_head(bytes) {
+        let head = head.to_ascii_lowercase();
         let kind = if matches!(ext, "html" | "htm" | "xhtml")
             || head.trim_start().starts_with("<!doctype html")
             || head.trim_start().starts_with("<html")
@@ -211,25 +214,55 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// UTF-8 (or UTF-16 with a BOM would be rejected) with few control characters.
-fn looks_like_text(bytes: &[u8]) -> bool {
-    if bytes.is_empty() {
-        return false;
+/// The first 2 KB of `bytes` as text if they look like text: UTF-8, or UTF-16 with a
+/// byte-order mark, with few control characters in the first 64 KB.
+fn text_head(bytes: &[u8]) -> Option<String> {
+    const SAMPLE: usize = 64 * 1024;
+    const HEAD: usize = 2048;
+    let (encoding, start) = TextEncoding::of(bytes);
+    let body = &bytes[start..];
+    if body.is_empty() {
+        return None;
     }
-    let sample = &bytes[..bytes.len().min(64 * 1024)];
-    // A multi-byte character may be cut at the sample's end.
-    let valid = match std::str::from_utf8(sample) {
-        Ok(_) => true,
-        Err(e) => e.error_len().is_none() && e.valid_up_to() + 4 >= sample.len(),
+    let sample = &body[..body.len().min(SAMPLE)];
+    let text = match encoding {
+        TextEncoding::Utf8 => match std::str::from_utf8(sample) {
+            Ok(s) => s.to_string(),
+            // A multi-byte character may be cut at the sample's end.
+            Err(e) if e.error_len().is_none() && e.valid_up_to() + 4 >= sample.len() => {
+                String::from_utf8_lossy(&sample[..e.valid_up_to()]).into_owned()
+            }
+            Err(_) => return None,
+        },
+        TextEncoding::Utf16Le | TextEncoding::Utf16Be => {
+            let mut units: Vec<u16> = sample
+                .chunks_exact(2)
+                .map(|b| match encoding {
+                    TextEncoding::Utf16Be => u16::from_be_bytes([b[0], b[1]]),
+                    _ => u16::from_le_bytes([b[0], b[1]]),
+                })
+                .collect();
+            // A surrogate pair may be cut at the sample's end; elsewhere a lone one is binary.
+            if sample.len() < body.len()
+                && units.last().is_some_and(|u| (0xD800..0xDC00).contains(u))
+            {
+                units.pop();
+            }
+            match char::decode_utf16(units).collect::<Result<String, _>>() {
+                Ok(text) => text,
+                Err(_) => return None,
+            }
+        }
     };
-    if !valid {
-        return false;
-    }
-    let control = sample
-        .iter()
-        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0c))
+    let total = text.chars().count();
+    let control = text
+        .chars()
+        .filter(|&c| c < '\u{20}' && !matches!(c, '\n' | '\r' | '\t' | '\u{c}'))
         .count();
-    control * 100 <= sample.len()
+    if total == 0 || control * 100 > total {
+        return None;
+    }
+    Some(text.chars().take(HEAD).collect())
 }
 
 #[cfg(test)]
@@ -299,5 +332,38 @@ mod tests {
                 .encrypted
         );
         assert!(sniff(&[0u8, 1, 2, 3, 4, 5, 6, 7, 200, 201], "x.bin").is_err());
+        // A byte-order mark does not make binary data text.
+        assert!(sniff(&[0xFF, 0xFE, 0, 0, 1, 0, 2, 0, 3, 0, 0x00, 0xD8], "x.txt").is_err());
+    }
+
+    #[test]
+    fn utf16_with_a_byte_order_mark_is_text() {
+        let utf16 = |text: &str, le: bool| -> Vec<u8> {
+            let bom: [u8; 2] = if le { [0xFF, 0xFE] } else { [0xFE, 0xFF] };
+            bom.into_iter()
+                .chain(text.encode_utf16().flat_map(|u| {
+                    if le {
+                        u.to_le_bytes()
+                    } else {
+                        u.to_be_bytes()
+                    }
+                }))
+                .collect()
+        };
+        assert_eq!(
+            sniff(
+                &utf16("Meeting notes\r\nBudget: 10k\r\n", true),
+                "notes.txt"
+            ),
+            Ok(Kind::Text(TextKind::Plain))
+        );
+        assert_eq!(
+            sniff(&utf16("<!DOCTYPE html><p>hi</p>", false), "page"),
+            Ok(Kind::Text(TextKind::Html))
+        );
+        assert_eq!(
+            sniff(&utf16("# Title", true), "notes.md"),
+            Ok(Kind::Text(TextKind::Markdown))
+        );
     }
 }

@@ -737,3 +737,114 @@ impl PdfWriter {
         self.buf
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files: small on disk, huge when read
+// ---------------------------------------------------------------------------------------------
+
+/// A one-page PDF whose content stream is `inflated` bytes of spaces, FlateDecode-compressed
+/// (about 1000:1, so 1 GiB is a 1 MB file). Nothing is drawn, but every reader inflates and
+/// scans the whole stream. Compressed by `python3`'s zlib in 1 MB blocks, so it never holds
+/// the inflated bytes.
+pub fn inflating_pdf(inflated: u64) -> Vec<u8> {
+    let script = "import sys, zlib\n\
+        n = int(sys.argv[1]); block = b' ' * (1 << 20); c = zlib.compressobj(9)\n\
+        out = sys.stdout.buffer\n\
+        for _ in range(n >> 20): out.write(c.compress(block))\n\
+        out.write(c.compress(b' ' * (n & ((1 << 20) - 1)))); out.write(c.flush())\n";
+    let deflated = run(Command::new("python3")
+        .args(["-c", script])
+        .arg(inflated.to_string()))
+    .stdout;
+    let mut w = PdfWriter::new();
+    w.obj(1, b"<< /Type /Catalog /Pages 2 0 R >>");
+    w.obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>");
+    w.obj(
+        3,
+        format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {} {}] /Contents 4 0 R /Resources << >> >>",
+            num(LETTER_WIDTH),
+            num(LETTER_HEIGHT)
+        )
+        .as_bytes(),
+    );
+    w.stream(4, "/Filter /FlateDecode", &deflated);
+    w.finish(1)
+}
+
+/// A zip package of `parts` (name, content), deflated, written by `python3`'s zipfile as
+/// Office writes them.
+pub fn office_zip(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let dir = TempDir::new("office-zip");
+    let mut names = Vec::new();
+    for (i, (name, bytes)) in parts.iter().enumerate() {
+        let file = dir.write(&format!("part{i}"), bytes);
+        names.push(file.display().to_string());
+        names.push(name.to_string());
+    }
+    let out = dir.path().join("package.zip");
+    let script = "import sys, zipfile\n\
+        z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\n\
+        args = sys.argv[2:]\n\
+        for i in range(0, len(args), 2): z.write(args[i], args[i + 1])\n\
+        z.close()\n";
+    run(Command::new("python3")
+        .args(["-c", script])
+        .arg(&out)
+        .args(&names));
+    read(&out)
+}
+
+/// A workbook of one sheet named `Data` with shared strings `shared` and `<sheetData>`
+/// content `rows`.
+pub fn xlsx(shared: &[&str], rows: &str) -> Vec<u8> {
+    let workbook = r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>"#;
+    let rels = r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#;
+    let types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/></Types>"#;
+    let mut sst = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="{0}" uniqueCount="{0}">"#,
+        shared.len()
+    );
+    for s in shared {
+        let _ = write!(sst, "<si><t>{s}</t></si>");
+    }
+    sst.push_str("</sst>");
+    let sheet = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>{rows}</sheetData></worksheet>"#
+    );
+    office_zip(&[
+        ("[Content_Types].xml", types.as_bytes()),
+        ("xl/workbook.xml", workbook.as_bytes()),
+        ("xl/_rels/workbook.xml.rels", rels.as_bytes()),
+        ("xl/sharedStrings.xml", sst.as_bytes()),
+        ("xl/worksheets/sheet1.xml", sheet.as_bytes()),
+    ])
+}
+
+/// One shared string of `len` characters referenced by `cells` cells (one a row): a small
+/// file whose text is `cells × len` characters.
+pub fn xlsx_one_string_everywhere(cells: usize, len: usize) -> Vec<u8> {
+    let long = "budget ".repeat(len / 7 + 1)[..len].to_string();
+    let mut rows = String::with_capacity(cells * 40);
+    for r in 1..=cells {
+        let _ = write!(rows, r#"<row r="{r}"><c r="A{r}" t="s"><v>0</v></c></row>"#);
+    }
+    xlsx(&[&long], &rows)
+}
+
+/// `rows` rows whose only cell is in the last column, XFD: padded to width, each row would
+/// be 16,384 cells.
+pub fn xlsx_last_column(rows: usize) -> Vec<u8> {
+    let mut xml = String::with_capacity(rows * 48);
+    for r in 1..=rows {
+        let _ = write!(xml, r#"<row r="{r}"><c r="XFD{r}"><v>{r}</v></c></row>"#);
+    }
+    xlsx(&[], &xml)
+}
+
+/// One line of `len` letters with no whitespace, digit or punctuation (pseudo-random from
+/// `seed`): to a tokenizer one piece, to a word splitter one word.
+pub fn one_long_word(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64(seed);
+    (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
+}

@@ -1,0 +1,275 @@
+//! Reading is bounded by what it produces: hostile files that are small on disk (a shared
+//! string in 40,000 cells, a cell in the last column of every row, one 8 MB word, a 6 MB line
+//! of commas, a page whose content stream inflates to 1 GiB) are refused or read within
+//! bounds by the real `anchorbot ingest`, whose peak memory (VmHWM) the test measures. A
+//! process still running after [`HANG_GUARD`] is killed and the test fails: a guard against
+//! hangs, not a timing assertion. Also: a UTF-16 text file with a byte-order mark is text.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::fixtures;
+use common::*;
+use tokio::io::AsyncReadExt;
+
+/// Kills a child that has not finished by then.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+
+/// The peak resident memory an ingest may reach.
+const MAX_PEAK_RSS_KB: u64 = 1 << 20;
+
+/// How one `anchorbot ingest` ended.
+struct Ingest {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    /// Peak resident set (VmHWM), in KB.
+    peak_kb: u64,
+}
+
+/// The peak resident set of process `pid` so far, in KB.
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `anchorbot ingest` on `file` with embeddings from the fake server (the embedding
+/// model is not what is measured), sampling its peak memory every 10 ms until it exits.
+async fn ingest(dir: &Path, server: &FakeLlm, file: &Path, env: &[(&str, &str)]) -> Ingest {
+    let mut cmd = anchorbot(dir, &server.url);
+    cmd.env("ANCHORBOT_DOCUMENTS_EMBEDDER", "openai")
+        .env(
+            "ANCHORBOT_DOCUMENTS_EMBEDDINGS",
+            format!("{{url=\"{}\", model=\"bow-64\"}}", server.url),
+        )
+        .args(["ingest", "--conversation", "bounds"])
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start anchorbot");
+    let pid = child.id().expect("a running child has a pid");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = tokio::spawn(async move {
+        let mut s = String::new();
+        out.read_to_string(&mut s).await.map(|_| s)
+    });
+    let stderr = tokio::spawn(async move {
+        let mut s = String::new();
+        err.read_to_string(&mut s).await.map(|_| s)
+    });
+    let started = Instant::now();
+    let mut peak_kb = 0;
+    let status = loop {
+        if let Some(kb) = vm_hwm_kb(pid) {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > HANG_GUARD {
+            child.kill().await.unwrap();
+            panic!(
+                "anchorbot ingest {} still ran after {HANG_GUARD:?} (peak {} MB)",
+                file.display(),
+                peak_kb >> 10
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(peak_kb > 0, "the peak memory was never read");
+    Ingest {
+        ok: status.success(),
+        stdout: stdout.await.unwrap().unwrap(),
+        stderr: stderr.await.unwrap().unwrap(),
+        peak_kb,
+    }
+}
+
+fn assert_bounded(what: &str, run: &Ingest) {
+    assert!(
+        run.peak_kb < MAX_PEAK_RSS_KB,
+        "{what}: peak RSS {} MB, over 1 GiB",
+        run.peak_kb >> 10
+    );
+    eprintln!(
+        "{what}: peak RSS {} MB; {}{}",
+        run.peak_kb >> 10,
+        run.stdout.trim(),
+        run.stderr.trim()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_shared_string_in_40k_cells_is_refused_while_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    // 40,000 cells × 75,000 characters: 3 GB of text from a file of about 200 KB.
+    let bytes = fixtures::xlsx_one_string_everywhere(40_000, 75_000);
+    assert!(bytes.len() < 400 * 1024, "{} bytes", bytes.len());
+    let file = write(tmp.path(), "everywhere.xlsx", &bytes);
+    let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
+    assert_bounded("shared string", &run);
+    assert!(!run.ok);
+    assert!(
+        run.stderr
+            .contains("more than 30,720,000 characters of text"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("Added"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_whose_only_cell_is_in_column_xfd_are_not_padded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    // Padded to width, 40,000 rows would be 2 GB of separators.
+    let bytes = fixtures::xlsx_last_column(40_000);
+    assert!(bytes.len() < 400 * 1024, "{} bytes", bytes.len());
+    let file = write(tmp.path(), "far.xlsx", &bytes);
+    let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
+    assert_bounded("column XFD", &run);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Added far.xlsx: 1 sheet"),
+        "{}",
+        run.stdout
+    );
+    // Each row is `XFD: n`, a few tokens: a thousand-odd chunks, not millions.
+    let chunks = chunk_count(&run.stdout);
+    assert!(chunks < 5_000, "{chunks} chunks");
+    // The last rows were read and embedded.
+    assert!(embedding_inputs(&server)
+        .iter()
+        .any(|t| t.contains("XFD: 39999")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_8_mb_word_is_chunked_in_linear_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    let word = fixtures::one_long_word(8 << 20, 8);
+    let file = write(tmp.path(), "blob.txt", &word);
+    let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
+    assert_bounded("8 MB word", &run);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(run.stdout.contains("Added blob.txt"), "{}", run.stdout);
+    // All of it was chunked and embedded, in pieces of at most 64 letters.
+    let inputs = embedding_inputs(&server);
+    assert_eq!(inputs.len(), chunk_count(&run.stdout));
+    let tail = std::str::from_utf8(&word[word.len() - 40..]).unwrap();
+    assert!(inputs.iter().any(|t| t.contains(tail)));
+    assert!(inputs
+        .iter()
+        .flat_map(|t| t.split_whitespace())
+        .all(|w| w.len() <= 64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_6_mb_line_of_commas_is_chunked_in_linear_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    let file = write(tmp.path(), "commas.csv", &vec![b','; 6 << 20]);
+    let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
+    assert_bounded("6 MB of commas", &run);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(run.stdout.contains("Added commas.csv"), "{}", run.stdout);
+    let commas: usize = embedding_inputs(&server)
+        .iter()
+        .map(|t| t.matches(',').count())
+        .sum();
+    // Every comma is in some chunk (overlapping chunks repeat a few).
+    assert!(commas >= 6 << 20, "{commas} commas embedded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_inflating_to_1_gib_is_stopped_and_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The vision model sees a blank page and says nothing.
+    let server = FakeLlm::start(|_| Reply::text("")).await;
+    let pdf = fixtures::inflating_pdf(1 << 30);
+    assert!(pdf.len() < 2 << 20, "{} bytes", pdf.len());
+    let file = write(tmp.path(), "inflating.pdf", &pdf);
+    // Each poppler run gets 10 s: reading the text layer and rendering the page each take
+    // about 8 s on an idle 2-core machine, so either may be stopped.
+    let run = ingest(
+        &tmp.path().join("data"),
+        &server,
+        &file,
+        &[("ANCHORBOT_DOCUMENTS_PARSE_TIMEOUT_SECS", "10")],
+    )
+    .await;
+    assert_bounded("inflating page", &run);
+    assert!(!run.ok);
+    assert!(!run.stdout.contains("Added"), "{}", run.stdout);
+    let stopped = run.stderr.contains("took longer than 10 s and was stopped");
+    let blank = run.stderr.contains("no readable text");
+    assert!(stopped || blank, "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_utf16_text_file_with_a_byte_order_mark_is_read_as_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    let text = "Meeting notes\r\nThe offsite happens in Lisbon during June.\r\n";
+    let bytes: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let file = write(tmp.path(), "notes.txt", &bytes);
+    let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Added notes.txt: 1 page, 1 chunk"),
+        "{}",
+        run.stdout
+    );
+    let inputs = embedding_inputs(&server);
+    assert!(
+        inputs
+            .iter()
+            .any(|t| t.contains("The offsite happens in Lisbon during June.")),
+        "{inputs:?}"
+    );
+}
+
+/// The chunk count in an ingest summary (`…, 12 chunks.`).
+fn chunk_count(summary: &str) -> usize {
+    summary
+        .split(", ")
+        .find_map(|p| {
+            p.trim()
+                .strip_suffix(" chunks.")
+                .or(p.trim().strip_suffix(" chunk."))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no chunk count in {summary}"))
+}
+
+/// Every text the fake server was asked to embed.
+fn embedding_inputs(server: &FakeLlm) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter_map(|r| r["input"].as_array())
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
