@@ -1,21 +1,26 @@
-//! Benchmarks for documents, printing the figures BENCHMARKS.md reports: ingest throughput of
+//! Benchmarks for documents, printing the figures BENCHMARKS.md reports: how much a large
+//! ingest in one conversation delays the tokens streaming in another, ingest throughput of
 //! a 200-page text PDF next to the raw embedding throughput of the same chunks, retrieval
 //! latency at 10k and 100k chunks in one conversation, and RSS with the model loaded.
 //!
 //! Run: `.ci/setup.sh && cargo bench --bench documents`.
 
-#[path = "../tests/common/fixtures.rs"]
-mod fixtures;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use anchorbot::docs::chunk::Chunker;
 use anchorbot::docs::store::{ChunkRecord, NewChunk};
 use anchorbot::docs::{DocRecord, DocStatus, Documents, PageSource};
+use anchorbot::settings::EmbedderKind;
 use anchorbot::settings::Settings;
 use anchorbot::store::Store;
 use anchorbot::tokens::Tiktoken;
+use common::{fixtures, FakeLlm, Reply};
+use futures_util::StreamExt;
 
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -40,6 +45,13 @@ fn main() {
 }
 
 async fn run() {
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    stream_while_ingesting().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut settings = Settings::default();
     settings.documents.model_dir = root.join(".models/all-MiniLM-L6-v2");
@@ -53,12 +65,6 @@ async fn run() {
         Arc::new(Tiktoken::cl100k()),
     )
     .unwrap();
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
     let rss_before = rss_mb();
     let embedder = docs
         .embedder()
@@ -195,4 +201,161 @@ async fn run() {
     println!("  model loaded             : {rss_loaded:.0} MB");
     println!("  after the 200-page ingest: {rss_ingested:.0} MB");
     println!("  with 110k vectors indexed: {:.0} MB", rss_mb());
+}
+
+/// Gaps between the SSE frames of one streamed answer, in milliseconds, read on a runtime
+/// worker like a conversation's turn.
+async fn stream_gaps(url: String) -> Vec<f64> {
+    let body = serde_json::json!({
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "q"}],
+        "stream": true
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut frames = response.bytes_stream();
+    let mut last = Instant::now();
+    let mut gaps = Vec::new();
+    while let Some(frame) = frames.next().await {
+        frame.unwrap();
+        let now = Instant::now();
+        gaps.push((now - last).as_secs_f64() * 1000.0);
+        last = now;
+    }
+    // The first gap is the request itself.
+    gaps.remove(0);
+    gaps
+}
+
+fn gap_line(label: &str, mut gaps: Vec<f64>) -> String {
+    gaps.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| gaps[((gaps.len() as f64 - 1.0) * p) as usize];
+    format!(
+        "  {label:<50}: p50 {:>5.1} ms, p99 {:>5.1} ms, max {:>6.1} ms ({} gaps)",
+        pct(0.5),
+        pct(0.99),
+        gaps[gaps.len() - 1],
+        gaps.len()
+    )
+}
+
+/// One conversation streams an answer (a token every 5 ms from the fake server) while two
+/// others each ingest an 8 MB text file (embedded by the fake server, so parsing, chunking
+/// and storage are the work). The inter-token delay is measured alone, during the ingests as
+/// they run now (parse and chunk on the blocking pool), and during the same chunking done on
+/// the async workers, as text layers were chunked before.
+async fn stream_while_ingesting() {
+    const TOKENS: usize = 2000;
+    const EVERY: Duration = Duration::from_millis(5);
+    let tokens: Vec<String> = (0..TOKENS).map(|i| format!(" w{i}")).collect();
+    let llm =
+        FakeLlm::start(move |_| Reply::chunks(tokens.clone(), Some("stop")).slow(EVERY)).await;
+    let url = llm.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("data")).unwrap();
+    let mut settings = Settings::default();
+    settings.documents.embedder = EmbedderKind::Openai;
+    settings.documents.embeddings.url = llm.url.clone();
+    settings.documents.embeddings.model = "bow-64".into();
+    let docs = Arc::new(
+        Documents::new(
+            store,
+            settings.documents.clone(),
+            settings.vision.clone(),
+            Arc::new(Tiktoken::cl100k()),
+        )
+        .unwrap(),
+    );
+    // 8 MB of prose in paragraphs, varied so chunks differ.
+    let mut text = String::with_capacity(8 << 20);
+    let mut i = 0u64;
+    while text.len() < 8 << 20 {
+        i += 1;
+        text.push_str(&format!(
+            "Item {i}: the quarterly budget covers travel, hardware and onboarding for team {}. \
+             Approvals above {} EUR need a second signature.\n\n",
+            i % 97,
+            (i * 37) % 5000
+        ));
+    }
+    let bytes = Arc::new(text.into_bytes());
+    println!(
+        "\n== inter-token delay of a streaming answer while two other conversations ingest {} MB of text each",
+        bytes.len() >> 20,
+    );
+    println!(
+        "  a token every {} ms, {TOKENS} tokens, {} runtime workers",
+        EVERY.as_millis(),
+        tokio::runtime::Handle::current().metrics().num_workers()
+    );
+
+    // Warm up the connection and the tokenizer.
+    stream_gaps(url.clone()).await;
+    let alone = tokio::spawn(stream_gaps(url.clone())).await.unwrap();
+    println!("{}", gap_line("alone", alone));
+
+    for round in 0..2 {
+        let stream = tokio::spawn(stream_gaps(url.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        let ingests: Vec<_> = (0..2)
+            .map(|n| {
+                let (docs, bytes) = (docs.clone(), bytes.clone());
+                tokio::spawn(async move {
+                    let (tx, _rx) = tokio::sync::watch::channel(String::new());
+                    let conv = format!("bench:ingest-while-streaming{round}-{n}");
+                    docs.ingest(&conv, "notes.txt", &bytes, &tx).await
+                })
+            })
+            .collect();
+        let mut chunks = 0;
+        for ingest in ingests {
+            chunks += ingest
+                .await
+                .unwrap()
+                .expect("the ingest succeeds")
+                .doc
+                .chunks;
+        }
+        let ingest_secs = t.elapsed().as_secs_f64();
+        let gaps = stream.await.unwrap();
+        println!(
+            "{}",
+            gap_line(
+                &format!(
+                    "during 2 ingests (run {}, {ingest_secs:.1} s, {chunks} chunks)",
+                    round + 1
+                ),
+                gaps
+            )
+        );
+    }
+
+    let stream = tokio::spawn(stream_gaps(url.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let chunkings: Vec<_> = (0..2)
+        .map(|_| {
+            let page = String::from_utf8(bytes.to_vec()).unwrap();
+            let chunker = Chunker::new(Arc::new(Tiktoken::cl100k()), 256, 32);
+            tokio::spawn(async move { chunker.chunk(&page, false).len() })
+        })
+        .collect();
+    let mut chunks = 0;
+    for chunking in chunkings {
+        chunks += chunking.await.unwrap();
+    }
+    let chunk_secs = t.elapsed().as_secs_f64();
+    let gaps = stream.await.unwrap();
+    println!(
+        "{}",
+        gap_line(
+            &format!("2 chunkings on the async workers ({chunk_secs:.1} s, {chunks} chunks)"),
+            gaps
+        )
+    );
 }
