@@ -158,12 +158,16 @@ pub struct ReadLimits {
 /// character limit first.
 const CHARS_PER_TOKEN: u64 = 6;
 
+/// The character limit is never lower: reading this much is cheap.
+pub const MIN_CHARS: u64 = 1_000_000;
+
 impl ReadLimits {
-    /// The limits for `cfg`: as many characters as `max_chunks` chunks can hold.
+    /// The limits for `cfg`: as many characters as `max_chunks` chunks can hold, and at least
+    /// [`MIN_CHARS`] (below that, the chunk limit's refusal is the more precise one).
     pub fn for_documents(cfg: &DocumentSettings) -> Self {
         let tokens = cfg.max_chunks as u64 * cfg.chunk_tokens.max(1) as u64;
         Self {
-            chars: tokens.saturating_mul(CHARS_PER_TOKEN),
+            chars: tokens.saturating_mul(CHARS_PER_TOKEN).max(MIN_CHARS),
             pages: cfg.max_pages.into(),
             ..Self::default()
         }
@@ -753,6 +757,15 @@ mod tests {
         assert_eq!(result, Err(DocError::Timeout { secs: 0 }));
         let inside = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(matches!(inside, DocError::Timeout { .. }));
+    }
+
+    #[test]
+    fn the_character_limit_follows_the_chunk_limit() {
+        let mut cfg = DocumentSettings::default();
+        assert_eq!(ReadLimits::for_documents(&cfg).chars, 30_720_000);
+        assert_eq!(ReadLimits::for_documents(&cfg).pages, 500);
+        cfg.max_chunks = 5;
+        assert_eq!(ReadLimits::for_documents(&cfg).chars, MIN_CHARS);
     }
 
     #[test]
