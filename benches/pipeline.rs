@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anchorbot::lang_filter::{Script, ScriptFilter};
 use anchorbot::llm::{
-    parse_chunk, ChatBackend, ChatMessage, ChatRequest, OpenAiEndpoint, StreamItem,
+    parse_chunk, ChatBackend, ChatMessage, ChatRequest, OpenAiEndpoint, Role, StreamItem,
 };
 use anchorbot::think::ThinkStart;
 use anchorbot::tokens::{Tiktoken, TokenCounter};
@@ -147,10 +147,11 @@ fn fsm_per_token() {
     let tokens = split_tokens(&text, 4);
     let payloads: Vec<String> = tokens.iter().map(|t| sse_payload(t)).collect();
     let request = ChatRequest {
-        messages: vec![ChatMessage::new("user", "q")],
+        messages: vec![ChatMessage::new(Role::User, "q")],
         max_tokens: 8192,
         temperature: None,
         continue_final: false,
+        thinking_off: false,
     };
     let cfg = TurnConfig {
         max_rounds: 3,
@@ -198,10 +199,11 @@ async fn end_to_end_per_token() {
         ..Default::default()
     });
     let request = ChatRequest {
-        messages: vec![ChatMessage::new("user", "q")],
+        messages: vec![ChatMessage::new(Role::User, "q")],
         max_tokens: 8192,
         temperature: None,
         continue_final: false,
+        thinking_off: false,
     };
     let reps = 10;
     let endpoint = Arc::new(endpoint);

@@ -15,7 +15,8 @@ use crate::dispatch::Dispatcher;
 use std::time::Duration;
 
 use crate::docs::Documents;
-use crate::engine::{Engine, Retriever};
+use crate::engine::Engine;
+use crate::retrieval::Retriever;
 use crate::pool::{EndpointPool, PoolPolicy};
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};

@@ -1,5 +1,8 @@
 //! The commands every adapter shares. The engine parses them, from typed text (`/status`) or
 //! from a platform's native command invocation.
+//!
+//! None of the commands takes arguments, so typed text is a command only when it is the slash
+//! word alone: `/clear the cache how?` is a question, never a destructive command.
 
 use anchorbot_platform::CommandSpec;
 
@@ -14,7 +17,9 @@ pub enum Command {
     Status,
     /// List the commands.
     Help,
-    /// Anything else that starts with a slash.
+    /// A native command invoked with arguments it does not take; nothing is done.
+    TakesNoArguments(String),
+    /// Any other slash word on its own.
     Unknown(String),
 }
 
@@ -43,8 +48,18 @@ pub const SPECS: &[CommandSpec] = &[
 ];
 
 impl Command {
-    /// Parses a command name (without the slash) and its arguments.
-    pub fn from_name(name: &str, _args: &str) -> Self {
+    /// Parses a native command invocation: its name (without the slash) and its arguments.
+    /// The platform marked it as a command, so it is one; but arguments are refused rather
+    /// than ignored, so `/clear everything but the files` clears nothing.
+    pub fn from_name(name: &str, args: &str) -> Self {
+        let cmd = Self::named(name);
+        if !args.trim().is_empty() && !matches!(cmd, Command::Unknown(_) | Command::Help) {
+            return Command::TakesNoArguments(name.to_ascii_lowercase());
+        }
+        cmd
+    }
+
+    fn named(name: &str) -> Self {
         match name.to_ascii_lowercase().as_str() {
             "clear" | "reset" => Command::Clear,
             "files" | "docs" => Command::Files,
@@ -54,16 +69,14 @@ impl Command {
         }
     }
 
-    /// Parses typed text; `None` if it is not a command. A path-like `/usr/bin` question is
-    /// not a command only when it has a second slash before any space.
+    /// Parses typed text; `None` if it is not a command. Only a slash word alone is a
+    /// command: with more text after it, or with a second slash (`/usr/bin`), it is a message.
     pub fn parse(text: &str) -> Option<Self> {
-        let t = text.trim();
-        let rest = t.strip_prefix('/')?;
-        let (name, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-        if name.is_empty() || name.contains('/') {
+        let name = text.trim().strip_prefix('/')?;
+        if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
             return None;
         }
-        Some(Self::from_name(name, args.trim()))
+        Some(Self::named(name))
     }
 }
 
@@ -90,7 +103,14 @@ mod tests {
     fn parses_commands_and_leaves_messages_alone() {
         assert_eq!(Command::parse("/clear"), Some(Command::Clear));
         assert_eq!(Command::parse("  /STATUS  "), Some(Command::Status));
-        assert_eq!(Command::parse("/files now"), Some(Command::Files));
+        assert_eq!(Command::parse("/files now"), None);
+        assert_eq!(Command::parse("/clear the cache how?"), None);
+        assert_eq!(Command::parse("/clear\nthen what"), None);
+        assert_eq!(
+            Command::from_name("clear", "the cache"),
+            Command::TakesNoArguments("clear".into())
+        );
+        assert_eq!(Command::from_name("CLEAR", ""), Command::Clear);
         assert_eq!(
             Command::parse("/frobnicate"),
             Some(Command::Unknown("frobnicate".into()))

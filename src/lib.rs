@@ -16,6 +16,7 @@ pub mod lang_filter;
 pub mod llm;
 pub mod pool;
 pub mod prompt;
+pub mod retrieval;
 pub mod settings;
 pub mod store;
 pub mod think;

@@ -12,27 +12,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::settings::Endpoint;
 
+/// Who speaks a chat message: a closed set, spelled as the OpenAI API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions and memory.
+    System,
+    /// A person's message.
+    User,
+    /// The model's answer.
+    Assistant,
+}
+
 /// One chat message in a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
+    /// Who speaks it.
+    pub role: Role,
     /// The text.
     pub content: String,
 }
 
 impl ChatMessage {
     /// A message with `role`.
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
-            role: role.into(),
+            role,
             content: content.into(),
         }
     }
 }
 
 /// A chat completion request, independent of the endpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChatRequest {
     /// The prompt.
     pub messages: Vec<ChatMessage>,
@@ -43,6 +55,9 @@ pub struct ChatRequest {
     /// Resume the final (assistant) message instead of starting a new one: vLLM's
     /// `continue_final_message` with no generation prompt.
     pub continue_final: bool,
+    /// Ask the chat template not to think (Qwen3 on vLLM:
+    /// `chat_template_kwargs: {"enable_thinking": false}`); set only for servers that take it.
+    pub thinking_off: bool,
 }
 
 /// Why generation stopped.
@@ -117,12 +132,55 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// The reason as a chat user reads it: about "the reasoning model", never an endpoint URL
+    /// or a server's error body (those stay in the log, through `Display`).
+    pub fn user_reason(&self) -> String {
+        match self {
+            LlmError::Unreachable { .. } => "the reasoning model cannot be reached".into(),
+            LlmError::Timeout { phase, secs, .. } => {
+                format!("the reasoning model did not answer within {secs} s ({phase})")
+            }
+            LlmError::RateLimited { retry_after } => format!(
+                "the reasoning model is busy; try again in {} s",
+                retry_after.as_secs().max(1)
+            ),
+            LlmError::Status { status, .. } => {
+                format!("the reasoning model's server answered with an error (HTTP {status})")
+            }
+            LlmError::StreamCut(_) => "the reasoning model's stream broke off mid-answer".into(),
+            LlmError::Protocol(_) => "the reasoning model sent an unexpected response".into(),
+            LlmError::AllDown { failures } => format!(
+                "the reasoning model is unavailable ({} failed)",
+                counted_servers(failures.len())
+            ),
+        }
+    }
+
     /// True when the model could not be reached at all (as opposed to a bad answer).
     pub fn is_offline(&self) -> bool {
         matches!(
             self,
             LlmError::Unreachable { .. } | LlmError::Timeout { .. } | LlmError::AllDown { .. }
         ) || matches!(self, LlmError::Status { status, .. } if *status >= 500)
+    }
+}
+
+/// A completion run to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The content text (which may still hold a `<think>` block).
+    pub content: String,
+    /// The server sent reasoning apart from the content (`reasoning_content`).
+    pub reasoning_apart: bool,
+    /// Why generation stopped.
+    pub finish: FinishReason,
+}
+
+fn counted_servers(n: usize) -> String {
+    if n == 1 {
+        "its one server".into()
+    } else {
+        format!("all {n} of its servers")
     }
 }
 
@@ -135,15 +193,22 @@ pub trait ChatBackend: Send + Sync {
     /// Starts a streamed completion. The stream ends after a [`StreamItem::Finish`] or an error.
     async fn stream(&self, request: &ChatRequest) -> Result<ItemStream, LlmError>;
 
-    /// Runs a completion to its end and returns the answer text and finish reason.
-    async fn complete(&self, request: &ChatRequest) -> Result<(String, FinishReason), LlmError> {
+    /// Runs a completion to its end.
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
         let mut s = self.stream(request).await?;
-        let mut text = String::new();
+        let mut done = Completion {
+            content: String::new(),
+            reasoning_apart: false,
+            finish: FinishReason::Stop,
+        };
         while let Some(item) = s.next().await {
             match item? {
-                StreamItem::Content(c) => text.push_str(&c),
-                StreamItem::Reasoning(_) => {}
-                StreamItem::Finish(r) => return Ok((text, r)),
+                StreamItem::Content(c) => done.content.push_str(&c),
+                StreamItem::Reasoning(_) => done.reasoning_apart = true,
+                StreamItem::Finish(r) => {
+                    done.finish = r;
+                    return Ok(done);
+                }
             }
         }
         Err(LlmError::StreamCut("no finish reason".into()))
@@ -421,6 +486,9 @@ impl ChatBackend for OpenAiEndpoint {
         if request.continue_final {
             body["continue_final_message"] = serde_json::json!(true);
             body["add_generation_prompt"] = serde_json::json!(false);
+        }
+        if request.thinking_off {
+            body["chat_template_kwargs"] = serde_json::json!({ "enable_thinking": false });
         }
         let first_token = Duration::from_secs(self.cfg.first_token_timeout_secs.max(1));
         let send = self

@@ -80,8 +80,12 @@ enum Cmd {
         /// Conversation name.
         #[arg(long, short, default_value = "default")]
         conversation: String,
-        /// Files to add.
-        #[arg(required = true)]
+        /// Also read again the pages that failed in the conversation's documents (and resume
+        /// interrupted ones) from the kept files; no file arguments needed.
+        #[arg(long)]
+        retry_failed: bool,
+        /// Files to add (sharing a partly read file again resumes it).
+        #[arg(required_unless_present = "retry_failed")]
         files: Vec<PathBuf>,
     },
     /// Search a conversation's documents.
@@ -182,8 +186,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Ingest {
             conversation,
+            retry_failed,
             files,
-        } => ingest(app, &conversation, &files).await,
+        } => ingest(app, &conversation, &files, retry_failed).await,
         Cmd::Search {
             conversation,
             top_k,
@@ -250,17 +255,23 @@ async fn ask(
     Ok(match outcome {
         Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
         Outcome::Failed(m) | Outcome::Refused(m) => {
-            eprintln!("error: {}", anchorbot::engine::headline(&m));
+            eprintln!("error: {m}");
             ExitCode::FAILURE
         }
         Outcome::Ignored | Outcome::Duplicate => ExitCode::from(2),
     })
 }
 
-async fn ingest(app: App, conversation: &str, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+async fn ingest(
+    app: App,
+    conversation: &str,
+    files: &[PathBuf],
+    retry_failed: bool,
+) -> anyhow::Result<ExitCode> {
     let key = key(conversation)?;
     let engine = app.engine();
     let mut failed = 0;
+    let mut done = std::collections::HashSet::new();
     for path in files {
         let name = path
             .file_name()
@@ -286,25 +297,48 @@ async fn ingest(app: App, conversation: &str, files: &[PathBuf]) -> anyhow::Resu
                 continue;
             }
         };
-        let (tx, mut rx) = tokio::sync::watch::channel(String::new());
-        let show = std::io::stderr().is_terminal();
-        let progress = tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                if show {
-                    eprint!("\r\x1b[K{}", rx.borrow_and_update().as_str());
-                }
+        match ingest_one(&engine, &key, &name, &bytes).await {
+            Some(id) => {
+                done.insert(id);
             }
-        });
-        let result = engine.ingest_file(&key, &name, &bytes, &tx).await;
-        drop(tx);
-        let _ = progress.await;
-        if show {
-            eprint!("\r\x1b[K");
+            None => failed += 1,
         }
-        match result {
-            Ok(report) => out!("{}", report.summary()),
-            Err(e) => {
-                eprintln!("error: {name}: {e}");
+    }
+    if retry_failed {
+        let docs = engine.documents().context("documents are not configured")?;
+        let conv = key.to_string();
+        // Documents just shared above were resumed already.
+        let todo: Vec<_> = docs
+            .retry_candidates(&conv)?
+            .into_iter()
+            .filter(|d| !done.contains(&d.id))
+            .collect();
+        if todo.is_empty() {
+            out!("Nothing to retry: no document in {conversation:?} has failed or unread pages.");
+        }
+        for doc in todo {
+            let Some(bytes) = docs.store().source(&conv, &doc.id)? else {
+                eprintln!(
+                    "error: {}: its file was not kept; share it again to resume it",
+                    doc.name
+                );
+                failed += 1;
+                continue;
+            };
+            let failed_pages = doc.failed_pages();
+            if failed_pages.is_empty() {
+                out!("Resuming {} ({}).", doc.name, doc.status.label());
+            } else {
+                let list: Vec<String> = failed_pages.iter().map(|p| p.to_string()).collect();
+                out!(
+                    "Retrying {}: page{} {}.",
+                    doc.name,
+                    if list.len() > 1 { "s" } else { "" },
+                    list.join(", ")
+                );
+            }
+            let report = ingest_one(&engine, &key, &doc.name, &bytes).await;
+            if report.is_none() {
                 failed += 1;
             }
         }
@@ -315,6 +349,41 @@ async fn ingest(app: App, conversation: &str, files: &[PathBuf]) -> anyhow::Resu
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Ingests one file, showing progress on a terminal and printing the summary line; returns
+/// the document's id, or `None` after printing why it failed.
+async fn ingest_one(
+    engine: &anchorbot::engine::Engine,
+    key: &ConversationKey,
+    name: &str,
+    bytes: &[u8],
+) -> Option<String> {
+    let (tx, mut rx) = tokio::sync::watch::channel(String::new());
+    let show = std::io::stderr().is_terminal();
+    let progress = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            if show {
+                eprint!("\r\x1b[K{}", rx.borrow_and_update().as_str());
+            }
+        }
+    });
+    let result = engine.ingest_file(key, name, bytes, &tx).await;
+    drop(tx);
+    let _ = progress.await;
+    if show {
+        eprint!("\r\x1b[K");
+    }
+    match result {
+        Ok(report) => {
+            out!("{}", report.summary());
+            Some(report.doc.id)
+        }
+        Err(e) => {
+            eprintln!("error: {name}: {e}");
+            None
+        }
+    }
 }
 
 async fn search(

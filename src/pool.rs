@@ -164,6 +164,10 @@ impl ChatBackend for EndpointPool {
         let mut answered = 0;
         let mut vllm = 0;
         for m in self.order() {
+            // A probe must never reach a server mid-answer (llama.cpp's server cuts the stream).
+            if m.streaming.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
             if let Ok(models) = m.endpoint.models().await {
                 let served = models
                     .iter()

@@ -3,6 +3,7 @@
 //! conversation: sled grows badly with many trees). Writes that report a turn done are flushed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,8 @@ use anchorbot_migrations::{self as migrations, MigrationError};
 use anchorbot_platform::{Author, ConversationKey};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::watch;
 
 /// The memory of one conversation, re-injected into every prompt.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,6 +32,21 @@ pub struct Anchor {
     /// Documents shared in the conversation.
     #[serde(default)]
     pub documents: Vec<DocumentRef>,
+    /// Summarization is paused after answers that could not be trusted; the turns stay
+    /// verbatim meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_hold: Option<SummaryHold>,
+}
+
+/// Why summarization is paused, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryHold {
+    /// Why the last attempt was not used.
+    pub reason: String,
+    /// Attempts that failed in a row.
+    pub failures: u32,
+    /// The next attempt waits until `counters.turns_total` reaches this.
+    pub retry_at_turn: u64,
 }
 
 /// One rolling summary.
@@ -79,7 +97,37 @@ pub struct DocumentRef {
     /// Page count.
     pub pages: u32,
     /// Ingestion status.
-    pub status: String,
+    pub status: DocStatus,
+}
+
+/// Where a document is in its ingestion. Anchors written before this was an enum hold the
+/// human label, which still reads back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocStatus {
+    /// Being ingested now.
+    #[serde(alias = "being read")]
+    Ingesting,
+    /// Every page was read.
+    Ready,
+    /// Read, but some pages failed (see the page list).
+    #[serde(alias = "partly read")]
+    Partial,
+    /// Ingestion stopped part-way (crash or shutdown); sharing the file again resumes it.
+    #[serde(alias = "incomplete (share it again to resume)")]
+    Incomplete,
+}
+
+impl DocStatus {
+    /// Human wording.
+    pub fn label(self) -> &'static str {
+        match self {
+            DocStatus::Ingesting => "being read",
+            DocStatus::Ready => "ready",
+            DocStatus::Partial => "partly read (share it again to retry the unread pages)",
+            DocStatus::Incomplete => "incomplete (share it again to resume)",
+        }
+    }
 }
 
 /// Store failures, with the variants a caller acts on.
@@ -135,9 +183,75 @@ pub struct Store {
     anchors: sled::Tree,
     /// `key \0 event id` → time seen (Unix ms, big endian).
     seen: sled::Tree,
-    /// Serializes flushes: concurrent sled 0.34 flushes can deadlock waiting on each other's
-    /// stability intervals (seen here with 20 conversations committing at once).
-    flush_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Group commit: one flush at a time covers every write made before it started.
+    flusher: Arc<Flusher>,
+}
+
+/// Group commit for [`Store::flush`]. Concurrent sled 0.34 flushes can deadlock waiting on
+/// each other's stability intervals (seen here with 20 conversations committing at once), so
+/// only one runs at a time; but no caller holds a lock while it runs. A caller takes a ticket,
+/// and waits until a flush that started after its ticket has finished, starting one itself
+/// when none is running. Twenty conversations committing at once share a flush or two.
+struct Flusher {
+    /// Tickets handed out.
+    requested: AtomicU64,
+    /// A flush is running.
+    running: AtomicBool,
+    /// The highest ticket the last finished flush covers, and its error, if any.
+    done: watch::Sender<(u64, Option<String>)>,
+}
+
+/// Ends a running flush even if its future is dropped, so waiters are never stranded.
+struct FlushRun<'a>(&'a Flusher);
+
+impl Drop for FlushRun<'_> {
+    fn drop(&mut self) {
+        // Cleared before waiters are woken: a woken waiter whose ticket is not covered must
+        // be able to start the next flush.
+        self.0.running.store(false, Ordering::SeqCst);
+        self.0.done.send_modify(|_| {});
+    }
+}
+
+impl Flusher {
+    async fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.done.subscribe();
+        loop {
+            {
+                let (covered, error) = &*done.borrow_and_update();
+                if *covered >= ticket {
+                    return match error {
+                        None => Ok(()),
+                        Some(e) => Err(StoreError::Io(sled::Error::Io(std::io::Error::other(
+                            e.clone(),
+                        )))),
+                    };
+                }
+            }
+            if !self.running.swap(true, Ordering::SeqCst) {
+                let run = FlushRun(self);
+                // Every ticket handed out so far belongs to a write made before this point.
+                let covers = self.requested.load(Ordering::SeqCst);
+                let db = db.clone();
+                let error = match tokio::task::spawn_blocking(move || db.flush()).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(format!("flush task failed: {e}")),
+                };
+                self.done.send_modify(|d| *d = (covers, error));
+                drop(run);
+                continue;
+            }
+            // A flush is running; it may have started before our ticket, so look again when
+            // it ends.
+            if done.changed().await.is_err() {
+                return Err(StoreError::Io(sled::Error::ReportableBug(
+                    "the store was closed while flushing".into(),
+                )));
+            }
+        }
+    }
 }
 
 /// How long `Store::open` waits for another handle to release the data directory.
@@ -154,7 +268,7 @@ impl Store {
             let opened = sled::Config::new()
                 .path(dir)
                 .mode(sled::Mode::LowSpace)
-                // Only explicit, serialized flushes (see `flush_lock`); sled's own periodic
+                // Only explicit, serialized flushes (see `Flusher`); sled's own periodic
                 // flusher would race them.
                 .flush_every_ms(None)
                 .open();
@@ -184,7 +298,11 @@ impl Store {
             anchors: db.open_tree(migrations::ANCHORS_TREE)?,
             seen: db.open_tree(migrations::SEEN_TREE)?,
             db,
-            flush_lock: Arc::new(tokio::sync::Mutex::new(())),
+            flusher: Arc::new(Flusher {
+                requested: AtomicU64::new(0),
+                running: AtomicBool::new(false),
+                done: watch::Sender::new((0, None)),
+            }),
         };
         store.prune_seen()?;
         Ok(store)
@@ -212,8 +330,23 @@ impl Store {
     where
         F: Fn(&mut Anchor),
     {
+        self.update_marking(key, None, f).await
+    }
+
+    /// Like [`Store::update`], and records `event_id` as handled in the same transaction: a
+    /// crash leaves either both (the redelivery is a duplicate) or neither (it is answered).
+    pub async fn update_marking<F>(
+        &self,
+        key: &ConversationKey,
+        event_id: Option<&str>,
+        f: F,
+    ) -> Result<Anchor, StoreError>
+    where
+        F: Fn(&mut Anchor),
+    {
         let k = key.to_string();
-        let result = self.anchors.transaction(|t| {
+        let seen_key = event_id.map(|id| seen_key(key, id));
+        let result = (&self.anchors, &self.seen).transaction(|(t, seen)| {
             let mut anchor = match t.get(k.as_bytes())? {
                 Some(v) => decode(key, &v).map_err(ConflictableTransactionError::Abort)?,
                 None => Anchor::default(),
@@ -221,6 +354,9 @@ impl Store {
             f(&mut anchor);
             let bytes = serde_json::to_vec(&anchor).expect("anchors serialize");
             t.insert(k.as_bytes(), bytes)?;
+            if let Some(sk) = &seen_key {
+                seen.insert(sk.as_slice(), &now_ms().to_be_bytes()[..])?;
+            }
             Ok(anchor)
         });
         let anchor = match result {
@@ -239,19 +375,23 @@ impl Store {
         Ok(())
     }
 
-    /// Records `event_id` for `key`; false if it was already processed.
-    pub fn first_sighting(
-        &self,
-        key: &ConversationKey,
-        event_id: &str,
-    ) -> Result<bool, StoreError> {
-        let k = format!("{key}\0{event_id}");
-        let prev = self.seen.compare_and_swap(
-            k.as_bytes(),
-            None as Option<&[u8]>,
-            Some(&now_ms().to_be_bytes()[..]),
-        )?;
-        Ok(prev.is_ok())
+    /// Whether `event_id` of `key` was already handled (its turn committed, or its failure
+    /// told to the user).
+    pub fn was_handled(&self, key: &ConversationKey, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.seen.contains_key(seen_key(key, event_id))?)
+    }
+
+    /// Records `event_id` of `key` as handled (flushed with the next flush).
+    pub fn mark_handled(&self, key: &ConversationKey, event_id: &str) -> Result<(), StoreError> {
+        self.seen
+            .insert(seen_key(key, event_id), &now_ms().to_be_bytes()[..])?;
+        Ok(())
+    }
+
+    /// The anchors tree and the key of `key`'s anchor in it, for a clear that must remove the
+    /// anchor in one transaction with other trees.
+    pub fn anchor_slot(&self, key: &ConversationKey) -> (&sled::Tree, Vec<u8>) {
+        (&self.anchors, key.to_string().into_bytes())
     }
 
     /// Forgets event ids older than a day, so the log stays small.
@@ -274,19 +414,15 @@ impl Store {
         self.db.clone()
     }
 
-    /// Forces everything to disk, one flush at a time.
+    /// Forces every write made before this call to disk (group commit: see [`Flusher`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let _one_at_a_time = self.flush_lock.lock().await;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| {
-                StoreError::Io(sled::Error::ReportableBug(format!(
-                    "flush task failed: {e}"
-                )))
-            })??;
-        Ok(())
+        self.flusher.flush(&self.db).await
     }
+}
+
+/// `key \0 event id`: the de-duplication log's key.
+fn seen_key(key: &ConversationKey, event_id: &str) -> Vec<u8> {
+    format!("{key}\0{event_id}").into_bytes()
 }
 
 fn decode(key: &ConversationKey, bytes: &[u8]) -> Result<Anchor, StoreError> {
@@ -347,14 +483,54 @@ mod tests {
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_share_flushes_and_all_reach_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = ConversationKey::console(&format!("c{i}")).unwrap();
+                    store
+                        .update(&key, |a| a.counters.turns_total = i)
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Every ticket was covered, without error.
+        let (covered, error) = store.flusher.done.borrow().clone();
+        assert_eq!(covered, 40);
+        assert!(error.is_none());
+        drop(store);
+        let store = loop {
+            match Store::open(dir.path()) {
+                Ok(s) => break s,
+                Err(StoreError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        for i in 0..40 {
+            let key = ConversationKey::console(&format!("c{i}")).unwrap();
+            assert_eq!(store.anchor(&key).unwrap().counters.turns_total, i);
+        }
+    }
+
     #[test]
     fn duplicate_events_are_detected_per_conversation() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let a = ConversationKey::console("a").unwrap();
         let b = ConversationKey::console("b").unwrap();
-        assert!(store.first_sighting(&a, "ev1").unwrap());
-        assert!(!store.first_sighting(&a, "ev1").unwrap());
-        assert!(store.first_sighting(&b, "ev1").unwrap());
+        assert!(!store.was_handled(&a, "ev1").unwrap());
+        store.mark_handled(&a, "ev1").unwrap();
+        assert!(store.was_handled(&a, "ev1").unwrap());
+        assert!(!store.was_handled(&b, "ev1").unwrap());
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::lang_filter::{Script, ScriptFilter};
-use crate::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, StreamItem};
+use crate::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, Role, StreamItem};
 use crate::prompt::trim_history;
 use crate::think::{Piece, ThinkSplitter, ThinkStart};
 use crate::tokens::TokenCounter;
@@ -39,11 +39,52 @@ pub enum Effect {
         /// Continuation rounds used.
         rounds: usize,
     },
-    /// Store nothing; show `message` as the final reply.
-    Fail {
-        /// What the user reads.
-        message: String,
+    /// Store nothing; end the reply with the failure (and the partial answer, if any).
+    Fail(Failure),
+}
+
+/// Why a turn ended without an answer to store: a closed set the driver acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The request or the stream failed; `partial` is the answer shown so far (maybe empty).
+    Llm {
+        /// What failed.
+        error: LlmError,
+        /// Answer text streamed before the failure.
+        partial: String,
     },
+    /// The model spent its whole output budget reasoning and gave no answer.
+    OnlyReasoning,
+    /// The model finished with an empty answer.
+    EmptyAnswer,
+}
+
+impl Failure {
+    /// What the user reads: the partial answer, if any, then one `⚠️` line. Endpoint URLs
+    /// stay in the log: the chat only hears about "the reasoning model".
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Llm { error, partial } if partial.trim().is_empty() => {
+                format!("⚠️ I could not answer: {}.", error.user_reason())
+            }
+            Failure::Llm { error, partial } => format!(
+                "{}\n\n⚠️ The answer broke off and was not saved: {}.",
+                partial.trim(),
+                error.user_reason()
+            ),
+            Failure::OnlyReasoning => "⚠️ The model used its whole output budget reasoning and gave no answer. Ask a narrower question, or raise max_output_tokens.".into(),
+            Failure::EmptyAnswer => "⚠️ The model returned an empty answer. Try rephrasing the question.".into(),
+        }
+    }
+
+    /// The one line for logs and exit messages (no answer text, no passages).
+    pub fn headline(&self) -> String {
+        match self {
+            Failure::Llm { error, .. } => error.to_string(),
+            Failure::OnlyReasoning => "the model used its whole output budget reasoning".into(),
+            Failure::EmptyAnswer => "the model returned an empty answer".into(),
+        }
+    }
 }
 
 /// Inputs the driver feeds back.
@@ -217,13 +258,10 @@ impl Turn {
             Input::Failed(e) => {
                 self.phase = Phase::Done;
                 self.filtered(&mut fx);
-                let partial = self.answer.trim();
-                let message = if partial.is_empty() {
-                    format!("⚠️ I could not answer: {e}")
-                } else {
-                    format!("{partial}\n\n⚠️ The answer broke off and was not saved: {e}")
-                };
-                fx.push(Effect::Fail { message });
+                fx.push(Effect::Fail(Failure::Llm {
+                    error: e,
+                    partial: self.answer.trim().to_string(),
+                }));
             }
         }
         fx
@@ -343,14 +381,13 @@ impl Turn {
         self.filtered(fx);
         let answer = self.answer.trim().to_string();
         if answer.is_empty() {
-            let message = if self.thinking_shown || !self.reasoning.is_empty() {
-                "⚠️ The model used its whole output budget reasoning and gave no answer. Ask a narrower question, or raise max_output_tokens."
-            } else {
-                "The model returned an empty answer. Try rephrasing the question."
-            };
-            fx.push(Effect::Fail {
-                message: message.into(),
-            });
+            fx.push(Effect::Fail(
+                if self.thinking_shown || !self.reasoning.is_empty() {
+                    Failure::OnlyReasoning
+                } else {
+                    Failure::EmptyAnswer
+                },
+            ));
             return;
         }
         fx.push(Effect::Commit {
@@ -368,7 +405,7 @@ impl Turn {
             && !self.answer.trim().is_empty();
         let protected = if prefill {
             messages.push(ChatMessage::new(
-                "assistant",
+                Role::Assistant,
                 self.answer.trim_start().to_string(),
             ));
             2
@@ -379,10 +416,10 @@ impl Turn {
             1
         } else {
             messages.push(ChatMessage::new(
-                "assistant",
+                Role::Assistant,
                 self.answer.trim_start().to_string(),
             ));
-            messages.push(ChatMessage::new("user", CONTINUE_PROMPT));
+            messages.push(ChatMessage::new(Role::User, CONTINUE_PROMPT));
             3
         };
         trim_history(
@@ -433,12 +470,12 @@ mod tests {
     fn req() -> ChatRequest {
         ChatRequest {
             messages: vec![
-                ChatMessage::new("system", "sys"),
-                ChatMessage::new("user", "q"),
+                ChatMessage::new(Role::System, "sys"),
+                ChatMessage::new(Role::User, "q"),
             ],
             max_tokens: 10,
-            temperature: None,
             continue_final: false,
+            ..Default::default()
         }
     }
 
@@ -564,7 +601,7 @@ mod tests {
         assert_eq!(r.messages.len(), 3, "no instruction message: {r:?}");
         assert_eq!(
             r.messages[2],
-            ChatMessage::new("assistant", "| a | b |\n| a | b |\nThe capi")
+            ChatMessage::new(Role::Assistant, "| a | b |\n| a | b |\nThe capi")
         );
         // The resumed round starts in the answer: no think block, no seam trimming, and a
         // repeat of the answer's end (a table row) is kept as written.
@@ -617,9 +654,12 @@ mod tests {
         let n = r.messages.len();
         assert_eq!(
             r.messages[n - 2],
-            ChatMessage::new("assistant", "The quick brown fox")
+            ChatMessage::new(Role::Assistant, "The quick brown fox")
         );
-        assert_eq!(r.messages[n - 1], ChatMessage::new("user", CONTINUE_PROMPT));
+        assert_eq!(
+            r.messages[n - 1],
+            ChatMessage::new(Role::User, CONTINUE_PROMPT)
+        );
         // The continuation repeats "brown fox" before going on.
         assert!(
             content(&mut t, "brown fox jumps").is_empty(),
@@ -672,7 +712,7 @@ mod tests {
         let mut t = start(0, ThinkStart::Inside);
         content(&mut t, "deliberating");
         match &finish(&mut t, FinishReason::Length)[..] {
-            [Effect::Fail { message }] => assert!(message.contains("reasoning")),
+            [Effect::Fail(f)] => assert_eq!(f, &Failure::OnlyReasoning),
             other => panic!("{other:?}"),
         }
     }
@@ -699,7 +739,8 @@ mod tests {
         content(&mut t, "partial");
         let fx = t.handle(Input::Failed(LlmError::StreamCut("closed".into())));
         match &fx[..] {
-            [Effect::Fail { message }] => {
+            [Effect::Fail(f)] => {
+                let message = f.message();
                 assert!(message.starts_with("partial"));
                 assert!(message.contains("not saved"));
             }
@@ -712,7 +753,7 @@ mod tests {
         let mut t = start(3, ThinkStart::Outside);
         assert!(matches!(
             &finish(&mut t, FinishReason::Stop)[..],
-            [Effect::Fail { .. }]
+            [Effect::Fail(Failure::EmptyAnswer)]
         ));
     }
 

@@ -218,7 +218,14 @@ async fn failures_end_with_a_final_message_never_a_hung_status() {
     match &all[..] {
         [Record::Final(c, text, FinalState::Failed)] => {
             assert_eq!(c, "F");
-            assert!(text.contains("cannot connect"), "{text}");
+            assert!(
+                text.contains("the reasoning model cannot be reached"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("127.0.0.1"),
+                "the URL stays in the log: {text}"
+            );
         }
         other => panic!("{other:?}"),
     }

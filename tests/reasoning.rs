@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchorbot::engine::{Passage, Retriever};
+use anchorbot::retrieval::{Passage, Retriever};
 use anchorbot::store::Exchange;
 use anchorbot::turn::{ANSWER_NOW_PROMPT, CONTINUE_PROMPT, CUT_NOTE};
 use anchorbot_platform::{ConversationKey, FinalState};
@@ -503,7 +503,7 @@ async fn fails_over_to_the_second_endpoint_and_reports_when_all_are_down() {
         .await;
     let finals = app.platform.finals("D");
     assert!(
-        finals[0].contains("all 2 model servers failed"),
+        finals[0].contains("all 2 of its servers failed"),
         "{finals:?}"
     );
     app.shutdown().await;
@@ -521,6 +521,9 @@ impl Retriever for StubRetriever {
             text: "The notice period is 3 months.".into(),
             citation: "contract.pdf p.4".into(),
             score: 0.8,
+            name: "contract.pdf".into(),
+            page: Some(4),
+            heading: None,
         }]
         .into_iter()
         .take(k)
@@ -546,14 +549,16 @@ async fn offline_model_with_documents_quotes_passages_with_citations() {
         .done()
         .await;
     let docs = app.platform.finals("DOCS");
-    assert!(docs[0].contains("offline"), "{docs:?}");
+    assert!(docs[0].contains("cannot be reached"), "{docs:?}");
     assert!(docs[0].contains("> The notice period is 3 months."));
     assert!(docs[0].contains("[contract.pdf p.4]"));
     let plain = app.platform.finals("NODOCS");
     assert!(
-        plain[0].contains("cannot connect") && !plain[0].contains(">"),
+        plain[0].contains("the reasoning model cannot be reached") && !plain[0].contains(">"),
         "{plain:?}"
     );
+    // The endpoint's address stays in the log, out of the chat.
+    assert!(!docs[0].contains("127.0.0.1") && !plain[0].contains("127.0.0.1"));
     let turns = stored(app, &data, &["DOCS"]).await;
     assert!(turns[0].is_empty());
 }

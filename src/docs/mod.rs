@@ -14,6 +14,7 @@ pub mod office;
 pub mod sniff;
 pub mod store;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,9 @@ use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
 use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
-pub use store::{DocRecord, DocStatus, DocStore, Hit, PageSource};
+pub use store::{DocRecord, DocStatus, DocStore, PageSource};
+
+use crate::retrieval::Passage;
 
 /// Why a document could not be read; every variant is a message for the person who shared it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -136,6 +139,8 @@ pub struct IngestReport {
     pub duplicate: bool,
     /// Pages skipped because an earlier, interrupted ingestion had stored them.
     pub resumed_pages: u32,
+    /// Pages that had failed before and were read again this time.
+    pub retried_pages: Vec<u32>,
 }
 
 impl IngestReport {
@@ -166,6 +171,31 @@ impl IngestReport {
                 counted(self.resumed_pages.into(), "page", "pages")
             ));
         }
+        if !self.retried_pages.is_empty() {
+            let read = self
+                .retried_pages
+                .iter()
+                .filter(|&&p| {
+                    d.page_status
+                        .get(p as usize - 1)
+                        .is_some_and(PageSource::is_stored)
+                })
+                .count();
+            s.push_str(&format!(
+                ", retried failed page{} {}: {}",
+                if self.retried_pages.len() > 1 {
+                    "s"
+                } else {
+                    ""
+                },
+                page_list(&self.retried_pages),
+                match read {
+                    0 => "still unreadable".to_string(),
+                    n if n == self.retried_pages.len() => "now read".to_string(),
+                    n => format!("{n} now read"),
+                }
+            ));
+        }
         let failed = d.failed_pages();
         if !failed.is_empty() {
             let reason = d
@@ -179,11 +209,7 @@ impl IngestReport {
             s.push_str(&format!(
                 ". ⚠️ Could not read page{} {} ({reason}); the rest is kept",
                 if failed.len() > 1 { "s" } else { "" },
-                failed
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                page_list(&failed)
             ));
         }
         s.push('.');
@@ -289,7 +315,7 @@ impl Documents {
     }
 
     /// Searches the conversation's documents.
-    pub async fn search(&self, conv: &str, query: &str, k: usize) -> Result<Vec<Hit>, DocError> {
+    pub async fn search(&self, conv: &str, query: &str, k: usize) -> Result<Vec<Passage>, DocError> {
         if self.store.list(conv)?.is_empty() {
             return Ok(Vec::new());
         }
@@ -298,22 +324,38 @@ impl Documents {
         self.store.search(conv, &q[0], k)
     }
 
-    /// Picks the OCR engine: the vision model if it answers, else tesseract if installed.
+    /// The OCR for one document: the vision model if it answers, tesseract (if installed)
+    /// for the pages after the vision endpoint fails; `None` when neither can read.
     async fn ocr_engine(&self) -> Option<Arc<dyn Ocr>> {
-        if self.cfg.ocr != crate::settings::OcrChoice::Tesseract {
-            let vision = VisionOcr::new(self.vision.clone(), self.cfg.ocr_retries);
-            if vision.is_healthy().await {
-                return Some(Arc::new(vision));
+        self.page_ocr().await.map(|o| o as Arc<dyn Ocr>)
+    }
+
+    /// The page-by-page OCR chooser for one document, as [`Documents::ocr_engine`].
+    async fn page_ocr(&self) -> Option<Arc<PageOcr>> {
+        use crate::settings::OcrChoice;
+        let ocr = PageOcr {
+            vision: (self.cfg.ocr != OcrChoice::Tesseract)
+                .then(|| VisionOcr::new(self.vision.clone(), self.cfg.ocr_retries)),
+            vision_down: AtomicBool::new(false),
+            fallback: self.cfg.ocr != OcrChoice::Vision,
+            tesseract: OnceCell::new(),
+            lang: self.cfg.tesseract_lang.clone(),
+            limit: Duration::from_secs(self.cfg.parse_timeout_secs),
+        };
+        if let Some(vision) = &ocr.vision {
+            if !vision.is_healthy().await {
+                if !ocr.fallback {
+                    return None;
+                }
+                tracing::warn!(url = %self.vision.url, "vision endpoint unavailable; trying tesseract for OCR");
+                ocr.vision_down.store(true, Ordering::Relaxed);
             }
-            tracing::warn!(url = %self.vision.url, "vision endpoint unavailable; trying tesseract for OCR");
         }
-        if self.cfg.ocr == crate::settings::OcrChoice::Vision {
+        let vision_usable = ocr.vision.is_some() && !ocr.vision_down.load(Ordering::Relaxed);
+        if !vision_usable && ocr.tesseract().await.is_none() {
             return None;
         }
-        let limit = Duration::from_secs(self.cfg.parse_timeout_secs);
-        TesseractOcr::detect(&self.cfg.tesseract_lang, limit)
-            .await
-            .map(|t| Arc::new(t) as Arc<dyn Ocr>)
+        Some(Arc::new(ocr))
     }
 
     /// Ingests one file into conversation `conv`. Progress notes go to `progress`.
@@ -342,13 +384,18 @@ impl Documents {
             }
         })?;
         let sha = hex(&Sha256::digest(bytes));
+        // A second share of a file being read waits for the first, then finds it complete or
+        // resumes where it stopped.
+        let _one_at_a_time = self.store.ingest_lock(conv, &sha[..16]).await;
         let existing = self.store.find_by_sha(conv, &sha)?;
         if let Some(d) = &existing {
-            if matches!(d.status, DocStatus::Ready | DocStatus::Partial) {
+            // Only a complete document is a duplicate: one with failed or unread pages resumes.
+            if d.status == DocStatus::Ready {
                 return Ok(IngestReport {
                     doc: d.clone(),
                     duplicate: true,
                     resumed_pages: 0,
+                    retried_pages: Vec::new(),
                 });
             }
         }
@@ -433,32 +480,36 @@ impl Documents {
                 },
             },
         };
-        let resumed_pages = rec
-            .page_status
-            .iter()
-            .filter(|p| matches!(p, PageSource::Text | PageSource::Ocr { .. }))
-            .count() as u32;
+        let resumed_pages = rec.page_status.iter().filter(|p| p.is_stored()).count() as u32;
+        let retried_pages = rec.failed_pages();
         self.store.put(conv, &rec)?;
         self.flush().await?;
         let result = self
             .ingest_pages(conv, name, bytes, kind, &layout, &mut rec, progress)
             .await;
         match result {
-            Ok(()) => Ok(IngestReport {
-                doc: rec,
-                duplicate: false,
-                resumed_pages,
-            }),
+            Ok(()) => {
+                // Keep the file while pages failed, so `ingest --retry-failed` needs none.
+                if rec.status == DocStatus::Ready {
+                    self.store.remove_source(conv, &rec.id)?;
+                } else {
+                    self.store.put_source(conv, &rec.id, bytes)?;
+                }
+                self.flush().await?;
+                Ok(IngestReport {
+                    doc: rec,
+                    duplicate: false,
+                    resumed_pages,
+                    retried_pages,
+                })
+            }
             Err(e) => {
                 // Leave nothing half-stored unmarked: drop a document with no stored page, mark
-                // one with stored pages incomplete (sharing it again resumes).
-                let stored = rec
-                    .page_status
-                    .iter()
-                    .any(|p| matches!(p, PageSource::Text | PageSource::Ocr { .. }));
-                if stored {
-                    rec.status = DocStatus::Incomplete;
+                // one with stored pages by what they say (sharing it again resumes).
+                if rec.page_status.iter().any(PageSource::is_stored) {
+                    rec.status = rec.settled_status();
                     self.store.put(conv, &rec)?;
+                    self.store.put_source(conv, &rec.id, bytes)?;
                 } else {
                     self.store.clear_doc(conv, &rec.id)?;
                 }
@@ -466,6 +517,17 @@ impl Documents {
                 Err(e)
             }
         }
+    }
+
+    /// The conversation's documents with failed pages or an interrupted ingestion, oldest
+    /// first; [`DocStore::source`] has the file of those whose file was kept.
+    pub fn retry_candidates(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
+        Ok(self
+            .store
+            .list(conv)?
+            .into_iter()
+            .filter(|d| d.status != DocStatus::Ready)
+            .collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -496,7 +558,7 @@ impl Documents {
         let ocr = if need_ocr.is_empty() {
             None
         } else {
-            self.ocr_engine().await
+            self.page_ocr().await
         };
         let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Office(_));
         let chunker = &self.chunker;
@@ -576,11 +638,7 @@ impl Documents {
             };
             return Err(DocError::Ocr { reason });
         }
-        rec.status = if failed == 0 {
-            DocStatus::Ready
-        } else {
-            DocStatus::Partial
-        };
+        rec.status = rec.settled_status();
         rec.ingested_at_ms = now_ms();
         self.store.commit(conv, rec, &[])?;
         self.flush().await?;
@@ -638,7 +696,9 @@ impl Documents {
         }
         rec.chunks += rows.len() as u32;
         rec.ingested_at_ms = now_ms();
-        self.store.commit(conv, rec, &rows)
+        self.store.commit(conv, rec, &rows)?;
+        // On disk before the page is reported done: a crash loses no page it reported.
+        self.flush().await
     }
 
     /// Reads the text of pages `todo`: text layers, OCR where there is none.
@@ -740,6 +800,80 @@ impl Documents {
     }
 }
 
+/// OCR chosen page by page: the vision model first, and tesseract for the rest of the
+/// document once the vision endpoint fails (or from the start when it does not answer).
+struct PageOcr {
+    /// The vision model, unless OCR is set to tesseract only.
+    vision: Option<VisionOcr>,
+    /// Set once the vision endpoint failed during this document.
+    vision_down: AtomicBool,
+    /// Whether tesseract may read (not when OCR is set to the vision model only).
+    fallback: bool,
+    /// tesseract if installed, looked for on first need.
+    tesseract: OnceCell<Option<TesseractOcr>>,
+    /// tesseract languages.
+    lang: String,
+    /// tesseract's time limit per page.
+    limit: Duration,
+}
+
+impl PageOcr {
+    async fn tesseract(&self) -> Option<&TesseractOcr> {
+        if !self.fallback {
+            return None;
+        }
+        self.tesseract
+            .get_or_init(|| TesseractOcr::detect(&self.lang, self.limit))
+            .await
+            .as_ref()
+    }
+
+    /// Reads one image; returns its text and the name of the engine that read it.
+    async fn read(&self, image: &[u8], mime: &str) -> Result<(String, &'static str), DocError> {
+        let mut vision_error = None;
+        if let Some(vision) = &self.vision {
+            // Once the endpoint failed, tesseract reads the rest; without it, keep asking.
+            let skip = self.vision_down.load(Ordering::Relaxed) && self.tesseract().await.is_some();
+            if !skip {
+                match vision.transcribe(image, mime).await {
+                    Ok(text) => return Ok((text, vision.name())),
+                    // A blank page: the endpoint worked, there is just nothing to read.
+                    Err(DocError::NoText) => return Err(DocError::NoText),
+                    Err(e) => {
+                        if self.fallback && !self.vision_down.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(error = %e, "the vision endpoint failed; tesseract reads the rest of this document");
+                        }
+                        vision_error = Some(e);
+                    }
+                }
+            }
+        }
+        match self.tesseract().await {
+            Some(t) => t.transcribe(image, mime).await.map(|text| (text, t.name())),
+            None => Err(vision_error.unwrap_or_else(|| DocError::Ocr {
+                reason: "no OCR is available (vision endpoint down, tesseract not installed)"
+                    .into(),
+            })),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ocr for PageOcr {
+    /// The engine that reads the next page.
+    fn name(&self) -> &'static str {
+        let tesseract_ready = matches!(self.tesseract.get(), Some(Some(_)));
+        match &self.vision {
+            Some(v) if !self.vision_down.load(Ordering::Relaxed) || !tesseract_ready => v.name(),
+            _ => "tesseract",
+        }
+    }
+
+    async fn transcribe(&self, image: &[u8], mime: &str) -> Result<String, DocError> {
+        self.read(image, mime).await.map(|(text, _)| text)
+    }
+}
+
 /// What the first read of a file learned, handed on to the page reader.
 enum Layout {
     /// One page: a text file or an image.
@@ -758,7 +892,7 @@ impl Documents {
         name: &'a str,
         pdf: &'a (std::path::PathBuf, extract::PdfInfo),
         need: Vec<u32>,
-        ocr: Option<Arc<dyn Ocr>>,
+        ocr: Option<Arc<PageOcr>>,
         progress: &'a watch::Sender<String>,
     ) -> impl futures_util::Stream<Item = ReadPage> + 'a {
         let (path, info) = (&pdf.0, &pdf.1);
@@ -775,7 +909,7 @@ impl Documents {
                             reason: "no OCR is available (vision endpoint down, tesseract not installed)".into(),
                         }),
                         Some(ocr) => match extract::pdf_render_page(path, p, self.cfg.ocr_dpi, self.cfg.ocr_max_side_px, info, parse_limit).await {
-                            Ok(png) => ocr.transcribe(&png, "image/png").await.map(|t| (t, ocr.name())),
+                            Ok(png) => ocr.read(&png, "image/png").await,
                             Err(e) => Err(e),
                         },
                     };
@@ -802,27 +936,29 @@ impl Documents {
     }
 }
 
+/// "2, 5, 7".
+fn page_list(pages: &[u32]) -> String {
+    pages
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[async_trait::async_trait]
-impl crate::engine::Retriever for Documents {
+impl crate::retrieval::Retriever for Documents {
     async fn passages(
         &self,
         key: &anchorbot_platform::ConversationKey,
         query: &str,
         k: usize,
-    ) -> Vec<crate::engine::Passage> {
+    ) -> Vec<Passage> {
         match self.search(&key.to_string(), query, k).await {
-            Ok(hits) => hits
-                .into_iter()
-                .map(|h| crate::engine::Passage {
-                    text: h.text,
-                    citation: h.citation,
-                    score: h.score,
-                })
-                .collect(),
+            Ok(hits) => hits,
             Err(e) => {
                 tracing::warn!(conversation = %key, error = %e, "passages unavailable");
                 Vec::new()

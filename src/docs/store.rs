@@ -10,31 +10,7 @@ use sled::Transactional;
 
 use super::DocError;
 
-/// Where a document is in its ingestion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DocStatus {
-    /// Being ingested now.
-    Ingesting,
-    /// Every page was read.
-    Ready,
-    /// Read, but some pages failed (see the page list).
-    Partial,
-    /// Ingestion stopped part-way (crash or shutdown); sharing the file again resumes it.
-    Incomplete,
-}
-
-impl DocStatus {
-    /// Human wording.
-    pub fn label(self) -> &'static str {
-        match self {
-            DocStatus::Ingesting => "being read",
-            DocStatus::Ready => "ready",
-            DocStatus::Partial => "partly read",
-            DocStatus::Incomplete => "incomplete (share it again to resume)",
-        }
-    }
-}
+pub use crate::store::DocStatus;
 
 /// How one page was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +30,13 @@ pub enum PageSource {
         /// Why.
         reason: String,
     },
+}
+
+impl PageSource {
+    /// Whether the page's text is stored (a resumed ingestion skips it).
+    pub fn is_stored(&self) -> bool {
+        matches!(self, PageSource::Text | PageSource::Ocr { .. })
+    }
 }
 
 /// A document shared in a conversation.
@@ -120,6 +103,22 @@ impl DocRecord {
         e
     }
 
+    /// The status its pages give it once an ingestion stops: `incomplete` while a page was
+    /// never read, `partial` while one failed, else `ready`.
+    pub fn settled_status(&self) -> DocStatus {
+        if self.page_status.contains(&PageSource::Pending) {
+            DocStatus::Incomplete
+        } else if self
+            .page_status
+            .iter()
+            .any(|p| matches!(p, PageSource::Failed { .. }))
+        {
+            DocStatus::Partial
+        } else {
+            DocStatus::Ready
+        }
+    }
+
     /// Pages that failed.
     pub fn failed_pages(&self) -> Vec<u32> {
         self.page_status
@@ -172,22 +171,7 @@ pub struct NewChunk {
     pub vector: Vec<f32>,
 }
 
-/// A search hit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hit {
-    /// Cosine similarity.
-    pub score: f32,
-    /// File name.
-    pub name: String,
-    /// Page, for paged documents.
-    pub page: Option<u32>,
-    /// Citation tag.
-    pub citation: String,
-    /// Nearest heading.
-    pub heading: Option<String>,
-    /// Chunk text.
-    pub text: String,
-}
+use crate::retrieval::Passage;
 
 /// The vectors of one conversation, loaded once and kept in memory, quantized to `i8`
 /// (unit vectors scaled by 127): a quarter of the memory traffic of `f32`, which is what bounds
@@ -276,7 +260,34 @@ pub struct DocStore {
     docs: sled::Tree,
     chunks: sled::Tree,
     vectors: sled::Tree,
+    /// The files of documents with failed pages or an interrupted ingestion, under their
+    /// document key, so `ingest --retry-failed` can read them again without the file.
+    sources: sled::Tree,
     index: Mutex<HashMap<String, Arc<ConvIndex>>>,
+    /// One lock per document being ingested, so two shares of one file do not both read it.
+    ingesting: IngestLocks,
+}
+
+/// The ingestion locks by document key.
+type IngestLocks = Arc<Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// Held while one document is ingested; see [`DocStore::ingest_lock`].
+pub struct IngestLock {
+    key: Vec<u8>,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    locks: IngestLocks,
+}
+
+impl Drop for IngestLock {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.locks.lock().expect("ingest locks");
+        // The map's handle and ours: no one else waits, so the entry can go.
+        if self.lock.take().is_some_and(|l| Arc::strong_count(&l) <= 2) {
+            locks.remove(&self.key);
+        }
+    }
 }
 
 fn conv_prefix(conv: &str) -> Vec<u8> {
@@ -310,8 +321,17 @@ impl DocStore {
             docs: db.open_tree("docs").map_err(storage)?,
             chunks: db.open_tree("chunks").map_err(storage)?,
             vectors: db.open_tree("vectors").map_err(storage)?,
+            sources: db.open_tree("sources").map_err(storage)?,
             index: Mutex::new(HashMap::new()),
+            ingesting: Arc::default(),
         };
+        // A clear removes documents by key prefix; a kept file whose document is gone goes too.
+        for key in s.sources.iter().keys() {
+            let key = key.map_err(storage)?;
+            if !s.docs.contains_key(&key).map_err(storage)? {
+                s.sources.remove(&key).map_err(storage)?;
+            }
+        }
         for item in s.docs.iter() {
             let (k, v) = item.map_err(storage)?;
             if let Ok(mut rec) = serde_json::from_slice::<DocRecord>(&v) {
@@ -355,6 +375,49 @@ impl DocStore {
         Ok(())
     }
 
+    /// Waits until no other ingestion of document `doc` in `conv` runs, and holds that until
+    /// the lock is dropped.
+    pub async fn ingest_lock(&self, conv: &str, doc: &str) -> IngestLock {
+        let key = doc_key(conv, doc);
+        let lock = self
+            .ingesting
+            .lock()
+            .expect("ingest locks")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        IngestLock {
+            key,
+            lock: Some(lock),
+            guard: Some(guard),
+            locks: self.ingesting.clone(),
+        }
+    }
+
+    /// Keeps the file of document `doc`, so its failed pages can be retried without it.
+    pub fn put_source(&self, conv: &str, doc: &str, bytes: &[u8]) -> Result<(), DocError> {
+        self.sources
+            .insert(doc_key(conv, doc), bytes)
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// The kept file of document `doc`, if any.
+    pub fn source(&self, conv: &str, doc: &str) -> Result<Option<Vec<u8>>, DocError> {
+        Ok(self
+            .sources
+            .get(doc_key(conv, doc))
+            .map_err(storage)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Forgets the kept file of document `doc` (it is complete, or gone).
+    pub fn remove_source(&self, conv: &str, doc: &str) -> Result<(), DocError> {
+        self.sources.remove(doc_key(conv, doc)).map_err(storage)?;
+        Ok(())
+    }
+
     /// Stores chunks with their vectors and the updated record in one transaction, so a page
     /// is either fully stored and marked done, or not at all.
     pub fn commit(&self, conv: &str, rec: &DocRecord, chunks: &[NewChunk]) -> Result<(), DocError> {
@@ -385,21 +448,64 @@ impl DocStore {
         Ok(())
     }
 
-    /// Deletes every document, chunk and vector of the conversation; returns the documents
-    /// and chunks removed.
-    pub fn clear(&self, conv: &str) -> Result<(usize, usize), DocError> {
+    /// Deletes every document, chunk, vector and kept file of the conversation, and `other_key` from
+    /// `other` (the conversation's anchor), in one transaction: all of it goes, or none.
+    /// Returns the documents and chunks removed. The in-memory index is dropped after, so no
+    /// vector can come back from it.
+    pub fn clear_with(
+        &self,
+        conv: &str,
+        other: &sled::Tree,
+        other_key: &[u8],
+    ) -> Result<(usize, usize), DocError> {
         let prefix = conv_prefix(conv);
-        let docs = self.remove_prefix(&self.docs, &prefix)?;
-        let chunks = self.remove_prefix(&self.chunks, &prefix)?;
-        self.remove_prefix(&self.vectors, &prefix)?;
+        let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, DocError> {
+            tree.scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(storage)
+        };
+        // Events of one conversation are handled one at a time, so nothing adds to these
+        // prefixes between the scan and the transaction.
+        let (docs, chunks, vectors, sources) = (
+            keys(&self.docs)?,
+            keys(&self.chunks)?,
+            keys(&self.vectors)?,
+            keys(&self.sources)?,
+        );
+        (
+            &self.docs,
+            &self.chunks,
+            &self.vectors,
+            &self.sources,
+            other,
+        )
+            .transaction(|(d, c, v, f, o)| {
+                for k in &docs {
+                    d.remove(k)?;
+                }
+                for k in &chunks {
+                    c.remove(k)?;
+                }
+                for k in &vectors {
+                    v.remove(k)?;
+                }
+                for k in &sources {
+                    f.remove(k)?;
+                }
+                o.remove(other_key)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
         self.invalidate(conv);
-        Ok((docs, chunks))
+        Ok((docs.len(), chunks.len()))
     }
 
     /// Deletes one document with its chunks and vectors.
     pub fn clear_doc(&self, conv: &str, doc: &str) -> Result<(), DocError> {
         let key = doc_key(conv, doc);
         self.docs.remove(&key).map_err(storage)?;
+        self.sources.remove(&key).map_err(storage)?;
         let mut prefix = key;
         prefix.push(0);
         self.remove_prefix(&self.chunks, &prefix)?;
@@ -462,7 +568,7 @@ impl DocStore {
     }
 
     /// The `k` chunks most similar to `query` (a unit vector) in this conversation only.
-    pub fn search(&self, conv: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, DocError> {
+    pub fn search(&self, conv: &str, query: &[f32], k: usize) -> Result<Vec<Passage>, DocError> {
         let idx = self.load_index(conv)?;
         if idx.keys.is_empty() || idx.dims != query.len() || k == 0 {
             return Ok(Vec::new());
@@ -488,7 +594,7 @@ impl DocStore {
                 continue;
             };
             let c: ChunkRecord = serde_json::from_slice(&v).map_err(storage)?;
-            hits.push(Hit {
+            hits.push(Passage {
                 score,
                 citation: c.citation(),
                 name: c.name,

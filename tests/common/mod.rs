@@ -644,7 +644,7 @@ pub async fn start_app(settings: anchorbot::Settings) -> Running {
 /// The same, with a document retriever for the offline fallback.
 pub async fn start_app_with(
     settings: anchorbot::Settings,
-    retriever: Option<Arc<dyn anchorbot::engine::Retriever>>,
+    retriever: Option<Arc<dyn anchorbot::retrieval::Retriever>>,
 ) -> Running {
     let platform = Arc::new(RecordingPlatform::default());
     let stop = Arc::new(Notify::new());

@@ -1,0 +1,270 @@
+//! The turn driver: performs the I/O the turn state machine ([`crate::turn`]) asks for,
+//! stores the committed turn together with its event id, and ends every reply with a final
+//! state, never leaving "thinking…" behind.
+
+use std::sync::Arc;
+
+use anchorbot_platform::{
+    ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
+};
+use futures_util::StreamExt;
+
+use super::budget::PromptParts;
+use super::{Engine, Outcome};
+use crate::llm::{ChatRequest, ItemStream, LlmError};
+use crate::prompt;
+use crate::retrieval::Passage;
+use crate::store::{now_ms, Exchange};
+use crate::turn::{Effect, Failure, Input, Turn, TurnConfig, CUT_NOTE};
+
+/// The longest message the engine reads, in bytes. Longer ones are refused before any
+/// tokenizing: no input budget fits them anyway, and counting them would stall a worker.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Passages the offline fallback quotes.
+const OFFLINE_PASSAGES: usize = 3;
+
+impl Engine {
+    /// Runs one question-and-answer turn.
+    pub(super) async fn turn(
+        &self,
+        m: &IncomingMessage,
+        event_id: &str,
+        platform: Arc<dyn Platform>,
+    ) -> Outcome {
+        let key = &m.key;
+        let mut reply = StreamingReply::new(platform, m.reply_to.clone());
+        let query = m.text.trim();
+        if query.len() > MAX_MESSAGE_BYTES {
+            let msg = format!(
+                "⚠️ Your message is {} KB, over the {} KB I can read in one message. Share it as a file instead, or send the part that matters.",
+                query.len() / 1024,
+                MAX_MESSAGE_BYTES / 1024
+            );
+            return self.refuse(&mut reply, key, event_id, msg).await;
+        }
+        let anchor = match self.store.anchor(key) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(conversation = %key, error = %e, "anchor unreadable");
+                let msg = format!("⚠️ I could not read this conversation's memory: {e}");
+                return self.refuse(&mut reply, key, event_id, msg).await;
+            }
+        };
+        let system = prompt::system_prompt(&self.prompt_cfg, &anchor);
+        reply.status(Status::Thinking).await;
+        let (budget, max_tokens) = self.budgets().await;
+        let passages = self.passages(key, query).await;
+        let parts = PromptParts {
+            system: &system,
+            anchor: &anchor,
+            author: &m.author,
+            query,
+            passages: &passages,
+        };
+        let (fitted, local_budget) = match self.fit_prompt(&parts, budget, max_tokens).await {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .refuse(&mut reply, key, event_id, format!("⚠️ {e}"))
+                    .await
+            }
+        };
+        tracing::debug!(conversation = %key, messages = fitted.messages.len(), tokens = fitted.tokens, dropped = fitted.dropped_turns, passages = fitted.passages, budget, max_tokens, "prompt built");
+        if fitted.dropped_turns > 0 {
+            tracing::info!(conversation = %key, dropped = fitted.dropped_turns, "older turns left out of the prompt");
+        }
+        if fitted.passages < passages.len() {
+            tracing::info!(conversation = %key, retrieved = passages.len(), quoted = fitted.passages, "passages shrunk to the documents budget");
+        }
+        let request = ChatRequest {
+            messages: fitted.messages,
+            max_tokens,
+            ..Default::default()
+        };
+        let cfg = TurnConfig {
+            max_rounds: self.settings.max_rounds,
+            think_start: self.settings.reasoning.think_start(),
+            filter: self.settings.active_filter(),
+            input_budget: local_budget,
+            continuation: self.continuation_style().await,
+        };
+        let (mut turn, mut effects) = Turn::start(request, cfg, self.counter.clone());
+        let mut stream: Option<ItemStream> = None;
+        let mut pending: Option<Input> = None;
+        loop {
+            for fx in std::mem::take(&mut effects) {
+                match fx {
+                    Effect::Request(r) => match self.llm.stream(&r).await {
+                        Ok(s) => stream = Some(s),
+                        Err(e) => pending = Some(Input::Failed(e)),
+                    },
+                    Effect::Render(text) => reply.update(&text).await,
+                    Effect::Thinking => reply.status(Status::Thinking).await,
+                    Effect::Reasoning(delta) => reply.reasoning(&delta).await,
+                    Effect::Filtered { removed } => {
+                        tracing::warn!(conversation = %key, removed, "language filter removed characters from the answer");
+                    }
+                    Effect::Commit {
+                        answer,
+                        truncated,
+                        rounds,
+                    } => {
+                        let exchange = Exchange {
+                            author: m.author.clone(),
+                            query: query.to_string(),
+                            answer: answer.clone(),
+                            at_ms: now_ms(),
+                            truncated,
+                        };
+                        let tokens = fitted.tokens as u64;
+                        let saved = self
+                            .store
+                            .update_marking(key, Some(event_id), |a| {
+                                a.turns.push(exchange.clone());
+                                a.counters.turns_total += 1;
+                                a.counters.prompt_tokens_last = tokens;
+                            })
+                            .await;
+                        if let Err(e) = saved {
+                            tracing::error!(conversation = %key, error = %e, "turn not saved");
+                            let text = format!(
+                                "{answer}\n\n⚠️ This answer could not be saved to memory: {e}"
+                            );
+                            return self
+                                .fail(
+                                    &mut reply,
+                                    key,
+                                    event_id,
+                                    text,
+                                    "the answer could not be saved".into(),
+                                )
+                                .await;
+                        }
+                        if rounds > 0 {
+                            tracing::info!(conversation = %key, rounds, truncated, "answer continued past the output limit");
+                        }
+                        let (text, state) = if truncated {
+                            (format!("{answer}{CUT_NOTE}"), FinalState::Truncated)
+                        } else {
+                            (answer, FinalState::Complete)
+                        };
+                        if let Err(e) = reply.finish(&text, state).await {
+                            tracing::warn!(conversation = %key, error = %e, "final reply not delivered");
+                        }
+                        return Outcome::Answered { truncated };
+                    }
+                    Effect::Fail(failure) => {
+                        let headline = failure.headline();
+                        let message = match &failure {
+                            Failure::Llm { error, partial }
+                                if error.is_offline() && partial.trim().is_empty() =>
+                            {
+                                self.offline_answer(key, query, error)
+                                    .await
+                                    .unwrap_or_else(|| failure.message())
+                            }
+                            _ => failure.message(),
+                        };
+                        return self
+                            .fail(&mut reply, key, event_id, message, headline)
+                            .await;
+                    }
+                }
+            }
+            let input = match pending.take() {
+                Some(i) => i,
+                None => match stream.as_mut() {
+                    Some(s) => match s.next().await {
+                        Some(Ok(item)) => Input::Item(item),
+                        Some(Err(e)) => Input::Failed(e),
+                        None => Input::Failed(LlmError::StreamCut("the stream ended early".into())),
+                    },
+                    None => Input::Failed(LlmError::Protocol("no stream was opened".into())),
+                },
+            };
+            effects = turn.handle(input);
+        }
+    }
+
+    /// The passages of the conversation's documents for `query`, best first (none without
+    /// documents).
+    async fn passages(&self, key: &ConversationKey, query: &str) -> Vec<Passage> {
+        let Some(retriever) = &self.retriever else {
+            return Vec::new();
+        };
+        let k = self.settings.documents.top_k;
+        retriever.passages(key, query, k).await
+    }
+
+    /// The reply when the reasoning model is offline and the conversation has documents: the
+    /// most relevant passages with their citations. `None` without passages.
+    async fn offline_answer(
+        &self,
+        key: &ConversationKey,
+        query: &str,
+        error: &LlmError,
+    ) -> Option<String> {
+        let retriever = self.retriever.as_ref()?;
+        let passages = retriever.passages(key, query, OFFLINE_PASSAGES).await;
+        if passages.is_empty() {
+            return None;
+        }
+        let mut s = format!(
+            "⚠️ I can't write an answer: {}. These passages from this conversation's documents look most relevant:\n",
+            error.user_reason()
+        );
+        for p in passages {
+            let quoted: Vec<String> = p.text.trim().lines().map(|l| format!("> {l}")).collect();
+            s.push_str(&format!("\n{}\n— [{}]\n", quoted.join("\n"), p.citation));
+        }
+        Some(s)
+    }
+
+    /// Ends a message refused before it reached the model.
+    async fn refuse(
+        &self,
+        reply: &mut StreamingReply,
+        key: &ConversationKey,
+        event_id: &str,
+        message: String,
+    ) -> Outcome {
+        let reason = message
+            .trim_start_matches(['⚠', '\u{fe0f}', ' '])
+            .to_string();
+        tracing::warn!(conversation = %key, %reason, "message refused");
+        self.deliver_final(reply, key, event_id, &message).await;
+        Outcome::Refused(reason)
+    }
+
+    /// Ends a failed turn: the message (which may quote a partial answer or passages) goes to
+    /// the chat; the log and the outcome get only `headline`.
+    async fn fail(
+        &self,
+        reply: &mut StreamingReply,
+        key: &ConversationKey,
+        event_id: &str,
+        message: String,
+        headline: String,
+    ) -> Outcome {
+        tracing::warn!(conversation = %key, reason = %headline, "turn failed; nothing stored");
+        self.deliver_final(reply, key, event_id, &message).await;
+        Outcome::Failed(headline)
+    }
+
+    /// Delivers a final failure message; once the user has it, the event counts as handled.
+    async fn deliver_final(
+        &self,
+        reply: &mut StreamingReply,
+        key: &ConversationKey,
+        event_id: &str,
+        message: &str,
+    ) {
+        match reply.finish(message, FinalState::Failed).await {
+            Ok(()) => self.mark_handled(key, event_id),
+            Err(e) => {
+                tracing::warn!(conversation = %key, error = %e, "failure message not delivered; a redelivery will be answered");
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Memory: folds the oldest turns into the summary buffer and key facts once the recent turns
+//! outgrow their budget. Runs in the background after an answer is delivered.
+//!
+//! Memory is never replaced by output that did not complete: a summary is used only when the
+//! model finished with `stop`, its reasoning closed (or came apart as `reasoning_content`), and
+//! a non-empty `SUMMARY:` part is present. Otherwise the turns stay verbatim, the reason is
+//! logged and shown in `/status`, and the next attempt waits a growing number of turns.
+
+use std::sync::Arc;
+
+use anchorbot_platform::ConversationKey;
+
+use super::Engine;
+use crate::lang_filter::ScriptFilter;
+use crate::llm::{ChatMessage, ChatRequest, Completion, FinishReason, LlmError, Role};
+use crate::prompt;
+use crate::store::{now_ms, Anchor, StoreError, Summary, SummaryHold};
+use crate::think::{Piece, ThinkSplitter, ThinkStart};
+
+/// Output room for a summary: enough for a reasoning model to think and still answer.
+const SUMMARY_MAX_TOKENS: usize = 4096;
+
+/// The most turns a failed summarization waits before the next attempt.
+const MAX_BACKOFF_TURNS: u64 = 32;
+
+/// Marker that opens every summarization prompt (tests and logs recognise it).
+pub const SUMMARY_MARKER: &str = "You maintain the long-term memory of a team conversation.";
+
+/// Why a summary answer was not used: a closed set, each kept out of memory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Generation stopped at the output limit (or for another reason than `stop`).
+    #[error("the summary was cut off ({0})")]
+    Unfinished(String),
+    /// The model was still reasoning when it stopped: no `</think>`.
+    #[error("the model was still reasoning when it stopped")]
+    ReasoningOpen,
+    /// No `SUMMARY:` part with text (an empty answer, a refusal, prose).
+    #[error("the answer had no SUMMARY part")]
+    NoSummary,
+}
+
+/// Summarization failures; none of them lose data.
+#[derive(Debug, thiserror::Error)]
+pub enum SummarizeError {
+    /// The model could not be asked.
+    #[error("the model could not summarize: {0}")]
+    Llm(#[from] LlmError),
+    /// The answer was not trustworthy enough to replace turns.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Engine {
+    /// Runs summarization for `key` in the background unless one is already running.
+    pub(super) fn spawn_summarize(self: &Arc<Self>, key: ConversationKey) {
+        if !self
+            .summarizing
+            .lock()
+            .expect("summarizing lock")
+            .insert(key.clone())
+        {
+            return;
+        }
+        let engine = self.clone();
+        self.background.spawn(async move {
+            if let Err(e) = engine.maybe_summarize(&key).await {
+                tracing::warn!(conversation = %key, error = %e, "summarization failed; turns kept verbatim");
+                if let Err(e) = engine.hold_summaries(&key, &e).await {
+                    tracing::warn!(conversation = %key, error = %e, "could not record the summarization back-off");
+                }
+            }
+            engine.summarizing.lock().expect("summarizing lock").remove(&key);
+        });
+    }
+
+    /// Records a failed attempt: the next one waits 2, 4, 8… turns (at most 32).
+    async fn hold_summaries(
+        &self,
+        key: &ConversationKey,
+        e: &SummarizeError,
+    ) -> Result<(), StoreError> {
+        let reason = e.to_string();
+        self.store
+            .update(key, |a| {
+                let failures = a.summary_hold.as_ref().map_or(0, |h| h.failures) + 1;
+                let wait = (1u64 << failures.min(6)).min(MAX_BACKOFF_TURNS);
+                a.summary_hold = Some(SummaryHold {
+                    reason: reason.clone(),
+                    failures,
+                    retry_at_turn: a.counters.turns_total + wait,
+                });
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Folds the oldest turns into the summary buffer when the recent turns outgrow their
+    /// budget. Runs after the reply is delivered; a failure keeps the turns untouched.
+    pub async fn maybe_summarize(&self, key: &ConversationKey) -> Result<bool, SummarizeError> {
+        let anchor = self.store.anchor(key)?;
+        if let Some(hold) = &anchor.summary_hold {
+            if anchor.counters.turns_total < hold.retry_at_turn {
+                tracing::debug!(conversation = %key, retry_at_turn = hold.retry_at_turn, "summarization backing off");
+                return Ok(false);
+            }
+        }
+        let c = self.counter.as_ref();
+        let costs: Vec<usize> = anchor
+            .turns
+            .iter()
+            .map(|e| prompt::exchange_tokens(c, e))
+            .collect();
+        // Against the input budget in effect, which a server's context length may shrink.
+        let (input, output) = self.budgets().await;
+        let budget =
+            self.recent_budget(input, self.system_tokens(&anchor), self.has_documents(key));
+        let mut remaining: usize = costs.iter().sum();
+        if remaining <= budget {
+            return Ok(false);
+        }
+        // Fold until a quarter of the budget is left, always keeping the two newest turns
+        // verbatim. Folding rewrites the prompt's memory section, which invalidates the
+        // server's prefix cache from there on, so fold rarely and in large steps.
+        let mut fold = 0;
+        while fold < anchor.turns.len().saturating_sub(2) && remaining > budget / 4 {
+            remaining -= costs[fold];
+            fold += 1;
+        }
+        if fold == 0 {
+            return Ok(false);
+        }
+        // Past the cap, every earlier summary is merged into the new one.
+        let merge_all = anchor.summaries.len() + 1 > self.settings.max_summaries;
+        let mut request = summary_request(&self.settings.language, &anchor, fold, merge_all);
+        let facts = self.facts().await;
+        request.max_tokens = SUMMARY_MAX_TOKENS.max(output);
+        if let Some(ctx) = facts.context_length.map(|c| c as usize) {
+            let prompt_tokens: usize = request
+                .messages
+                .iter()
+                .map(|m| prompt::message_tokens(c, &m.content))
+                .sum();
+            let room = ctx.saturating_sub(self.usable(prompt_tokens) + prompt_tokens / 5);
+            request.max_tokens = request.max_tokens.min(room.max(MIN_SUMMARY_TOKENS));
+        }
+        // vLLM passes chat_template_kwargs to the template: Qwen3 then skips its reasoning.
+        request.thinking_off = facts.all_vllm;
+        let done = self.llm.complete(&request).await?;
+        let (summary, new_facts) = accept_summary(&done, self.settings.reasoning.think_start())?;
+        // Memory is re-injected into every prompt: keep filtered scripts out of it too.
+        let mut filter = ScriptFilter::new(&self.settings.active_filter());
+        let summary = filter.push(&summary).trim().to_string();
+        let new_facts: Vec<String> = new_facts
+            .iter()
+            .map(|f| filter.push(f).trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        if summary.is_empty() {
+            return Err(Rejection::NoSummary.into());
+        }
+        let last_folded_at = anchor.turns[fold - 1].at_ms;
+        let covered: u64 = if merge_all {
+            anchor.summaries.iter().map(|s| s.covers_turns).sum::<u64>() + fold as u64
+        } else {
+            fold as u64
+        };
+        let max_facts = self.settings.max_facts;
+        let updated = self
+            .store
+            .update(key, |a| {
+                // Only fold if the anchor still starts with the turns we summarized.
+                if a.turns.len() < fold || a.turns[fold - 1].at_ms != last_folded_at {
+                    return;
+                }
+                a.turns.drain(..fold);
+                if merge_all {
+                    a.summaries.clear();
+                }
+                a.summaries.push(Summary {
+                    text: summary.clone(),
+                    covers_turns: covered,
+                    at_ms: now_ms(),
+                });
+                merge_facts(&mut a.facts, &new_facts, max_facts);
+                a.counters.summarizations += 1;
+                a.summary_hold = None;
+            })
+            .await?;
+        tracing::info!(conversation = %key, folded = fold, summaries = updated.summaries.len(), facts = updated.facts.len(), "summarized older turns");
+        Ok(true)
+    }
+}
+
+/// The least output a summary call is given, even on a small context.
+const MIN_SUMMARY_TOKENS: usize = 512;
+
+/// The summary and facts of a completed summarization, or why it cannot be trusted.
+/// `think_start` says whether the model's output starts inside a think block (R1 distills).
+pub fn accept_summary(
+    done: &Completion,
+    think_start: ThinkStart,
+) -> Result<(String, Vec<String>), Rejection> {
+    match &done.finish {
+        FinishReason::Stop => {}
+        FinishReason::Length => return Err(Rejection::Unfinished("length".into())),
+        FinishReason::Other(r) => return Err(Rejection::Unfinished(r.clone())),
+    }
+    let mut splitter = ThinkSplitter::new(think_start);
+    if done.reasoning_apart {
+        splitter.set_outside();
+    }
+    let mut answer = String::new();
+    let pieces = splitter
+        .push(&done.content)
+        .into_iter()
+        .chain(splitter.finish());
+    for piece in pieces {
+        match piece {
+            Piece::Answer(a) => answer.push_str(&a),
+            Piece::Reasoning(_) => {}
+            Piece::AnswerWasReasoning => answer.clear(),
+        }
+    }
+    if splitter.is_inside() {
+        return Err(Rejection::ReasoningOpen);
+    }
+    parse_summary(&answer).ok_or(Rejection::NoSummary)
+}
+
+/// Builds the summarization request for the `fold` oldest turns.
+pub fn summary_request(
+    language: &str,
+    anchor: &Anchor,
+    fold: usize,
+    merge_all: bool,
+) -> ChatRequest {
+    let mut user = String::new();
+    if merge_all && !anchor.summaries.is_empty() {
+        user.push_str("Earlier summaries, to merge into the new one:\n");
+        for s in &anchor.summaries {
+            user.push_str(&format!("- {}\n", s.text));
+        }
+        user.push('\n');
+    }
+    if !anchor.facts.is_empty() {
+        user.push_str("Known key facts:\n");
+        for f in &anchor.facts {
+            user.push_str(&format!("- {f}\n"));
+        }
+        user.push('\n');
+    }
+    user.push_str("Conversation to summarize:\n");
+    for e in &anchor.turns[..fold] {
+        user.push_str(&format!(
+            "{}: {}\nAssistant: {}\n",
+            e.author.display_name, e.query, e.answer
+        ));
+    }
+    user.push_str(
+        "\nReply in exactly this form and nothing else:\n\
+         SUMMARY: one paragraph keeping decisions, names, numbers and open questions.\n\
+         FACTS:\n- one durable fact per line (names, numbers, decisions, preferences)",
+    );
+    ChatRequest {
+        messages: vec![
+            ChatMessage::new(
+                Role::System,
+                format!("{SUMMARY_MARKER} Write in {language}. Be faithful; invent nothing."),
+            ),
+            ChatMessage::new(Role::User, user),
+        ],
+        max_tokens: SUMMARY_MAX_TOKENS,
+        temperature: Some(0.2),
+        ..Default::default()
+    }
+}
+
+/// Reads `SUMMARY: … FACTS: - …` from a model answer (reasoning already removed), tolerating
+/// loose formatting. `None` when there is no `SUMMARY:` part with text: prose, a refusal or
+/// an empty answer is not a summary.
+pub fn parse_summary(text: &str) -> Option<(String, Vec<String>)> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("summary:")? + "summary:".len();
+    let text = &text[start..];
+    let lower = &lower[start..];
+    let (summary_part, facts_part) = match lower.find("facts:") {
+        Some(i) => (&text[..i], &text[i + "facts:".len()..]),
+        None => (text, ""),
+    };
+    let summary = summary_part
+        .trim()
+        .trim_end_matches(|c: char| c == '*' || c == '#' || c.is_whitespace())
+        .to_string();
+    if summary.is_empty() {
+        return None;
+    }
+    let facts = facts_part
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches(|c: char| {
+                    matches!(c, '-' | '*' | '•') || c.is_ascii_digit() || c == '.' || c == ')'
+                })
+                .trim()
+                .to_string()
+        })
+        .filter(|l| !l.is_empty() && l.chars().count() <= 300)
+        .collect();
+    Some((summary, facts))
+}
+
+/// Adds `new` facts to `facts` without duplicates (ignoring case, spacing and a final period),
+/// then keeps at most `cap`, dropping the oldest.
+pub fn merge_facts(facts: &mut Vec<String>, new: &[String], cap: usize) {
+    fn norm(s: &str) -> String {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_end_matches('.')
+            .to_lowercase()
+    }
+    for f in new {
+        let n = norm(f);
+        if !n.is_empty() && !facts.iter().any(|x| norm(x) == n) {
+            facts.push(f.trim().to_string());
+        }
+    }
+    if facts.len() > cap {
+        let excess = facts.len() - cap;
+        facts.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(content: &str, finish: FinishReason) -> Completion {
+        Completion {
+            content: content.into(),
+            reasoning_apart: false,
+            finish,
+        }
+    }
+
+    #[test]
+    fn parses_summary_and_facts() {
+        let (s, f) = accept_summary(
+            &done(
+                "<think>let me see</think>\nSUMMARY: Ann and Bo picked plan B.\nFACTS:\n- Budget is 10k\n* Launch on May 3\n\n",
+                FinishReason::Stop,
+            ),
+            ThinkStart::Outside,
+        )
+        .unwrap();
+        assert_eq!(s, "Ann and Bo picked plan B.");
+        assert_eq!(
+            f,
+            vec!["Budget is 10k".to_string(), "Launch on May 3".to_string()]
+        );
+        assert!(parse_summary("SUMMARY:\nFACTS:\n- x").is_none());
+    }
+
+    #[test]
+    fn untrustworthy_answers_are_rejected() {
+        // An R1 distill without a reasoning parser, cut at the limit mid-reasoning.
+        let cut = done(
+            "Okay, let me weigh what SUMMARY: should say…",
+            FinishReason::Length,
+        );
+        assert_eq!(
+            accept_summary(&cut, ThinkStart::Inside),
+            Err(Rejection::Unfinished("length".into()))
+        );
+        // Stopped, but the think block never closed.
+        let open = done("Okay, SUMMARY: maybe the budget", FinishReason::Stop);
+        assert_eq!(
+            accept_summary(&open, ThinkStart::Inside),
+            Err(Rejection::ReasoningOpen)
+        );
+        let open = done("<think>SUMMARY: draft", FinishReason::Stop);
+        assert_eq!(
+            accept_summary(&open, ThinkStart::Outside),
+            Err(Rejection::ReasoningOpen)
+        );
+        // Refusals, prose and empty answers.
+        for text in [
+            "I'm sorry, I can't help with that.",
+            "",
+            "Just prose, no headers.",
+        ] {
+            assert_eq!(
+                accept_summary(&done(text, FinishReason::Stop), ThinkStart::Outside),
+                Err(Rejection::NoSummary),
+                "{text:?}"
+            );
+        }
+        // Reasoning that closed, or came apart as reasoning_content, is fine.
+        let closed = done("weighing…</think>SUMMARY: kept", FinishReason::Stop);
+        assert_eq!(
+            accept_summary(&closed, ThinkStart::Inside).unwrap().0,
+            "kept"
+        );
+        let apart = Completion {
+            reasoning_apart: true,
+            ..done("SUMMARY: kept", FinishReason::Stop)
+        };
+        assert_eq!(
+            accept_summary(&apart, ThinkStart::Inside).unwrap().0,
+            "kept"
+        );
+    }
+
+    #[test]
+    fn facts_merge_without_duplicates_and_respect_the_cap() {
+        let mut facts = vec!["Budget is 10k.".to_string(), "old".to_string()];
+        merge_facts(&mut facts, &["budget  is 10k".into(), "new".into()], 3);
+        assert_eq!(facts, vec!["Budget is 10k.", "old", "new"]);
+        merge_facts(&mut facts, &["newest".into()], 3);
+        assert_eq!(facts, vec!["old", "new", "newest"]);
+    }
+}

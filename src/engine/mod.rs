@@ -1,0 +1,208 @@
+//! The engine: handles one inbound event for one conversation. It routes the event (a
+//! duplicate, a command, attachments, a question), and never knows which platform it serves.
+//!
+//! One job per module: [`driver`] runs the turn state machine, [`budget`] sizes the prompt,
+//! [`memory`] folds old turns into summaries, [`commands`] answers the commands, [`report`]
+//! builds `/status` and `/files`, [`attachments`] ingests shared files.
+
+mod attachments;
+mod budget;
+mod commands;
+mod driver;
+pub mod memory;
+mod report;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anchorbot_platform::{InboundEvent, Platform};
+use tokio_util::task::TaskTracker;
+
+use crate::commands::Command;
+use crate::docs::Documents;
+use crate::llm::ChatBackend;
+use crate::prompt::PromptConfig;
+use crate::retrieval::Retriever;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::tokens::TokenCounter;
+
+pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};
+pub use report::StatusReport;
+
+/// How an event ended, for callers that need an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do (empty message).
+    Ignored,
+    /// The event was already handled.
+    Duplicate,
+    /// A turn was answered and stored.
+    Answered {
+        /// The answer was cut at the output limit.
+        truncated: bool,
+    },
+    /// A command was answered (or files were ingested).
+    Command,
+    /// The message was refused before reaching the model; the reason, in one line.
+    Refused(String),
+    /// The turn failed and nothing was stored; the reason, in one line (no answer text).
+    Failed(String),
+}
+
+/// The conversation engine; shared by all conversations.
+pub struct Engine {
+    /// Configuration.
+    settings: Arc<Settings>,
+    /// Durable anchors.
+    store: Store,
+    /// The reasoning model (a pool of endpoints).
+    llm: Arc<dyn ChatBackend>,
+    /// Prompt token counter: the model's own tokenizer, or cl100k as an estimate.
+    counter: Arc<dyn TokenCounter>,
+    /// Whether `counter` is the model's exact tokenizer (no safety margin needed).
+    exact_tokens: bool,
+    /// System prompt inputs.
+    prompt_cfg: PromptConfig,
+    /// Passages from a conversation's documents, for the prompt and the offline fallback.
+    retriever: Option<Arc<dyn Retriever>>,
+    /// Shared documents (ingestion, listing, clearing).
+    docs: Option<Arc<Documents>>,
+    /// What the reasoning servers report, cached and refreshed in the background.
+    facts: Arc<budget::FactsCache>,
+    /// Background work (summarization, facts refresh) to wait for at shutdown.
+    background: TaskTracker,
+    /// Conversations with a summarization running, so two never overlap.
+    summarizing: std::sync::Mutex<HashSet<anchorbot_platform::ConversationKey>>,
+}
+
+impl Engine {
+    /// Assembles an engine. `exact_tokens` says whether `counter` is the model's own tokenizer.
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        llm: Arc<dyn ChatBackend>,
+        counter: Arc<dyn TokenCounter>,
+        exact_tokens: bool,
+    ) -> Self {
+        let prompt_cfg = PromptConfig {
+            base_prompt: settings.base_prompt.clone(),
+            language: settings.language.clone(),
+        };
+        Self {
+            settings,
+            store,
+            llm,
+            counter,
+            exact_tokens,
+            prompt_cfg,
+            retriever: None,
+            docs: None,
+            facts: Arc::new(budget::FactsCache::default()),
+            background: TaskTracker::new(),
+            summarizing: std::sync::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Replaces the retriever of document passages.
+    pub fn set_retriever(&mut self, retriever: Arc<dyn Retriever>) {
+        self.retriever = Some(retriever);
+    }
+
+    /// Adds the documents service; it also becomes the retriever.
+    pub fn set_documents(&mut self, docs: Arc<Documents>) {
+        self.retriever = Some(docs.clone());
+        self.docs = Some(docs);
+    }
+
+    /// The documents service, if configured.
+    pub fn documents(&self) -> Option<&Arc<Documents>> {
+        self.docs.as_ref()
+    }
+
+    /// Probes the model endpoints (so failover prefers the healthy ones) and refreshes what
+    /// the servers report about themselves.
+    pub async fn health_check(&self) {
+        self.llm.health_check().await;
+        self.facts.refresh(self.llm.as_ref()).await;
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Waits for background work (summarization) to finish.
+    pub async fn drain_background(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
+    }
+
+    /// Handles one event to its end: the reply is final (never left "thinking…") when this
+    /// returns. Summarization, if due, continues in the background.
+    ///
+    /// The event is recorded as handled only once its turn is committed (in the same
+    /// transaction) or its failure was told to the user, so a redelivery after a crash is
+    /// answered, and answered once.
+    pub async fn handle(
+        self: &Arc<Self>,
+        event: InboundEvent,
+        platform: Arc<dyn Platform>,
+    ) -> Outcome {
+        let key = event.key().clone();
+        let event_id = event.event_id().to_string();
+        match self.store.was_handled(&key, &event_id) {
+            Ok(true) => {
+                tracing::info!(conversation = %key, event = %event_id, "duplicate event dropped");
+                return Outcome::Duplicate;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the event log; processing anyway"),
+        }
+        let outcome = match event {
+            InboundEvent::Message(m) => {
+                let text = m.text.trim();
+                if text.is_empty() && m.attachments.is_empty() {
+                    Outcome::Ignored
+                } else if let Some(cmd) = Command::parse(text).filter(|_| m.attachments.is_empty())
+                {
+                    self.command(cmd, &key, &m.reply_to, &m.author, platform)
+                        .await
+                } else {
+                    if !m.attachments.is_empty() {
+                        self.ingest_attachments(&m, &platform).await;
+                    }
+                    if text.is_empty() {
+                        Outcome::Command
+                    } else {
+                        let outcome = self.turn(&m, &event_id, platform).await;
+                        if matches!(outcome, Outcome::Answered { .. }) {
+                            self.spawn_summarize(key.clone());
+                        }
+                        outcome
+                    }
+                }
+            }
+            InboundEvent::Command(c) => {
+                let cmd = Command::from_name(&c.name, &c.args);
+                self.command(cmd, &key, &c.reply_to, &c.author, platform)
+                    .await
+            }
+        };
+        // A committed turn marked its event in the commit itself, and a failed or refused one
+        // once its message was delivered (see `driver`).
+        if matches!(outcome, Outcome::Ignored | Outcome::Command) {
+            self.mark_handled(&key, &event_id);
+        }
+        outcome
+    }
+
+    /// Records an event as handled; a failure to record is logged (the event may then be
+    /// answered again if it is redelivered, which beats losing it).
+    fn mark_handled(&self, key: &anchorbot_platform::ConversationKey, event_id: &str) {
+        if let Err(e) = self.store.mark_handled(key, event_id) {
+            tracing::warn!(conversation = %key, error = %e, "could not record the event as handled");
+        }
+    }
+}

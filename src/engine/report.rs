@@ -1,0 +1,164 @@
+//! Reports: `/status` (memory and token budgets) and `/files` (documents), for the chat and
+//! for `anchorbot status`.
+
+use anchorbot_platform::ConversationKey;
+use serde::Serialize;
+
+use super::Engine;
+use crate::commands::counted;
+use crate::docs::DocError;
+use crate::prompt;
+use crate::store::{StoreError, SummaryHold};
+
+/// What `/status` and `anchorbot status` show.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusReport {
+    /// Conversation key.
+    pub conversation: String,
+    /// Turns answered since the last reset.
+    pub turns: u64,
+    /// Turns still held verbatim.
+    pub recent_turns: usize,
+    /// Rolling summaries.
+    pub summaries: usize,
+    /// Summarization passes run.
+    pub summarizations: u64,
+    /// Summarization is paused after answers that could not be used, and why.
+    pub summary_hold: Option<SummaryHold>,
+    /// The key facts.
+    pub key_facts: Vec<String>,
+    /// Documents shared.
+    pub documents: usize,
+    /// Tokens of the anchored system prompt.
+    pub system_prompt_tokens: usize,
+    /// Tokens of the recent turns.
+    pub recent_turns_tokens: usize,
+    /// Budget of the recent turns before summarization.
+    pub recent_turns_budget: usize,
+    /// The most tokens document passages may take in a prompt (before the question's own
+    /// tokens are known).
+    pub documents_budget: usize,
+    /// Prompt tokens of the latest turn.
+    pub last_prompt_tokens: u64,
+    /// The input budget.
+    pub max_input_tokens: usize,
+    /// The output cap.
+    pub max_output_tokens: usize,
+}
+
+impl StatusReport {
+    /// Human-readable form.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "Conversation {}\n\
+             Turns: {} ({} recent, {} summarized into {})\n\
+             Key facts: {}\n\
+             Documents: {}\n\
+             Token budget: system {} + documents up to {} + recent turns {}/{} of max_input_tokens {}; last prompt {}; max output {}",
+            self.conversation,
+            self.turns,
+            self.recent_turns,
+            self.turns.saturating_sub(self.recent_turns as u64),
+            counted(self.summaries as u64, "summary", "summaries"),
+            self.key_facts.len(),
+            self.documents,
+            self.system_prompt_tokens,
+            self.documents_budget,
+            self.recent_turns_tokens,
+            self.recent_turns_budget,
+            self.max_input_tokens,
+            self.last_prompt_tokens,
+            self.max_output_tokens,
+        );
+        if let Some(h) = &self.summary_hold {
+            s.push_str(&format!(
+                "\nSummarizing is paused after {} ({}); the turns are kept word for word, and the next try is after turn {}",
+                counted(h.failures.into(), "failed attempt", "failed attempts"),
+                h.reason,
+                h.retry_at_turn
+            ));
+        }
+        for f in &self.key_facts {
+            s.push_str(&format!("\n  - {f}"));
+        }
+        s
+    }
+}
+
+impl Engine {
+    /// The `/files` listing: every document with its pages, status and OCR engine.
+    pub fn files_text(&self, key: &ConversationKey) -> Result<String, DocError> {
+        let docs = match &self.docs {
+            Some(d) => d.store().list(&key.to_string())?,
+            None => Vec::new(),
+        };
+        if docs.is_empty() {
+            return Ok("No documents in this conversation. Share a file to add one.".to_string());
+        }
+        let mut s = format!("{}:", counted(docs.len() as u64, "document", "documents"));
+        for d in &docs {
+            s.push_str(&format!(
+                "\n- {} ({}, {}, {}): {}",
+                d.name,
+                d.mime,
+                d.pages_counted(),
+                counted(d.chunks.into(), "chunk", "chunks"),
+                d.status.label()
+            ));
+            let engines = d.ocr_engines();
+            if !engines.is_empty() {
+                let fallback = if engines.iter().any(|e| e == "tesseract") {
+                    " (fallback: the vision model was unavailable)"
+                } else {
+                    ""
+                };
+                s.push_str(&format!("; OCR by {}{fallback}", engines.join(", ")));
+            }
+            let failed = d.failed_pages();
+            if !failed.is_empty() {
+                s.push_str(&format!(
+                    "; unread pages: {}",
+                    failed
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(s)
+    }
+
+    /// The status of a conversation.
+    pub fn status(&self, key: &ConversationKey) -> Result<StatusReport, StoreError> {
+        let a = self.store.anchor(key)?;
+        let c = self.counter.as_ref();
+        let system_prompt_tokens = self.system_tokens(&a);
+        let input = self.settings.max_input_tokens;
+        let documents = match &self.docs {
+            Some(d) => d
+                .store()
+                .list(&key.to_string())
+                .map(|l| l.len())
+                .unwrap_or(0),
+            None => a.documents.len(),
+        };
+        Ok(StatusReport {
+            conversation: key.to_string(),
+            turns: a.counters.turns_total,
+            recent_turns: a.turns.len(),
+            summaries: a.summaries.len(),
+            summarizations: a.counters.summarizations,
+            summary_hold: a.summary_hold.clone(),
+            key_facts: a.facts.clone(),
+            documents,
+            system_prompt_tokens,
+            recent_turns_tokens: a.turns.iter().map(|e| prompt::exchange_tokens(c, e)).sum(),
+            recent_turns_budget: self.recent_budget(input, system_prompt_tokens, documents > 0),
+            documents_budget: self.documents_budget(input, system_prompt_tokens),
+            last_prompt_tokens: a.counters.prompt_tokens_last,
+            max_input_tokens: input,
+            max_output_tokens: self.settings.max_output_tokens,
+        })
+    }
+}
