@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::docs::Documents;
 use crate::engine::Engine;
-use crate::retrieval::Retriever;
 use crate::pool::{EndpointPool, PoolPolicy};
+use crate::retrieval::Retriever;
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
 use crate::tokens::Tiktoken;

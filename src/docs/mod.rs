@@ -315,7 +315,12 @@ impl Documents {
     }
 
     /// Searches the conversation's documents.
-    pub async fn search(&self, conv: &str, query: &str, k: usize) -> Result<Vec<Passage>, DocError> {
+    pub async fn search(
+        &self,
+        conv: &str,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<Passage>, DocError> {
         if self.store.list(conv)?.is_empty() {
             return Ok(Vec::new());
         }
