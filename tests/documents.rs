@@ -574,26 +574,13 @@ async fn a_crash_mid_ingest_is_marked_incomplete_and_resumes() {
     assert!(files(&dir, &vision.url, "k").await.contains("ready"));
 }
 
-/// A PDF of several gray "scanned" pages (the fixture makes one page; join them with qpdf).
+/// A PDF of several gray "scanned" pages.
 fn multi_page_gray_pdf(w: u32, h: u32, pages: &[(u32, u32, Vec<u8>)]) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut inputs = Vec::new();
-    for (i, (_, _, gray)) in pages.iter().enumerate() {
-        let p = dir.path().join(format!("p{i}.pdf"));
-        std::fs::write(&p, fixtures::gray_image_pdf(w, h, gray)).unwrap();
-        inputs.push(p);
-    }
-    let out = dir.path().join("all.pdf");
-    let status = std::process::Command::new("qpdf")
-        .arg("--empty")
-        .arg("--pages")
-        .args(&inputs)
-        .arg("--")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success() || status.code() == Some(3));
-    std::fs::read(out).unwrap()
+    let pdfs: Vec<Vec<u8>> = pages
+        .iter()
+        .map(|(_, _, gray)| fixtures::gray_image_pdf(w, h, gray))
+        .collect();
+    fixtures::join_pdfs(&pdfs)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,28 +24,14 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// A PDF of scanned pages (no text layer), one per entry, each legible to tesseract.
 fn scanned_pdf(dir: &Path, name: &str, pages: &[&str]) -> PathBuf {
-    let work = tempfile::tempdir().unwrap();
-    let mut inputs = Vec::new();
-    for (i, text) in pages.iter().enumerate() {
-        let (w, h, gray) = fixtures::render_text_to_gray(&[text]);
-        inputs.push(write(
-            work.path(),
-            &format!("p{i}.pdf"),
-            &fixtures::gray_image_pdf(w, h, &gray),
-        ));
-    }
-    let out = work.path().join("all.pdf");
-    let status = std::process::Command::new("qpdf")
-        .arg("--empty")
-        .arg("--pages")
-        .args(&inputs)
-        .arg("--")
-        .arg(&out)
-        .status()
-        .unwrap();
-    // qpdf exits 3 for warnings.
-    assert!(status.success() || status.code() == Some(3));
-    write(dir, name, &std::fs::read(out).unwrap())
+    let pdfs: Vec<Vec<u8>> = pages
+        .iter()
+        .map(|text| {
+            let (w, h, gray) = fixtures::render_text_to_gray(&[text]);
+            fixtures::gray_image_pdf(w, h, &gray)
+        })
+        .collect();
+    write(dir, name, &fixtures::join_pdfs(&pdfs))
 }
 
 /// True for an OCR request (a user message with an image part).

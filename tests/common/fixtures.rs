@@ -848,3 +848,26 @@ pub fn one_long_word(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64(seed);
     (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
 }
+
+/// One PDF made of `pages` (each a whole PDF, usually one page), joined in order with qpdf.
+pub fn join_pdfs(pages: &[Vec<u8>]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs = Vec::new();
+    for (i, pdf) in pages.iter().enumerate() {
+        let p = dir.path().join(format!("p{i}.pdf"));
+        std::fs::write(&p, pdf).unwrap();
+        inputs.push(p);
+    }
+    let out = dir.path().join("all.pdf");
+    let status = std::process::Command::new("qpdf")
+        .arg("--empty")
+        .arg("--pages")
+        .args(&inputs)
+        .arg("--")
+        .arg(&out)
+        .status()
+        .unwrap();
+    // qpdf exits 3 for warnings.
+    assert!(status.success() || status.code() == Some(3));
+    std::fs::read(out).unwrap()
+}
