@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use anchorbot_platform::{Adapter, EventSink, Platform, PlatformError};
+use anchorbot_platform::{Adapter, EventSink, Platform, PlatformError, Shutdown};
 use tokio::task::JoinSet;
 
 use crate::commands::SPECS;
@@ -21,6 +21,9 @@ use crate::retrieval::Retriever;
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
 use crate::tokens::Tiktoken;
+
+/// How long adapters get to stop taking events at shutdown.
+const ADAPTER_STOP: Duration = Duration::from_secs(10);
 
 /// Start-up and run failures.
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +133,13 @@ impl App {
             .collect();
         let dispatcher = Dispatcher::new(self.engine.clone(), platforms, self.queue_capacity);
         let sink: Arc<dyn EventSink> = Arc::new(dispatcher.clone());
+        let (stop_adapters, shutdown_signal) = Shutdown::new();
         let mut running = JoinSet::new();
         for adapter in self.adapters {
             let name = adapter.name();
             let sink = sink.clone();
-            running.spawn(async move { (name, adapter.run(sink, SPECS).await) });
+            let signal = shutdown_signal.clone();
+            running.spawn(async move { (name, adapter.run(sink, SPECS, signal).await) });
         }
         // Periodic endpoint health checks, so failover order follows reality between turns.
         let engine = self.engine.clone();
@@ -168,7 +173,21 @@ impl App {
                 },
             }
         }
-        running.abort_all();
+        // Adapters stop taking events (and acknowledge what they have), then the queued turns
+        // finish below. An adapter that does not return in time is cut off.
+        let _ = stop_adapters.send(true);
+        let stopped = tokio::time::timeout(ADAPTER_STOP, async {
+            while let Some(done) = running.join_next().await {
+                if let Ok((name, Err(e))) = done {
+                    tracing::warn!(adapter = name, error = %e, "adapter stopped with an error");
+                }
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!("an adapter did not stop within {ADAPTER_STOP:?}; cutting it off");
+            running.abort_all();
+        }
         health.abort();
         dispatcher.drain().await;
         self.engine.drain_background().await;

@@ -495,6 +495,8 @@ mod tests {
             answer: format!("a{i}"),
             at_ms: i as u64,
             truncated: false,
+            replies: Vec::new(),
+            feedback: Vec::new(),
         }
     }
 

@@ -74,6 +74,23 @@ pub struct Exchange {
     /// The answer was cut at the output limit.
     #[serde(default)]
     pub truncated: bool,
+    /// The platform messages that carry the answer (for feedback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<String>,
+    /// Verdicts on the answer, one per person (the latest counts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<Vote>,
+}
+
+/// One person's verdict on an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// Who.
+    pub user: String,
+    /// Thumbs up or down.
+    pub positive: bool,
+    /// When (Unix ms).
+    pub at_ms: u64,
 }
 
 /// Running totals for `/status`.
@@ -85,6 +102,12 @@ pub struct Counters {
     pub summarizations: u64,
     /// Prompt tokens of the latest turn.
     pub prompt_tokens_last: u64,
+    /// Answers marked helpful (one vote per person and answer).
+    #[serde(default)]
+    pub feedback_up: u64,
+    /// Answers marked not helpful.
+    #[serde(default)]
+    pub feedback_down: u64,
 }
 
 /// A document shared in the conversation (filled by document ingestion).
@@ -333,9 +356,33 @@ impl Store {
         self.update_marking(key, None, f).await
     }
 
+    /// Like [`Store::update`], without waiting for the disk: for bookkeeping whose loss in a
+    /// crash costs nothing that was promised (the next flush carries it).
+    pub fn update_lazy<F>(&self, key: &ConversationKey, f: F) -> Result<Anchor, StoreError>
+    where
+        F: Fn(&mut Anchor),
+    {
+        self.transact(key, None, f)
+    }
+
     /// Like [`Store::update`], and records `event_id` as handled in the same transaction: a
     /// crash leaves either both (the redelivery is a duplicate) or neither (it is answered).
     pub async fn update_marking<F>(
+        &self,
+        key: &ConversationKey,
+        event_id: Option<&str>,
+        f: F,
+    ) -> Result<Anchor, StoreError>
+    where
+        F: Fn(&mut Anchor),
+    {
+        let anchor = self.transact(key, event_id, f)?;
+        self.flush().await?;
+        Ok(anchor)
+    }
+
+    /// Applies `f` to `key`'s anchor (and marks `event_id`) in one transaction, unflushed.
+    fn transact<F>(
         &self,
         key: &ConversationKey,
         event_id: Option<&str>,
@@ -364,7 +411,6 @@ impl Store {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         };
-        self.flush().await?;
         Ok(anchor)
     }
 
@@ -457,6 +503,8 @@ mod tests {
                         answer: "a".into(),
                         at_ms: 1,
                         truncated: false,
+                        replies: Vec::new(),
+                        feedback: Vec::new(),
                     });
                     a.facts.push("fact".into());
                 })

@@ -116,7 +116,10 @@ impl Engine {
                             answer: answer.clone(),
                             at_ms: now_ms(),
                             truncated,
+                            replies: Vec::new(),
+                            feedback: Vec::new(),
                         };
+                        let at_ms = exchange.at_ms;
                         let tokens = fitted.tokens as u64;
                         let saved = self
                             .store
@@ -152,6 +155,7 @@ impl Engine {
                         if let Err(e) = reply.finish(&text, state).await {
                             tracing::warn!(conversation = %key, error = %e, "final reply not delivered");
                         }
+                        self.record_replies(key, at_ms, reply.messages());
                         return Outcome::Answered { truncated };
                     }
                     Effect::Fail(failure) => {

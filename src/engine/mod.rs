@@ -3,12 +3,14 @@
 //!
 //! One job per module: [`driver`] runs the turn state machine, [`budget`] sizes the prompt,
 //! [`memory`] folds old turns into summaries, [`commands`] answers the commands, [`report`]
-//! builds `/status` and `/files`, [`attachments`] ingests shared files.
+//! builds `/status` and `/files`, [`attachments`] ingests shared files, [`feedback`] stores
+//! verdicts on answers.
 
 mod attachments;
 mod budget;
 mod commands;
 mod driver;
+mod feedback;
 pub mod memory;
 mod report;
 
@@ -189,6 +191,7 @@ impl Engine {
                 self.command(cmd, &key, &c.reply_to, &c.author, platform)
                     .await
             }
+            InboundEvent::Feedback(f) => self.feedback(&f).await,
         };
         // A committed turn marked its event in the commit itself, and a failed or refused one
         // once its message was delivered (see `driver`).

@@ -29,6 +29,10 @@ pub struct StatusReport {
     pub key_facts: Vec<String>,
     /// Documents shared.
     pub documents: usize,
+    /// Answers marked helpful.
+    pub feedback_up: u64,
+    /// Answers marked not helpful.
+    pub feedback_down: u64,
     /// Tokens of the anchored system prompt.
     pub system_prompt_tokens: usize,
     /// Tokens of the recent turns.
@@ -54,6 +58,7 @@ impl StatusReport {
              Turns: {} ({} recent, {} summarized into {})\n\
              Key facts: {}\n\
              Documents: {}\n\
+             Feedback: {} 👍, {} 👎\n\
              Token budget: system {} + documents up to {} + recent turns {}/{} of max_input_tokens {}; last prompt {}; max output {}",
             self.conversation,
             self.turns,
@@ -62,6 +67,8 @@ impl StatusReport {
             counted(self.summaries as u64, "summary", "summaries"),
             self.key_facts.len(),
             self.documents,
+            self.feedback_up,
+            self.feedback_down,
             self.system_prompt_tokens,
             self.documents_budget,
             self.recent_turns_tokens,
@@ -152,6 +159,8 @@ impl Engine {
             summary_hold: a.summary_hold.clone(),
             key_facts: a.facts.clone(),
             documents,
+            feedback_up: a.counters.feedback_up,
+            feedback_down: a.counters.feedback_down,
             system_prompt_tokens,
             recent_turns_tokens: a.turns.iter().map(|e| prompt::exchange_tokens(c, e)).sum(),
             recent_turns_budget: self.recent_budget(input, system_prompt_tokens, documents > 0),

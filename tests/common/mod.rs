@@ -579,7 +579,12 @@ impl Platform for RecordingPlatform {
         Ok(())
     }
 
-    async fn finished(&self, to: &ReplyTarget, state: &FinalState) -> Result<(), PlatformError> {
+    async fn finished(
+        &self,
+        to: &ReplyTarget,
+        state: &FinalState,
+        _messages: &[MessageRef],
+    ) -> Result<(), PlatformError> {
         let id = self
             .last_in_channel
             .lock()
@@ -685,6 +690,7 @@ impl Adapter for TestAdapter {
         mut self: Box<Self>,
         sink: Arc<dyn EventSink>,
         _c: &'static [CommandSpec],
+        _shutdown: anchorbot_platform::Shutdown,
     ) -> Result<(), PlatformError> {
         let _ = self.sink_tx.take().unwrap().send(sink);
         self.stop.notified().await;
@@ -745,6 +751,8 @@ pub fn message(
         },
         text: text.to_string(),
         attachments: vec![],
+        mentions_bot: true,
+        from_bot: false,
         reply_to: ReplyTarget {
             channel: channel.to_string(),
             ..ReplyTarget::default()

@@ -176,7 +176,12 @@ impl Platform for ConsolePlatform {
         Ok(())
     }
 
-    async fn finished(&self, _to: &ReplyTarget, _state: &FinalState) -> Result<(), PlatformError> {
+    async fn finished(
+        &self,
+        _to: &ReplyTarget,
+        _state: &FinalState,
+        _messages: &[anchorbot_platform::MessageRef],
+    ) -> Result<(), PlatformError> {
         self.write("\n");
         Ok(())
     }
@@ -354,6 +359,8 @@ pub fn message_event(key: &ConversationKey, user: &Author, text: &str) -> Inboun
         author: user.clone(),
         text: text.to_string(),
         attachments: Vec::new(),
+        mentions_bot: true,
+        from_bot: false,
         reply_to: ReplyTarget {
             channel: key.channel().to_string(),
             ..ReplyTarget::default()
@@ -375,6 +382,7 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
         self: Box<Self>,
         sink: Arc<dyn EventSink>,
         _commands: &'static [CommandSpec],
+        mut shutdown: anchorbot_platform::Shutdown,
     ) -> Result<(), PlatformError> {
         let Console {
             key,
@@ -388,7 +396,11 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
             if interactive {
                 platform.write(&format!("{}> ", user.display_name));
             }
-            let line = match read_line(&mut input, &mut buf).await {
+            let read = tokio::select! {
+                _ = shutdown.wait() => break,
+                read = read_line(&mut input, &mut buf) => read,
+            };
+            let line = match read {
                 Ok(Line::Text(l)) => l,
                 Ok(Line::End) => break,
                 // A bad line is the user's to fix, not the end of the session.
@@ -496,7 +508,9 @@ mod tests {
         let reader = BufReader::with_capacity(64, input);
         let console = Console::new("t", "tester", reader, false, platform).unwrap();
         let sink = Arc::new(Recorder::default());
-        let result = Box::new(console).run(sink.clone(), &[]).await;
+        let result = Box::new(console)
+            .run(sink.clone(), &[], anchorbot_platform::Shutdown::new().1)
+            .await;
         let sent = sink.0.lock().unwrap().clone();
         (result, sent, out.text(), notices.text())
     }

@@ -61,6 +61,28 @@ pub struct IncomingMessage {
     pub attachments: Vec<Attachment>,
     /// Where the reply goes (channel, thread, message being answered).
     pub reply_to: ReplyTarget,
+    /// The message mentions the bot (Slack `app_mention`, a Discord mention).
+    pub mentions_bot: bool,
+    /// Another bot wrote it (the adapter decides whether such messages are submitted at all).
+    pub from_bot: bool,
+}
+
+/// A person's verdict on one of the bot's answers (Slack's feedback buttons, a Discord
+/// button), tied to the message that carried the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    /// The conversation the answer belongs to.
+    pub key: ConversationKey,
+    /// Platform event id, for de-duplication.
+    pub event_id: String,
+    /// Who gave it.
+    pub author: Author,
+    /// The answer's message (any of them, for an answer split over several).
+    pub message: MessageRef,
+    /// Thumbs up (true) or down.
+    pub positive: bool,
+    /// Where an acknowledgement goes, if any.
+    pub reply_to: ReplyTarget,
 }
 
 /// A native command invocation (Slack slash command, Discord application command). Text
@@ -88,6 +110,8 @@ pub enum InboundEvent {
     Message(IncomingMessage),
     /// A native command.
     Command(CommandInvocation),
+    /// Feedback on an answer.
+    Feedback(Feedback),
 }
 
 impl InboundEvent {
@@ -96,6 +120,7 @@ impl InboundEvent {
         match self {
             InboundEvent::Message(m) => &m.key,
             InboundEvent::Command(c) => &c.key,
+            InboundEvent::Feedback(f) => &f.key,
         }
     }
 
@@ -104,6 +129,7 @@ impl InboundEvent {
         match self {
             InboundEvent::Message(m) => &m.event_id,
             InboundEvent::Command(c) => &c.event_id,
+            InboundEvent::Feedback(f) => &f.event_id,
         }
     }
 
@@ -112,6 +138,7 @@ impl InboundEvent {
         match self {
             InboundEvent::Message(m) => &m.reply_to,
             InboundEvent::Command(c) => &c.reply_to,
+            InboundEvent::Feedback(f) => &f.reply_to,
         }
     }
 
@@ -120,6 +147,7 @@ impl InboundEvent {
         match self {
             InboundEvent::Message(m) => &m.author,
             InboundEvent::Command(c) => &c.author,
+            InboundEvent::Feedback(f) => &f.author,
         }
     }
 }
@@ -202,6 +230,17 @@ pub enum PlatformError {
     Transport(String),
 }
 
+/// A platform's native streamed message: text is appended as it arrives, then the stream is
+/// stopped and the message stays. Appends are buffered by [`StreamingReply`].
+#[async_trait]
+pub trait AppendStream: Send + Sync {
+    /// Appends `text` (Markdown) to the message.
+    async fn append(&mut self, text: &str) -> Result<(), PlatformError>;
+
+    /// Ends the stream; returns the message that holds the text.
+    async fn stop(&mut self) -> Result<MessageRef, PlatformError>;
+}
+
 /// Outbound primitives an adapter implements. The engine never learns which platform it is.
 #[async_trait]
 pub trait Platform: Send + Sync + 'static {
@@ -232,9 +271,35 @@ pub trait Platform: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Called once when a streamed reply reaches its final state.
-    async fn finished(&self, _to: &ReplyTarget, _state: &FinalState) -> Result<(), PlatformError> {
+    /// Called once when a reply reaches its final state, with the messages that now carry
+    /// it, in order (for feedback buttons on the last one).
+    async fn finished(
+        &self,
+        _to: &ReplyTarget,
+        _state: &FinalState,
+        _messages: &[MessageRef],
+    ) -> Result<(), PlatformError> {
         Ok(())
+    }
+
+    /// Deletes a message a reply no longer needs (a placeholder the answer replaced).
+    async fn delete(&self, _message: &MessageRef) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    /// Opens the platform's native append stream for a reply to `to` (Slack's
+    /// `chat.startStream`), when it has one. `Ok(None)`: the reply is posted, then edited.
+    async fn open_stream(
+        &self,
+        _to: &ReplyTarget,
+    ) -> Result<Option<Box<dyn AppendStream>>, PlatformError> {
+        Ok(None)
+    }
+
+    /// Renders the engine's Markdown into what [`Platform::post`] and [`Platform::edit`] take.
+    /// Runs before splitting, so the pieces are measured as the platform counts them.
+    fn render(&self, markdown: &str) -> String {
+        markdown.to_string()
     }
 
     /// Fetches an attachment's bytes with the adapter's own auth, refusing more than
@@ -306,10 +371,35 @@ pub trait Adapter: Send + 'static {
     /// The outbound side, used for every reply in this adapter's conversations.
     fn platform(&self) -> std::sync::Arc<dyn Platform>;
 
-    /// Receives platform traffic and submits it until the source ends or fails.
+    /// Receives platform traffic and submits it until the source ends, it fails, or
+    /// `shutdown` fires; then it stops taking events and returns (the app finishes the turns
+    /// already submitted).
     async fn run(
         self: Box<Self>,
         sink: std::sync::Arc<dyn EventSink>,
         commands: &'static [CommandSpec],
+        shutdown: Shutdown,
     ) -> Result<(), PlatformError>;
+}
+
+/// The app's shutdown signal, as adapters see it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the sender that fires it.
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown starts (or the app is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
 }

@@ -1,14 +1,34 @@
-//! A streamed reply built on the [`Platform`] primitives: the first text is posted, later text
-//! edits it at most once per `min_edit_interval`, and text past the platform's length limit
-//! continues in follow-up messages.
+//! A streamed reply built on the [`Platform`] primitives. Where the platform has a native
+//! append stream (Slack's `chat.startStream`), the answer is appended to it in buffered pieces;
+//! otherwise the first text is posted and later text edits it. Either way at most one write per
+//! `min_edit_interval`, a rate limit's `retry_after` is waited out (and counted), and text past
+//! the platform's length limit continues in follow-up messages, split after the Markdown is
+//! rendered for the platform.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{split_message, FinalState, MessageRef, Platform, PlatformError, ReplyTarget, Status};
+use crate::{
+    split_message, AppendStream, FinalState, MessageRef, Platform, PlatformError, ReplyTarget,
+    Status,
+};
 
-/// How many times the final edit is retried when the platform rate-limits it.
+/// How many times the final write is retried when the platform rate-limits it.
 const FINAL_RETRIES: usize = 3;
+
+/// The longest rate-limit wait honoured before the final write.
+const MAX_FINAL_WAIT: Duration = Duration::from_secs(30);
+
+/// The native stream of a reply, while it is used.
+struct Native {
+    /// The open stream.
+    stream: Box<dyn AppendStream>,
+    /// The text appended so far.
+    appended: String,
+    /// The answer no longer extends what was appended (text was taken back), or outgrew one
+    /// message: nothing more is appended, and the final text is written by editing.
+    diverged: bool,
+}
 
 /// One reply that grows as the answer streams in.
 pub struct StreamingReply {
@@ -18,8 +38,16 @@ pub struct StreamingReply {
     target: ReplyTarget,
     /// Messages posted so far, with the text each currently shows.
     sent: Vec<(MessageRef, String)>,
-    /// When the platform was last touched, for edit throttling.
+    /// The native stream, once opened.
+    native: Option<Native>,
+    /// Whether opening a native stream was tried.
+    stream_tried: bool,
+    /// When the platform was last written, for throttling.
     last_flush: Option<Instant>,
+    /// No write before this instant: the platform asked to wait (`retry_after`).
+    hold_until: Option<Instant>,
+    /// Rate-limit waits honoured so far.
+    rate_limited: u32,
     /// The full reply text as of the latest update.
     latest: String,
 }
@@ -31,9 +59,23 @@ impl StreamingReply {
             platform,
             target,
             sent: Vec::new(),
+            native: None,
+            stream_tried: false,
             last_flush: None,
+            hold_until: None,
+            rate_limited: 0,
             latest: String::new(),
         }
+    }
+
+    /// The messages that carry the reply so far, in order.
+    pub fn messages(&self) -> Vec<MessageRef> {
+        self.sent.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// Rate-limit waits this reply honoured.
+    pub fn rate_limited(&self) -> u32 {
+        self.rate_limited
     }
 
     /// Shows a transient status. Failures are logged, never fatal: a status is cosmetic.
@@ -50,22 +92,25 @@ impl StreamingReply {
         }
     }
 
-    /// Replaces the reply's text with `full_text`; the platform sees it when the edit
-    /// interval allows.
+    /// Replaces the reply's text with `full_text`; the platform sees it when the write
+    /// interval (and any rate-limit wait) allows.
     pub async fn update(&mut self, full_text: &str) {
         self.latest.clear();
         self.latest.push_str(full_text);
-        let due = self
-            .last_flush
-            .is_none_or(|t| t.elapsed() >= self.platform.limits().min_edit_interval);
+        let now = Instant::now();
+        let interval = self.platform.limits().min_edit_interval;
+        let due = self.last_flush.is_none_or(|t| t.elapsed() >= interval)
+            && self.hold_until.is_none_or(|t| now >= t);
         if due && !self.latest.trim().is_empty() {
-            if let Err(e) = self.flush().await {
-                tracing::debug!(error = %e, "streaming edit skipped");
+            if let Err(e) = self.write().await {
+                self.note_error(&e);
+                tracing::debug!(error = %e, "streaming write skipped");
             }
         }
     }
 
-    /// Writes the final text, retrying rate limits, clears the status and reports the state.
+    /// Writes the final text (retrying rate limits), clears the status and reports the state
+    /// with the messages that carry the reply.
     pub async fn finish(
         &mut self,
         final_text: &str,
@@ -73,27 +118,119 @@ impl StreamingReply {
     ) -> Result<(), PlatformError> {
         self.latest.clear();
         self.latest.push_str(final_text);
-        let mut result = self.flush().await;
+        let mut result = self.write_final().await;
         for _ in 0..FINAL_RETRIES {
             match &result {
                 Err(PlatformError::RateLimited { retry_after }) => {
-                    tokio::time::sleep((*retry_after).min(Duration::from_secs(30))).await;
-                    result = self.flush().await;
+                    self.rate_limited += 1;
+                    tokio::time::sleep((*retry_after).min(MAX_FINAL_WAIT)).await;
+                    result = self.write_final().await;
                 }
                 _ => break,
             }
         }
         self.status(Status::Clear).await;
-        if let Err(e) = self.platform.finished(&self.target, &state).await {
+        let messages = self.messages();
+        if let Err(e) = self
+            .platform
+            .finished(&self.target, &state, &messages)
+            .await
+        {
             tracing::debug!(error = %e, "finish notification failed");
         }
         result
     }
 
-    async fn flush(&mut self) -> Result<(), PlatformError> {
+    fn note_error(&mut self, e: &PlatformError) {
+        if let PlatformError::RateLimited { retry_after } = e {
+            self.rate_limited += 1;
+            self.hold_until = Some(Instant::now() + *retry_after);
+        }
+    }
+
+    /// Opens the native stream on the first write, when the platform has one.
+    async fn ensure_stream(&mut self) {
+        if self.stream_tried {
+            return;
+        }
+        self.stream_tried = true;
+        match self.platform.open_stream(&self.target).await {
+            Ok(Some(stream)) => {
+                self.native = Some(Native {
+                    stream,
+                    appended: String::new(),
+                    diverged: false,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(error = %e, "native streaming unavailable; posting and editing")
+            }
+        }
+    }
+
+    /// One throttled write of `latest`.
+    async fn write(&mut self) -> Result<(), PlatformError> {
         self.last_flush = Some(Instant::now());
+        self.ensure_stream().await;
         let limit = self.platform.limits().max_message_chars;
-        let pieces = split_message(&self.latest, limit);
+        match &mut self.native {
+            Some(native) if !native.diverged => {
+                let fits = self.latest.chars().count() <= limit;
+                match self.latest.strip_prefix(native.appended.as_str()) {
+                    Some(delta) if fits => {
+                        if !delta.is_empty() {
+                            native.stream.append(delta).await?;
+                            native.appended.push_str(delta);
+                        }
+                    }
+                    _ => native.diverged = true,
+                }
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => self.edit_pieces().await,
+        }
+    }
+
+    /// The final write: the rest of the native stream and its stop, then edits and
+    /// follow-ups for whatever the stream could not hold.
+    async fn write_final(&mut self) -> Result<(), PlatformError> {
+        self.last_flush = Some(Instant::now());
+        if !self.latest.trim().is_empty() {
+            self.ensure_stream().await;
+        }
+        if let Some(mut native) = self.native.take() {
+            let limit = self.platform.limits().max_message_chars;
+            if !native.diverged && self.latest.chars().count() <= limit {
+                if let Some(delta) = self.latest.strip_prefix(native.appended.as_str()) {
+                    if !delta.is_empty() {
+                        if let Err(e) = native.stream.append(delta).await {
+                            self.native = Some(native);
+                            return Err(e);
+                        }
+                        native.appended.push_str(delta);
+                    }
+                }
+            }
+            let message = match native.stream.stop().await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.native = Some(native);
+                    return Err(e);
+                }
+            };
+            self.sent.push((message, native.appended));
+        }
+        self.edit_pieces().await
+    }
+
+    /// Brings the posted messages up to `latest`: edits the ones that changed, posts the
+    /// pieces past the last one.
+    async fn edit_pieces(&mut self) -> Result<(), PlatformError> {
+        let limit = self.platform.limits().max_message_chars;
+        let rendered = self.platform.render(&self.latest);
+        let pieces = split_message(&rendered, limit);
         for (i, piece) in pieces.into_iter().enumerate() {
             if i < self.sent.len() {
                 if self.sent[i].1 != piece {
@@ -106,5 +243,159 @@ impl StreamingReply {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{Attachment, Author, Limits};
+
+    /// A platform that records every call; with `native`, it offers an append stream.
+    #[derive(Default)]
+    struct Recorder {
+        native: bool,
+        /// Answer the next edits with a rate limit.
+        limit_edits: Mutex<u32>,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct Stream(Arc<Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl AppendStream for Stream {
+        async fn append(&mut self, text: &str) -> Result<(), PlatformError> {
+            self.0.lock().unwrap().push(format!("append {text}"));
+            Ok(())
+        }
+        async fn stop(&mut self) -> Result<MessageRef, PlatformError> {
+            self.0.lock().unwrap().push("stop".into());
+            Ok(MessageRef {
+                channel: "C".into(),
+                id: "s1".into(),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Platform for Recorder {
+        fn limits(&self) -> Limits {
+            Limits {
+                max_message_chars: 40,
+                min_edit_interval: Duration::ZERO,
+            }
+        }
+        async fn post(&self, _to: &ReplyTarget, text: &str) -> Result<MessageRef, PlatformError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(format!("post {text}"));
+            Ok(MessageRef {
+                channel: "C".into(),
+                id: format!("m{}", calls.len()),
+            })
+        }
+        async fn edit(&self, m: &MessageRef, text: &str) -> Result<(), PlatformError> {
+            let mut left = self.limit_edits.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(PlatformError::RateLimited {
+                    retry_after: Duration::from_millis(5),
+                });
+            }
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("edit {} {text}", m.id));
+            Ok(())
+        }
+        async fn ephemeral(
+            &self,
+            _: &ReplyTarget,
+            _: &Author,
+            _: &str,
+        ) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn status(&self, _: &ReplyTarget, _: &Status) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn open_stream(
+            &self,
+            _to: &ReplyTarget,
+        ) -> Result<Option<Box<dyn AppendStream>>, PlatformError> {
+            Ok(self
+                .native
+                .then(|| Box::new(Stream(self.calls.clone())) as Box<dyn AppendStream>))
+        }
+        async fn fetch(&self, _: &Attachment, _: u64) -> Result<Vec<u8>, PlatformError> {
+            Err(PlatformError::Rejected("no files".into()))
+        }
+    }
+
+    fn calls(p: &Recorder) -> Vec<String> {
+        p.calls.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_native_stream_gets_deltas_and_the_final_rest() {
+        let p = Arc::new(Recorder {
+            native: true,
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        r.update("Hello").await;
+        r.update("Hello wor").await;
+        r.finish("Hello world.", FinalState::Complete)
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&p),
+            ["append Hello", "append  wor", "append ld.", "stop"]
+        );
+        assert_eq!(r.messages()[0].id, "s1");
+    }
+
+    #[tokio::test]
+    async fn text_taken_back_or_past_the_limit_is_finished_by_editing() {
+        let p = Arc::new(Recorder {
+            native: true,
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        r.update("Thinking aloud").await;
+        // The answer so far was reasoning after all: it no longer extends what was appended.
+        r.update("The answer").await;
+        let long = "The answer is long. ".repeat(3);
+        r.finish(&long, FinalState::Complete).await.unwrap();
+        let c = calls(&p);
+        assert_eq!(&c[..2], ["append Thinking aloud", "stop"]);
+        assert!(c[2].starts_with("edit s1 The answer"), "{c:?}");
+        assert!(c[3].starts_with("post "), "the rest follows: {c:?}");
+        assert_eq!(r.messages().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_is_waited_out_and_counted() {
+        let p = Arc::new(Recorder {
+            limit_edits: Mutex::new(2),
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        r.update("one").await;
+        r.update("one two").await;
+        // Held: the platform asked to wait, so this update does not write.
+        r.update("one two three").await;
+        r.finish("one two three four", FinalState::Complete)
+            .await
+            .unwrap();
+        assert_eq!(r.rate_limited(), 2);
+        assert_eq!(
+            calls(&p),
+            ["post one", "edit m1 one two three four"],
+            "nothing was written during the wait"
+        );
     }
 }
