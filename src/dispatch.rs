@@ -1,6 +1,8 @@
 //! Per-conversation queues: events of one conversation are handled one at a time in arrival
 //! order, different conversations run concurrently. Each queue is bounded; a full queue is
-//! refused with a message to the user rather than blocking the adapter.
+//! refused with a message to the user rather than blocking the adapter. Commands that only
+//! read (`/status`, `/files`, `/help`) skip the queue, so they answer at once even while a
+//! turn is running; `/clear` and feedback wait their turn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use crate::commands::Command;
 use crate::engine::{Engine, Outcome};
 
 /// A queued event and the sender that completes its receipt.
@@ -120,6 +123,26 @@ async fn worker(
     }
 }
 
+/// A command that changes nothing, so it need not wait behind the conversation's turn.
+fn reads_only(event: &InboundEvent) -> bool {
+    let cmd = match event {
+        InboundEvent::Command(c) => Command::from_name(&c.name, &c.args),
+        InboundEvent::Message(m) if m.attachments.is_empty() => match Command::parse(&m.text) {
+            Some(c) => c,
+            None => return false,
+        },
+        _ => return false,
+    };
+    matches!(
+        cmd,
+        Command::Status
+            | Command::Files
+            | Command::Help
+            | Command::Unknown(_)
+            | Command::TakesNoArguments(_)
+    )
+}
+
 impl EventSink for Dispatcher {
     fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
         if self.inner.closed.load(Ordering::SeqCst) {
@@ -131,6 +154,14 @@ impl EventSink for Dispatcher {
             return Err(SubmitError::ShuttingDown);
         };
         let (done, receipt) = Receipt::new();
+        if reads_only(&event) {
+            let engine = self.inner.engine.clone();
+            self.inner.tracker.spawn(async move {
+                engine.handle(event, platform).await;
+                let _ = done.send(());
+            });
+            return Ok(receipt);
+        }
         let mut queues = self.inner.queues.lock().expect("queue lock");
         let tx = queues
             .entry(key.clone())

@@ -6,6 +6,7 @@
 //! `anchorbot-platform` and hand it events keyed by conversation.
 #![forbid(unsafe_code)]
 
+pub mod adapters;
 pub mod app;
 pub mod commands;
 pub mod dispatch;

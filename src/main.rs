@@ -155,13 +155,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(command, Cmd::Chat { .. } | Cmd::Run) {
         probe_model_server(&settings).await;
     }
-    let app = App::build(settings).await?;
+    let adapters = match command {
+        Cmd::Run => anchorbot::adapters::configured(&settings)?,
+        _ => Vec::new(),
+    };
+    let mut app = App::build(settings).await?;
+    for adapter in adapters {
+        app = app.with_adapter(adapter);
+    }
     match command {
         Cmd::Chat {
             conversation,
             show_reasoning,
         } => chat(app, &conversation, &user, show_reasoning).await,
-        Cmd::Run => chat(app, "default", &user, false).await,
+        Cmd::Run => {
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Ask {
             conversation,
             show_reasoning,

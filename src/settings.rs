@@ -56,6 +56,49 @@ pub struct Settings {
     pub vision: Endpoint,
     /// Shared documents: limits, OCR, chunking, embeddings, retrieval.
     pub documents: DocumentSettings,
+    /// The Slack adapter; it runs when `bot_token` is set.
+    pub slack: SlackSettings,
+}
+
+/// The Slack adapter's settings. Tokens are secrets: never printed, logged or in errors.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SlackSettings {
+    /// Bot token (`xoxb-…`, `SLACK_BOT_TOKEN`): every Web API call.
+    #[serde(serialize_with = "redact")]
+    pub bot_token: Option<SecretString>,
+    /// App-level token (`xapp-…`, `SLACK_APP_TOKEN`): Socket Mode.
+    #[serde(serialize_with = "redact")]
+    pub app_token: Option<SecretString>,
+    /// Signing secret (`SLACK_SIGNING_SECRET`): the Events API over HTTP.
+    #[serde(serialize_with = "redact")]
+    pub signing_secret: Option<SecretString>,
+    /// Where the Events API listener binds, e.g. `0.0.0.0:3000` (`ANCHORBOT_SLACK_LISTEN`).
+    pub listen: Option<String>,
+    /// The Web API base URL (`ANCHORBOT_SLACK_API_URL`); every call goes there.
+    pub api_url: String,
+    /// Prompts suggested when an assistant thread starts.
+    pub suggested_prompts: Vec<String>,
+    /// Answer messages other bots write.
+    pub answer_bots: bool,
+}
+
+impl Default for SlackSettings {
+    fn default() -> Self {
+        Self {
+            bot_token: None,
+            app_token: None,
+            signing_secret: None,
+            listen: None,
+            api_url: "https://slack.com/api".into(),
+            suggested_prompts: vec![
+                "Summarize this thread".into(),
+                "What did we decide?".into(),
+                "What can you do?".into(),
+            ],
+            answer_bots: false,
+        }
+    }
 }
 
 /// Which embedder turns chunks into vectors.
@@ -336,6 +379,7 @@ impl Default for Settings {
                 ..Endpoint::default()
             },
             documents: DocumentSettings::default(),
+            slack: SlackSettings::default(),
         }
     }
 }
@@ -374,6 +418,14 @@ const NESTED: &[(&str, &str)] = &[
     ("reasoning_", "reasoning."),
     ("vision_", "vision."),
     ("documents_", "documents."),
+    ("slack_", "slack."),
+];
+
+/// Slack's own environment variable names for its secrets.
+const SLACK_ENV: &[(&str, &str)] = &[
+    ("SLACK_BOT_TOKEN", "slack.bot_token"),
+    ("SLACK_APP_TOKEN", "slack.app_token"),
+    ("SLACK_SIGNING_SECRET", "slack.signing_secret"),
 ];
 
 impl Settings {
@@ -399,7 +451,17 @@ impl Settings {
                 }
                 k.into()
             });
+        let slack = Env::raw()
+            .only(&SLACK_ENV.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .map(|k| {
+                SLACK_ENV
+                    .iter()
+                    .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+                    .map(|(_, key)| (*key).into())
+                    .unwrap_or_else(|| k.into())
+            });
         let settings: Settings = fig
+            .merge(slack)
             .merge(env)
             .extract()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;

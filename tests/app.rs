@@ -261,3 +261,36 @@ async fn long_answers_are_split_at_the_platform_limit() {
     };
     assert_eq!(store_answer, expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_answers_at_once_while_a_turn_is_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start(|req| {
+        Reply::text(&format!("slow answer to {}", last_user(req))).slow(Duration::from_millis(300))
+    })
+    .await;
+    let app = start_app(settings(&tmp.path().join("data"), &llm.url)).await;
+    let turn = app
+        .sink
+        .submit(message("S", "q1", "ann", "take your time"))
+        .unwrap();
+    while llm.turn_requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.sink
+        .submit(message("S", "st", "ann", "/status"))
+        .unwrap()
+        .done()
+        .await;
+    // The status came back while the answer was still streaming.
+    match &app.platform.all()[..] {
+        [Record::Ephemeral(c, text)] => {
+            assert_eq!(c, "S");
+            assert!(text.contains("Turns: 0"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    turn.done().await;
+    assert_eq!(app.platform.finals("S").len(), 1);
+    app.shutdown().await;
+}

@@ -499,3 +499,25 @@ async fn reasoning_is_shown_only_on_request_and_never_stored() {
     assert!(!all_text(&last).contains("secret plan"));
     assert!(all_text(&last).contains("The answer."));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_without_any_platform_credentials_names_the_settings_and_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let llm = FakeLlm::start(echo).await;
+    let mut cmd = anchorbot(&dir, &llm.url);
+    cmd.arg("run");
+    let (ok, _, err) = run(cmd).await;
+    assert!(!ok);
+    assert!(
+        err.contains("SLACK_BOT_TOKEN") && err.contains("SLACK_APP_TOKEN"),
+        "{err}"
+    );
+    // A token alone is not enough to receive events: say what else is needed.
+    let mut cmd = anchorbot(&dir, &llm.url);
+    cmd.arg("run").env("SLACK_BOT_TOKEN", "xoxb-secret-123");
+    let (ok, out, err) = run(cmd).await;
+    assert!(!ok);
+    assert!(err.contains("SLACK_APP_TOKEN"), "{err}");
+    assert!(!err.contains("xoxb-secret-123") && !out.contains("xoxb-secret-123"));
+}

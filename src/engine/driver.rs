@@ -33,7 +33,7 @@ impl Engine {
         platform: Arc<dyn Platform>,
     ) -> Outcome {
         let key = &m.key;
-        let mut reply = StreamingReply::new(platform, m.reply_to.clone());
+        let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
         let query = m.text.trim();
         if query.len() > MAX_MESSAGE_BYTES {
             let msg = format!(
@@ -51,8 +51,9 @@ impl Engine {
                 return self.refuse(&mut reply, key, event_id, msg).await;
             }
         };
-        let system = prompt::system_prompt(&self.prompt_cfg, &anchor);
         reply.status(Status::Thinking).await;
+        let anchor = self.seed_from_thread(m, anchor, platform.as_ref()).await;
+        let system = prompt::system_prompt(&self.prompt_cfg, &anchor);
         let (budget, max_tokens) = self.budgets().await;
         let passages = self.passages(key, query).await;
         let parts = PromptParts {

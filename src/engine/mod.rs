@@ -13,6 +13,7 @@ mod driver;
 mod feedback;
 pub mod memory;
 mod report;
+mod seed;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod slack;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -67,6 +67,19 @@ pub struct IncomingMessage {
     pub from_bot: bool,
 }
 
+/// A message that was in a thread before the bot joined it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorMessage {
+    /// Who wrote it.
+    pub author: Author,
+    /// Its text.
+    pub text: String,
+    /// The bot (or another bot) wrote it.
+    pub from_bot: bool,
+    /// Names of files shared with it (listed, not read).
+    pub files: Vec<String>,
+}
+
 /// A person's verdict on one of the bot's answers (Slack's feedback buttons, a Discord
 /// button), tied to the message that carried the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +293,17 @@ pub trait Platform: Send + Sync + 'static {
         _messages: &[MessageRef],
     ) -> Result<(), PlatformError> {
         Ok(())
+    }
+
+    /// The messages before the one being answered in `to`'s thread, oldest first, at most
+    /// `limit` (the newest ones): the discussion a bot joins when it is first mentioned in a
+    /// thread. Empty where the platform has no threads or the thread has no history.
+    async fn history(
+        &self,
+        _to: &ReplyTarget,
+        _limit: usize,
+    ) -> Result<Vec<PriorMessage>, PlatformError> {
+        Ok(Vec::new())
     }
 
     /// Deletes a message a reply no longer needs (a placeholder the answer replaced).

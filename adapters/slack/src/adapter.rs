@@ -1,0 +1,163 @@
+//! The adapter: who the bot is (`auth.test`), Socket Mode through slack-morphism with
+//! handlers that only queue and return (so acks go out at once), the mapping worker, and the
+//! shutdown: stop taking events, then return so the app can finish the turns in flight.
+
+use std::sync::Arc;
+
+use anchorbot_platform::{Adapter, CommandSpec, EventSink, Platform, PlatformError, Shutdown};
+use secrecy::ExposeSecret;
+use slack_morphism::prelude::*;
+
+use crate::client::{token, Api, ClientError, Connector};
+use crate::inbound::{self, Identity, Inbox, Work};
+use crate::platform::SlackPlatform;
+use crate::SlackConfig;
+
+/// Why the adapter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackError {
+    /// The Web API client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Neither Socket Mode (an app token) nor the Events API (a signing secret and a listen
+    /// address) is configured.
+    #[error("set SLACK_APP_TOKEN for Socket Mode, or SLACK_SIGNING_SECRET and ANCHORBOT_SLACK_LISTEN for the Events API over HTTP")]
+    NoReceiver,
+}
+
+/// anchorbot in Slack.
+pub struct SlackAdapter {
+    cfg: SlackConfig,
+    api: Api,
+    platform: Arc<SlackPlatform>,
+}
+
+impl SlackAdapter {
+    /// An adapter for `cfg`; nothing is contacted until it runs.
+    pub fn new(cfg: SlackConfig) -> Result<Self, SlackError> {
+        if cfg.app_token.is_none() && (cfg.signing_secret.is_none() || cfg.listen.is_none()) {
+            return Err(SlackError::NoReceiver);
+        }
+        let api = Api::new(&cfg)?;
+        let platform = Arc::new(SlackPlatform::new(cfg.clone(), api.clone()));
+        Ok(Self { cfg, api, platform })
+    }
+
+    /// Who the bot is, from `auth.test`.
+    async fn identity(&self) -> Result<Identity, PlatformError> {
+        let me = self
+            .api
+            .session()
+            .auth_test()
+            .await
+            .map_err(|e| PlatformError::Rejected(format!("auth.test failed: {e}")))?;
+        Ok(Identity {
+            team: me.team_id.to_string(),
+            bot_user: me.user_id.to_string(),
+            bot_id: me.bot_id.map(|b| b.to_string()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Adapter for SlackAdapter {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn platform(&self) -> Arc<dyn Platform> {
+        self.platform.clone()
+    }
+
+    async fn run(
+        self: Box<Self>,
+        sink: Arc<dyn EventSink>,
+        _commands: &'static [CommandSpec],
+        mut shutdown: Shutdown,
+    ) -> Result<(), PlatformError> {
+        let me = self.identity().await?;
+        tracing::info!(team = %me.team, bot = %me.bot_user, "connected to Slack");
+        let (inbox, mapper, rx) = inbound::channel(self.cfg.clone(), self.api.clone(), me, sink);
+        let mapping = tokio::spawn(mapper.run(rx));
+        let Some(app_token) = &self.cfg.app_token else {
+            let served = crate::http::serve(&self.cfg, inbox, shutdown).await;
+            mapping.abort();
+            return served;
+        };
+        let environment = Arc::new(
+            SlackClientEventsListenerEnvironment::new(self.api.client.clone())
+                .with_error_handler(on_error)
+                .with_user_state(inbox),
+        );
+        let callbacks = SlackSocketModeListenerCallbacks::new()
+            .with_push_events(on_push)
+            .with_command_events(on_command)
+            .with_interaction_events(on_interaction);
+        let listener = SlackClientSocketModeListener::new(
+            &SlackClientSocketModeConfig::new(),
+            environment,
+            callbacks,
+        );
+        listener
+            .listen_for(&token(app_token.expose_secret()))
+            .await
+            .map_err(|e| PlatformError::Transport(format!("Socket Mode: {e}")))?;
+        listener.start().await;
+        shutdown.wait().await;
+        tracing::info!("Slack: shutting down; no new events are taken");
+        listener.shutdown().await;
+        // The queued events are submitted (or dropped, if the app has stopped taking them).
+        drop(listener);
+        mapping.abort();
+        Ok(())
+    }
+}
+
+async fn inbox(states: &SlackClientEventsUserState) -> Option<Inbox> {
+    states.read().await.get_user_state::<Inbox>().cloned()
+}
+
+async fn on_push(
+    event: SlackPushEventCallback,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    if let Some(inbox) = inbox(&states).await {
+        let id = event.event_id.to_string();
+        inbox.offer(Some(&id), Work::Push(Box::new(event)));
+    }
+    Ok(())
+}
+
+async fn on_command(
+    event: SlackCommandEvent,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackCommandEventResponse> {
+    if let Some(inbox) = inbox(&states).await {
+        let id = format!("cmd:{}", event.trigger_id);
+        inbox.offer(Some(&id), Work::Command(Box::new(event)));
+    }
+    // The answer follows through the command's response_url; the ack only says it arrived.
+    Ok(SlackCommandEventResponse::new(SlackMessageContent::new()))
+}
+
+async fn on_interaction(
+    event: SlackInteractionEvent,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<()> {
+    if let Some(inbox) = inbox(&states).await {
+        inbox.offer(None, Work::Interaction(Box::new(event)));
+    }
+    Ok(())
+}
+
+fn on_error(
+    err: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<SlackClient<Connector>>,
+    _states: SlackClientEventsUserState,
+) -> slack_morphism::listener::HttpStatusCode {
+    tracing::warn!(error = %err, "Slack listener error");
+    slack_morphism::listener::HttpStatusCode::OK
+}

@@ -1,0 +1,82 @@
+//! The Web API client: slack-morphism over hyper, pointed at `api_url` (so a local server can
+//! stand in for Slack), HTTP or HTTPS, with slack-morphism's rate control turned on (it waits
+//! out 429 `Retry-After` and retries) and the waits counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use secrecy::ExposeSecret;
+use slack_morphism::prelude::*;
+
+use crate::SlackConfig;
+
+/// The hyper connector slack-morphism runs on.
+pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
+/// The slack-morphism client.
+pub type Client = SlackClient<Connector>;
+
+/// Retries slack-morphism makes after a 429 before it gives up.
+const RATE_LIMIT_RETRIES: usize = 3;
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The system's root certificates could not be loaded.
+    #[error("cannot load the system's TLS root certificates: {0}")]
+    Tls(std::io::Error),
+}
+
+/// The Web API as the adapter uses it: the client, the bot token, and counters.
+#[derive(Clone)]
+pub struct Api {
+    /// slack-morphism's client.
+    pub client: Arc<Client>,
+    /// The bot token, for sessions.
+    pub bot: SlackApiToken,
+    /// Rate-limit waits (HTTP 429) seen by this adapter's own calls.
+    pub rate_limited: Arc<AtomicU64>,
+    /// Web API calls made, for benchmarks and `/status`-style counters.
+    pub calls: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// A client for `cfg.api_url` with the bot token.
+    pub fn new(cfg: &SlackConfig) -> Result<Self, ClientError> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(ClientError::Tls)?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let connector = SlackClientHyperConnector::with_connector(https)
+            .with_slack_api_url(&cfg.api_base())
+            .with_rate_control(
+                SlackApiRateControlConfig::new().with_max_retries(RATE_LIMIT_RETRIES),
+            );
+        Ok(Self {
+            client: Arc::new(SlackClient::new(connector)),
+            bot: token(cfg.bot_token.expose_secret()),
+            rate_limited: Arc::new(AtomicU64::new(0)),
+            calls: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A session with the bot token; counts the call it is opened for.
+    pub fn session(&self) -> SlackClientSession<'_, Connector> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.client.open_session(&self.bot)
+    }
+}
+
+/// A slack-morphism token from its secret value.
+pub fn token(value: &str) -> SlackApiToken {
+    SlackApiToken::new(SlackApiTokenValue::new(value.to_string()))
+}

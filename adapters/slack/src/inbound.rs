@@ -1,0 +1,534 @@
+//! Inbound: Slack's events become platform events. Socket Mode handlers (and the HTTP
+//! listener) only queue what arrived and return, so every envelope is acknowledged within
+//! Slack's 3 seconds however long a turn takes; one worker then maps events in arrival order
+//! (asking Slack when it must, e.g. whether the bot is in a thread) and submits them.
+//!
+//! Where it listens:
+//! - an `app_mention` is answered in that message's thread, and the thread is the
+//!   conversation (`slack:TEAM/CHANNEL/THREAD_TS`);
+//! - later messages in a thread the bot is in are answered without a mention;
+//! - top-level DM messages share the DM's conversation (`slack:TEAM/CHANNEL`); a DM thread,
+//!   an assistant thread included, is its own;
+//! - its own messages, other bots' (unless configured), edits, deletes and joins are ignored.
+//!
+//! A Slack message's event id is `CHANNEL:TS`, so the `app_mention` and the `message` event
+//! that Slack sends for one mention are one event to the engine, answered once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use anchorbot_platform::{
+    Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
+    IncomingMessage, MessageRef, SubmitError,
+};
+use slack_morphism::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::client::Api;
+use crate::target::{is_dm, SlackTarget};
+use crate::SlackConfig;
+
+/// Work waiting for the mapping worker; bounded, so a flood cannot exhaust memory.
+const QUEUE: usize = 1024;
+
+/// Recent event ids remembered for de-duplication (across reconnects and both sockets).
+const RECENT: usize = 4096;
+
+/// The `action_id` of the feedback buttons on answers.
+pub const FEEDBACK_ACTION: &str = "anchorbot_feedback";
+
+/// The command words that also work as a mention: `@anchorbot status`.
+const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
+
+/// Who the bot is in its workspace, from `auth.test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Workspace id.
+    pub team: String,
+    /// The bot's user id (`UBOT`), as mentions spell it.
+    pub bot_user: String,
+    /// The bot's bot id (`B…`), on messages it posts.
+    pub bot_id: Option<String>,
+}
+
+/// Something Slack sent, waiting to be mapped.
+#[derive(Debug)]
+pub enum Work {
+    /// An Events API event.
+    Push(Box<SlackPushEventCallback>),
+    /// A slash command.
+    Command(Box<SlackCommandEvent>),
+    /// A button click or other interaction.
+    Interaction(Box<SlackInteractionEvent>),
+}
+
+/// The receiving half: queues work from the handlers.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Work>,
+    /// Event ids seen lately (envelope-level de-duplication).
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// A bounded set of recent ids, oldest forgotten first.
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Recent {
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_string());
+        self.set.insert(id.to_string());
+        true
+    }
+}
+
+impl Inbox {
+    /// Queues `work` unless its event id was seen lately; never waits.
+    pub fn offer(&self, event_id: Option<&str>, work: Work) {
+        if let Some(id) = event_id {
+            if !self.recent.lock().expect("recent lock").insert(id) {
+                tracing::debug!(event = id, "duplicate Slack delivery dropped");
+                return;
+            }
+        }
+        if let Err(e) = self.tx.try_send(work) {
+            tracing::warn!(error = %e, "Slack inbound queue full; event dropped");
+        }
+    }
+}
+
+/// The mapping side: turns queued work into platform events.
+pub struct Mapper {
+    cfg: SlackConfig,
+    api: Api,
+    me: Identity,
+    sink: Arc<dyn EventSink>,
+    /// Threads the bot is in (it answered there), by `CHANNEL:THREAD_TS`; others are asked of
+    /// Slack once and remembered either way.
+    threads: HashMap<String, bool>,
+    /// Assistant threads (the split view), by `CHANNEL:THREAD_TS`.
+    assistant: HashSet<String>,
+}
+
+/// A connected inbox and mapper.
+pub fn channel(
+    cfg: SlackConfig,
+    api: Api,
+    me: Identity,
+    sink: Arc<dyn EventSink>,
+) -> (Inbox, Mapper, mpsc::Receiver<Work>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (
+        Inbox {
+            tx,
+            recent: Arc::default(),
+        },
+        Mapper {
+            cfg,
+            api,
+            me,
+            sink,
+            threads: HashMap::new(),
+            assistant: HashSet::new(),
+        },
+        rx,
+    )
+}
+
+impl Mapper {
+    /// Maps queued work until the inbox closes.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        while let Some(work) = rx.recv().await {
+            match work {
+                Work::Push(p) => self.push(*p).await,
+                Work::Command(c) => self.command(*c),
+                Work::Interaction(i) => self.interaction(*i),
+            }
+        }
+    }
+
+    fn submit(&self, event: InboundEvent) {
+        match self.sink.submit(event) {
+            Ok(_) => {}
+            Err(SubmitError::QueueFull { capacity }) => {
+                tracing::warn!(capacity, "conversation queue full; the user was told")
+            }
+            Err(e) => tracing::warn!(error = %e, "event not submitted"),
+        }
+    }
+
+    fn key(&self, team: &str, channel: &str, thread: Option<&str>) -> Option<ConversationKey> {
+        match ConversationKey::new("slack", Some(team), channel, thread) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "Slack ids do not make a conversation key; ignored");
+                None
+            }
+        }
+    }
+
+    async fn push(&mut self, cb: SlackPushEventCallback) {
+        let team = cb.team_id.to_string();
+        match cb.event {
+            SlackEventCallbackBody::AppMention(e) => {
+                let channel = e.channel.to_string();
+                let ts = e.origin.ts.to_string();
+                let thread = e.origin.thread_ts.as_ref().map(|t| t.to_string());
+                let root = thread.clone().unwrap_or_else(|| ts.clone());
+                self.threads.insert(format!("{channel}:{root}"), true);
+                self.message(Incoming {
+                    team,
+                    channel,
+                    ts,
+                    root: Some(root),
+                    user: e.user.to_string(),
+                    text: e.content.text.unwrap_or_default(),
+                    files: e.content.files.unwrap_or_default(),
+                    mentions_bot: true,
+                });
+            }
+            SlackEventCallbackBody::Message(e) => self.channel_message(team, e).await,
+            SlackEventCallbackBody::AssistantThreadStarted(e) => {
+                let t = e.assistant_thread;
+                let channel = t.channel_id.to_string();
+                let thread = t.thread_ts.to_string();
+                self.assistant.insert(format!("{channel}:{thread}"));
+                self.threads.insert(format!("{channel}:{thread}"), true);
+                self.suggest_prompts(&t.channel_id, &t.thread_ts).await;
+            }
+            SlackEventCallbackBody::AssistantThreadContextChanged(e) => {
+                let t = e.assistant_thread;
+                tracing::info!(
+                    channel = %t.channel_id,
+                    thread = %t.thread_ts,
+                    viewing = ?t.context.channel_id,
+                    "assistant thread context changed"
+                );
+            }
+            other => {
+                tracing::debug!(event = ?std::mem::discriminant(&other), "Slack event ignored")
+            }
+        }
+    }
+
+    /// A `message` event: answered in DMs, and in channel threads the bot is in.
+    async fn channel_message(&mut self, team: String, e: SlackMessageEvent) {
+        // Edits, deletes, joins and other subtypes are not questions; a file share is.
+        match &e.subtype {
+            None
+            | Some(SlackMessageEventType::FileShare)
+            | Some(SlackMessageEventType::ThreadBroadcast) => {}
+            Some(other) => {
+                tracing::debug!(subtype = ?other, "message subtype ignored");
+                return;
+            }
+        }
+        let user = e.sender.user.as_ref().map(|u| u.to_string());
+        let own = e.sender.bot_id.as_ref().map(|b| b.to_string()) == self.me.bot_id
+            && self.me.bot_id.is_some()
+            || user.as_deref() == Some(self.me.bot_user.as_str());
+        if own {
+            return;
+        }
+        if e.sender.bot_id.is_some() && !self.cfg.answer_bots {
+            tracing::debug!("message from another bot ignored");
+            return;
+        }
+        let (Some(user), Some(channel)) = (user, e.origin.channel.as_ref().map(|c| c.to_string()))
+        else {
+            return;
+        };
+        let (text, files) = match e.content {
+            Some(c) => (c.text.unwrap_or_default(), c.files.unwrap_or_default()),
+            None => (String::new(), Vec::new()),
+        };
+        if text.contains(&format!("<@{}>", self.me.bot_user)) && !is_dm(&channel) {
+            // The app_mention for the same message carries it.
+            return;
+        }
+        let ts = e.origin.ts.to_string();
+        let thread = e.origin.thread_ts.as_ref().map(|t| t.to_string());
+        let root = if is_dm(&channel) {
+            thread
+        } else {
+            let Some(root) = thread else {
+                return;
+            };
+            if !self.in_thread(&channel, &root).await {
+                return;
+            }
+            Some(root)
+        };
+        self.message(Incoming {
+            team,
+            channel,
+            ts,
+            root,
+            user,
+            text,
+            files,
+            mentions_bot: false,
+        });
+    }
+
+    /// Whether the bot is in the thread: it answered there (remembered), or, after a restart,
+    /// Slack's `conversations.replies` shows one of its messages.
+    async fn in_thread(&mut self, channel: &str, root: &str) -> bool {
+        let key = format!("{channel}:{root}");
+        if let Some(known) = self.threads.get(&key) {
+            return *known;
+        }
+        let req =
+            SlackApiConversationsRepliesRequest::new(channel.into(), root.into()).with_limit(200);
+        let found = match self.api.session().conversations_replies(&req).await {
+            Ok(r) => r.messages.iter().any(|m| {
+                m.sender.user.as_ref().map(|u| u.to_string()).as_deref()
+                    == Some(self.me.bot_user.as_str())
+                    || (self.me.bot_id.is_some()
+                        && m.sender.bot_id.as_ref().map(|b| b.to_string()) == self.me.bot_id)
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the thread to see whether the bot is in it");
+                return false;
+            }
+        };
+        self.threads.insert(key, found);
+        found
+    }
+
+    fn message(&self, m: Incoming) {
+        let Some(key) = self.key(&m.team, &m.channel, m.root.as_deref()) else {
+            return;
+        };
+        let assistant = m
+            .root
+            .as_ref()
+            .is_some_and(|r| self.assistant.contains(&format!("{}:{r}", m.channel)));
+        let target = SlackTarget {
+            team: m.team.clone(),
+            user: m.user.clone(),
+            assistant,
+            response_url: None,
+        }
+        .into_target(&m.channel, m.root.as_deref(), Some(&m.ts));
+        let mut text = strip_mention(&m.text, &self.me.bot_user);
+        // "@anchorbot status" works like /status.
+        if m.mentions_bot && COMMAND_WORDS.contains(&text.trim().to_ascii_lowercase().as_str()) {
+            text = format!("/{}", text.trim().to_ascii_lowercase());
+        }
+        let attachments = m
+            .files
+            .iter()
+            .filter_map(|f| {
+                let url = f.url_private_download.as_ref().or(f.url_private.as_ref())?;
+                Some(Attachment {
+                    name: f.name.clone().unwrap_or_else(|| f.id.to_string()),
+                    declared_mime: f.mimetype.as_ref().map(|m| m.to_string()),
+                    // Slack's file objects carry a size, but slack-morphism does not keep it:
+                    // the download checks Content-Length and caps the body instead.
+                    size: 0,
+                    locator: url.to_string(),
+                })
+            })
+            .collect();
+        self.submit(InboundEvent::Message(IncomingMessage {
+            key,
+            event_id: format!("{}:{}", m.channel, m.ts),
+            author: Author {
+                id: m.user.clone(),
+                display_name: format!("<@{}>", m.user),
+            },
+            text,
+            attachments,
+            reply_to: target,
+            mentions_bot: m.mentions_bot,
+            from_bot: false,
+        }));
+    }
+
+    async fn suggest_prompts(&self, channel: &SlackChannelId, thread: &SlackTs) {
+        let prompts: Vec<SlackAssistantPrompt> = self
+            .cfg
+            .suggested_prompts
+            .iter()
+            .take(4)
+            .map(|p| SlackAssistantPrompt::new(p.clone(), p.clone()))
+            .collect();
+        if prompts.is_empty() {
+            return;
+        }
+        let req = SlackApiAssistantThreadsSetSuggestedPromptsRequest::new(
+            channel.clone(),
+            thread.clone(),
+            prompts,
+        );
+        if let Err(e) = self
+            .api
+            .session()
+            .assistant_threads_set_suggested_prompts(&req)
+            .await
+        {
+            tracing::warn!(error = %e, "suggested prompts not set");
+        }
+    }
+
+    /// `/anchor status` and friends: answered privately through the command's `response_url`.
+    fn command(&self, c: SlackCommandEvent) {
+        let text = c.text.clone().unwrap_or_default();
+        let (name, args) = match text.trim().split_once(char::is_whitespace) {
+            Some((n, a)) => (n.to_string(), a.trim().to_string()),
+            None => (text.trim().to_string(), String::new()),
+        };
+        let name = if name.is_empty() {
+            "help".to_string()
+        } else {
+            name
+        };
+        let team = c.team_id.to_string();
+        let channel = c.channel_id.to_string();
+        let Some(key) = self.key(&team, &channel, None) else {
+            return;
+        };
+        let target = SlackTarget {
+            team,
+            user: c.user_id.to_string(),
+            assistant: false,
+            response_url: Some(c.response_url.0.to_string()),
+        }
+        .into_target(&channel, None, None);
+        self.submit(InboundEvent::Command(CommandInvocation {
+            key,
+            event_id: format!("cmd:{}", c.trigger_id),
+            author: Author {
+                id: c.user_id.to_string(),
+                display_name: format!("<@{}>", c.user_id),
+            },
+            name,
+            args,
+            reply_to: target,
+        }));
+    }
+
+    /// A click on an answer's feedback buttons.
+    fn interaction(&self, i: SlackInteractionEvent) {
+        let SlackInteractionEvent::BlockActions(b) = i else {
+            return;
+        };
+        let Some(action) = b
+            .actions
+            .iter()
+            .flatten()
+            .find(|a| a.action_id.to_string() == FEEDBACK_ACTION)
+        else {
+            return;
+        };
+        let SlackInteractionActionContainer::Message(container) = &b.container else {
+            return;
+        };
+        let Some(user) = &b.user else {
+            return;
+        };
+        let channel = container
+            .channel_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .or_else(|| b.channel.as_ref().map(|c| c.id.to_string()));
+        let Some(channel) = channel else {
+            return;
+        };
+        let thread = b
+            .message
+            .as_ref()
+            .and_then(|m| m.origin.thread_ts.as_ref())
+            .map(|t| t.to_string());
+        let team = b.team.id.to_string();
+        let Some(key) = self.key(&team, &channel, thread.as_deref()) else {
+            return;
+        };
+        let message_ts = container.message_ts.to_string();
+        let positive = action.value.as_deref() == Some("good");
+        self.submit(InboundEvent::Feedback(Feedback {
+            key,
+            event_id: format!(
+                "fb:{channel}:{message_ts}:{}:{}",
+                user.id,
+                action
+                    .action_ts
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            ),
+            author: Author {
+                id: user.id.to_string(),
+                display_name: format!("<@{}>", user.id),
+            },
+            message: MessageRef {
+                channel: channel.clone(),
+                id: message_ts,
+            },
+            positive,
+            reply_to: SlackTarget {
+                team,
+                user: user.id.to_string(),
+                assistant: false,
+                response_url: b.response_url.as_ref().map(|u| u.0.to_string()),
+            }
+            .into_target(&channel, thread.as_deref(), None),
+        }));
+    }
+}
+
+/// One Slack message, as the mapper needs it.
+struct Incoming {
+    team: String,
+    channel: String,
+    ts: String,
+    /// The thread the conversation is (its root ts); `None` for a top-level DM.
+    root: Option<String>,
+    user: String,
+    text: String,
+    files: Vec<SlackFile>,
+    mentions_bot: bool,
+}
+
+/// `text` without the bot's `<@UBOT>` mentions.
+pub fn strip_mention(text: &str, bot_user: &str) -> String {
+    text.replace(&format!("<@{bot_user}>"), "")
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_are_bounded_and_deduplicate() {
+        let mut r = Recent::default();
+        assert!(r.insert("a"));
+        assert!(!r.insert("a"));
+        for i in 0..RECENT {
+            r.insert(&i.to_string());
+        }
+        assert!(r.order.len() <= RECENT && r.set.len() <= RECENT);
+        assert!(r.insert("a"), "the oldest id was forgotten");
+    }
+
+    #[test]
+    fn mentions_are_stripped() {
+        assert_eq!(strip_mention("<@UBOT> what is up?", "UBOT"), "what is up?");
+        assert_eq!(strip_mention("hey <@UBOT>", "UBOT"), "hey");
+    }
+}

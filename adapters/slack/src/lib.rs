@@ -1,0 +1,17 @@
+//! The Slack adapter: anchorbot as a Slack AI app. It turns Socket Mode envelopes and Events
+//! API requests into platform events, and replies with Slack's native streaming (or post plus
+//! update), in Slack's own Markdown. It knows nothing about LLMs, prompts or storage.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod inbound;
+pub mod markdown;
+pub mod platform;
+pub mod target;
+
+pub use config::SlackConfig;
+
+mod adapter;
+pub use adapter::{SlackAdapter, SlackError};

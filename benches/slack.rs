@@ -1,0 +1,142 @@
+//! Slack figures through the real `App` and `SlackAdapter` against the local fake Slack (Web
+//! API over HTTP, Socket Mode over WebSocket) and the fake OpenAI server: the time from the
+//! model's first token to the first update a Slack user can see, and the Web API calls one
+//! 1,000-token answer costs, for native streaming and for the post + update fallback.
+//!
+//! Run: `cargo bench --bench slack`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::slack::{FakeSlack, FakeSlackConfig};
+use common::*;
+use secrecy::SecretString;
+
+/// Tokens in the answer, streamed one word each.
+const TOKENS: usize = 1000;
+/// The pause before each token: a 7B model on one GPU streams about this fast per
+/// conversation.
+const TOKEN_GAP: Duration = Duration::from_millis(4);
+/// Answers per path.
+const RUNS: usize = 3;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    for (name, streaming) in [
+        ("native streaming", true),
+        ("post + update fallback", false),
+    ] {
+        path(name, streaming).await;
+    }
+}
+
+async fn path(name: &str, streaming: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig {
+        streaming,
+        echo_bot_messages: false,
+        ..Default::default()
+    })
+    .await;
+    let llm = FakeLlm::start(|_req| {
+        Reply::chunks(
+            (0..TOKENS).map(|i| format!("w{i} ")).collect(),
+            Some("stop"),
+        )
+        .slow(TOKEN_GAP)
+    })
+    .await;
+    let mut s = settings(&tmp.path().join("data"), &llm.url);
+    s.slack.bot_token = Some(SecretString::from(slack.config().bot_token.clone()));
+    s.slack.app_token = Some(SecretString::from(slack.config().app_token.clone()));
+    s.slack.api_url = slack.api_url();
+    let adapters = anchorbot::adapters::configured(&s).unwrap();
+    let mut app = anchorbot::App::build(s).await.unwrap();
+    for a in adapters {
+        app = app.with_adapter(a);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    assert!(slack.wait_connections(1, Duration::from_secs(30)).await);
+    println!("\n== {name}: {TOKENS}-token answer, a token every {TOKEN_GAP:?}, {RUNS} runs");
+    for run in 0..RUNS {
+        let calls_before = slack.calls().len();
+        let asked = llm.turn_requests().len();
+        let mention = slack.app_mention("C1", "U1", &format!("question {run}"), None);
+        let ts = mention["ts"].as_str().unwrap().to_string();
+        slack.push_event(mention);
+        // The first token leaves the model server as soon as the request arrives.
+        let first_token = loop {
+            if llm.turn_requests().len() > asked {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        let visible = if streaming {
+            "chat.appendStream"
+        } else {
+            "chat.postMessage"
+        };
+        let mut first_update = None;
+        let done = loop {
+            if first_update.is_none() {
+                first_update = slack
+                    .calls_to(visible)
+                    .into_iter()
+                    .map(|c| c.at)
+                    .find(|at| *at >= first_token);
+                if first_update.is_none() && streaming {
+                    // The first text can also ride on chat.startStream.
+                    first_update = slack
+                        .calls_to("chat.startStream")
+                        .into_iter()
+                        .filter(|c| c.args.get("markdown_text").is_some())
+                        .map(|c| c.at)
+                        .find(|at| *at >= first_token);
+                }
+            }
+            let finished = slack.thread_messages("C1", &ts).iter().any(|m| {
+                m.bot_id.is_some()
+                    && !m.streaming
+                    && m.visible_text().contains(&format!("w{}", TOKENS - 1))
+            });
+            if finished {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        // Let the feedback buttons and the status clear land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let calls: Vec<_> = slack.calls().into_iter().skip(calls_before).collect();
+        let mut by_method: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in &calls {
+            *by_method.entry(c.method.clone()).or_default() += 1;
+        }
+        println!(
+            "  run {run}: first token → first visible update {:>7.1} ms; answer done after {:.2} s; {} Web API calls: {:?}",
+            first_update.map(|t| t.duration_since(first_token).as_secs_f64() * 1000.0).unwrap_or(f64::NAN),
+            done.duration_since(first_token).as_secs_f64(),
+            calls.len(),
+            by_method
+        );
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+}

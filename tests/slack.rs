@@ -1,0 +1,460 @@
+//! The Slack adapter end to end: the real `App` with the real `SlackAdapter`
+//! (slack-morphism pointed at `slack.api_url`), against the local fake Slack
+//! (`tests/common/slack.rs`: the Web API over HTTP and Socket Mode over WebSocket, written
+//! from Slack's documented payloads) and the fake OpenAI server.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anchorbot::Settings;
+use common::slack::{FakeSlack, FakeSlackConfig};
+use common::*;
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// A running app with the Slack adapter, and a way to stop it.
+struct SlackApp {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+}
+
+impl SlackApp {
+    async fn start(dir: &Path, llm_url: &str, slack: &FakeSlack) -> Self {
+        let mut s: Settings = settings(dir, llm_url);
+        s.slack.bot_token = Some(SecretString::from(slack.config().bot_token.clone()));
+        s.slack.app_token = Some(SecretString::from(slack.config().app_token.clone()));
+        s.slack.api_url = slack.api_url();
+        let adapters = anchorbot::adapters::configured(&s).unwrap();
+        let before = slack.connections_opened();
+        let mut app = anchorbot::App::build(s).await.unwrap();
+        for a in adapters {
+            app = app.with_adapter(a);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while slack.connections_opened() <= before || slack.open_connections() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the adapter never opened a Socket Mode connection"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the app did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn echo(req: &Value) -> Reply {
+    Reply::text(&format!("Answer to <{}>", last_user(req)))
+}
+
+/// The bot's final visible text in a thread, waiting until one is there and complete.
+async fn answer_in(slack: &FakeSlack, channel: &str, thread: &str, contains: &str) -> String {
+    let ok = slack
+        .wait_thread(channel, thread, Duration::from_secs(30), |msgs| {
+            msgs.iter()
+                .any(|m| m.bot_id.is_some() && !m.streaming && m.visible_text().contains(contains))
+        })
+        .await;
+    let texts: Vec<String> = slack
+        .thread_messages(channel, thread)
+        .iter()
+        .map(|m| m.visible_text())
+        .collect();
+    assert!(
+        ok,
+        "no answer containing {contains:?} in the thread: {texts:?}"
+    );
+    texts
+        .into_iter()
+        .rev()
+        .find(|t| t.contains(contains))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&dir, &llm.url, &slack).await;
+    let mention = slack.app_mention("C1", "U1", "the code word is BLUEBIRD", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    let env = slack.push_event(mention);
+    assert!(slack.wait_ack(&env, Duration::from_secs(3)).await.is_some());
+    let answer = answer_in(&slack, "C1", &ts, "BLUEBIRD").await;
+    assert!(
+        answer.contains("Answer to <<@U1>: the code word is BLUEBIRD>"),
+        "{answer}"
+    );
+    // Streamed natively, in the thread of the mention.
+    assert!(!slack.calls_to("chat.startStream").is_empty());
+    let start = &slack.calls_to("chat.startStream")[0].args;
+    assert_eq!(start["thread_ts"], ts.as_str());
+    assert_eq!(start["recipient_user_id"], "U1");
+    assert_eq!(start["recipient_team_id"], "T1");
+    // A follow-up in the thread, without a mention, is answered with the memory.
+    slack.push_event(slack.message("C1", "U1", "what was the code word?", Some(&ts)));
+    answer_in(&slack, "C1", &ts, "what was the code word?").await;
+    let last = llm.turn_requests().pop().unwrap();
+    assert!(all_text(&last).contains("BLUEBIRD"));
+    app.stop().await;
+
+    // After a restart the memory comes from the anchor in sled, not from re-reading Slack.
+    let replies_before = slack.calls_to("conversations.replies").len();
+    let app = SlackApp::start(&dir, &llm.url, &slack).await;
+    slack.push_event(slack.app_mention("C1", "U1", "and now?", Some(&ts)));
+    answer_in(&slack, "C1", &ts, "and now?").await;
+    let last = llm.turn_requests().pop().unwrap();
+    assert!(all_text(&last).contains("BLUEBIRD"));
+    assert_eq!(
+        slack.calls_to("conversations.replies").len(),
+        replies_before
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dm_is_answered_and_the_bots_own_echo_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    slack.push_event(slack.message("D1", "U2", "hello in private", None));
+    let ok = slack
+        .wait_thread("D1", "", Duration::from_secs(30), |_| true)
+        .await;
+    let _ = ok;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let bot = slack.bot_messages("D1");
+        if bot
+            .iter()
+            .any(|m| !m.streaming && m.visible_text().contains("hello in private"))
+        {
+            // Top level: not threaded under the question.
+            assert!(bot.iter().all(|m| m.thread_ts.is_none()), "{bot:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DM answer: {bot:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The fake echoes the bot's own posts back as message events; none is answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(llm.turn_requests().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_envelope_twice_and_a_mention_with_its_message_twin_get_one_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let mention = slack.app_mention("C2", "U1", "once please", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    let twin = slack.message_twin(&mention);
+    let env = slack.push_event(mention);
+    slack.push_event(twin);
+    slack.redeliver(&env);
+    answer_in(&slack, "C2", &ts, "once please").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(llm.turn_requests().len(), 1);
+    let answers = slack
+        .thread_messages("C2", &ts)
+        .into_iter()
+        .filter(|m| m.bot_id.is_some())
+        .count();
+    assert_eq!(answers, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acks_arrive_within_3_s_while_the_model_is_slow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(|req| echo(req).slow(Duration::from_millis(700))).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let mut envs = Vec::new();
+    for i in 0..3 {
+        envs.push(slack.push_event(slack.app_mention("C3", "U1", &format!("slow {i}"), None)));
+    }
+    for env in envs {
+        let waited = slack.wait_ack(&env, Duration::from_secs(3)).await;
+        assert!(
+            waited.is_some(),
+            "envelope {env} not acknowledged within 3 s"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_native_streaming_the_answer_is_posted_and_updated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig {
+        streaming: false,
+        ..Default::default()
+    })
+    .await;
+    let llm = FakeLlm::start(|req| {
+        Reply::text(&format!(
+            "A long answer to <{}> {}",
+            last_user(req),
+            "word ".repeat(40)
+        ))
+        .slow(Duration::from_millis(30))
+    })
+    .await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let mention = slack.app_mention("C4", "U1", "fallback please", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    let answer = answer_in(&slack, "C4", &ts, "fallback please").await;
+    assert!(answer.trim_end().ends_with("word"), "{answer}");
+    assert!(!slack.calls_to("chat.postMessage").is_empty());
+    assert!(!slack.calls_to("chat.update").is_empty());
+    // A second answer in the workspace does not ask for a stream again.
+    let starts = slack.calls_to("chat.startStream").len();
+    let mention = slack.app_mention("C4", "U1", "again", None);
+    let ts2 = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    answer_in(&slack, "C4", &ts2, "again").await;
+    assert_eq!(slack.calls_to("chat.startStream").len(), starts);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_disconnect_the_next_mention_is_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let before = slack.connections_opened();
+    slack.disconnect_all("refresh_requested");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while slack.connections_opened() <= before || slack.open_connections() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mention = slack.app_mention("C5", "U1", "still there?", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    answer_in(&slack, "C5", &ts, "still there?").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mention_in_a_thread_with_earlier_messages_answers_with_them_in_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let ts = slack.seed_thread(
+        "C6",
+        &[
+            ("U1", "Shall we ship on Friday or Monday?"),
+            ("U2", "Monday, the release notes are not ready"),
+            ("U1", "OK, we decided: Monday, codename KESTREL"),
+        ],
+    );
+    let root = ts[0].clone();
+    slack.push_event(slack.app_mention("C6", "U3", "what did we decide?", Some(&root)));
+    answer_in(&slack, "C6", &root, "what did we decide?").await;
+    let req = llm.turn_requests().pop().unwrap();
+    let system = system_of(&req);
+    assert!(system.contains("KESTREL"), "{system}");
+    assert!(system.contains("release notes are not ready"), "{system}");
+    // The seed is memory now: a restart-proof anchor, not a re-read of the thread each turn.
+    let replies = slack.calls_to("conversations.replies").len();
+    slack.push_event(slack.app_mention("C6", "U3", "and the codename?", Some(&root)));
+    answer_in(&slack, "C6", &root, "and the codename?").await;
+    assert!(system_of(&llm.turn_requests().pop().unwrap()).contains("KESTREL"));
+    assert_eq!(slack.calls_to("conversations.replies").len(), replies);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assistant_thread_gets_suggested_prompts_a_status_and_an_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(|req| echo(req).slow(Duration::from_millis(20))).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let thread = slack.next_ts();
+    slack.push_event(slack.assistant_thread_started("U1", "D9", &thread, Some("C1")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slack.suggested_prompts("D9", &thread).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no suggested prompts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prompts = slack.suggested_prompts("D9", &thread).unwrap().to_string();
+    assert!(prompts.contains("What did we decide?"), "{prompts}");
+    slack.push_event(slack.message("D9", "U1", "help me plan", Some(&thread)));
+    answer_in(&slack, "D9", &thread, "help me plan").await;
+    let statuses = slack.assistant_statuses("D9", &thread);
+    assert!(
+        statuses.iter().any(|s| s.contains("thinking")),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some(""),
+        "cleared at the end: {statuses:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_file_is_downloaded_with_the_token_and_cited_and_a_foreign_host_never_sees_it() {
+    ensure_models();
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let foreign = common::slack::ForeignHost::start().await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    let file = slack.file_object(
+        "policy.md",
+        b"# Travel policy\n\nTrain travel is first class for trips over four hours.\n",
+        "text/markdown",
+        "U1",
+    );
+    let mention = FakeSlack::with_files(
+        slack.app_mention("C7", "U1", "what does the policy say about trains?", None),
+        vec![file],
+    );
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    answer_in(&slack, "C7", &ts, "what does the policy say about trains?").await;
+    let downloads = slack.file_requests();
+    assert!(!downloads.is_empty());
+    let bearer = format!("Bearer {}", slack.config().bot_token);
+    assert!(downloads
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(bearer.as_str())));
+    let texts: Vec<String> = slack
+        .thread_messages("C7", &ts)
+        .iter()
+        .map(|m| m.visible_text())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("Added policy.md")),
+        "{texts:?}"
+    );
+    let question = last_user(&llm.turn_requests().pop().unwrap());
+    assert!(
+        question.contains("[policy.md"),
+        "the passage is cited: {question}"
+    );
+    // A file whose URL points elsewhere is refused before any request carries the token.
+    let mut evil = slack.file_object("evil.md", b"# x", "text/markdown", "U1");
+    evil["url_private_download"] = Value::String(foreign.url("/evil.md"));
+    evil["url_private"] = Value::String(foreign.url("/evil.md"));
+    let mention = FakeSlack::with_files(
+        slack.app_mention("C7", "U1", "and this one?", None),
+        vec![evil],
+    );
+    let ts2 = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    answer_in(&slack, "C7", &ts2, "evil.md").await;
+    assert!(!foreign.saw_credentials(), "{:?}", foreign.requests());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slash_command_answers_ephemerally_and_feedback_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&dir, &llm.url, &slack).await;
+    let mention = slack.app_mention("C8", "U1", "rate me", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    answer_in(&slack, "C8", &ts, "rate me").await;
+    let answer = slack
+        .thread_messages("C8", &ts)
+        .into_iter()
+        .find(|m| m.bot_id.is_some())
+        .unwrap();
+    assert!(
+        !answer.feedback_buttons().is_empty(),
+        "the answer carries 👍/👎"
+    );
+    let click = slack.feedback_click("C8", &answer.ts, "U2", true).unwrap();
+    slack.push_interactive(click);
+    // `@anchorbot status` in the thread reports the vote.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        slack.push_event(slack.app_mention("C8", "U1", "status", Some(&ts)));
+        let found = slack
+            .ephemerals()
+            .iter()
+            .any(|e| e.text.contains("Feedback: 1 👍"));
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            slack.ephemerals()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The slash command answers through its response_url, privately.
+    slack.push_slash_command(slack.anchor_status("C8", "U1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slack.response_url_posts().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no response_url answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = slack.response_url_posts()[0].json().unwrap();
+    assert_eq!(body["response_type"], "ephemeral");
+    assert!(body["text"]
+        .as_str()
+        .unwrap()
+        .contains("Conversation slack:T1/C8"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_is_honoured_and_the_answer_still_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = SlackApp::start(&tmp.path().join("data"), &llm.url, &slack).await;
+    slack.rate_limit("chat.startStream", 1, 1);
+    let mention = slack.app_mention("C9", "U1", "despite the limit", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    slack.push_event(mention);
+    answer_in(&slack, "C9", &ts, "despite the limit").await;
+    let starts = slack.calls_to("chat.startStream");
+    assert!(starts.len() >= 2, "retried after the 429: {}", starts.len());
+    assert!(
+        starts[1].at.duration_since(starts[0].at) >= Duration::from_millis(900),
+        "Retry-After was honoured"
+    );
+    app.stop().await;
+}
