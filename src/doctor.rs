@@ -5,10 +5,9 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::llm::OpenAiEndpoint;
 use crate::settings::{Settings, SlackSettings};
@@ -37,9 +36,6 @@ pub const SLACK_SCOPES: &[(&str, &str)] = &[
     ("reactions:write", "the working-on-it reaction"),
     ("users:read", "people's names in threads it reads"),
 ];
-
-/// How long one Slack Web API call may take.
-const SLACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,87 +305,22 @@ struct AuthTest {
     scopes: Result<Vec<String>, &'static str>,
 }
 
-/// Calls `auth.test` with the bot token; `Err` says why it failed, without the token.
+/// Calls `auth.test` with the bot token (through the Slack adapter's client, HTTP or HTTPS);
+/// `Err` says why it failed, without the token.
 async fn auth_test(s: &SlackSettings, token: &str) -> Result<AuthTest, String> {
-    let url = format!("{}/auth.test", s.api_url.trim_end_matches('/'));
-    // reqwest speaks HTTPS only with the `tls` feature; the adapter's own client (hyper-rustls)
-    // always does, so it checks the token then, though it cannot show the response headers.
-    if !cfg!(feature = "tls") && !url.starts_with("http://") {
-        return auth_test_without_headers(s, token).await;
-    }
-    let http = reqwest::Client::builder()
-        .timeout(SLACK_TIMEOUT)
-        // The token must not follow a redirect to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let resp = http
-        .post(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {url}: {}", causes(&e)))?;
-    let status = resp.status();
-    let scopes = resp
-        .headers()
-        .get("x-oauth-scopes")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .ok_or("Slack sent no x-oauth-scopes header");
-    let body: Value = resp.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let code = body["error"].as_str().unwrap_or("no Slack error code");
-        return Err(format!("{url} answered HTTP {status} ({code})"));
-    }
-    if body["ok"] != true {
-        return Err(auth_error(
-            body["error"].as_str().unwrap_or("unknown_error"),
-        ));
-    }
-    Ok(AuthTest { body, scopes })
-}
-
-/// `auth.test` through the Slack adapter's client, for HTTPS when reqwest has no TLS.
-async fn auth_test_without_headers(s: &SlackSettings, token: &str) -> Result<AuthTest, String> {
     let mut cfg = anchorbot_slack::SlackConfig::new(token.to_string().into());
     cfg.api_url = s.api_url.clone();
-    let api = anchorbot_slack::client::Api::new(&cfg).map_err(|e| e.to_string())?;
-    match api.session().auth_test().await {
-        Ok(r) => {
-            let mut body = serde_json::to_value(&r).unwrap_or_default();
-            body["ok"] = json!(true);
-            Ok(AuthTest {
-                body,
-                scopes: Err("this build reads Slack's response headers only with `--features tls`"),
-            })
-        }
-        Err(e) => {
-            // slack-morphism's message is "Slack API error: CODE\nBody: …"; the code is enough.
-            let e = e.to_string();
-            let first = e.lines().next().unwrap_or_default();
-            Err(match first.strip_prefix("Slack API error: ") {
-                Some(code) => auth_error(code.trim()),
-                None => format!("cannot reach {}: {first}", s.api_url),
-            })
-        }
+    let answer = anchorbot_slack::auth::auth_test(&cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = answer.body;
+    if body["ok"] != true {
+        return Err(auth_error(body["error"].as_str().unwrap_or("unknown_error")));
     }
-}
-
-/// An error and its causes, "a: b: c" (reqwest's own message omits the cause).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
+    Ok(AuthTest {
+        body,
+        scopes: answer.scopes.ok_or("Slack sent no x-oauth-scopes header"),
+    })
 }
 
 /// A failed `auth.test`'s error code, with what to do about it.

@@ -92,7 +92,7 @@ const STREAM_UNSUPPORTED: &[&str] = &[
 
 /// The HTTPS client for file downloads and `response_url` posts. hyper's client never
 /// follows redirects, which is what the token needs.
-type WebClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type WebClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Slack's outbound side: posts, edits, streams, statuses, feedback buttons and file
 /// downloads. Cheap to clone; clones share their memory (streaming fallback per workspace,
@@ -1019,7 +1019,7 @@ fn http_status_error<B>(who: &str, status: StatusCode, r: &hyper::Response<B>) -
 }
 
 /// Builds the download client.
-fn web_client() -> Result<WebClient, String> {
+pub(crate) fn web_client() -> Result<WebClient, String> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("cannot load the system's TLS root certificates: {e}"))?
