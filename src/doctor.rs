@@ -315,7 +315,9 @@ async fn auth_test(s: &SlackSettings, token: &str) -> Result<AuthTest, String> {
         .map_err(|e| e.to_string())?;
     let body = answer.body;
     if body["ok"] != true {
-        return Err(auth_error(body["error"].as_str().unwrap_or("unknown_error")));
+        return Err(auth_error(
+            body["error"].as_str().unwrap_or("unknown_error"),
+        ));
     }
     Ok(AuthTest {
         body,

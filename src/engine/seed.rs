@@ -28,7 +28,9 @@ impl Engine {
         let fresh = anchor.turns.is_empty()
             && anchor.summaries.is_empty()
             && anchor.counters.turns_total == 0;
-        if !fresh || m.reply_to.thread.is_none() {
+        // A message that starts its thread has nothing before it.
+        let starts_thread = m.reply_to.thread.is_none() || m.reply_to.thread == m.reply_to.message;
+        if !fresh || starts_thread {
             return anchor;
         }
         let prior = match platform.history(&m.reply_to, MAX_HISTORY).await {

@@ -92,7 +92,8 @@ const STREAM_UNSUPPORTED: &[&str] = &[
 
 /// The HTTPS client for file downloads and `response_url` posts. hyper's client never
 /// follows redirects, which is what the token needs.
-pub(crate) type WebClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type WebClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Slack's outbound side: posts, edits, streams, statuses, feedback buttons and file
 /// downloads. Cheap to clone; clones share their memory (streaming fallback per workspace,
