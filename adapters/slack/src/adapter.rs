@@ -78,10 +78,10 @@ impl Adapter for SlackAdapter {
         let me = self.identity().await?;
         tracing::info!(team = %me.team, bot = %me.bot_user, "connected to Slack");
         let (inbox, mapper, rx) = inbound::channel(self.cfg.clone(), self.api.clone(), me, sink);
-        let mapping = tokio::spawn(mapper.run(rx));
+        let mapping = tokio::spawn(mapper.run(rx, shutdown.clone()));
         let Some(app_token) = &self.cfg.app_token else {
             let served = crate::http::serve(&self.cfg, inbox, shutdown).await;
-            mapping.abort();
+            finish_mapping(mapping).await;
             return served;
         };
         let environment = Arc::new(
@@ -106,10 +106,20 @@ impl Adapter for SlackAdapter {
         shutdown.wait().await;
         tracing::info!("Slack: shutting down; no new events are taken");
         listener.shutdown().await;
-        // The queued events are submitted (or dropped, if the app has stopped taking them).
         drop(listener);
-        mapping.abort();
+        finish_mapping(mapping).await;
         Ok(())
+    }
+}
+
+/// How long the events already acknowledged to Slack get to be submitted at shutdown.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Lets the mapper submit what Slack was told arrived, then stops it.
+async fn finish_mapping(mut mapping: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN, &mut mapping).await.is_err() {
+        tracing::warn!("Slack events still queued at shutdown were dropped");
+        mapping.abort();
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use anchorbot_platform::{
     Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
-    IncomingMessage, MessageRef, SubmitError,
+    IncomingMessage, MessageRef, Shutdown, SubmitError,
 };
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
@@ -148,14 +148,29 @@ pub fn channel(
 }
 
 impl Mapper {
-    /// Maps queued work until the inbox closes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
-        while let Some(work) = rx.recv().await {
-            match work {
-                Work::Push(p) => self.push(*p).await,
-                Work::Command(c) => self.command(*c),
-                Work::Interaction(i) => self.interaction(*i),
+    /// Maps queued work until the inbox closes, or until shutdown: then nothing new is
+    /// queued, and what was already acknowledged to Slack is still submitted.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                work = rx.recv() => match work {
+                    Some(work) => self.handle(work).await,
+                    None => return,
+                },
+                _ = shutdown.wait() => break,
             }
+        }
+        rx.close();
+        while let Some(work) = rx.recv().await {
+            self.handle(work).await;
+        }
+    }
+
+    async fn handle(&mut self, work: Work) {
+        match work {
+            Work::Push(p) => self.push(*p).await,
+            Work::Command(c) => self.command(*c),
+            Work::Interaction(i) => self.interaction(*i),
         }
     }
 
