@@ -51,7 +51,7 @@ impl Api {
     /// A client for `cfg.api_url` with the bot token.
     pub fn new(cfg: &SlackConfig) -> Result<Self, ClientError> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
+            .with_provider_and_native_roots(crate::client::tls_provider())
             .map_err(ClientError::Tls)?
             .https_or_http()
             .enable_http1()
@@ -74,6 +74,12 @@ impl Api {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.client.open_session(&self.bot)
     }
+}
+
+/// The TLS crypto provider, named rather than left to rustls' process default, which panics
+/// when a build enables two providers (another crate's TLS feature can add aws-lc-rs).
+pub fn tls_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 /// A slack-morphism token from its secret value.

@@ -1022,7 +1022,7 @@ fn http_status_error<B>(who: &str, status: StatusCode, r: &hyper::Response<B>) -
 /// Builds the download client.
 pub(crate) fn web_client() -> Result<WebClient, String> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
+        .with_provider_and_native_roots(crate::client::tls_provider())
         .map_err(|e| format!("cannot load the system's TLS root certificates: {e}"))?
         .https_or_http()
         .enable_http1()
