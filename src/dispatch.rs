@@ -126,6 +126,8 @@ async fn worker(
 /// A command that changes nothing, so it need not wait behind the conversation's turn.
 fn reads_only(event: &InboundEvent) -> bool {
     let cmd = match event {
+        // A Stop must reach the turn it stops, which holds the conversation's queue.
+        InboundEvent::Stop(_) => return true,
         InboundEvent::Command(c) => Command::from_name(&c.name, &c.args),
         InboundEvent::Message(m) if m.attachments.is_empty() => match Command::parse(&m.text) {
             Some(c) => c,

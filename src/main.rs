@@ -268,7 +268,7 @@ async fn ask(
             eprintln!("error: {m}");
             ExitCode::FAILURE
         }
-        Outcome::Ignored | Outcome::Duplicate => ExitCode::from(2),
+        Outcome::Ignored | Outcome::Duplicate | Outcome::Stopped => ExitCode::from(2),
     })
 }
 

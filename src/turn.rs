@@ -218,6 +218,11 @@ impl Turn {
         (turn, vec![Effect::Request(request)])
     }
 
+    /// The answer as it stands (what the reply shows).
+    pub fn answer_so_far(&self) -> &str {
+        &self.answer
+    }
+
     /// True once a final effect (commit or fail) was returned.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done

@@ -294,3 +294,69 @@ async fn status_answers_at_once_while_a_turn_is_running() {
     assert_eq!(app.platform.finals("S").len(), 1);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_ends_a_streaming_answer_keeps_what_was_written_and_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let llm = FakeLlm::start(|_req| {
+        Reply::chunks((0..200).map(|i| format!("w{i} ")).collect(), Some("stop"))
+            .slow(Duration::from_millis(50))
+    })
+    .await;
+    let app = start_app(settings(&data, &llm.url)).await;
+    let turn = app
+        .sink
+        .submit(message("X", "q", "ann", "write a lot"))
+        .unwrap();
+    // Wait until some of the answer is showing, then press Stop.
+    while !app
+        .platform
+        .messages_in("X")
+        .iter()
+        .any(|m| m.contains("w3"))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = anchorbot_platform::ConversationKey::new("test", Some("W1"), "X", None).unwrap();
+    app.sink
+        .submit(anchorbot_platform::InboundEvent::Stop(
+            anchorbot_platform::StopRequest {
+                key: key.clone(),
+                event_id: "stop-1".into(),
+                author: anchorbot_platform::Author {
+                    id: "U-ann".into(),
+                    display_name: "ann".into(),
+                },
+                reply_to: anchorbot_platform::ReplyTarget {
+                    channel: "X".into(),
+                    ..Default::default()
+                },
+            },
+        ))
+        .unwrap()
+        .done()
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), turn.done())
+        .await
+        .expect("the answer stopped at once");
+    let finals = app.platform.all();
+    let stopped = finals
+        .iter()
+        .find_map(|r| match r {
+            Record::Final(c, text, FinalState::Stopped) if c == "X" => Some(text.clone()),
+            _ => None,
+        })
+        .expect("a stopped final reply");
+    assert!(
+        stopped.contains("w3") && stopped.ends_with("_(Stopped.)_"),
+        "{stopped}"
+    );
+    assert!(!stopped.contains("w199"));
+    app.shutdown().await;
+    let store = reopen_store(&data);
+    assert!(
+        store.anchor(&key).unwrap().turns.is_empty(),
+        "a stopped answer is not stored"
+    );
+}

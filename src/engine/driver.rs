@@ -16,10 +16,35 @@ use crate::prompt;
 use crate::retrieval::Passage;
 use crate::store::{now_ms, Exchange};
 use crate::turn::{Effect, Failure, Input, Turn, TurnConfig, CUT_NOTE};
+use tokio_util::sync::CancellationToken;
 
 /// The longest message the engine reads, in bytes. Longer ones are refused before any
 /// tokenizing: no input budget fits them anyway, and counting them would stall a worker.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The line a stopped answer ends with.
+pub const STOPPED_NOTE: &str = "\n\n_(Stopped.)_";
+
+/// A turn registered as running; unregisters itself when the turn ends, however it ends.
+struct Running<'a> {
+    /// The engine whose map holds it.
+    engine: &'a Engine,
+    /// The conversation.
+    key: ConversationKey,
+    /// Cancelled by a Stop.
+    token: CancellationToken,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        // Turns of one conversation run one at a time, so the registered turn is this one.
+        self.engine
+            .running
+            .lock()
+            .expect("running lock")
+            .remove(&self.key);
+    }
+}
 
 /// Passages the offline fallback quotes.
 const OFFLINE_PASSAGES: usize = 3;
@@ -91,6 +116,7 @@ impl Engine {
             continuation: self.continuation_style().await,
         };
         let (mut turn, mut effects) = Turn::start(request, cfg, self.counter.clone());
+        let stop = self.track_running(key);
         let mut stream: Option<ItemStream> = None;
         let mut pending: Option<Input> = None;
         loop {
@@ -180,16 +206,62 @@ impl Engine {
             let input = match pending.take() {
                 Some(i) => i,
                 None => match stream.as_mut() {
-                    Some(s) => match s.next().await {
-                        Some(Ok(item)) => Input::Item(item),
-                        Some(Err(e)) => Input::Failed(e),
-                        None => Input::Failed(LlmError::StreamCut("the stream ended early".into())),
-                    },
+                    Some(s) => {
+                        let next = tokio::select! {
+                            next = s.next() => next,
+                            _ = stop.token.cancelled() => {
+                                return self.stopped(&mut reply, key, event_id, turn.answer_so_far()).await;
+                            }
+                        };
+                        match next {
+                            Some(Ok(item)) => Input::Item(item),
+                            Some(Err(e)) => Input::Failed(e),
+                            None => {
+                                Input::Failed(LlmError::StreamCut("the stream ended early".into()))
+                            }
+                        }
+                    }
                     None => Input::Failed(LlmError::Protocol("no stream was opened".into())),
                 },
             };
             effects = turn.handle(input);
         }
+    }
+
+    /// Registers the turn streaming in `key`, so a Stop can end it; unregistered on drop.
+    fn track_running(&self, key: &ConversationKey) -> Running<'_> {
+        let token = CancellationToken::new();
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(key.clone(), token.clone());
+        Running {
+            engine: self,
+            key: key.clone(),
+            token,
+        }
+    }
+
+    /// Ends a stopped answer: the chat keeps what was written and says it was stopped; the
+    /// turn is not stored, since it did not complete.
+    async fn stopped(
+        &self,
+        reply: &mut StreamingReply,
+        key: &ConversationKey,
+        event_id: &str,
+        partial: &str,
+    ) -> Outcome {
+        tracing::info!(conversation = %key, "answer stopped; nothing stored");
+        let text = if partial.trim().is_empty() {
+            STOPPED_NOTE.trim_start().to_string()
+        } else {
+            format!("{}{STOPPED_NOTE}", partial.trim_end())
+        };
+        match reply.finish(&text, FinalState::Stopped).await {
+            Ok(()) => self.mark_handled(key, event_id),
+            Err(e) => tracing::warn!(conversation = %key, error = %e, "stop note not delivered"),
+        }
+        Outcome::Stopped
     }
 
     /// The passages of the conversation's documents for `query`, best first (none without

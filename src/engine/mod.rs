@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anchorbot_platform::{InboundEvent, Platform};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
@@ -51,6 +52,8 @@ pub enum Outcome {
     Refused(String),
     /// The turn failed and nothing was stored; the reason, in one line (no answer text).
     Failed(String),
+    /// Someone stopped the answer; what was written stays in the chat, nothing was stored.
+    Stopped,
 }
 
 /// The conversation engine; shared by all conversations.
@@ -77,6 +80,10 @@ pub struct Engine {
     background: TaskTracker,
     /// Conversations with a summarization running, so two never overlap.
     summarizing: std::sync::Mutex<HashSet<anchorbot_platform::ConversationKey>>,
+    /// The turn streaming in each conversation, so a Stop can end it.
+    running: std::sync::Mutex<
+        std::collections::HashMap<anchorbot_platform::ConversationKey, CancellationToken>,
+    >,
 }
 
 impl Engine {
@@ -104,6 +111,7 @@ impl Engine {
             facts: Arc::new(budget::FactsCache::default()),
             background: TaskTracker::new(),
             summarizing: std::sync::Mutex::new(HashSet::new()),
+            running: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -193,6 +201,15 @@ impl Engine {
                     .await
             }
             InboundEvent::Feedback(f) => self.feedback(&f).await,
+            InboundEvent::Stop(_) => {
+                match self.running.lock().expect("running lock").get(&key) {
+                    Some(turn) => turn.cancel(),
+                    None => {
+                        tracing::info!(conversation = %key, "stop pressed with no answer streaming")
+                    }
+                }
+                Outcome::Command
+            }
         };
         // A committed turn marked its event in the commit itself, and a failed or refused one
         // once its message was delivered (see `driver`).

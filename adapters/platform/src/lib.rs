@@ -125,6 +125,22 @@ pub enum InboundEvent {
     Command(CommandInvocation),
     /// Feedback on an answer.
     Feedback(Feedback),
+    /// Stop the answer being written in the conversation (a Stop button).
+    Stop(StopRequest),
+}
+
+/// A request to stop the answer that is streaming in a conversation. The reply keeps what was
+/// written and says it was stopped; the turn is not stored (it did not complete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRequest {
+    /// The conversation.
+    pub key: ConversationKey,
+    /// Platform event id.
+    pub event_id: String,
+    /// Who pressed Stop.
+    pub author: Author,
+    /// Where an acknowledgement goes.
+    pub reply_to: ReplyTarget,
 }
 
 impl InboundEvent {
@@ -134,6 +150,7 @@ impl InboundEvent {
             InboundEvent::Message(m) => &m.key,
             InboundEvent::Command(c) => &c.key,
             InboundEvent::Feedback(f) => &f.key,
+            InboundEvent::Stop(r) => &r.key,
         }
     }
 
@@ -143,6 +160,7 @@ impl InboundEvent {
             InboundEvent::Message(m) => &m.event_id,
             InboundEvent::Command(c) => &c.event_id,
             InboundEvent::Feedback(f) => &f.event_id,
+            InboundEvent::Stop(r) => &r.event_id,
         }
     }
 
@@ -152,6 +170,7 @@ impl InboundEvent {
             InboundEvent::Message(m) => &m.reply_to,
             InboundEvent::Command(c) => &c.reply_to,
             InboundEvent::Feedback(f) => &f.reply_to,
+            InboundEvent::Stop(r) => &r.reply_to,
         }
     }
 
@@ -161,6 +180,7 @@ impl InboundEvent {
             InboundEvent::Message(m) => &m.author,
             InboundEvent::Command(c) => &c.author,
             InboundEvent::Feedback(f) => &f.author,
+            InboundEvent::Stop(r) => &r.author,
         }
     }
 }
@@ -201,6 +221,8 @@ pub enum Status {
 /// How a streamed reply ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FinalState {
+    /// Someone pressed Stop: the reply keeps what was written; nothing was stored.
+    Stopped,
     /// The answer is complete.
     Complete,
     /// The answer was cut at the output limit.
