@@ -58,6 +58,36 @@ pub struct Settings {
     pub documents: DocumentSettings,
     /// The Slack adapter; it runs when `bot_token` is set.
     pub slack: SlackSettings,
+    /// The Discord adapter; it runs when `token` is set.
+    pub discord: DiscordSettings,
+}
+
+/// The Discord adapter's settings. The token is a secret: never printed, logged or in errors.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DiscordSettings {
+    /// Bot token (`DISCORD_TOKEN`).
+    #[serde(serialize_with = "redact")]
+    pub token: Option<SecretString>,
+    /// Base of the REST API (`{base}/api/v10/…`) and of the gateway lookup
+    /// (`ANCHORBOT_DISCORD_API_URL`).
+    pub api_url: String,
+    /// Register the slash commands in this guild only, which is instant
+    /// (`ANCHORBOT_DISCORD_GUILD_ID`); without it they register globally.
+    pub guild_id: Option<u64>,
+    /// Answer a mention in a new thread made from it (the default), or in place.
+    pub reply_in_thread: bool,
+}
+
+impl Default for DiscordSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            api_url: "https://discord.com".into(),
+            guild_id: None,
+            reply_in_thread: true,
+        }
+    }
 }
 
 /// The Slack adapter's settings. Tokens are secrets: never printed, logged or in errors.
@@ -380,6 +410,7 @@ impl Default for Settings {
             },
             documents: DocumentSettings::default(),
             slack: SlackSettings::default(),
+            discord: DiscordSettings::default(),
         }
     }
 }
@@ -419,13 +450,15 @@ const NESTED: &[(&str, &str)] = &[
     ("vision_", "vision."),
     ("documents_", "documents."),
     ("slack_", "slack."),
+    ("discord_", "discord."),
 ];
 
-/// Slack's own environment variable names for its secrets.
-const SLACK_ENV: &[(&str, &str)] = &[
+/// The platforms' own environment variable names for their secrets.
+const PLATFORM_ENV: &[(&str, &str)] = &[
     ("SLACK_BOT_TOKEN", "slack.bot_token"),
     ("SLACK_APP_TOKEN", "slack.app_token"),
     ("SLACK_SIGNING_SECRET", "slack.signing_secret"),
+    ("DISCORD_TOKEN", "discord.token"),
 ];
 
 impl Settings {
@@ -452,9 +485,9 @@ impl Settings {
                 k.into()
             });
         let slack = Env::raw()
-            .only(&SLACK_ENV.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .only(&PLATFORM_ENV.iter().map(|(k, _)| *k).collect::<Vec<_>>())
             .map(|k| {
-                SLACK_ENV
+                PLATFORM_ENV
                     .iter()
                     .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
                     .map(|(_, key)| (*key).into())
@@ -563,6 +596,40 @@ mod tests {
         assert_eq!(s.reasoning.think_start(), crate::think::ThinkStart::Inside);
         s.reasoning.model = "Qwen/Qwen3-32B-AWQ".into();
         assert_eq!(s.reasoning.think_start(), crate::think::ThinkStart::Outside);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
+    fn platform_tokens_come_from_their_own_variables_and_never_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLACK_BOT_TOKEN", "xoxb-secret-1");
+            jail.set_env("SLACK_APP_TOKEN", "xapp-secret-2");
+            jail.set_env("ANCHORBOT_SLACK_API_URL", "http://127.0.0.1:9/api");
+            jail.set_env("ANCHORBOT_SLACK_LISTEN", "0.0.0.0:3000");
+            jail.set_env("DISCORD_TOKEN", "discord-secret-3");
+            jail.set_env("ANCHORBOT_DISCORD_GUILD_ID", "42");
+            let s = Settings::load(None).expect("loads");
+            assert_eq!(
+                s.slack.bot_token.as_ref().unwrap().expose_secret(),
+                "xoxb-secret-1"
+            );
+            assert_eq!(
+                s.slack.app_token.as_ref().unwrap().expose_secret(),
+                "xapp-secret-2"
+            );
+            assert_eq!(s.slack.api_url, "http://127.0.0.1:9/api");
+            assert_eq!(s.slack.listen.as_deref(), Some("0.0.0.0:3000"));
+            assert_eq!(
+                s.discord.token.as_ref().unwrap().expose_secret(),
+                "discord-secret-3"
+            );
+            assert_eq!(s.discord.guild_id, Some(42));
+            let shown = format!("{s:?}{}", s.redacted_toml());
+            for secret in ["xoxb-secret-1", "xapp-secret-2", "discord-secret-3"] {
+                assert!(!shown.contains(secret));
+            }
+            Ok(())
+        });
     }
 
     #[test]
