@@ -2,6 +2,7 @@
 //! all in one process on one store. This is the one place that names the platforms; the
 //! engine never does.
 
+use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};
 use anchorbot_platform::Adapter;
 use anchorbot_slack::{SlackAdapter, SlackConfig, SlackError};
 
@@ -11,11 +12,14 @@ use crate::settings::Settings;
 #[derive(Debug, thiserror::Error)]
 pub enum AdaptersError {
     /// No platform has credentials.
-    #[error("no chat platform is configured. For Slack set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode), or SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and ANCHORBOT_SLACK_LISTEN (Events API over HTTP); the README's \"Slack\" section says how to get them. `anchorbot chat` talks to the bot in this terminal")]
+    #[error("no chat platform is configured. For Slack set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode), or SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and ANCHORBOT_SLACK_LISTEN (Events API over HTTP); for Discord set DISCORD_TOKEN. The README's \"Slack\" section says how to get them. `anchorbot chat` talks to the bot in this terminal")]
     NoneConfigured,
     /// A Slack setting is unusable.
     #[error("Slack: {0}")]
     Slack(#[from] SlackError),
+    /// A Discord setting is unusable.
+    #[error("Discord: {0}")]
+    Discord(#[from] DiscordError),
     /// An address that does not parse.
     #[error(
         "slack.listen (ANCHORBOT_SLACK_LISTEN) = {0:?} is not an address such as 0.0.0.0:3000"
@@ -39,6 +43,14 @@ pub fn configured(settings: &Settings) -> Result<Vec<Box<dyn Adapter>>, Adapters
         cfg.suggested_prompts = s.suggested_prompts.clone();
         cfg.answer_bots = s.answer_bots;
         adapters.push(Box::new(SlackAdapter::new(cfg)?));
+    }
+    let d = &settings.discord;
+    if let Some(token) = &d.token {
+        let mut cfg = DiscordConfig::new(token.clone());
+        cfg.api_url = d.api_url.clone();
+        cfg.guild_id = d.guild_id;
+        cfg.reply_in_thread = d.reply_in_thread;
+        adapters.push(Box::new(DiscordAdapter::new(cfg)?));
     }
     if adapters.is_empty() {
         return Err(AdaptersError::NoneConfigured);

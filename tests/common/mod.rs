@@ -3,6 +3,7 @@
 //! `App`, and a builder for the real `anchorbot` binary.
 #![allow(dead_code)]
 
+pub mod discord;
 pub mod fixtures;
 pub mod slack;
 

@@ -1,0 +1,634 @@
+//! Inbound: gateway events become platform events. serenity's handlers only queue what
+//! arrived (acknowledging button presses and deferring `/clear` first, so Discord's 3 seconds
+//! are met) and return; one worker then maps events in arrival order, asking Discord when it
+//! must (whether a channel is a thread, and whose), and submits them.
+//!
+//! Where it listens:
+//! - a guild message that mentions the bot gets a thread created from it (unless
+//!   `reply_in_thread` is off, or it is already in a thread), and the thread is the
+//!   conversation (`discord:GUILD/PARENT/THREAD`);
+//! - later messages in a thread the bot owns are answered without a mention, after a restart
+//!   too (the thread's `owner_id` is read once and remembered);
+//! - a mention in a thread the bot does not own makes that thread a conversation (the engine
+//!   seeds it from the thread's history); later messages there need a mention again, so the
+//!   bot does not answer every message of a discussion it was asked into once;
+//! - forum posts are threads, so a mention in one is the same case;
+//! - DMs are answered (`discord:DM_CHANNEL`);
+//! - its own messages, other bots' and webhooks', and system messages are ignored.
+//!
+//! A message's event id is its snowflake; an interaction's is `i:ID`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use anchorbot_platform::{
+    Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
+    IncomingMessage, MessageRef, Shutdown, StopRequest, SubmitError,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+use serenity::all::{
+    ChannelType, CommandDataOptionValue, CommandInteraction, ComponentInteraction, Message,
+    MessageType, PartialChannel, User,
+};
+use tokio::sync::mpsc;
+
+use crate::rest::{Rest, BAD_ID, GOOD_ID, STOP_ID};
+use crate::target::{DiscordTarget, InteractionRef};
+use crate::DiscordConfig;
+
+/// Work waiting for the mapping worker; bounded, so a flood cannot exhaust memory.
+const QUEUE: usize = 1024;
+/// Recent event ids remembered for de-duplication (a RESUME can replay events).
+const RECENT: usize = 4096;
+/// Messages kept while READY has not been mapped yet.
+const EARLY: usize = 64;
+/// Channels whose kind and owner are remembered.
+const CHANNELS: usize = 4096;
+/// Characters of a thread's name taken from the question (Discord allows 100).
+const THREAD_NAME_CHARS: usize = 80;
+/// Minutes of inactivity before a created thread hides (Discord's one-day choice).
+const AUTO_ARCHIVE_MINUTES: u32 = 1440;
+/// The command words that also work as a mention: `@anchorbot status`.
+const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
+
+/// Who the bot is, from READY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The bot's user id, as mentions spell it.
+    pub bot: u64,
+    /// The application id (commands, interaction webhooks).
+    pub application: u64,
+}
+
+/// Something Discord sent, waiting to be mapped.
+#[derive(Debug)]
+pub enum Work {
+    /// The gateway session is ready: who the bot is.
+    Ready(Identity),
+    /// A MESSAGE_CREATE.
+    Message(Box<Message>),
+    /// A slash command; `deferred` when a type 5 response was already sent.
+    Command(Box<CommandInteraction>, bool),
+    /// A button press, already acknowledged.
+    Component(Box<ComponentInteraction>),
+}
+
+/// A bounded set of recent ids, oldest forgotten first.
+#[derive(Default)]
+pub struct Recent {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Recent {
+    /// Records `id`; false if it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_string());
+        self.set.insert(id.to_string());
+        true
+    }
+}
+
+/// The receiving half: queues work from the handlers.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Work>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+impl Inbox {
+    /// Whether `id` is new; records it. A repeat is a replayed delivery.
+    pub fn fresh(&self, id: &str) -> bool {
+        let fresh = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        if !fresh {
+            tracing::debug!(event = id, "duplicate Discord delivery dropped");
+        }
+        fresh
+    }
+
+    /// Queues `work`; never waits.
+    pub fn queue(&self, work: Work) {
+        if let Err(e) = self.tx.try_send(work) {
+            tracing::warn!(error = %e, "Discord inbound queue full; event dropped");
+        }
+    }
+}
+
+/// What is known about a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The parent channel, when this channel is a thread.
+    pub parent: Option<u64>,
+    /// The bot created the thread.
+    pub bot_owned: bool,
+}
+
+/// The mapping side: turns queued work into platform events.
+pub struct Mapper {
+    cfg: DiscordConfig,
+    rest: Rest,
+    sink: Arc<dyn EventSink>,
+    me: Option<Identity>,
+    /// Messages that overtook READY (serenity runs each handler in its own task).
+    early: Vec<Message>,
+    /// Channel kinds and thread owners, by channel id.
+    channels: HashMap<u64, ChannelInfo>,
+    channel_order: VecDeque<u64>,
+}
+
+/// A connected inbox and mapper.
+pub fn channel(
+    cfg: DiscordConfig,
+    rest: Rest,
+    sink: Arc<dyn EventSink>,
+) -> (Inbox, Mapper, mpsc::Receiver<Work>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (
+        Inbox {
+            tx,
+            recent: Arc::default(),
+        },
+        Mapper {
+            cfg,
+            rest,
+            sink,
+            me: None,
+            early: Vec::new(),
+            channels: HashMap::new(),
+            channel_order: VecDeque::new(),
+        },
+        rx,
+    )
+}
+
+impl Mapper {
+    /// Maps queued work until the inbox closes, or until shutdown: then nothing new is
+    /// queued, and what was already queued is still submitted.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                work = rx.recv() => match work {
+                    Some(work) => self.handle(work).await,
+                    None => return,
+                },
+                _ = shutdown.wait() => break,
+            }
+        }
+        rx.close();
+        while let Some(work) = rx.recv().await {
+            self.handle(work).await;
+        }
+    }
+
+    async fn handle(&mut self, work: Work) {
+        match work {
+            Work::Ready(me) => {
+                self.me = Some(me);
+                for m in std::mem::take(&mut self.early) {
+                    self.message(m).await;
+                }
+            }
+            Work::Message(m) => self.message(*m).await,
+            Work::Command(c, deferred) => self.command(*c, deferred).await,
+            Work::Component(c) => self.component(*c).await,
+        }
+    }
+
+    fn submit(&self, event: InboundEvent) {
+        match self.sink.submit(event) {
+            Ok(_) => {}
+            Err(SubmitError::QueueFull { capacity }) => {
+                tracing::warn!(capacity, "conversation queue full; the user was told")
+            }
+            Err(e) => tracing::warn!(error = %e, "event not submitted"),
+        }
+    }
+
+    fn remember(&mut self, channel: u64, info: ChannelInfo) {
+        if self.channels.insert(channel, info).is_none() {
+            self.channel_order.push_back(channel);
+            if self.channel_order.len() > CHANNELS {
+                if let Some(old) = self.channel_order.pop_front() {
+                    self.channels.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether `channel` is a thread, and the bot's: remembered, else `GET /channels/{id}`.
+    async fn channel_info(&mut self, channel: u64) -> Option<ChannelInfo> {
+        if let Some(info) = self.channels.get(&channel) {
+            return Some(*info);
+        }
+        let bot = self.me.map(|m| m.bot);
+        let value = match self
+            .rest
+            .call(Method::GET, &format!("/channels/{channel}"), None)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "could not read the channel");
+                return None;
+            }
+        };
+        let info = channel_info_of(&value, bot);
+        self.remember(channel, info);
+        Some(info)
+    }
+
+    async fn message(&mut self, m: Message) {
+        let Some(me) = self.me else {
+            if self.early.len() < EARLY {
+                self.early.push(m);
+            }
+            return;
+        };
+        if m.author.id.get() == me.bot || m.author.bot || m.webhook_id.is_some() {
+            return;
+        }
+        if !matches!(m.kind, MessageType::Regular | MessageType::InlineReply) {
+            return;
+        }
+        let mentions_bot = m.mentions.iter().any(|u| u.id.get() == me.bot);
+        let channel = m.channel_id.get();
+        let Some(guild) = m.guild_id.map(|g| g.get()) else {
+            self.incoming(&m, me, None, channel, None, mentions_bot);
+            return;
+        };
+        let info = self.channel_info(channel).await;
+        match info {
+            Some(ChannelInfo {
+                parent: Some(parent),
+                bot_owned,
+            }) => {
+                if bot_owned || mentions_bot {
+                    self.incoming(&m, me, Some(guild), parent, Some(channel), mentions_bot);
+                }
+            }
+            _ if !mentions_bot => {}
+            _ if self.cfg.reply_in_thread => {
+                let thread = self.create_thread(&m, me, channel).await;
+                match thread {
+                    Some(t) => self.incoming(&m, me, Some(guild), channel, Some(t), true),
+                    None => self.incoming(&m, me, Some(guild), channel, None, true),
+                }
+            }
+            _ => self.incoming(&m, me, Some(guild), channel, None, true),
+        }
+    }
+
+    /// A thread from the mention, named after the question; `None` (the reply goes in place)
+    /// when Discord refuses.
+    async fn create_thread(&mut self, m: &Message, me: Identity, channel: u64) -> Option<u64> {
+        let names: Vec<&str> = m.attachments.iter().map(|a| a.filename.as_str()).collect();
+        let body = json!({
+            "name": thread_name(&strip_mention(&m.content, me.bot), &names),
+            "auto_archive_duration": AUTO_ARCHIVE_MINUTES,
+        });
+        let path = format!("/channels/{channel}/messages/{}/threads", m.id.get());
+        match self.rest.call(Method::POST, &path, Some(&body)).await {
+            Ok(v) => {
+                let id = snowflake(&v["id"]).unwrap_or(m.id.get());
+                self.remember(
+                    id,
+                    ChannelInfo {
+                        parent: Some(channel),
+                        bot_owned: true,
+                    },
+                );
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "could not create a thread; replying in place");
+                None
+            }
+        }
+    }
+
+    /// Submits `m` as a message of the conversation in `channel` (`thread` when it is one).
+    fn incoming(
+        &self,
+        m: &Message,
+        me: Identity,
+        guild: Option<u64>,
+        channel: u64,
+        thread: Option<u64>,
+        mentions_bot: bool,
+    ) {
+        let Some(key) = conversation_key(guild, channel, thread) else {
+            return;
+        };
+        let id = m.id.get().to_string();
+        let thread_s = thread.map(|t| t.to_string());
+        let post_in = thread.unwrap_or(channel).to_string();
+        let target = DiscordTarget {
+            guild: guild.map(|g| g.to_string()),
+            interaction: None,
+        }
+        .into_target(&post_in, thread_s.as_deref(), Some(&id));
+        let mut text = strip_mention(&m.content, me.bot);
+        if mentions_bot && COMMAND_WORDS.contains(&text.trim().to_ascii_lowercase().as_str()) {
+            text = format!("/{}", text.trim().to_ascii_lowercase());
+        }
+        let attachments = m
+            .attachments
+            .iter()
+            .map(|a| Attachment {
+                name: a.filename.clone(),
+                declared_mime: a.content_type.clone(),
+                size: u64::from(a.size),
+                locator: a.url.clone(),
+            })
+            .collect();
+        self.submit(InboundEvent::Message(IncomingMessage {
+            key,
+            event_id: id,
+            author: author(&m.author),
+            text,
+            attachments,
+            reply_to: target,
+            mentions_bot,
+            from_bot: false,
+        }));
+    }
+
+    /// The conversation an interaction happened in: its channel, or the thread it is.
+    async fn interaction_key(
+        &mut self,
+        guild: Option<u64>,
+        channel: u64,
+        partial: Option<&PartialChannel>,
+    ) -> Option<(ConversationKey, Option<u64>)> {
+        let Some(g) = guild else {
+            return conversation_key(None, channel, None).map(|k| (k, None));
+        };
+        let parent = match partial {
+            Some(p) if is_thread(p.kind) => p.parent_id.map(|id| id.get()),
+            Some(_) => None,
+            None => self.channel_info(channel).await.and_then(|i| i.parent),
+        };
+        let (chan, thread) = match parent {
+            Some(p) => (p, Some(channel)),
+            None => (channel, None),
+        };
+        conversation_key(Some(g), chan, thread).map(|k| (k, thread))
+    }
+
+    /// `/status` and friends: the answer goes through the interaction's callback.
+    async fn command(&mut self, c: CommandInteraction, deferred: bool) {
+        let guild = c.guild_id.map(|g| g.get());
+        let channel = c.channel_id.get();
+        let Some((key, thread)) = self
+            .interaction_key(guild, channel, c.channel.as_ref())
+            .await
+        else {
+            return;
+        };
+        let args = c
+            .data
+            .options
+            .iter()
+            .filter_map(|o| match &o.value {
+                CommandDataOptionValue::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let target = DiscordTarget {
+            guild: guild.map(|g| g.to_string()),
+            interaction: Some(InteractionRef {
+                id: c.id.get().to_string(),
+                token: c.token.clone(),
+                application: c.application_id.get().to_string(),
+                deferred,
+            }),
+        }
+        .into_target(
+            &channel.to_string(),
+            thread.map(|t| t.to_string()).as_deref(),
+            None,
+        );
+        self.submit(InboundEvent::Command(CommandInvocation {
+            key,
+            event_id: format!("i:{}", c.id.get()),
+            author: author(&c.user),
+            name: c.data.name.clone(),
+            args,
+            reply_to: target,
+        }));
+    }
+
+    /// A press of Stop or of a feedback button (already acknowledged).
+    async fn component(&mut self, c: ComponentInteraction) {
+        let guild = c.guild_id.map(|g| g.get());
+        let channel = c.channel_id.get();
+        let Some((key, thread)) = self
+            .interaction_key(guild, channel, c.channel.as_ref())
+            .await
+        else {
+            return;
+        };
+        let target = DiscordTarget {
+            guild: guild.map(|g| g.to_string()),
+            interaction: None,
+        }
+        .into_target(
+            &channel.to_string(),
+            thread.map(|t| t.to_string()).as_deref(),
+            None,
+        );
+        let event_id = format!("i:{}", c.id.get());
+        let who = author(&c.user);
+        match c.data.custom_id.as_str() {
+            STOP_ID => self.submit(InboundEvent::Stop(StopRequest {
+                key,
+                event_id,
+                author: who,
+                reply_to: target,
+            })),
+            id @ (GOOD_ID | BAD_ID) => self.submit(InboundEvent::Feedback(Feedback {
+                key,
+                event_id,
+                author: who,
+                message: MessageRef {
+                    channel: c.message.channel_id.get().to_string(),
+                    id: c.message.id.get().to_string(),
+                },
+                positive: id == GOOD_ID,
+                reply_to: target,
+            })),
+            other => tracing::debug!(custom_id = other, "unknown button ignored"),
+        }
+    }
+}
+
+/// The person, with the name Discord shows.
+fn author(u: &User) -> Author {
+    Author {
+        id: u.id.get().to_string(),
+        display_name: u.global_name.clone().unwrap_or_else(|| u.name.clone()),
+    }
+}
+
+/// Whether a channel kind is a thread (public, private, announcement; forum posts are public
+/// threads).
+pub fn is_thread(kind: ChannelType) -> bool {
+    matches!(
+        kind,
+        ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread
+    )
+}
+
+/// A snowflake from JSON, written as a string (Discord) or a number.
+pub fn snowflake(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// What a channel object says: a thread (types 10, 11, 12) has a parent and an owner.
+pub fn channel_info_of(v: &Value, bot: Option<u64>) -> ChannelInfo {
+    let thread = matches!(v["type"].as_u64(), Some(10..=12));
+    let parent = if thread {
+        snowflake(&v["parent_id"])
+    } else {
+        None
+    };
+    let owner = snowflake(&v["owner_id"]);
+    ChannelInfo {
+        parent,
+        bot_owned: parent.is_some() && owner.is_some() && owner == bot,
+    }
+}
+
+/// The conversation: `discord:GUILD/CHANNEL/THREAD` in a thread, `discord:GUILD/CHANNEL` in a
+/// guild channel, `discord:CHANNEL` in a DM.
+pub fn conversation_key(
+    guild: Option<u64>,
+    channel: u64,
+    thread: Option<u64>,
+) -> Option<ConversationKey> {
+    let (g, c) = (guild.map(|g| g.to_string()), channel.to_string());
+    // A DM has no threads; a thread outside a guild is not something Discord has.
+    let t = guild.and(thread).map(|t| t.to_string());
+    match ConversationKey::new("discord", g.as_deref(), &c, t.as_deref()) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!(error = %e, "Discord ids do not make a conversation key; ignored");
+            None
+        }
+    }
+}
+
+/// `text` without the bot's `<@ID>` and `<@!ID>` mentions.
+pub fn strip_mention(text: &str, bot: u64) -> String {
+    text.replace(&format!("<@{bot}>"), "")
+        .replace(&format!("<@!{bot}>"), "")
+        .trim()
+        .to_string()
+}
+
+/// A thread's name: the question's first line, at most 80 characters, else the first file's
+/// name, else "anchorbot".
+pub fn thread_name(question: &str, files: &[&str]) -> String {
+    let line = question.lines().map(str::trim).find(|l| !l.is_empty());
+    let base = line.or(files.first().copied()).unwrap_or("anchorbot");
+    let mut name: String = base.chars().take(THREAD_NAME_CHARS).collect();
+    if base.chars().count() > THREAD_NAME_CHARS {
+        name.push('…');
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_are_bounded_and_deduplicate() {
+        let mut r = Recent::default();
+        assert!(r.insert("a"));
+        assert!(!r.insert("a"));
+        for i in 0..RECENT {
+            r.insert(&i.to_string());
+        }
+        assert!(r.order.len() <= RECENT && r.set.len() <= RECENT);
+        assert!(r.insert("a"), "the oldest id was forgotten");
+    }
+
+    #[test]
+    fn mentions_are_stripped() {
+        assert_eq!(strip_mention("<@42> what is up?", 42), "what is up?");
+        assert_eq!(strip_mention("hey <@!42>", 42), "hey");
+        assert_eq!(strip_mention("<@43> hi <@42>", 42), "<@43> hi");
+    }
+
+    #[test]
+    fn keys_follow_the_documented_forms() {
+        assert_eq!(
+            conversation_key(Some(1), 2, Some(3)).unwrap().to_string(),
+            "discord:1/2/3"
+        );
+        assert_eq!(
+            conversation_key(Some(1), 2, None).unwrap().to_string(),
+            "discord:1/2"
+        );
+        assert_eq!(
+            conversation_key(None, 9, None).unwrap().to_string(),
+            "discord:9"
+        );
+        assert_eq!(
+            conversation_key(None, 9, Some(3)).unwrap().to_string(),
+            "discord:9"
+        );
+    }
+
+    #[test]
+    fn channel_objects_tell_threads_and_owners() {
+        let owned = json!({"id": "5", "type": 11, "parent_id": "2", "owner_id": "42"});
+        assert_eq!(
+            channel_info_of(&owned, Some(42)),
+            ChannelInfo {
+                parent: Some(2),
+                bot_owned: true
+            }
+        );
+        let other = json!({"id": "5", "type": 11, "parent_id": "2", "owner_id": "7"});
+        assert!(!channel_info_of(&other, Some(42)).bot_owned);
+        let text = json!({"id": "2", "type": 0, "parent_id": "100"});
+        assert_eq!(
+            channel_info_of(&text, Some(42)),
+            ChannelInfo {
+                parent: None,
+                bot_owned: false
+            }
+        );
+        assert!(is_thread(ChannelType::PublicThread));
+        assert!(!is_thread(ChannelType::Text));
+    }
+
+    #[test]
+    fn thread_names_are_short_and_never_empty() {
+        assert_eq!(thread_name("What is X?\nmore", &[]), "What is X?");
+        let long = "a".repeat(200);
+        assert_eq!(thread_name(&long, &[]).chars().count(), 81);
+        assert_eq!(thread_name("  ", &["report.pdf"]), "report.pdf");
+        assert_eq!(thread_name("", &[]), "anchorbot");
+    }
+}

@@ -1,0 +1,17 @@
+//! The Discord adapter: anchorbot as a Discord bot on serenity's gateway. A mention opens a
+//! thread that is the conversation, replies stream by post and throttled edits with a Stop
+//! button, answers get 👍/👎, attachments are downloaded with size and host checks, and
+//! `/status`, `/files`, `/clear` and `/help` answer ephemerally. It knows nothing about LLMs,
+//! prompts or storage.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod inbound;
+pub mod platform;
+pub mod rest;
+pub mod target;
+
+pub use config::DiscordConfig;
+
+mod adapter;
+pub use adapter::{intents, DiscordAdapter, DiscordError};

@@ -1,0 +1,320 @@
+//! The Discord adapter end to end: the real `App` with the real `DiscordAdapter` (serenity's
+//! gateway, REST through `discord.api_url`) against the local fake Discord
+//! (`tests/common/discord.rs`: REST v10 and a gateway with HELLO, IDENTIFY, READY, heartbeats
+//! and RESUME, written from Discord's documented payloads) and the fake OpenAI server.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::discord::{FakeDiscord, FakeDiscordConfig, TEXT_CHANNEL_ID, USER_ID};
+use common::*;
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// A running app with the Discord adapter.
+struct DiscordApp {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+}
+
+impl DiscordApp {
+    async fn start(dir: &Path, llm_url: &str, discord: &FakeDiscord) -> Self {
+        let mut s = settings(dir, llm_url);
+        s.discord.token = Some(SecretString::from(discord.config().token.clone()));
+        s.discord.api_url = discord.base_url();
+        let adapters = anchorbot::adapters::configured(&s).unwrap();
+        let ready_before = discord.ready_connections();
+        let mut app = anchorbot::App::build(s).await.unwrap();
+        for a in adapters {
+            app = app.with_adapter(a);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while discord.ready_connections() <= ready_before {
+            assert!(std::time::Instant::now() < deadline, "never got READY");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // READY is mapped and the commands registered before the first message is sent.
+        assert!(
+            discord
+                .wait_calls(
+                    "PUT /applications/{application_id}/commands",
+                    1,
+                    Duration::from_secs(20)
+                )
+                .await
+                || !discord.commands_puts().is_empty()
+        );
+        Self {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the app did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn echo(req: &Value) -> Reply {
+    Reply::text(&format!("Answer to <{}>", last_user(req)))
+}
+
+/// Waits until the bot has a finished message containing `text` in `channel`.
+async fn bot_says(discord: &FakeDiscord, channel: &str, text: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = discord
+            .bot_messages(channel)
+            .into_iter()
+            .map(|m| m.content.clone())
+            .find(|c| c.contains(text));
+        if let Some(c) = found {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bot message with {text:?} in {channel}: {:?}",
+            discord
+                .bot_messages(channel)
+                .iter()
+                .map(|m| m.content.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mention_gets_a_thread_a_streamed_reply_and_memory_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(|req| echo(req).slow(Duration::from_millis(5))).await;
+    let app = DiscordApp::start(&dir, &llm.url, &discord).await;
+    let mention = discord.mention(TEXT_CHANNEL_ID, USER_ID, "the code word is OSPREY");
+    let id = mention["id"].as_str().unwrap().to_string();
+    discord.dispatch("MESSAGE_CREATE", mention);
+    let thread = discord
+        .wait_thread_from(&id, Duration::from_secs(30))
+        .await
+        .expect("a thread was made from the mention");
+    bot_says(&discord, &thread, "the code word is OSPREY").await;
+    assert!(!discord.typing(&thread).is_empty(), "typing was shown");
+    // A follow-up in the thread, without a mention.
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.message(&thread, USER_ID, "what was the code word?"),
+    );
+    bot_says(&discord, &thread, "what was the code word?").await;
+    assert!(all_text(&llm.turn_requests().pop().unwrap()).contains("OSPREY"));
+    app.stop().await;
+    // After a restart the thread is still answered, with its memory from sled.
+    let app = DiscordApp::start(&dir, &llm.url, &discord).await;
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.message(&thread, USER_ID, "and now?"),
+    );
+    bot_says(&discord, &thread, "and now?").await;
+    assert!(all_text(&llm.turn_requests().pop().unwrap()).contains("OSPREY"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dm_is_answered_and_echoes_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.dm("1200000000000000900", USER_ID, "hi in private"),
+    );
+    bot_says(&discord, "1200000000000000900", "hi in private").await;
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.other_bot_message(TEXT_CHANNEL_ID, "<@1200000000000000001> loop?"),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        llm.turn_requests().len(),
+        1,
+        "neither echoes nor other bots are answered"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slash_command_is_answered_ephemerally_within_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    let cmd = discord.command(TEXT_CHANNEL_ID, USER_ID, "status");
+    let id = cmd["id"].as_str().unwrap().to_string();
+    discord.dispatch("INTERACTION_CREATE", cmd);
+    let i = discord
+        .wait_callback(&id, Duration::from_secs(3))
+        .await
+        .expect("answered within 3 s");
+    let (kind, data, _) = &i.callbacks[0];
+    assert_eq!(*kind, 4, "{data}");
+    assert_eq!(
+        data["flags"].as_u64().unwrap_or(0) & 64,
+        64,
+        "ephemeral: {data}"
+    );
+    assert!(data["content"]
+        .as_str()
+        .unwrap()
+        .contains("Conversation discord:"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stop_button_cuts_a_slow_stream_and_feedback_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(|req| {
+        if last_user(req).contains("long") {
+            Reply::chunks((0..300).map(|i| format!("w{i} ")).collect(), Some("stop"))
+                .slow(Duration::from_millis(40))
+        } else {
+            echo(req)
+        }
+    })
+    .await;
+    let app = DiscordApp::start(&dir, &llm.url, &discord).await;
+    let dm = "1200000000000000901";
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.dm(dm, USER_ID, "write something long"),
+    );
+    // The streaming reply carries a Stop button; press it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let streaming = loop {
+        let m = discord.bot_messages(dm).into_iter().find(|m| {
+            m.custom_ids().iter().any(|c| c == "anchorbot:stop") && m.content.contains("w5")
+        });
+        if let Some(m) = m {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no streaming reply with a Stop button"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    discord.dispatch(
+        "INTERACTION_CREATE",
+        discord.button_press(&streaming.id, USER_ID, "anchorbot:stop"),
+    );
+    let stopped = bot_says(&discord, dm, "Stopped").await;
+    assert!(!stopped.contains("w299"), "{stopped}");
+    // A complete answer gets 👍/👎; a click is stored and counted.
+    discord.dispatch("MESSAGE_CREATE", discord.dm(dm, USER_ID, "short one"));
+    bot_says(&discord, dm, "short one").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let m = discord.bot_messages(dm).into_iter().find(|m| {
+            m.content.contains("short one") && m.custom_ids().iter().any(|c| c == "anchorbot:good")
+        });
+        if let Some(m) = m {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no feedback buttons");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    discord.dispatch(
+        "INTERACTION_CREATE",
+        discord.button_press(&answer.id, USER_ID, "anchorbot:good"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let cmd = discord.command(dm, USER_ID, "status");
+        let id = cmd["id"].as_str().unwrap().to_string();
+        discord.dispatch("INTERACTION_CREATE", cmd);
+        let i = discord
+            .wait_callback(&id, Duration::from_secs(3))
+            .await
+            .unwrap();
+        if i.callbacks[0].1["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Feedback: 1 👍")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "feedback never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+    let store = reopen_store(&dir);
+    let key = anchorbot_platform::ConversationKey::new("discord", None, dm, None).unwrap();
+    let anchor = store.anchor(&key).unwrap();
+    assert_eq!(anchor.turns.len(), 1, "the stopped answer was not stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_forced_close_the_bot_resumes_and_answers_the_next_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    discord.force_close(4000);
+    assert!(
+        discord.wait_resumes(1, Duration::from_secs(30)).await,
+        "no RESUME"
+    );
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.dm("1200000000000000902", USER_ID, "back again?"),
+    );
+    bot_says(&discord, "1200000000000000902", "back again?").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_answer_is_split_at_2000_characters_with_balanced_fences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let code: String = (0..300).map(|i| format!("let x{i} = {i};\n")).collect();
+    let answer = format!("Here is the code:\n\n```rust\n{code}```\nDone.");
+    let llm = FakeLlm::start(move |_req| Reply::text(&answer)).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    let dm = "1200000000000000903";
+    discord.dispatch("MESSAGE_CREATE", discord.dm(dm, USER_ID, "code please"));
+    bot_says(&discord, dm, "Done.").await;
+    let parts: Vec<String> = discord
+        .bot_messages(dm)
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert!(parts.len() >= 3, "{}", parts.len());
+    for p in &parts {
+        assert!(p.chars().count() <= 2000);
+        assert_eq!(p.matches("```").count() % 2, 0, "unbalanced fence: {p}");
+    }
+    let joined = parts.concat();
+    for i in [0, 150, 299] {
+        assert!(
+            joined.contains(&format!("let x{i} = {i};")),
+            "line {i} lost"
+        );
+    }
+    app.stop().await;
+}
