@@ -318,3 +318,45 @@ async fn a_long_answer_is_split_at_2000_characters_with_balanced_fences() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attachment_from_the_cdn_is_ingested_and_cited_and_an_oversized_one_never_fetched() {
+    ensure_models();
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    let dm = "1200000000000000904";
+    let doc = discord.attachment(
+        "rota.md",
+        b"# On-call rota\n\nNadia is on call in the first week of March.\n",
+        "text/markdown",
+    );
+    let with_file = FakeDiscord::with_attachments(discord.dm(dm, USER_ID, ""), vec![doc]);
+    discord.dispatch("MESSAGE_CREATE", with_file);
+    bot_says(&discord, dm, "rota.md").await;
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.dm(dm, USER_ID, "who is on call in March?"),
+    );
+    bot_says(&discord, dm, "who is on call in March?").await;
+    let question = last_user(&llm.turn_requests().pop().unwrap());
+    assert!(
+        question.contains("[rota.md"),
+        "the passage is cited: {question}"
+    );
+    assert!(!discord.cdn_requests().is_empty());
+    // Over the size limit: refused with a message, never downloaded.
+    let before = discord.cdn_requests().len();
+    let mut big = discord.attachment("huge.pdf", b"%PDF-1.4 small body", "application/pdf");
+    big["size"] = serde_json::json!(60u64 * 1024 * 1024);
+    let msg = FakeDiscord::with_attachments(discord.dm(dm, USER_ID, ""), vec![big]);
+    discord.dispatch("MESSAGE_CREATE", msg);
+    bot_says(&discord, dm, "huge.pdf").await;
+    assert_eq!(
+        discord.cdn_requests().len(),
+        before,
+        "the oversized file was fetched"
+    );
+    app.stop().await;
+}
