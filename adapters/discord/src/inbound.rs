@@ -18,12 +18,12 @@
 //!
 //! A message's event id is its snowflake; an interaction's is `i:ID`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use anchorbot_platform::{
     Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
-    IncomingMessage, MessageRef, Shutdown, StopRequest, SubmitError,
+    IncomingMessage, MessageRef, RecentIds, Shutdown, StopRequest, SubmitError,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -74,35 +74,11 @@ pub enum Work {
     Component(Box<ComponentInteraction>),
 }
 
-/// A bounded set of recent ids, oldest forgotten first.
-#[derive(Default)]
-pub struct Recent {
-    order: VecDeque<String>,
-    set: HashSet<String>,
-}
-
-impl Recent {
-    /// Records `id`; false if it was already there.
-    pub fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        if self.order.len() >= RECENT {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        self.order.push_back(id.to_string());
-        self.set.insert(id.to_string());
-        true
-    }
-}
-
 /// The receiving half: queues work from the handlers.
 #[derive(Clone)]
 pub struct Inbox {
     tx: mpsc::Sender<Work>,
-    recent: Arc<Mutex<Recent>>,
+    recent: Arc<Mutex<RecentIds>>,
 }
 
 impl Inbox {
@@ -159,7 +135,7 @@ pub fn channel(
     (
         Inbox {
             tx,
-            recent: Arc::default(),
+            recent: Arc::new(Mutex::new(RecentIds::new(RECENT))),
         },
         Mapper {
             cfg,
@@ -559,18 +535,6 @@ pub fn thread_name(question: &str, files: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recent_ids_are_bounded_and_deduplicate() {
-        let mut r = Recent::default();
-        assert!(r.insert("a"));
-        assert!(!r.insert("a"));
-        for i in 0..RECENT {
-            r.insert(&i.to_string());
-        }
-        assert!(r.order.len() <= RECENT && r.set.len() <= RECENT);
-        assert!(r.insert("a"), "the oldest id was forgotten");
-    }
 
     #[test]
     fn mentions_are_stripped() {

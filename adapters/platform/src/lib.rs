@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 mod key;
+mod recent;
 mod reply;
 mod split;
 
 pub use key::{ConversationKey, KeyError};
+pub use recent::RecentIds;
 pub use reply::StreamingReply;
 pub use split::split_message;
 

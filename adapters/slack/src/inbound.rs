@@ -14,12 +14,12 @@
 //! A Slack message's event id is `CHANNEL:TS`, so the `app_mention` and the `message` event
 //! that Slack sends for one mention are one event to the engine, answered once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anchorbot_platform::{
     Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
-    IncomingMessage, MessageRef, Shutdown, SubmitError,
+    IncomingMessage, MessageRef, RecentIds, Shutdown, SubmitError,
 };
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
@@ -67,31 +67,7 @@ pub enum Work {
 pub struct Inbox {
     tx: mpsc::Sender<Work>,
     /// Event ids seen lately (envelope-level de-duplication).
-    recent: Arc<Mutex<Recent>>,
-}
-
-/// A bounded set of recent ids, oldest forgotten first.
-#[derive(Default)]
-struct Recent {
-    order: VecDeque<String>,
-    set: HashSet<String>,
-}
-
-impl Recent {
-    /// Records `id`; false if it was already there.
-    fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        if self.order.len() >= RECENT {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        self.order.push_back(id.to_string());
-        self.set.insert(id.to_string());
-        true
-    }
+    recent: Arc<Mutex<RecentIds>>,
 }
 
 impl Inbox {
@@ -133,7 +109,7 @@ pub fn channel(
     (
         Inbox {
             tx,
-            recent: Arc::default(),
+            recent: Arc::new(Mutex::new(RecentIds::new(RECENT))),
         },
         Mapper {
             cfg,
@@ -528,18 +504,6 @@ pub fn strip_mention(text: &str, bot_user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recent_ids_are_bounded_and_deduplicate() {
-        let mut r = Recent::default();
-        assert!(r.insert("a"));
-        assert!(!r.insert("a"));
-        for i in 0..RECENT {
-            r.insert(&i.to_string());
-        }
-        assert!(r.order.len() <= RECENT && r.set.len() <= RECENT);
-        assert!(r.insert("a"), "the oldest id was forgotten");
-    }
 
     #[test]
     fn mentions_are_stripped() {
