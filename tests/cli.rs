@@ -23,12 +23,6 @@ async fn ask(dir: &std::path::Path, url: &str, conv: &str, q: &str) -> (bool, St
     run(cmd).await
 }
 
-/// Echoes the question back, so answers are recognisable.
-fn echo(req: &Value) -> Reply {
-    let q = last_user(req);
-    Reply::text(&format!("Answer to <{q}>"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_turns_remember_across_process_restarts() {
     let tmp = tempfile::tempdir().unwrap();

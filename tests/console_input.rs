@@ -7,14 +7,7 @@ mod common;
 use std::process::Stdio;
 
 use common::*;
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-
-/// Echoes the question back, so answers are recognisable.
-fn echo(req: &Value) -> Reply {
-    let q = last_user(req);
-    Reply::text(&format!("Answer to <{q}>"))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_lines_get_a_notice_and_the_chat_goes_on() {

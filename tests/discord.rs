@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::discord::{FakeDiscord, FakeDiscordConfig, TEXT_CHANNEL_ID, USER_ID};
 use common::*;
 use secrecy::SecretString;
-use serde_json::Value;
 
 /// A running app with the Discord adapter.
 struct DiscordApp {
@@ -64,10 +63,6 @@ impl DiscordApp {
             .unwrap()
             .unwrap();
     }
-}
-
-fn echo(req: &Value) -> Reply {
-    Reply::text(&format!("Answer to <{}>", last_user(req)))
 }
 
 /// Waits until the bot has a finished message containing `text` in `channel`.

@@ -10,11 +10,6 @@ use std::time::{Duration, Instant};
 use common::discord::{FakeDiscord, FakeDiscordConfig, USER_ID};
 use common::slack::{FakeSlack, FakeSlackConfig};
 use common::*;
-use serde_json::Value;
-
-fn echo(req: &Value) -> Reply {
-    Reply::text(&format!("Answer to <{}>", last_user(req)))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_with_only_the_documented_variables_serves_slack_and_discord_together() {

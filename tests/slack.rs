@@ -60,34 +60,6 @@ impl SlackApp {
     }
 }
 
-fn echo(req: &Value) -> Reply {
-    Reply::text(&format!("Answer to <{}>", last_user(req)))
-}
-
-/// The bot's final visible text in a thread, waiting until one is there and complete.
-async fn answer_in(slack: &FakeSlack, channel: &str, thread: &str, contains: &str) -> String {
-    let ok = slack
-        .wait_thread(channel, thread, Duration::from_secs(30), |msgs| {
-            msgs.iter()
-                .any(|m| m.bot_id.is_some() && !m.streaming && m.visible_text().contains(contains))
-        })
-        .await;
-    let texts: Vec<String> = slack
-        .thread_messages(channel, thread)
-        .iter()
-        .map(|m| m.visible_text())
-        .collect();
-    assert!(
-        ok,
-        "no answer containing {contains:?} in the thread: {texts:?}"
-    );
-    texts
-        .into_iter()
-        .rev()
-        .find(|t| t.contains(contains))
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
@@ -99,7 +71,7 @@ async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() 
     let ts = mention["ts"].as_str().unwrap().to_string();
     let env = slack.push_event(mention);
     assert!(slack.wait_ack(&env, Duration::from_secs(3)).await.is_some());
-    let answer = answer_in(&slack, "C1", &ts, "BLUEBIRD").await;
+    let answer = slack.answer_in("C1", &ts, "BLUEBIRD").await;
     assert!(
         answer.contains("Answer to <<@U1>: the code word is BLUEBIRD>"),
         "{answer}"
@@ -112,7 +84,7 @@ async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() 
     assert_eq!(start["recipient_team_id"], "T1");
     // A follow-up in the thread, without a mention, is answered with the memory.
     slack.push_event(slack.message("C1", "U1", "what was the code word?", Some(&ts)));
-    answer_in(&slack, "C1", &ts, "what was the code word?").await;
+    slack.answer_in("C1", &ts, "what was the code word?").await;
     let last = llm.turn_requests().pop().unwrap();
     assert!(all_text(&last).contains("BLUEBIRD"));
     app.stop().await;
@@ -121,7 +93,7 @@ async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() 
     let replies_before = slack.calls_to("conversations.replies").len();
     let app = SlackApp::start(&dir, &llm.url, &slack).await;
     slack.push_event(slack.app_mention("C1", "U1", "and now?", Some(&ts)));
-    answer_in(&slack, "C1", &ts, "and now?").await;
+    slack.answer_in("C1", &ts, "and now?").await;
     let last = llm.turn_requests().pop().unwrap();
     assert!(all_text(&last).contains("BLUEBIRD"));
     assert_eq!(
@@ -177,7 +149,7 @@ async fn the_same_envelope_twice_and_a_mention_with_its_message_twin_get_one_rep
     let env = slack.push_event(mention);
     slack.push_event(twin);
     slack.redeliver(&env);
-    answer_in(&slack, "C2", &ts, "once please").await;
+    slack.answer_in("C2", &ts, "once please").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(llm.turn_requests().len(), 1);
     let answers = slack
@@ -230,7 +202,7 @@ async fn without_native_streaming_the_answer_is_posted_and_updated() {
     let mention = slack.app_mention("C4", "U1", "fallback please", None);
     let ts = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    let answer = answer_in(&slack, "C4", &ts, "fallback please").await;
+    let answer = slack.answer_in("C4", &ts, "fallback please").await;
     assert!(answer.trim_end().ends_with("word"), "{answer}");
     assert!(!slack.calls_to("chat.postMessage").is_empty());
     assert!(!slack.calls_to("chat.update").is_empty());
@@ -239,7 +211,7 @@ async fn without_native_streaming_the_answer_is_posted_and_updated() {
     let mention = slack.app_mention("C4", "U1", "again", None);
     let ts2 = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    answer_in(&slack, "C4", &ts2, "again").await;
+    slack.answer_in("C4", &ts2, "again").await;
     assert_eq!(slack.calls_to("chat.startStream").len(), starts);
     app.stop().await;
 }
@@ -260,7 +232,7 @@ async fn after_a_disconnect_the_next_mention_is_answered() {
     let mention = slack.app_mention("C5", "U1", "still there?", None);
     let ts = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    answer_in(&slack, "C5", &ts, "still there?").await;
+    slack.answer_in("C5", &ts, "still there?").await;
     app.stop().await;
 }
 
@@ -280,7 +252,7 @@ async fn a_mention_in_a_thread_with_earlier_messages_answers_with_them_in_contex
     );
     let root = ts[0].clone();
     slack.push_event(slack.app_mention("C6", "U3", "what did we decide?", Some(&root)));
-    answer_in(&slack, "C6", &root, "what did we decide?").await;
+    slack.answer_in("C6", &root, "what did we decide?").await;
     let req = llm.turn_requests().pop().unwrap();
     let system = system_of(&req);
     assert!(system.contains("KESTREL"), "{system}");
@@ -288,7 +260,7 @@ async fn a_mention_in_a_thread_with_earlier_messages_answers_with_them_in_contex
     // The seed is memory now: a restart-proof anchor, not a re-read of the thread each turn.
     let replies = slack.calls_to("conversations.replies").len();
     slack.push_event(slack.app_mention("C6", "U3", "and the codename?", Some(&root)));
-    answer_in(&slack, "C6", &root, "and the codename?").await;
+    slack.answer_in("C6", &root, "and the codename?").await;
     assert!(system_of(&llm.turn_requests().pop().unwrap()).contains("KESTREL"));
     assert_eq!(slack.calls_to("conversations.replies").len(), replies);
     app.stop().await;
@@ -310,7 +282,7 @@ async fn an_assistant_thread_gets_suggested_prompts_a_status_and_an_answer() {
     let prompts = slack.suggested_prompts("D9", &thread).unwrap().to_string();
     assert!(prompts.contains("What did we decide?"), "{prompts}");
     slack.push_event(slack.message("D9", "U1", "help me plan", Some(&thread)));
-    answer_in(&slack, "D9", &thread, "help me plan").await;
+    slack.answer_in("D9", &thread, "help me plan").await;
     let statuses = slack.assistant_statuses("D9", &thread);
     assert!(
         statuses.iter().any(|s| s.contains("thinking")),
@@ -344,7 +316,9 @@ async fn a_shared_file_is_downloaded_with_the_token_and_cited_and_a_foreign_host
     );
     let ts = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    answer_in(&slack, "C7", &ts, "what does the policy say about trains?").await;
+    slack
+        .answer_in("C7", &ts, "what does the policy say about trains?")
+        .await;
     let downloads = slack.file_requests();
     assert!(!downloads.is_empty());
     let bearer = format!("Bearer {}", slack.config().bot_token);
@@ -375,7 +349,7 @@ async fn a_shared_file_is_downloaded_with_the_token_and_cited_and_a_foreign_host
     );
     let ts2 = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    answer_in(&slack, "C7", &ts2, "evil.md").await;
+    slack.answer_in("C7", &ts2, "evil.md").await;
     assert!(!foreign.saw_credentials(), "{:?}", foreign.requests());
     app.stop().await;
 }
@@ -390,7 +364,7 @@ async fn the_slash_command_answers_ephemerally_and_feedback_is_stored() {
     let mention = slack.app_mention("C8", "U1", "rate me", None);
     let ts = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    answer_in(&slack, "C8", &ts, "rate me").await;
+    slack.answer_in("C8", &ts, "rate me").await;
     let answer = slack
         .thread_messages("C8", &ts)
         .into_iter()
@@ -449,7 +423,7 @@ async fn a_429_is_honoured_and_the_answer_still_arrives() {
     let mention = slack.app_mention("C9", "U1", "despite the limit", None);
     let ts = mention["ts"].as_str().unwrap().to_string();
     slack.push_event(mention);
-    answer_in(&slack, "C9", &ts, "despite the limit").await;
+    slack.answer_in("C9", &ts, "despite the limit").await;
     let starts = slack.calls_to("chat.startStream");
     assert!(starts.len() >= 2, "retried after the 429: {}", starts.len());
     assert!(

@@ -168,34 +168,6 @@ impl HttpApp {
     }
 }
 
-fn echo(req: &Value) -> Reply {
-    Reply::text(&format!("Answer to <{}>", last_user(req)))
-}
-
-/// The bot's final visible text in a thread, waiting until one is there and complete.
-async fn answer_in(slack: &FakeSlack, channel: &str, thread: &str, contains: &str) -> String {
-    let ok = slack
-        .wait_thread(channel, thread, Duration::from_secs(30), |msgs| {
-            msgs.iter()
-                .any(|m| m.bot_id.is_some() && !m.streaming && m.visible_text().contains(contains))
-        })
-        .await;
-    let texts: Vec<String> = slack
-        .thread_messages(channel, thread)
-        .iter()
-        .map(|m| m.visible_text())
-        .collect();
-    assert!(
-        ok,
-        "no answer containing {contains:?} in the thread: {texts:?}"
-    );
-    texts
-        .into_iter()
-        .rev()
-        .find(|t| t.contains(contains))
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn url_verification_is_answered_with_the_challenge() {
     let tmp = tempfile::tempdir().unwrap();
@@ -245,7 +217,7 @@ async fn a_signed_mention_is_acknowledged_at_once_and_answered_once_in_its_threa
         .post("/slack/events", "application/json", &body, &retry)
         .await;
     assert_eq!(status, 200);
-    let answer = answer_in(&slack, "C1", &ts, "HTTPBIRD").await;
+    let answer = slack.answer_in("C1", &ts, "HTTPBIRD").await;
     assert!(
         answer.contains("Answer to <<@U1>: the code word is HTTPBIRD>"),
         "{answer}"

@@ -195,6 +195,11 @@ impl FakeLlm {
     }
 }
 
+/// Echoes the question back, so answers are recognisable: `Answer to <author: question>`.
+pub fn echo(req: &Value) -> Reply {
+    Reply::text(&format!("Answer to <{}>", last_user(req)))
+}
+
 /// True for a summarization request.
 pub fn is_summary(req: &Value) -> bool {
     system_of(req).starts_with("You maintain the long-term memory")

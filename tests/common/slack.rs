@@ -717,6 +717,32 @@ impl FakeSlack {
         self.st().file_requests.clone()
     }
 
+    /// The bot's final visible text in a thread that contains `contains`, waiting (up to 30 s)
+    /// until one is there and its stream has stopped; panics with the thread's texts if none.
+    pub async fn answer_in(&self, channel: &str, thread: &str, contains: &str) -> String {
+        let ok = self
+            .wait_thread(channel, thread, Duration::from_secs(30), |msgs| {
+                msgs.iter().any(|m| {
+                    m.bot_id.is_some() && !m.streaming && m.visible_text().contains(contains)
+                })
+            })
+            .await;
+        let texts: Vec<String> = self
+            .thread_messages(channel, thread)
+            .iter()
+            .map(|m| m.visible_text())
+            .collect();
+        assert!(
+            ok,
+            "no answer containing {contains:?} in the thread: {texts:?}"
+        );
+        texts
+            .into_iter()
+            .rev()
+            .find(|t| t.contains(contains))
+            .unwrap()
+    }
+
     /// Every POST to a slash command's `response_url`.
     pub fn response_url_posts(&self) -> Vec<HttpRecord> {
         self.st().response_url_posts.clone()
