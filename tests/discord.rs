@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::discord::{FakeDiscord, FakeDiscordConfig, TEXT_CHANNEL_ID, USER_ID};
+use common::discord::{FakeDiscord, FakeDiscordConfig, OTHER_USER_ID, TEXT_CHANNEL_ID, USER_ID};
 use common::*;
 use secrecy::SecretString;
 
@@ -354,4 +354,97 @@ async fn an_attachment_from_the_cdn_is_ingested_and_cited_and_an_oversized_one_n
         "the oversized file was fetched"
     );
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regenerate_answers_the_same_question_again_and_replaces_the_old_answer_in_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = n.clone();
+    let llm = FakeLlm::start(move |req| {
+        if is_summary(req) {
+            return Reply::text("SUMMARY: none");
+        }
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Reply::text(&format!("Take {i} on <{}>", last_user(req)))
+    })
+    .await;
+    let app = DiscordApp::start(&dir, &llm.url, &discord).await;
+    let dm = "1200000000000000902";
+    discord.dispatch("MESSAGE_CREATE", discord.dm(dm, USER_ID, "name a colour"));
+    // The final answer carries Regenerate beside 👍/👎.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let m = discord.bot_messages(dm).into_iter().find(|m| {
+            m.content.contains("Take 1")
+                && m.custom_ids().iter().any(|c| c == "anchorbot:regenerate")
+        });
+        if let Some(m) = m {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Regenerate button");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let press = discord.button_press(&first.id, OTHER_USER_ID, "anchorbot:regenerate");
+    let press_id = press["id"].as_str().unwrap().to_string();
+    discord.dispatch("INTERACTION_CREATE", press);
+    // Acknowledged without changing the message (type 6), then answered again.
+    let ack = discord
+        .wait_callback(&press_id, Duration::from_secs(10))
+        .await
+        .expect("the press was never acknowledged");
+    assert_eq!(ack.callbacks[0].0, 6);
+    let second = bot_says(&discord, dm, "Take 2").await;
+    assert!(second.contains("name a colour"), "{second}");
+    // The same question, asked as its asker asked it, without the old answer in the prompt.
+    let turns = llm.turn_requests();
+    assert_eq!(turns.len(), 2);
+    assert_eq!(last_user(&turns[0]), last_user(&turns[1]));
+    assert!(
+        !all_text(&turns[1]).contains("Take 1"),
+        "{}",
+        all_text(&turns[1])
+    );
+    assert!(discord
+        .find_message(&first.id)
+        .unwrap()
+        .content
+        .contains("Take 1"));
+    // The old answer's turn was replaced: pressing its Regenerate again gets a private note.
+    let again = discord.button_press(&first.id, USER_ID, "anchorbot:regenerate");
+    discord.dispatch("INTERACTION_CREATE", again);
+    assert!(
+        discord
+            .wait_calls(
+                "POST /webhooks/{application_id}/{token}",
+                1,
+                Duration::from_secs(20)
+            )
+            .await,
+        "no follow-up note"
+    );
+    let note = discord.calls_to("POST /webhooks/{application_id}/{token}");
+    assert_eq!(note[0].body["flags"], 64, "{:?}", note[0].body);
+    assert!(
+        note[0].body["content"]
+            .as_str()
+            .unwrap()
+            .contains("no longer"),
+        "{:?}",
+        note[0].body
+    );
+    app.stop().await;
+    assert_eq!(llm.turn_requests().len(), 2);
+    let store = reopen_store(&dir);
+    let key = anchorbot_platform::ConversationKey::new("discord", None, dm, None).unwrap();
+    let anchor = store.anchor(&key).unwrap();
+    assert_eq!(anchor.turns.len(), 1, "{:?}", anchor.turns);
+    assert!(anchor.turns[0].answer.starts_with("Take 2"));
+    assert_eq!(
+        anchor.turns[0].author.id, USER_ID,
+        "the question stays the asker's"
+    );
+    assert_eq!(anchor.counters.turns_total, 1);
 }

@@ -50,12 +50,15 @@ impl Drop for Running<'_> {
 const OFFLINE_PASSAGES: usize = 3;
 
 impl Engine {
-    /// Runs one question-and-answer turn.
+    /// Runs one question-and-answer turn. `replaces` names a stored turn (by its `at_ms`)
+    /// that this one answers again: it is left out of the prompt, and the new turn takes its
+    /// place in memory only once the new answer completes.
     pub(super) async fn turn(
         &self,
         m: &IncomingMessage,
         event_id: &str,
         platform: Arc<dyn Platform>,
+        replaces: Option<u64>,
     ) -> Outcome {
         let key = &m.key;
         let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
@@ -69,7 +72,11 @@ impl Engine {
             return self.refuse(&mut reply, key, event_id, msg).await;
         }
         let anchor = match self.store.anchor(key) {
-            Ok(a) => a,
+            Ok(mut a) => {
+                // The answer being replaced would only tempt the model to repeat it.
+                a.turns.retain(|e| Some(e.at_ms) != replaces);
+                a
+            }
             Err(e) => {
                 tracing::error!(conversation = %key, error = %e, "anchor unreadable");
                 let msg = format!("⚠️ I could not read this conversation's memory: {e}");
@@ -151,8 +158,13 @@ impl Engine {
                         let saved = self
                             .store
                             .update_marking(key, Some(event_id), |a| {
+                                let before = a.turns.len();
+                                a.turns.retain(|e| Some(e.at_ms) != replaces);
                                 a.turns.push(exchange.clone());
-                                a.counters.turns_total += 1;
+                                // An answer given again is still one question asked.
+                                if a.turns.len() > before {
+                                    a.counters.turns_total += 1;
+                                }
                                 a.counters.prompt_tokens_last = tokens;
                             })
                             .await;

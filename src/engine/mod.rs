@@ -4,7 +4,7 @@
 //! One job per module: [`driver`] runs the turn state machine, [`budget`] sizes the prompt,
 //! [`memory`] folds old turns into summaries, [`commands`] answers the commands, [`report`]
 //! builds `/status` and `/files`, [`attachments`] ingests shared files, [`feedback`] stores
-//! verdicts on answers.
+//! verdicts on answers, [`regenerate`] answers a question again.
 
 mod attachments;
 mod budget;
@@ -12,6 +12,7 @@ mod commands;
 mod driver;
 mod feedback;
 pub mod memory;
+mod regenerate;
 mod report;
 mod seed;
 
@@ -187,7 +188,7 @@ impl Engine {
                     if text.is_empty() {
                         Outcome::Command
                     } else {
-                        let outcome = self.turn(&m, &event_id, platform).await;
+                        let outcome = self.turn(&m, &event_id, platform, None).await;
                         if matches!(outcome, Outcome::Answered { .. }) {
                             self.spawn_summarize(key.clone());
                         }
@@ -201,6 +202,13 @@ impl Engine {
                     .await
             }
             InboundEvent::Feedback(f) => self.feedback(&f).await,
+            InboundEvent::Regenerate(r) => {
+                let outcome = self.regenerate(&r, platform).await;
+                if matches!(outcome, Outcome::Answered { .. }) {
+                    self.spawn_summarize(key.clone());
+                }
+                outcome
+            }
             InboundEvent::Stop(_) => {
                 match self.running.lock().expect("running lock").get(&key) {
                     Some(turn) => turn.cancel(),

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use anchorbot_platform::{
     Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
-    IncomingMessage, MessageRef, RecentIds, Shutdown, StopRequest, SubmitError,
+    IncomingMessage, MessageRef, RecentIds, RegenerateRequest, Shutdown, StopRequest, SubmitError,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ use serenity::all::{
 };
 use tokio::sync::mpsc;
 
-use crate::rest::{Rest, BAD_ID, GOOD_ID, STOP_ID};
+use crate::rest::{Rest, BAD_ID, GOOD_ID, REGENERATE_ID, STOP_ID};
 use crate::target::{DiscordTarget, InteractionRef};
 use crate::DiscordConfig;
 
@@ -391,6 +391,7 @@ impl Mapper {
                 token: c.token.clone(),
                 application: c.application_id.get().to_string(),
                 deferred,
+                acknowledged: false,
             }),
         }
         .into_target(
@@ -408,7 +409,7 @@ impl Mapper {
         }));
     }
 
-    /// A press of Stop or of a feedback button (already acknowledged).
+    /// A press of Stop, of a feedback button or of Regenerate (already acknowledged).
     async fn component(&mut self, c: ComponentInteraction) {
         let guild = c.guild_id.map(|g| g.get());
         let channel = c.channel_id.get();
@@ -447,6 +448,41 @@ impl Mapper {
                 positive: id == GOOD_ID,
                 reply_to: target,
             })),
+            REGENERATE_ID => {
+                // The new answer replies to the question the old one replied to.
+                let question = c
+                    .message
+                    .message_reference
+                    .as_ref()
+                    .and_then(|r| r.message_id)
+                    .map(|id| id.get().to_string());
+                let target = DiscordTarget {
+                    guild: guild.map(|g| g.to_string()),
+                    // Only for a private note, should the question be gone.
+                    interaction: Some(InteractionRef {
+                        id: c.id.get().to_string(),
+                        token: c.token.clone(),
+                        application: c.application_id.get().to_string(),
+                        deferred: false,
+                        acknowledged: true,
+                    }),
+                }
+                .into_target(
+                    &channel.to_string(),
+                    thread.map(|t| t.to_string()).as_deref(),
+                    question.as_deref(),
+                );
+                self.submit(InboundEvent::Regenerate(RegenerateRequest {
+                    key,
+                    event_id,
+                    author: who,
+                    message: MessageRef {
+                        channel: c.message.channel_id.get().to_string(),
+                        id: c.message.id.get().to_string(),
+                    },
+                    reply_to: target,
+                }))
+            }
             other => tracing::debug!(custom_id = other, "unknown button ignored"),
         }
     }

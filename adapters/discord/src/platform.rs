@@ -347,7 +347,7 @@ impl Platform for DiscordPlatform {
             return Ok(());
         };
         let content = clip(text);
-        let first = lock(&self.shared.answered).get(&i.id).is_none();
+        let first = !i.acknowledged && lock(&self.shared.answered).get(&i.id).is_none();
         let (method, path, body) = if first && i.deferred {
             (
                 Method::PATCH,

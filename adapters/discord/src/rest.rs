@@ -28,6 +28,8 @@ pub const STOP_ID: &str = "anchorbot:stop";
 pub const GOOD_ID: &str = "anchorbot:good";
 /// The `custom_id` of the thumbs-down button.
 pub const BAD_ID: &str = "anchorbot:bad";
+/// The `custom_id` of the Regenerate button.
+pub const REGENERATE_ID: &str = "anchorbot:regenerate";
 
 /// Interaction callback: a message (slash command answer).
 pub const CALLBACK_MESSAGE: u8 = 4;
@@ -190,11 +192,15 @@ pub fn stop_row() -> Value {
     json!([{ "type": 1, "components": [button(4, "Stop", STOP_ID)] }])
 }
 
-/// The row with the feedback buttons, on the last message of a final answer.
+/// The row with the feedback buttons and Regenerate, on the last message of a final answer.
 pub fn feedback_row() -> Value {
     json!([{
         "type": 1,
-        "components": [button(2, "👍", GOOD_ID), button(2, "👎", BAD_ID)]
+        "components": [
+            button(2, "👍", GOOD_ID),
+            button(2, "👎", BAD_ID),
+            button(2, "Regenerate", REGENERATE_ID),
+        ]
     }])
 }
 

@@ -17,7 +17,7 @@ pub struct DiscordTarget {
     pub interaction: Option<InteractionRef>,
 }
 
-/// A slash command invocation that can still be answered (its token lasts 15 minutes).
+/// A slash command or button press that can still be answered (its token lasts 15 minutes).
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InteractionRef {
     /// Interaction id.
@@ -29,6 +29,9 @@ pub struct InteractionRef {
     /// A deferred (type 5) response was sent: the answer edits `@original`.
     #[serde(default)]
     pub deferred: bool,
+    /// A button press acknowledged with type 6: private notes are follow-up messages.
+    #[serde(default)]
+    pub acknowledged: bool,
 }
 
 impl std::fmt::Debug for InteractionRef {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for InteractionRef {
             .field("id", &self.id)
             .field("application", &self.application)
             .field("deferred", &self.deferred)
+            .field("acknowledged", &self.acknowledged)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +88,7 @@ mod tests {
                 token: "tok".into(),
                 application: "3".into(),
                 deferred: true,
+                acknowledged: false,
             }),
         };
         let r = t.clone().into_target("10", Some("10"), Some("10"));

@@ -100,6 +100,23 @@ pub struct Feedback {
     pub reply_to: ReplyTarget,
 }
 
+/// A request to answer a question again (a Regenerate button on one of the bot's answers).
+/// The engine finds the question by the answer's message; the new answer replaces the old one
+/// in memory once it completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegenerateRequest {
+    /// The conversation the answer belongs to.
+    pub key: ConversationKey,
+    /// Platform event id, for de-duplication.
+    pub event_id: String,
+    /// Who pressed it.
+    pub author: Author,
+    /// The answer's message (any of them, for an answer split over several).
+    pub message: MessageRef,
+    /// Where the new answer goes.
+    pub reply_to: ReplyTarget,
+}
+
 /// A native command invocation (Slack slash command, Discord application command). Text
 /// commands typed into a message arrive as [`IncomingMessage`]s instead; the engine parses both.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +146,8 @@ pub enum InboundEvent {
     Feedback(Feedback),
     /// Stop the answer being written in the conversation (a Stop button).
     Stop(StopRequest),
+    /// Answer a question again (a Regenerate button).
+    Regenerate(RegenerateRequest),
 }
 
 /// A request to stop the answer that is streaming in a conversation. The reply keeps what was
@@ -153,6 +172,7 @@ impl InboundEvent {
             InboundEvent::Command(c) => &c.key,
             InboundEvent::Feedback(f) => &f.key,
             InboundEvent::Stop(r) => &r.key,
+            InboundEvent::Regenerate(r) => &r.key,
         }
     }
 
@@ -163,6 +183,7 @@ impl InboundEvent {
             InboundEvent::Command(c) => &c.event_id,
             InboundEvent::Feedback(f) => &f.event_id,
             InboundEvent::Stop(r) => &r.event_id,
+            InboundEvent::Regenerate(r) => &r.event_id,
         }
     }
 
@@ -173,6 +194,7 @@ impl InboundEvent {
             InboundEvent::Command(c) => &c.reply_to,
             InboundEvent::Feedback(f) => &f.reply_to,
             InboundEvent::Stop(r) => &r.reply_to,
+            InboundEvent::Regenerate(r) => &r.reply_to,
         }
     }
 
@@ -183,6 +205,7 @@ impl InboundEvent {
             InboundEvent::Command(c) => &c.author,
             InboundEvent::Feedback(f) => &f.author,
             InboundEvent::Stop(r) => &r.author,
+            InboundEvent::Regenerate(r) => &r.author,
         }
     }
 }
