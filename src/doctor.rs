@@ -1,7 +1,9 @@
 //! `anchorbot doctor`: checks the configuration, the data directory and every endpoint, and
 //! says what each endpoint serves. With a Slack bot token it also asks Slack who the bot is
 //! (`auth.test`), compares the token's granted scopes with [`SLACK_SCOPES`], and says which
-//! connection `anchorbot run` will use. Tokens are never printed.
+//! connection `anchorbot run` will use. With a Discord token it asks Discord who the bot is
+//! (`GET /users/@me`, `GET /applications/@me`), says whether the Message Content intent is
+//! enabled in the developer portal, and gives the invite URL. Tokens are never printed.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::llm::OpenAiEndpoint;
-use crate::settings::{Settings, SlackSettings};
+use crate::settings::{DiscordSettings, Settings, SlackSettings};
 
 /// The bot scopes the Slack adapter needs, each with what it is for: the same list as
 /// `oauth_config.scopes.bot` in `adapters/slack/manifest.yml`.
@@ -96,6 +98,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         checks.push(check);
     }
     checks.extend(slack(&settings.slack).await);
+    checks.extend(discord(&settings.discord).await);
     checks
 }
 
@@ -436,4 +439,103 @@ fn slack_connection(s: &SlackSettings) -> Check {
         ),
     };
     Check { name, ok, detail }
+}
+
+/// Checks the Discord bot: the token (`GET /users/@me`), the application and its Message
+/// Content intent (`GET /applications/@me`), and the invite URL. Without a token, one line
+/// says what to set.
+async fn discord(s: &DiscordSettings) -> Vec<Check> {
+    let Some(token) = &s.token else {
+        return vec![Check {
+            name: "Discord".into(),
+            ok: true,
+            detail: "not configured; set DISCORD_TOKEN (README: \"Discord\")".into(),
+        }];
+    };
+    let mut cfg = anchorbot_discord::DiscordConfig::new(token.clone());
+    cfg.api_url = s.api_url.clone();
+    let name = format!("Discord bot token (GET /users/@me at {})", cfg.origin());
+    let bot = match anchorbot_discord::auth::check(&cfg).await {
+        Ok(bot) => bot,
+        Err(e) => {
+            return vec![Check {
+                name,
+                ok: false,
+                detail: discord_error(&e),
+            }]
+        }
+    };
+    let mut detail = format!(
+        "bot user @{} ({}); application \"{}\" ({})",
+        bot.username, bot.user_id, bot.application_name, bot.application_id
+    );
+    if !bot.is_bot {
+        detail.push_str(
+            "; this is not a bot user: use the token from the Developer Portal → your app → Bot",
+        );
+    }
+    let mut checks = vec![
+        Check {
+            name,
+            ok: bot.is_bot,
+            detail,
+        },
+        message_content(bot.intents()),
+    ];
+    checks.push(Check {
+        name: "Discord invite URL".into(),
+        ok: true,
+        detail: format!(
+            "{} ({})",
+            bot.invite_url(),
+            anchorbot_discord::auth::INVITE_PERMISSION_NAMES
+        ),
+    });
+    checks
+}
+
+/// A failed Discord check, with what to do about it in anchorbot's settings' words.
+fn discord_error(e: &anchorbot_discord::auth::AuthError) -> String {
+    use anchorbot_discord::auth::AuthError;
+    let hint = match e {
+        AuthError::Unauthorized | AuthError::MalformedToken => " as DISCORD_TOKEN",
+        AuthError::Unreachable { .. } => {
+            "; check the network, and ANCHORBOT_DISCORD_API_URL (discord.api_url) if it is set"
+        }
+        AuthError::RateLimited { .. } | AuthError::Unexpected { .. } => "",
+    };
+    format!("{e}{hint}")
+}
+
+/// Whether the Message Content intent is on: without it, guild messages that do not mention
+/// the bot arrive empty. The other privileged intents are listed but not needed.
+fn message_content(intents: anchorbot_discord::auth::PrivilegedIntents) -> Check {
+    use anchorbot_discord::auth::IntentAccess;
+    let state = |a: IntentAccess| match a {
+        IntentAccess::Off => "off",
+        IntentAccess::Limited => "on",
+        IntentAccess::Approved => "approved",
+    };
+    let others = format!(
+        "Presence {}, Server Members {} (anchorbot needs neither)",
+        state(intents.presence),
+        state(intents.guild_members)
+    );
+    let detail = match intents.message_content {
+        IntentAccess::Approved => format!("enabled (approved for a verified app); {others}"),
+        IntentAccess::Limited => format!(
+            "enabled (the portal toggle: enough below 100 servers, Discord asks for \
+             verification beyond); {others}"
+        ),
+        IntentAccess::Off => format!(
+            "NOT enabled: guild messages that do not mention the bot arrive empty, so follow-ups \
+             in threads go unanswered; turn it on in the Developer Portal → your app → Bot → \
+             Privileged Gateway Intents → Message Content Intent, and save; {others}"
+        ),
+    };
+    Check {
+        name: "Discord Message Content intent".into(),
+        ok: intents.message_content.is_enabled(),
+        detail,
+    }
 }

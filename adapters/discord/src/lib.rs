@@ -5,6 +5,7 @@
 //! prompts or storage.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod inbound;
 pub mod platform;
