@@ -142,7 +142,7 @@ async fn rest_checks_the_bot_token() {
     assert_eq!(me["bot"], true);
     let (_, app) = bot(&fake, reqwest::Method::GET, "/applications/@me", None).await;
     let flags = app["flags"].as_u64().unwrap();
-    assert_ne!(flags & discord::FLAG_GATEWAY_MESSAGE_CONTENT, 0);
+    assert_ne!(flags & discord::FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED, 0);
     let (_, gw) = bot(&fake, reqwest::Method::GET, "/gateway/bot", None).await;
     assert_eq!(gw["shards"], 1);
     assert_eq!(fake.calls().len(), 5);
@@ -158,7 +158,7 @@ async fn application_flags_follow_the_portal_switch() {
     .await;
     let (_, app) = bot(&fake, reqwest::Method::GET, "/applications/@me", None).await;
     assert_eq!(
-        app["flags"].as_u64().unwrap() & discord::FLAG_GATEWAY_MESSAGE_CONTENT,
+        app["flags"].as_u64().unwrap() & discord::FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED,
         0
     );
     // IDENTIFY asking for the privileged intent is closed with 4014.

@@ -52,7 +52,7 @@ impl Engine {
         for a in &m.attachments {
             let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
             let (text, state) = match self.ingest_attachment(m, a, platform, &reply).await {
-                Ok(summary) => (summary, FinalState::Complete),
+                Ok(summary) => (summary, FinalState::Notice),
                 Err(message) => (message, FinalState::Failed),
             };
             let _ = reply.finish(&text, state).await;

@@ -47,10 +47,12 @@ pub mod intents {
     pub const MESSAGE_CONTENT: u64 = 1 << 15;
 }
 
-/// Application flag: the MESSAGE_CONTENT intent is enabled in the developer portal.
-pub const FLAG_GATEWAY_MESSAGE_CONTENT: u64 = 1 << 19;
-/// Application flag: the same, for a bot in fewer than 100 servers awaiting verification.
-pub const FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED: u64 = 1 << 18;
+/// Application flag: the MESSAGE_CONTENT intent, approved for a verified bot in 100 or more
+/// servers.
+pub const FLAG_GATEWAY_MESSAGE_CONTENT: u64 = 1 << 18;
+/// Application flag: the MESSAGE_CONTENT intent switched on in the portal's Bot settings, for a
+/// bot in fewer than 100 servers (what a new bot has).
+pub const FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED: u64 = 1 << 19;
 /// Message flag: only the invoking user sees it.
 pub const FLAG_EPHEMERAL: u64 = 1 << 6;
 
@@ -696,6 +698,52 @@ impl FakeDiscord {
         );
         let mut st = self.st();
         st.channels.insert(thread_id.clone(), thread);
+        for (user, text) in messages {
+            let id = next_snowflake(&mut st).to_string();
+            let author = user_of(&st, user);
+            let m = new_message(&id, &thread_id, guild_id.clone(), author, text);
+            st.messages.push(m);
+        }
+        thread_id
+    }
+
+    /// Stores a thread `owner_id` started from a message, as Discord makes one: the message
+    /// `starter` `(user id, text)` in `parent_id`; the thread, whose id is that message's; its
+    /// THREAD_STARTER_MESSAGE (type 21, empty, referencing the message in `parent_id`); then
+    /// `messages` `(user id, text)` oldest first. Returns the thread's id. The history route
+    /// lists the starter with the referenced message as `referenced_message`.
+    pub fn seed_thread_from_message(
+        &self,
+        parent_id: &str,
+        owner_id: &str,
+        name: &str,
+        starter: (&str, &str),
+        messages: &[(&str, &str)],
+    ) -> String {
+        let guild_id = self.guild_of(parent_id);
+        let mut st = self.st();
+        let thread_id = next_snowflake(&mut st).to_string();
+        let author = user_of(&st, starter.0);
+        let mut parent = new_message(&thread_id, parent_id, guild_id.clone(), author, starter.1);
+        parent.thread_id = Some(thread_id.clone());
+        st.messages.push(parent);
+        let thread = thread_json(
+            &thread_id,
+            guild_id.as_deref(),
+            parent_id,
+            owner_id,
+            name,
+            channel_type::PUBLIC_THREAD,
+        );
+        st.channels.insert(thread_id.clone(), thread);
+        let starter_id = next_snowflake(&mut st).to_string();
+        let author = user_of(&st, starter.0);
+        let mut first = new_message(&starter_id, &thread_id, guild_id.clone(), author, "");
+        first.kind = 21;
+        first.message_reference = Some(json!({
+            "type": 0, "channel_id": parent_id, "message_id": thread_id, "guild_id": guild_id
+        }));
+        st.messages.push(first);
         for (user, text) in messages {
             let id = next_snowflake(&mut st).to_string();
             let author = user_of(&st, user);
@@ -1388,7 +1436,7 @@ fn handle(
                 .iter()
                 .find(|m| m.id == b && m.channel_id == a && !m.deleted)
             {
-                Some(m) => (200, m.to_json()),
+                Some(m) => (200, message_json(&st, m)),
                 None => unknown_message(),
             }
         }
@@ -1544,7 +1592,7 @@ fn create_message(shared: &Shared, channel_id: &str, body: &Value) -> (u16, Valu
         .iter()
         .map(|u| user_of(&st, u))
         .collect();
-    let out = m.to_json();
+    let out = message_json(&st, &m);
     st.messages.push(m);
     if let Some(c) = st.channels.get_mut(channel_id) {
         c["last_message_id"] = json!(id);
@@ -1557,6 +1605,24 @@ fn create_message(shared: &Shared, channel_id: &str, body: &Value) -> (u16, Valu
         dispatch_locked(&mut st, cfg, "MESSAGE_CREATE", echo);
     }
     (200, out)
+}
+
+/// The message object as REST answers carry it: a reply (type 19) or thread starter (type 21)
+/// also has `referenced_message`, the message its `message_reference` names (`null` when that
+/// message was deleted), as Discord documents.
+fn message_json(st: &St, m: &FakeMessage) -> Value {
+    let mut v = m.to_json();
+    if matches!(m.kind, 19 | 21) {
+        if let Some(r) = &m.message_reference {
+            let referenced = st
+                .messages
+                .iter()
+                .find(|x| Some(x.id.as_str()) == r["message_id"].as_str() && !x.deleted)
+                .map(FakeMessage::to_json);
+            v["referenced_message"] = referenced.unwrap_or(Value::Null);
+        }
+    }
+    v
 }
 
 fn apply_edit(m: &mut FakeMessage, body: &Value) {
@@ -1636,7 +1702,7 @@ fn history(shared: &Shared, channel_id: &str, query: &HashMap<String, String>) -
     }
     (
         200,
-        json!(v.iter().map(|m| m.to_json()).collect::<Vec<_>>()),
+        json!(v.iter().map(|m| message_json(&st, m)).collect::<Vec<_>>()),
     )
 }
 
@@ -2211,7 +2277,7 @@ fn application_flags(cfg: &FakeDiscordConfig) -> u64 {
     // GATEWAY_PRESENCE_LIMITED | GATEWAY_GUILD_MEMBERS_LIMITED | APPLICATION_COMMAND_BADGE.
     let base = (1 << 13) | (1 << 15) | (1 << 23);
     if cfg.message_content_enabled {
-        base | FLAG_GATEWAY_MESSAGE_CONTENT
+        base | FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED
     } else {
         base
     }

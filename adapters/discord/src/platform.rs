@@ -5,7 +5,10 @@
 //!   Every posted piece carries a Stop button while the reply streams; when it ends, the
 //!   buttons go, and a complete (or truncated) answer gets 👍/👎 on its last message.
 //! - Status: typing in the reply's channel while the model thinks, renewed every 8 s until the
-//!   first post or a clear; progress notes edit one status message.
+//!   first post or a clear; progress notes edit one status message, at most once per
+//!   [`MIN_EDIT_INTERVAL`], and a clear deletes it.
+//! - A 429 holds its route (method and path, message ids aside): later calls there wait out
+//!   Discord's `retry_after` before they are sent, up to [`MAX_HOLD_WAIT`].
 //! - Ephemeral answers to slash commands through the interaction: a type 4 callback, an edit
 //!   of `@original` after a deferral, a follow-up after either.
 //! - Attachments are downloaded without the token, only from Discord's CDN hosts or the host
@@ -26,6 +29,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::inbound::snowflake;
@@ -48,8 +52,11 @@ const TYPING_MAX: Duration = Duration::from_secs(600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Messages one history page returns (Discord's maximum).
 const HISTORY_PAGE: usize = 100;
-/// How many progress messages and answered interactions are remembered.
+/// How many progress messages, answered interactions and rate-limited routes are remembered.
 const REMEMBERED: usize = 4096;
+/// The longest a call waits for a route Discord rate-limited; past it, the call fails with the
+/// time left, as a 429 would.
+pub const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
 
 /// Discord's outbound side. Cheap to clone; clones share their memory.
 #[derive(Clone)]
@@ -71,8 +78,11 @@ impl std::fmt::Debug for DiscordPlatform {
 struct Shared {
     /// Typing loops, by channel.
     typing: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// The progress message of a reply, by (channel, message answered).
-    progress: Mutex<Bounded<(String, String), MessageRef>>,
+    /// The progress message of a reply and when it was last written, by (channel, message
+    /// answered).
+    progress: Mutex<Bounded<(String, String), (MessageRef, Instant)>>,
+    /// Routes a 429 holds, until when.
+    holds: Mutex<Bounded<String, Instant>>,
     /// Interactions that already had their one callback (or `@original` edit).
     answered: Mutex<Bounded<String, ()>>,
 }
@@ -108,8 +118,13 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
         self.map.get(k)
     }
 
-    fn remove(&mut self, k: &K) {
-        self.map.remove(k);
+    fn remove(&mut self, k: &K) -> Option<V> {
+        let v = self.map.remove(k)?;
+        // Else a later insert of `k` would be evicted with this entry's old place in line.
+        if let Some(i) = self.order.iter().position(|o| o == k) {
+            self.order.remove(i);
+        }
+        Some(v)
     }
 }
 
@@ -126,6 +141,34 @@ impl DiscordPlatform {
             download,
             shared: Arc::new(Shared::default()),
         }
+    }
+
+    /// Calls Discord, first waiting out a 429's hold on the route; a 429 holds it in turn.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, PlatformError> {
+        let route = route(&method, path);
+        if let Some(left) = self.held(&route) {
+            if left > MAX_HOLD_WAIT {
+                return Err(PlatformError::RateLimited { retry_after: left });
+            }
+            tokio::time::sleep(left).await;
+        }
+        let result = self.rest.call(method, path, body).await;
+        if let Err(PlatformError::RateLimited { retry_after }) = &result {
+            lock(&self.shared.holds).insert(route, Instant::now() + *retry_after);
+        }
+        result
+    }
+
+    /// How long `route` is still held by a 429, if it is.
+    fn held(&self, route: &str) -> Option<Duration> {
+        let until = lock(&self.shared.holds).get(&route.to_string()).copied()?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Stops the typing loop in `channel`, if one runs.
@@ -163,14 +206,13 @@ impl DiscordPlatform {
     /// Sets a message's buttons (none for an empty list).
     async fn set_components(&self, m: &MessageRef, components: Value) -> Result<(), PlatformError> {
         let path = format!("/channels/{}/messages/{}", m.channel, m.id);
-        self.rest
-            .call(
-                Method::PATCH,
-                &path,
-                Some(&json!({ "components": components })),
-            )
-            .await
-            .map(|_| ())
+        self.call(
+            Method::PATCH,
+            &path,
+            Some(&json!({ "components": components })),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Posts `text` in `to`'s channel with `components`, replying to the message answered
@@ -193,7 +235,7 @@ impl DiscordPlatform {
             }
         }
         let path = format!("/channels/{}/messages", to.channel);
-        let posted = self.rest.call(Method::POST, &path, Some(&body)).await?;
+        let posted = self.call(Method::POST, &path, Some(&body)).await?;
         let id = snowflake(&posted["id"])
             .ok_or_else(|| PlatformError::Transport("Discord's answer had no message id".into()))?;
         Ok(MessageRef {
@@ -239,6 +281,17 @@ impl DiscordPlatform {
         }
         Ok(bytes)
     }
+}
+
+/// The rate-limit route of a call: its method and path without the query, a message id
+/// replaced by a placeholder (Discord limits a route per channel, not per message).
+fn route(method: &Method, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let mut segments: Vec<&str> = path.split('/').collect();
+    if segments.len() > 4 && segments[1] == "channels" && segments[3] == "messages" {
+        segments[4] = "{message_id}";
+    }
+    format!("{method} {}", segments.join("/"))
 }
 
 /// At most [`MAX_MESSAGE_CHARS`]: the splitter keeps replies within it, this keeps status
@@ -321,18 +374,14 @@ impl Platform for DiscordPlatform {
     async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), PlatformError> {
         let path = format!("/channels/{}/messages/{}", message.channel, message.id);
         let body = json!({ "content": clip(text), "allowed_mentions": no_pings() });
-        self.rest
-            .call(Method::PATCH, &path, Some(&body))
+        self.call(Method::PATCH, &path, Some(&body))
             .await
             .map(|_| ())
     }
 
     async fn delete(&self, message: &MessageRef) -> Result<(), PlatformError> {
         let path = format!("/channels/{}/messages/{}", message.channel, message.id);
-        self.rest
-            .call(Method::DELETE, &path, None)
-            .await
-            .map(|_| ())
+        self.call(Method::DELETE, &path, None).await.map(|_| ())
     }
 
     async fn ephemeral(
@@ -370,7 +419,7 @@ impl Platform for DiscordPlatform {
                 json!({ "content": content, "flags": EPHEMERAL, "allowed_mentions": no_pings() }),
             )
         };
-        self.rest.call(method, &path, Some(&body)).await?;
+        self.call(method, &path, Some(&body)).await?;
         lock(&self.shared.answered).insert(i.id, ());
         Ok(())
     }
@@ -382,22 +431,35 @@ impl Platform for DiscordPlatform {
             Status::Thinking => self.start_typing(&to.channel),
             Status::Clear => {
                 self.stop_typing(&to.channel);
-                lock(&self.shared.progress).remove(&key);
+                // The status message is an indicator like typing: it goes.
+                let shown = lock(&self.shared.progress).remove(&key);
+                if let Some((m, _)) = shown {
+                    if let Err(e) = self.delete(&m).await {
+                        tracing::debug!(error = %e, "status message not deleted");
+                    }
+                }
             }
             Status::Progress(note) => {
                 let shown = lock(&self.shared.progress).get(&key).cloned();
                 let result = match shown {
-                    Some(m) => {
+                    // Edits share the channel's rate limit: a note that comes too soon after
+                    // the last one, or while the route is held, is skipped; a later one shows.
+                    Some((_, at)) if at.elapsed() < MIN_EDIT_INTERVAL => Ok(()),
+                    Some((m, _)) => {
                         let path = format!("/channels/{}/messages/{}", m.channel, m.id);
-                        let body = json!({ "content": clip(note), "allowed_mentions": no_pings() });
-                        self.rest
-                            .call(Method::PATCH, &path, Some(&body))
-                            .await
-                            .map(|_| ())
+                        if self.held(&route(&Method::PATCH, &path)).is_some() {
+                            Ok(())
+                        } else {
+                            let body =
+                                json!({ "content": clip(note), "allowed_mentions": no_pings() });
+                            let r = self.call(Method::PATCH, &path, Some(&body)).await;
+                            lock(&self.shared.progress).insert(key, (m, Instant::now()));
+                            r.map(|_| ())
+                        }
                     }
                     None => match self.send(to, note, json!([])).await {
                         Ok(m) => {
-                            lock(&self.shared.progress).insert(key, m);
+                            lock(&self.shared.progress).insert(key, (m, Instant::now()));
                             Ok(())
                         }
                         Err(e) => Err(e),
@@ -427,7 +489,13 @@ impl Platform for DiscordPlatform {
             } else {
                 json!([])
             };
-            if let Err(e) = self.set_components(m, components).await {
+            let mut done = self.set_components(m, components.clone()).await;
+            if matches!(done, Err(PlatformError::RateLimited { .. })) {
+                // Sent again once the route's hold is over: a Stop button must not outlive
+                // the reply.
+                done = self.set_components(m, components).await;
+            }
+            if let Err(e) = done {
                 tracing::debug!(error = %e, "buttons not updated");
                 if result.is_ok() {
                     result = Err(e);
@@ -454,7 +522,7 @@ impl Platform for DiscordPlatform {
         if let Some(m) = &to.message {
             path.push_str(&format!("&before={m}"));
         }
-        let page = self.rest.call(Method::GET, &path, None).await?;
+        let page = self.call(Method::GET, &path, None).await?;
         let current = to.message.as_deref();
         let mut prior: Vec<PriorMessage> = page
             .as_array()
@@ -586,6 +654,30 @@ mod tests {
         assert_eq!(
             (p.author.display_name.as_str(), p.text.as_str()),
             ("bob", "the question")
+        );
+    }
+
+    #[test]
+    fn a_route_is_its_method_and_path_without_message_ids() {
+        assert_eq!(
+            route(&Method::PATCH, "/channels/5/messages/77"),
+            "PATCH /channels/5/messages/{message_id}"
+        );
+        assert_eq!(
+            route(&Method::PATCH, "/channels/5/messages/78"),
+            route(&Method::PATCH, "/channels/5/messages/77")
+        );
+        assert_ne!(
+            route(&Method::PATCH, "/channels/6/messages/77"),
+            route(&Method::PATCH, "/channels/5/messages/77")
+        );
+        assert_eq!(
+            route(&Method::GET, "/channels/5/messages?limit=100&before=9"),
+            "GET /channels/5/messages"
+        );
+        assert_eq!(
+            route(&Method::POST, "/channels/5/typing"),
+            "POST /channels/5/typing"
         );
     }
 

@@ -254,6 +254,8 @@ pub enum FinalState {
     Truncated,
     /// The turn failed; the reply text explains why.
     Failed,
+    /// A notice that is not an answer (a shared file was read): no feedback buttons.
+    Notice,
 }
 
 /// What a platform allows; drives splitting and edit throttling.

@@ -118,6 +118,11 @@ impl StreamingReply {
     ) -> Result<(), PlatformError> {
         self.latest.clear();
         self.latest.push_str(final_text);
+        // A rate limit met while streaming still holds: the final write waits it out too.
+        if let Some(until) = self.hold_until.take() {
+            let wait = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(wait.min(MAX_FINAL_WAIT)).await;
+        }
         let mut result = self.write_final().await;
         for _ in 0..FINAL_RETRIES {
             match &result {
@@ -261,6 +266,8 @@ mod tests {
         native: bool,
         /// Answer the next edits with a rate limit.
         limit_edits: Mutex<u32>,
+        /// The rate limit's `retry_after`, in ms (5 when zero).
+        retry_after_ms: u64,
         calls: Arc<Mutex<Vec<String>>>,
     }
 
@@ -302,7 +309,7 @@ mod tests {
             if *left > 0 {
                 *left -= 1;
                 return Err(PlatformError::RateLimited {
-                    retry_after: Duration::from_millis(5),
+                    retry_after: Duration::from_millis(self.retry_after_ms.max(5)),
                 });
             }
             self.calls
@@ -397,5 +404,27 @@ mod tests {
             ["post one", "edit m1 one two three four"],
             "nothing was written during the wait"
         );
+    }
+
+    #[tokio::test]
+    async fn the_final_write_waits_out_a_rate_limit_met_while_streaming() {
+        let p = Arc::new(Recorder {
+            limit_edits: Mutex::new(1),
+            retry_after_ms: 300,
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        r.update("one").await;
+        let limited = Instant::now();
+        r.update("one two").await;
+        r.finish("one two three", FinalState::Complete)
+            .await
+            .unwrap();
+        assert!(
+            limited.elapsed() >= Duration::from_millis(300),
+            "the final edit came {:?} after a 429 asking for 300 ms",
+            limited.elapsed()
+        );
+        assert_eq!(calls(&p), ["post one", "edit m1 one two three"]);
     }
 }
