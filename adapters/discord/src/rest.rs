@@ -268,7 +268,10 @@ mod tests {
             .flatten()
             .filter_map(|b| b["custom_id"].as_str())
             .collect();
-        assert_eq!(ids, ["anchorbot:good", "anchorbot:bad", "anchorbot:regenerate"]);
+        assert_eq!(
+            ids,
+            ["anchorbot:good", "anchorbot:bad", "anchorbot:regenerate"]
+        );
         assert_eq!(row[0]["components"][0]["type"], 2);
     }
 }
