@@ -81,13 +81,20 @@ impl App {
             policy,
         ));
         let counter: Arc<dyn crate::tokens::TokenCounter> = Arc::new(counter);
-        let docs = Documents::new(
+        let mut docs = Documents::new(
             store.clone(),
             settings.documents.clone(),
             settings.vision.clone(),
             counter.clone(),
         )
         .map_err(|e| AppError::Documents(e.to_string()))?;
+        if settings.documents.rerank == crate::settings::RerankChoice::Llm {
+            let limit = Duration::from_millis(settings.documents.rerank_timeout_ms.max(1));
+            docs.set_reranker(Arc::new(
+                crate::docs::rerank::Reranker::new(llm.clone(), limit)
+                    .with_think_start(settings.reasoning.think_start()),
+            ));
+        }
         let queue_capacity = settings.queue_capacity;
         let health_interval = Duration::from_secs(settings.health_cooldown_secs.max(1));
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);

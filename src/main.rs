@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anchorbot::commands::Command;
+use anchorbot::docs::SearchMode;
 use anchorbot::engine::Outcome;
 use anchorbot::{App, Settings};
 use anchorbot_console::{message_event, Console, ConsolePlatform};
@@ -99,6 +100,9 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// How to search (default: fused, or reranked with `documents.rerank = "llm"`).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
         /// What to look for.
         query: String,
     },
@@ -203,10 +207,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conversation,
             top_k,
             json,
+            mode,
             query,
-        } => search(app, &conversation, &query, top_k, json).await,
+        } => search(app, &conversation, &query, top_k, json, mode).await,
         Cmd::Doctor => unreachable!("handled above"),
     }
+}
+
+/// `anchorbot search --mode`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    /// Embedding similarity only.
+    Dense,
+    /// Words only (BM25).
+    Lexical,
+    /// Both, fused by reciprocal rank.
+    Fused,
+    /// Fused, then ordered by the reasoning model.
+    Reranked,
 }
 
 fn key(name: &str) -> anyhow::Result<ConversationKey> {
@@ -402,11 +420,24 @@ async fn search(
     query: &str,
     top_k: usize,
     json: bool,
+    mode: Option<ModeArg>,
 ) -> anyhow::Result<ExitCode> {
     let key = key(conversation)?;
     let engine = app.engine();
     let docs = engine.documents().context("documents are not configured")?;
-    let hits = docs.search(&key.to_string(), query, top_k).await?;
+    let hits = match mode {
+        None => docs.search(&key.to_string(), query, top_k).await?,
+        Some(m) => {
+            let mode = match m {
+                ModeArg::Dense => SearchMode::Dense,
+                ModeArg::Lexical => SearchMode::Lexical,
+                ModeArg::Fused => SearchMode::Fused,
+                ModeArg::Reranked => SearchMode::Reranked,
+            };
+            docs.search_mode(&key.to_string(), query, top_k, mode)
+                .await?
+        }
+    };
     if json {
         out!("{}", serde_json::to_string_pretty(&hits)?);
     } else if hits.is_empty() {

@@ -156,6 +156,17 @@ pub enum OcrChoice {
     Tesseract,
 }
 
+/// Whether retrieved passages are re-ordered by the reasoning model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RerankChoice {
+    /// The fused order of dense and lexical search.
+    #[default]
+    Off,
+    /// The reasoning model orders the best 20 (falling back to the fused order).
+    Llm,
+}
+
 /// Settings for shared documents.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -170,14 +181,19 @@ pub struct DocumentSettings {
     pub embed_threads: Option<usize>,
     /// The `/v1/embeddings` endpoint when `embedder = "openai"`.
     pub embeddings: Endpoint,
-    /// Chunk size in tokens.
+    /// Chunk size in the embedding model's tokens (wordpieces for the local MiniLM; prompt
+    /// tokens with an embeddings endpoint).
     pub chunk_tokens: usize,
-    /// Overlap between chunks in tokens.
+    /// Overlap between chunks, in the same tokens.
     pub chunk_overlap: usize,
     /// Chunks embedded per batch.
     pub embed_batch: usize,
     /// Chunks retrieved per question.
     pub top_k: usize,
+    /// Re-order retrieved passages with the reasoning model.
+    pub rerank: RerankChoice,
+    /// Time limit of one reranking call, in milliseconds; past it the fused order is used.
+    pub rerank_timeout_ms: u64,
     /// Token budget of retrieved passages in the prompt.
     pub context_tokens: usize,
     /// Largest file accepted, in MB.
@@ -187,7 +203,7 @@ pub struct DocumentSettings {
     /// Most pixels in an image.
     pub max_image_pixels: u64,
     /// Most chunks one document may produce: a file with more text is refused before any
-    /// embedding (on a CPU, 20,000 chunks take about 15 minutes to embed).
+    /// embedding (on a CPU, 60,000 chunks of 96 wordpieces take about 15 minutes to embed).
     pub max_chunks: usize,
     /// Time limit for parsing or OCR of one file or page, in seconds.
     pub parse_timeout_secs: u64,
@@ -217,15 +233,17 @@ impl Default for DocumentSettings {
                 model: "BAAI/bge-small-en-v1.5".into(),
                 ..Endpoint::default()
             },
-            chunk_tokens: 256,
-            chunk_overlap: 32,
+            rerank: RerankChoice::Off,
+            rerank_timeout_ms: 5000,
+            chunk_tokens: 96,
+            chunk_overlap: 16,
             embed_batch: 64,
             top_k: 5,
             context_tokens: 3072,
             max_file_mb: 50,
             max_pages: 500,
             max_image_pixels: 40_000_000,
-            max_chunks: 20_000,
+            max_chunks: 60_000,
             parse_timeout_secs: 120,
             ocr: OcrChoice::Auto,
             ocr_concurrency: 4,

@@ -280,6 +280,9 @@ impl Flusher {
 /// How long `Store::open` waits for another handle to release the data directory.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// sled's page cache.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) the store in `dir` and upgrades its schema. Never deletes data.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -294,6 +297,9 @@ impl Store {
                 // Only explicit, serialized flushes (see `Flusher`); sled's own periodic
                 // flusher would race them.
                 .flush_every_ms(None)
+                // sled's page cache defaults to 1 GiB, which a conversation with 100k chunks
+                // fills when its index loads; the index keeps what retrieval needs itself.
+                .cache_capacity(SLED_CACHE_BYTES)
                 .open();
             match opened {
                 Ok(db) => break db,

@@ -123,7 +123,7 @@ async fn one_shared_string_in_40k_cells_is_refused_while_reading() {
     assert!(!run.ok);
     assert!(
         run.stderr
-            .contains("more than 30,720,000 characters of text"),
+            .contains("more than 34,560,000 characters of text"),
         "{}",
         run.stderr
     );

@@ -15,6 +15,39 @@ use super::extract::Cancel;
 use super::{DocError, PageSource};
 use crate::tokens::TokenCounter;
 
+/// Tokens as the embedding model counts them (its own `tokenizer.json`: WordPiece for
+/// MiniLM). Chunks are sized in these, because a chunk longer than the length the model was
+/// trained at (128 wordpieces for MiniLM) is embedded worse, and prompt tokens (cl100k) are
+/// not what the embedder sees.
+pub struct ModelTokens {
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl ModelTokens {
+    /// Loads `tokenizer.json` from the embedding model's directory, without its truncation
+    /// and padding (a count must see the whole text).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, String> {
+        let path = dir.join("tokenizer.json");
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { tokenizer })
+    }
+}
+
+impl TokenCounter for ModelTokens {
+    fn count(&self, text: &str) -> usize {
+        match self.tokenizer.encode_fast(text, false) {
+            Ok(e) => e.len(),
+            // Never expected for text; an estimate keeps chunking going.
+            Err(_) => text.len() / 4 + 1,
+        }
+    }
+}
+
 /// A chunk of one page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageChunk {

@@ -9,8 +9,12 @@
 pub mod chunk;
 pub mod embed;
 pub mod extract;
+pub mod index;
+pub mod lexical;
 pub mod ocr;
 pub mod office;
+pub mod rerank;
+pub mod search;
 pub mod sniff;
 pub mod store;
 
@@ -23,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OnceCell};
 
 use crate::commands::counted;
-use crate::settings::{DocumentSettings, EmbedderKind, Endpoint};
+use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, RerankChoice};
 use crate::store::now_ms;
 use crate::tokens::TokenCounter;
 use chunk::Chunker;
@@ -34,6 +38,19 @@ use store::{ChunkRecord, NewChunk};
 pub use store::{DocRecord, DocStatus, DocStore, PageSource};
 
 use crate::retrieval::Passage;
+
+/// How passages are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Embedding similarity only.
+    Dense,
+    /// BM25 over the chunks' words only.
+    Lexical,
+    /// Both, fused by reciprocal rank.
+    Fused,
+    /// Fused, then ordered by the reasoning model.
+    Reranked,
+}
 
 /// Why a document could not be read; every variant is a message for the person who shared it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -238,6 +255,8 @@ pub struct Documents {
     chunker: Chunker,
     /// The embedder, loaded on first use (plain chat never needs it).
     embedder: OnceCell<Arc<dyn Embedder>>,
+    /// Orders passages with the reasoning model, when `documents.rerank = "llm"`.
+    reranker: Option<Arc<rerank::Reranker>>,
 }
 
 impl Documents {
@@ -248,6 +267,18 @@ impl Documents {
         vision: Endpoint,
         counter: Arc<dyn TokenCounter>,
     ) -> Result<Self, DocError> {
+        // Chunks are sized by the embedding model's own tokenizer when it is local; an
+        // embeddings endpoint's tokenizer is unknown, so the prompt's stands in.
+        let counter: Arc<dyn TokenCounter> = match cfg.embedder {
+            EmbedderKind::Local => match chunk::ModelTokens::from_dir(&cfg.model_dir) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the embedding model's tokenizer is unreadable; chunks are sized in prompt tokens");
+                    counter
+                }
+            },
+            _ => counter,
+        };
         Ok(Self {
             chunker: Chunker::new(counter, cfg.chunk_tokens, cfg.chunk_overlap),
             store: DocStore::open(&anchors.db())?,
@@ -255,6 +286,7 @@ impl Documents {
             cfg,
             vision,
             embedder: OnceCell::new(),
+            reranker: None,
         })
     }
 
@@ -314,19 +346,96 @@ impl Documents {
             .map_err(|e| DocError::Store(e.to_string()))
     }
 
-    /// Searches the conversation's documents.
+    /// Searches the conversation's documents the configured way.
     pub async fn search(
         &self,
         conv: &str,
         query: &str,
         k: usize,
     ) -> Result<Vec<Passage>, DocError> {
-        if self.store.list(conv)?.is_empty() {
+        let mode = match self.cfg.rerank {
+            RerankChoice::Off => SearchMode::Fused,
+            RerankChoice::Llm => SearchMode::Reranked,
+        };
+        self.search_mode(conv, query, k, mode).await
+    }
+
+    /// Searches the conversation's documents with one of the retrieval methods (the
+    /// retrieval benchmark compares them). Without embeddings (the model missing or its
+    /// endpoint down) the search is lexical only, and says so in the log.
+    pub async fn search_mode(
+        &self,
+        conv: &str,
+        query: &str,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<Passage>, DocError> {
+        if k == 0 || self.store.list(conv)?.is_empty() {
             return Ok(Vec::new());
         }
+        let vector = if mode == SearchMode::Lexical {
+            None
+        } else {
+            match self.embed_query(query).await {
+                Ok(v) => Some(v),
+                Err(e) if mode == SearchMode::Dense => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no query embedding; searching by words only");
+                    None
+                }
+            }
+        };
+        let rerank = match (&self.reranker, mode) {
+            (Some(r), SearchMode::Reranked) => Some(r.clone()),
+            _ => None,
+        };
+        let pool = if rerank.is_some() {
+            search::RERANK_POOL.max(k)
+        } else {
+            k
+        };
+        let store = self.store.clone();
+        let (conv_s, query_s) = (conv.to_string(), query.to_string());
+        let (idx, ranked) = tokio::task::spawn_blocking(move || {
+            rank(&store, &conv_s, &query_s, vector.as_deref(), mode, pool)
+        })
+        .await
+        .map_err(|e| DocError::Store(e.to_string()))??;
+        let mut hits = ranked;
+        if let Some(reranker) = rerank {
+            let mut candidates = Vec::with_capacity(hits.len());
+            for &(_, row) in &hits {
+                if let Some(c) = self.store.chunk(&idx, row)? {
+                    candidates.push(rerank::Candidate {
+                        label: c.citation(),
+                        text: c.text,
+                    });
+                }
+            }
+            if candidates.len() == hits.len() {
+                if let Some(order) = reranker.rerank(query, &candidates).await {
+                    hits = order.into_iter().filter_map(|i| hits.get(i).copied()).collect();
+                }
+            }
+        }
+        hits.truncate(k);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || search::passages(&store, &idx, &hits))
+            .await
+            .map_err(|e| DocError::Store(e.to_string()))?
+    }
+
+    /// The unit vector of a question.
+    async fn embed_query(&self, query: &str) -> Result<Vec<f32>, EmbedError> {
         let embedder = self.embedder().await?;
-        let q = embedder.embed(vec![query.to_string()]).await?;
-        self.store.search(conv, &q[0], k)
+        let mut v = embedder.embed(vec![query.to_string()]).await?;
+        v.pop()
+            .ok_or_else(|| EmbedError::Failed("no vector for the question".into()))
+    }
+
+    /// Adds the reranker `documents.rerank = "llm"` uses.
+    pub fn set_reranker(&mut self, reranker: Arc<rerank::Reranker>) {
+        self.reranker = Some(reranker);
     }
 
     /// The OCR for one document: the vision model if it answers, tesseract (if installed)
@@ -952,6 +1061,45 @@ fn page_list(pages: &[u32]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An index and rows of it, best first, with their scores.
+type Ranked = (Arc<index::ConvIndex>, Vec<(f32, usize)>);
+
+/// The conversation's index and its best rows for `query` by `mode` (fused ranks for
+/// `Reranked`), one per page, at most `want`. Runs on the blocking pool: it may build the index.
+fn rank(
+    store: &DocStore,
+    conv: &str,
+    query: &str,
+    vector: Option<&[f32]>,
+    mode: SearchMode,
+    want: usize,
+) -> Result<Ranked, DocError> {
+    let idx = store.index(conv)?;
+    let dense = match vector {
+        Some(q) => {
+            let rows = idx.dense(q, search::CANDIDATES);
+            store.rescore(&idx, q, &rows)?
+        }
+        None => Vec::new(),
+    };
+    let lexical = if mode == SearchMode::Dense {
+        Vec::new()
+    } else {
+        idx.lexical(query, search::CANDIDATES)
+    };
+    let ranked = match mode {
+        SearchMode::Dense => dense,
+        SearchMode::Lexical => search::rrf(&[&lexical], search::RRF_K),
+        SearchMode::Fused | SearchMode::Reranked => {
+            let dense_rows: Vec<usize> = dense.iter().map(|x| x.1).collect();
+            search::rrf(&[&dense_rows, &lexical], search::RRF_K)
+        }
+    };
+    let mut kept = search::best_per_page(ranked, &idx.places);
+    kept.truncate(want);
+    Ok((idx, kept))
 }
 
 #[async_trait::async_trait]

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::index::{dot_f32, ConvIndex, IndexBuilder};
 use super::DocError;
 
 pub use crate::store::DocStatus;
+use crate::retrieval::Passage;
 
 /// How one page was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,91 +173,16 @@ pub struct NewChunk {
     pub vector: Vec<f32>,
 }
 
-use crate::retrieval::Passage;
-
-/// The vectors of one conversation, loaded once and kept in memory, quantized to `i8`
-/// (unit vectors scaled by 127): a quarter of the memory traffic of `f32`, which is what bounds
-/// a scan of 100k vectors. The best candidates are re-scored exactly from the stored `f32`s.
-struct ConvIndex {
-    keys: Vec<sled::IVec>,
-    dims: usize,
-    matrix: Vec<i8>,
-}
+/// Chunks of a document without pages that count as one page for "one hit per page"
+/// (about a printed page of text at the default chunk size).
+const UNPAGED_BLOCK: u32 = 8;
 
 /// Candidates re-scored exactly per result wanted.
 const RESCORE_FACTOR: usize = 8;
-/// Rows per thread before a scan is split across cores.
-const ROWS_PER_THREAD: usize = 16_384;
 
-fn quantize(v: &[f32]) -> impl Iterator<Item = i8> + '_ {
-    v.iter()
-        .map(|x| (x * 127.0).round().clamp(-127.0, 127.0) as i8)
-}
-
-/// Integer dot product, written so the compiler vectorizes it.
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for j in 0..16 {
-            acc[j] += i32::from(x[j]) * i32::from(y[j]);
-        }
-    }
-    let tail: i32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
-        .sum();
-    acc.iter().sum::<i32>() + tail
-}
-
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The `want` best rows of `matrix` for `q` (approximate scores), best first.
-fn scan(matrix: &[i8], dims: usize, q: &[i8], want: usize) -> Vec<(i32, usize)> {
-    let rows = matrix.len() / dims;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let parts = (rows / ROWS_PER_THREAD).clamp(1, threads);
-    let per = rows.div_ceil(parts);
-    let top = |start: usize, end: usize| {
-        let mut scored: Vec<(i32, usize)> = (start..end)
-            .map(|i| (dot_i8(&matrix[i * dims..(i + 1) * dims], q), i))
-            .collect();
-        let k = want.min(scored.len());
-        if k > 0 && k < scored.len() {
-            scored.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0));
-            scored.truncate(k);
-        }
-        scored
-    };
-    let mut all: Vec<(i32, usize)> = if parts == 1 {
-        top(0, rows)
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..parts)
-                .map(|p| {
-                    let (start, end) = (p * per, ((p + 1) * per).min(rows));
-                    s.spawn(move || top(start, end))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("scan thread"))
-                .collect()
-        })
-    };
-    all.sort_by_key(|x| std::cmp::Reverse(x.0));
-    all.truncate(want);
-    all
-}
-
-/// Document storage for every conversation.
+/// Document storage for every conversation. Cheap to clone (the trees and caches are shared),
+/// so searches can run on the blocking pool.
+#[derive(Clone)]
 pub struct DocStore {
     docs: sled::Tree,
     chunks: sled::Tree,
@@ -263,7 +190,11 @@ pub struct DocStore {
     /// The files of documents with failed pages or an interrupted ingestion, under their
     /// document key, so `ingest --retry-failed` can read them again without the file.
     sources: sled::Tree,
-    index: Mutex<HashMap<String, Arc<ConvIndex>>>,
+    /// Each searched conversation's index, built from sled on first use.
+    index: Arc<Mutex<HashMap<String, Arc<ConvIndex>>>>,
+    /// Bumped whenever a conversation's documents change, so an index built from what was
+    /// read before the change is not cached.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// One lock per document being ingested, so two shares of one file do not both read it.
     ingesting: IngestLocks,
 }
@@ -322,7 +253,8 @@ impl DocStore {
             chunks: db.open_tree("chunks").map_err(storage)?,
             vectors: db.open_tree("vectors").map_err(storage)?,
             sources: db.open_tree("sources").map_err(storage)?,
-            index: Mutex::new(HashMap::new()),
+            index: Arc::default(),
+            generation: Arc::default(),
             ingesting: Arc::default(),
         };
         // A clear removes documents by key prefix; a kept file whose document is gone goes too.
@@ -534,51 +466,77 @@ impl DocStore {
     }
 
     fn invalidate(&self, conv: &str) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.index.lock().expect("index lock").remove(conv);
     }
 
-    fn load_index(&self, conv: &str) -> Result<Arc<ConvIndex>, DocError> {
+    /// The conversation's index: cached, or built from its stored chunks and vectors (about a
+    /// second for 100k chunks; call it off the async workers).
+    pub fn index(&self, conv: &str) -> Result<Arc<ConvIndex>, DocError> {
         if let Some(i) = self.index.lock().expect("index lock").get(conv) {
             return Ok(i.clone());
         }
-        let mut keys = Vec::new();
-        let mut matrix = Vec::new();
-        let mut dims = 0;
-        for item in self.vectors.scan_prefix(conv_prefix(conv)) {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let prefix = conv_prefix(conv);
+        let mut builder = IndexBuilder::default();
+        for item in self.vectors.scan_prefix(&prefix) {
             let (k, v) = item.map_err(storage)?;
+            let Some(c) = self.chunks.get(&k).map_err(storage)? else {
+                continue;
+            };
+            let Ok(c) = serde_json::from_slice::<ChunkRecord>(&c) else {
+                continue;
+            };
             let row: Vec<f32> = v
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            if dims == 0 {
-                dims = row.len();
-            }
-            if row.len() != dims {
-                continue;
-            }
-            keys.push(k);
-            matrix.extend(quantize(&row));
+            // The key is `conversation\0document\0` and eight bytes of page and position.
+            let doc = k
+                .get(prefix.len()..k.len().saturating_sub(9))
+                .unwrap_or_default()
+                .to_vec();
+            let text = match &c.heading {
+                Some(h) => format!("{h}\n{}", c.text),
+                None => c.text,
+            };
+            // A document without pages is one long page: its blocks of chunks stand in for
+            // pages, so it can still give several passages, just not adjacent ones.
+            let page = c.page.unwrap_or(c.position / UNPAGED_BLOCK + 1);
+            builder.push(k, &doc, page, &row, text);
         }
-        let idx = Arc::new(ConvIndex { keys, dims, matrix });
-        self.index
-            .lock()
-            .expect("index lock")
-            .insert(conv.to_string(), idx.clone());
+        let idx = Arc::new(builder.finish());
+        let mut cache = self.index.lock().expect("index lock");
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            cache.insert(conv.to_string(), idx.clone());
+        }
         Ok(idx)
     }
 
-    /// The `k` chunks most similar to `query` (a unit vector) in this conversation only.
-    pub fn search(&self, conv: &str, query: &[f32], k: usize) -> Result<Vec<Passage>, DocError> {
-        let idx = self.load_index(conv)?;
-        if idx.keys.is_empty() || idx.dims != query.len() || k == 0 {
-            return Ok(Vec::new());
+    /// The stored chunk of `row`.
+    pub fn chunk(&self, idx: &ConvIndex, row: usize) -> Result<Option<ChunkRecord>, DocError> {
+        let Some(key) = idx.keys.get(row) else {
+            return Ok(None);
+        };
+        match self.chunks.get(key).map_err(storage)? {
+            Some(v) => Ok(serde_json::from_slice(&v).ok()),
+            None => Ok(None),
         }
-        let q8: Vec<i8> = quantize(query).collect();
-        let candidates = scan(&idx.matrix, idx.dims, &q8, k * RESCORE_FACTOR);
-        // Exact scores for the candidates, from the stored f32 vectors.
-        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(candidates.len());
-        for (_, i) in candidates {
-            if let Some(v) = self.vectors.get(&idx.keys[i]).map_err(storage)? {
+    }
+
+    /// `rows` re-ordered by their exact similarity to `query`, from the stored `f32` vectors
+    /// (the in-memory scan is quantized); each with its score.
+    pub fn rescore(
+        &self,
+        idx: &ConvIndex,
+        query: &[f32],
+        rows: &[usize],
+    ) -> Result<Vec<(f32, usize)>, DocError> {
+        let mut scored = Vec::with_capacity(rows.len());
+        for &i in rows {
+            let Some(key) = idx.keys.get(i) else { continue };
+            if let Some(v) = self.vectors.get(key).map_err(storage)? {
                 let row: Vec<f32> = v
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -587,21 +545,26 @@ impl DocStore {
             }
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.truncate(k);
+        Ok(scored)
+    }
+
+    /// The `k` chunks most similar to `query` (a unit vector) in this conversation only: dense
+    /// search alone, one passage per chunk.
+    pub fn search(&self, conv: &str, query: &[f32], k: usize) -> Result<Vec<Passage>, DocError> {
+        let idx = self.index(conv)?;
+        let candidates = idx.dense(query, k * RESCORE_FACTOR);
         let mut hits = Vec::with_capacity(k);
-        for (score, i) in scored {
-            let Some(v) = self.chunks.get(&idx.keys[i]).map_err(storage)? else {
-                continue;
-            };
-            let c: ChunkRecord = serde_json::from_slice(&v).map_err(storage)?;
-            hits.push(Passage {
-                score,
-                citation: c.citation(),
-                name: c.name,
-                page: c.page,
-                heading: c.heading,
-                text: c.text,
-            });
+        for (score, i) in self.rescore(&idx, query, &candidates)?.into_iter().take(k) {
+            if let Some(c) = self.chunk(&idx, i)? {
+                hits.push(Passage {
+                    score,
+                    citation: c.citation(),
+                    name: c.name,
+                    page: c.page,
+                    heading: c.heading,
+                    text: c.text,
+                });
+            }
         }
         Ok(hits)
     }
@@ -633,38 +596,4 @@ mod tests {
         assert_eq!(labelled.citation(), "r.pdf slide 2");
     }
 
-    #[test]
-    fn quantized_scan_finds_the_exact_best_rows() {
-        let dims = 40;
-        let mut seed = 7u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
-        let rows: Vec<Vec<f32>> = (0..3000)
-            .map(|_| {
-                let mut v: Vec<f32> = (0..dims).map(|_| rnd()).collect();
-                crate::docs::embed::normalize(&mut v);
-                v
-            })
-            .collect();
-        let matrix: Vec<i8> = rows.iter().flat_map(|r| quantize(r)).collect();
-        let q = rows[1234].clone();
-        let q8: Vec<i8> = quantize(&q).collect();
-        let top = scan(&matrix, dims, &q8, 40);
-        assert_eq!(top[0].1, 1234, "a vector is its own best match");
-        // The exact top 5 are all among the 40 approximate candidates.
-        let mut exact: Vec<(f32, usize)> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (dot_f32(r, &q), i))
-            .collect();
-        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, i) in &exact[..5] {
-            assert!(top.iter().any(|(_, j)| j == i), "row {i} missed");
-        }
-        assert_eq!(dot_i8(&[1, 2, 3], &[4, 5, 6]), 32);
-    }
 }

@@ -1,0 +1,171 @@
+//! Hybrid retrieval over one conversation's index: dense and lexical candidates fused by
+//! reciprocal rank, one hit per page, and each hit quoted with its neighbouring chunks so an
+//! answer that crosses a chunk or page break arrives whole.
+//!
+//! Reciprocal rank fusion needs no score calibration between cosine similarity and BM25, which
+//! live on unrelated scales; only ranks count, so each list helps where it is good (exact
+//! terms for BM25, paraphrase for the embedding).
+
+use super::index::{ConvIndex, Place};
+use super::store::DocStore;
+use super::DocError;
+use crate::retrieval::Passage;
+
+/// Candidates taken from each of dense and lexical search before fusion.
+pub const CANDIDATES: usize = 50;
+/// The constant of reciprocal rank fusion (the usual 60: later ranks still count, a little).
+pub const RRF_K: f32 = 60.0;
+/// Passages the reranker orders.
+pub const RERANK_POOL: usize = 20;
+
+/// Fuses ranked lists (best first) by reciprocal rank: a row scores Σ 1/(k + rank), rank from
+/// 1. Best first; ties keep the order of first appearance.
+pub fn rrf(lists: &[&[usize]], k: f32) -> Vec<(f32, usize)> {
+    let mut scores: Vec<(f32, usize)> = Vec::new();
+    let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for list in lists {
+        for (rank, &row) in list.iter().enumerate() {
+            let s = 1.0 / (k + rank as f32 + 1.0);
+            match at.get(&row) {
+                Some(&i) => scores[i].0 += s,
+                None => {
+                    at.insert(row, scores.len());
+                    scores.push((s, row));
+                }
+            }
+        }
+    }
+    // A stable sort: equal scores keep the order in which the rows first appeared.
+    scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scores
+}
+
+/// Keeps the best row of each (document, page); the order is kept.
+pub fn best_per_page(ranked: Vec<(f32, usize)>, places: &[Place]) -> Vec<(f32, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    ranked
+        .into_iter()
+        .filter(|(_, row)| places.get(*row).is_some_and(|p| seen.insert(*p)))
+        .collect()
+}
+
+/// The longest overlap looked for between neighbouring chunks, in bytes (more than the
+/// chunker's overlap of 16 wordpieces can hold).
+const MAX_OVERLAP: usize = 600;
+
+/// `a` followed by `b`, where `b` may begin with the end of `a` (chunks overlap): the shared
+/// part appears once. Without an overlap, they are joined by a line break.
+pub fn join_overlapping(a: &str, b: &str) -> String {
+    let longest = a.len().min(b.len()).min(MAX_OVERLAP);
+    for n in (1..=longest).rev() {
+        if !b.is_char_boundary(n) || !a.is_char_boundary(a.len() - n) {
+            continue;
+        }
+        // A one- or two-byte match is a coincidence, not an overlap.
+        if n >= 8 && a.ends_with(&b[..n]) {
+            return format!("{a}{}", &b[n..]);
+        }
+    }
+    format!("{}\n{}", a.trim_end(), b.trim_start())
+}
+
+/// The passages for `hits` (rows, best first): each hit's chunk with the chunks before and
+/// after it in its document, cited by file and page (a page range when a neighbour is on
+/// another page). Scores are the hits'.
+pub fn passages(
+    store: &DocStore,
+    idx: &ConvIndex,
+    hits: &[(f32, usize)],
+) -> Result<Vec<Passage>, DocError> {
+    let mut out = Vec::with_capacity(hits.len());
+    for &(score, row) in hits {
+        let Some(hit) = store.chunk(idx, row)? else {
+            continue;
+        };
+        let place = idx.places[row];
+        let neighbour = |r: Option<usize>| -> Result<Option<(Place, String)>, DocError> {
+            let Some(r) = r.filter(|r| *r < idx.len()) else {
+                return Ok(None);
+            };
+            let p = idx.places[r];
+            // Only the same document, and at most the adjacent page.
+            if p.doc != place.doc || p.page.abs_diff(place.page) > 1 {
+                return Ok(None);
+            }
+            Ok(store.chunk(idx, r)?.map(|c| (p, c.text)))
+        };
+        let before = neighbour(row.checked_sub(1))?;
+        let after = neighbour(Some(row + 1))?;
+        let mut text = hit.text.clone();
+        let (mut first, mut last) = (place.page, place.page);
+        if let Some((p, t)) = before {
+            text = join_overlapping(&t, &text);
+            first = p.page;
+        }
+        if let Some((p, t)) = after {
+            text = join_overlapping(&text, &t);
+            last = p.page;
+        }
+        let citation = match hit.page {
+            Some(_) if hit.label.is_none() && first != last => {
+                format!("{} p.{first}–{last}", hit.name)
+            }
+            _ => hit.citation(),
+        };
+        out.push(Passage {
+            score,
+            citation,
+            name: hit.name,
+            page: hit.page,
+            heading: hit.heading,
+            text,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_rewards_rows_both_lists_rank() {
+        let dense = [1, 2, 3];
+        let lexical = [3, 4, 1];
+        let fused = rrf(&[&dense, &lexical], RRF_K);
+        let rows: Vec<usize> = fused.iter().map(|x| x.1).collect();
+        // 1: 1/61 + 1/63; 3: 1/63 + 1/61 — equal, 1 came first; then 2 and 4 (rank 2 each).
+        assert_eq!(rows, [1, 3, 2, 4]);
+        assert!((fused[0].0 - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn one_hit_per_page() {
+        let places = [
+            Place { doc: 0, page: 1 },
+            Place { doc: 0, page: 1 },
+            Place { doc: 0, page: 2 },
+            Place { doc: 1, page: 1 },
+        ];
+        let kept = best_per_page(vec![(0.9, 1), (0.8, 0), (0.7, 3), (0.6, 2)], &places);
+        assert_eq!(kept, vec![(0.9, 1), (0.7, 3), (0.6, 2)]);
+    }
+
+    #[test]
+    fn overlapping_chunks_join_without_repeating() {
+        assert_eq!(
+            join_overlapping("The licence is granted to you", "granted to you for ever."),
+            "The licence is granted to you for ever."
+        );
+        assert_eq!(
+            join_overlapping("End of page.", "Next page."),
+            "End of page.\nNext page."
+        );
+        // Multibyte text and no false overlap of a single letter.
+        assert_eq!(
+            join_overlapping("中文检索很好用", "很好用吗"),
+            "中文检索很好用吗"
+        );
+        assert_eq!(join_overlapping("abc a", "a b"), "abc a\na b");
+    }
+}
