@@ -762,7 +762,7 @@ mod tests {
     #[test]
     fn the_character_limit_follows_the_chunk_limit() {
         let mut cfg = DocumentSettings::default();
-        assert_eq!(ReadLimits::for_documents(&cfg).chars, 30_720_000);
+        assert_eq!(ReadLimits::for_documents(&cfg).chars, 34_560_000);
         assert_eq!(ReadLimits::for_documents(&cfg).pages, 500);
         cfg.max_chunks = 5;
         assert_eq!(ReadLimits::for_documents(&cfg).chars, MIN_CHARS);

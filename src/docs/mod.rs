@@ -414,7 +414,10 @@ impl Documents {
             }
             if candidates.len() == hits.len() {
                 if let Some(order) = reranker.rerank(query, &candidates).await {
-                    hits = order.into_iter().filter_map(|i| hits.get(i).copied()).collect();
+                    hits = order
+                        .into_iter()
+                        .filter_map(|i| hits.get(i).copied())
+                        .collect();
                 }
             }
         }

@@ -69,9 +69,27 @@ pub fn join_overlapping(a: &str, b: &str) -> String {
     format!("{}\n{}", a.trim_end(), b.trim_start())
 }
 
+/// Whether `text` stops mid-sentence (its last character is no sentence end, and it is not a
+/// table row), so the text after it belongs with it.
+pub fn runs_on(text: &str) -> bool {
+    let last_line = text.trim_end().lines().last().unwrap_or("");
+    // A table row (`a | b | c`, as Office tables are read) ends without punctuation and is
+    // complete.
+    if last_line.contains(" | ") || last_line.trim_start().starts_with('|') {
+        return false;
+    }
+    let ends = [
+        '.', '!', '?', ':', ';', '"', '\'', ')', ']', '”', '’', '。', '！', '？', '」', '）',
+    ];
+    text.trim_end()
+        .chars()
+        .last()
+        .is_some_and(|c| !ends.contains(&c))
+}
+
 /// The passages for `hits` (rows, best first): each hit's chunk with the chunks before and
-/// after it in its document, cited by file and page (a page range when a neighbour is on
-/// another page). Scores are the hits'.
+/// after it on its page, and across a page break when a sentence runs on over it; cited by
+/// file and page (a page range when a neighbour is on another page). Scores are the hits'.
 pub fn passages(
     store: &DocStore,
     idx: &ConvIndex,
@@ -94,8 +112,11 @@ pub fn passages(
             }
             Ok(store.chunk(idx, r)?.map(|c| (p, c.text)))
         };
-        let before = neighbour(row.checked_sub(1))?;
-        let after = neighbour(Some(row + 1))?;
+        // Across a page break, only a sentence that runs on is worth the wider citation.
+        let before =
+            neighbour(row.checked_sub(1))?.filter(|(p, t)| p.page == place.page || runs_on(t));
+        let after =
+            neighbour(Some(row + 1))?.filter(|(p, _)| p.page == place.page || runs_on(&hit.text));
         let mut text = hit.text.clone();
         let (mut first, mut last) = (place.page, place.page);
         if let Some((p, t)) = before {
@@ -149,6 +170,16 @@ mod tests {
         ];
         let kept = best_per_page(vec![(0.9, 1), (0.8, 0), (0.7, 3), (0.6, 2)], &places);
         assert_eq!(kept, vec![(0.9, 1), (0.7, 3), (0.6, 2)]);
+    }
+
+    #[test]
+    fn a_sentence_runs_on_unless_it_ended() {
+        assert!(runs_on("The notice period for the tenant is"));
+        assert!(runs_on("in section 4,\n"));
+        assert!(!runs_on("It ends here.  "));
+        assert!(!runs_on("合同有效期为三年。"));
+        assert!(!runs_on(""));
+        assert!(!runs_on("Travel\nDomestic | 45 EUR"));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use sled::Transactional;
 use super::index::{dot_f32, ConvIndex, IndexBuilder};
 use super::DocError;
 
-pub use crate::store::DocStatus;
 use crate::retrieval::Passage;
+pub use crate::store::DocStatus;
 
 /// How one page was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -595,5 +595,4 @@ mod tests {
         };
         assert_eq!(labelled.citation(), "r.pdf slide 2");
     }
-
 }
