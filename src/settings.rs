@@ -190,6 +190,9 @@ pub struct DocumentSettings {
     pub embed_batch: usize,
     /// Chunks retrieved per question.
     pub top_k: usize,
+    /// How much the lexical (BM25) ranking counts against the dense one (1.0) when they are
+    /// fused.
+    pub lexical_weight: f32,
     /// Re-order retrieved passages with the reasoning model.
     pub rerank: RerankChoice,
     /// Time limit of one reranking call, in milliseconds; past it the fused order is used.
@@ -233,6 +236,7 @@ impl Default for DocumentSettings {
                 model: "BAAI/bge-small-en-v1.5".into(),
                 ..Endpoint::default()
             },
+            lexical_weight: 1.0,
             rerank: RerankChoice::Off,
             rerank_timeout_ms: 5000,
             chunk_tokens: 96,

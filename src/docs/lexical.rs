@@ -517,6 +517,17 @@ impl LexicalIndex {
         index
     }
 
+    /// Adds a row without merging it into the main arrays yet: for a bulk build from a
+    /// stream of texts, ended by [`finish_bulk`](Self::finish_bulk).
+    pub fn push_bulk(&mut self, text: &str) {
+        self.add(text);
+    }
+
+    /// Merges the rows added by [`push_bulk`](Self::push_bulk).
+    pub fn finish_bulk(&mut self) {
+        self.compact();
+    }
+
     /// Adds a row (its id is the previous [`len`](Self::len)).
     pub fn push(&mut self, text: &str) {
         self.add(text);

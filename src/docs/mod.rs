@@ -395,9 +395,10 @@ impl Documents {
             k
         };
         let store = self.store.clone();
+        let lexical_weight = self.cfg.lexical_weight.max(0.0);
         let (conv_s, query_s) = (conv.to_string(), query.to_string());
         let (idx, ranked) = tokio::task::spawn_blocking(move || {
-            rank(&store, &conv_s, &query_s, vector.as_deref(), mode, pool)
+            rank(&store, &conv_s, &query_s, vector.as_deref(), mode, pool, lexical_weight)
         })
         .await
         .map_err(|e| DocError::Store(e.to_string()))??;
@@ -1078,6 +1079,7 @@ fn rank(
     vector: Option<&[f32]>,
     mode: SearchMode,
     want: usize,
+    lexical_weight: f32,
 ) -> Result<Ranked, DocError> {
     let idx = store.index(conv)?;
     let dense = match vector {
@@ -1097,7 +1099,10 @@ fn rank(
         SearchMode::Lexical => search::rrf(&[&lexical], search::RRF_K),
         SearchMode::Fused | SearchMode::Reranked => {
             let dense_rows: Vec<usize> = dense.iter().map(|x| x.1).collect();
-            search::rrf(&[&dense_rows, &lexical], search::RRF_K)
+            search::weighted_rrf(
+                &[(&dense_rows, 1.0), (&lexical, lexical_weight)],
+                search::RRF_K,
+            )
         }
     };
     let mut kept = search::best_per_page(ranked, &idx.places);

@@ -21,11 +21,17 @@ pub const RERANK_POOL: usize = 20;
 /// Fuses ranked lists (best first) by reciprocal rank: a row scores Σ 1/(k + rank), rank from
 /// 1. Best first; ties keep the order of first appearance.
 pub fn rrf(lists: &[&[usize]], k: f32) -> Vec<(f32, usize)> {
+    let weighted: Vec<(&[usize], f32)> = lists.iter().map(|l| (*l, 1.0)).collect();
+    weighted_rrf(&weighted, k)
+}
+
+/// Reciprocal rank fusion where each list counts with its weight: Σ w/(k + rank).
+pub fn weighted_rrf(lists: &[(&[usize], f32)], k: f32) -> Vec<(f32, usize)> {
     let mut scores: Vec<(f32, usize)> = Vec::new();
     let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    for list in lists {
+    for (list, weight) in lists {
         for (rank, &row) in list.iter().enumerate() {
-            let s = 1.0 / (k + rank as f32 + 1.0);
+            let s = weight / (k + rank as f32 + 1.0);
             match at.get(&row) {
                 Some(&i) => scores[i].0 += s,
                 None => {
