@@ -7,7 +7,7 @@
 //! with each retrieval method (`Documents::search_mode`). Each question's answer page is found
 //! by its verbatim `needle` in the pages' extracted text (unique in its file, or the bench
 //! fails); a hit is a passage citing that file and page. Prints recall@1, recall@5 and MRR@5
-//! per method, overall and per source package.
+//! per method, overall, per source package and per question style.
 //!
 //! Latency and memory: 10k and 100k chunks in one conversation, made of the corpus' real chunk
 //! texts (each with a sentence of another appended) and their real embeddings with a little
@@ -20,12 +20,16 @@
 //! Environment:
 //! - `RETRIEVAL_PART=quality|latency` runs one part only (default: both; the latency part
 //!   ingests the corpus too, for its embeddings).
-//! - `ANCHORBOT_BENCH_LLM_URL` (base URL including `/v1`) enables the fused + rerank row
-//!   against that OpenAI-compatible server, e.g. the local llama.cpp model started by
-//!   `.ci/local-llm.sh` (`http://127.0.0.1:8005/v1`); `ANCHORBOT_BENCH_LLM_MODEL` names the model
-//!   (default: the first the server lists), `ANCHORBOT_BENCH_LLM_GGUF` its file, for its size
-//!   (default `.models/gemma-3-270m-q4_k_m.gguf`).
-//! - `RETRIEVAL_VERBOSE=1` prints every question's rank per method.
+//! - `ANCHORBOT_BENCH_LLM_URL` (base URL including `/v1`) adds the fused + rerank row: the
+//!   app's `Reranker` against that OpenAI-compatible server, e.g. the local llama.cpp model
+//!   that `.ci/local-llm.sh` starts (`http://127.0.0.1:8005/v1`, Gemma 3 270M). With it:
+//!   `ANCHORBOT_BENCH_LLM_MODEL` (default: the first model the server lists),
+//!   `ANCHORBOT_BENCH_LLM_GGUF` (the model file, for its size; default
+//!   `.models/gemma-3-270m-q4_k_m.gguf`), `ANCHORBOT_BENCH_RERANK_TIMEOUT_MS` (default: the
+//!   app's `documents.rerank_timeout_ms`) and `ANCHORBOT_BENCH_RERANK_SAMPLE=N` (rerank an
+//!   evenly spread N of the questions, with the fused row repeated over the same N).
+//! - `RETRIEVAL_VERBOSE=1` prints every question's rank per method; `=2` also the citations
+//!   returned for the questions some method missed.
 //! - `RETRIEVAL_DUMP=DIR` writes each PDF's extracted page texts to DIR (for writing questions).
 //! - `RETRIEVAL_SIZES=10000,100000` sets the latency sizes.
 
@@ -35,12 +39,16 @@ mod fixtures;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anchorbot::docs::extract::{self, Cancel, ReadLimits};
+use anchorbot::docs::rerank::Reranker;
 use anchorbot::docs::store::{ChunkRecord, NewChunk};
 use anchorbot::docs::{DocRecord, DocStatus, Documents, PageSource, SearchMode};
+use anchorbot::llm::{ChatBackend, ChatRequest, Completion, ItemStream, LlmError, ServerFacts};
+use anchorbot::pool::{EndpointPool, PoolPolicy};
 use anchorbot::settings::Settings;
 use anchorbot::store::Store;
 use anchorbot::tokens::Tiktoken;
@@ -49,7 +57,8 @@ use figment::Figment;
 use serde::Deserialize;
 
 /// Layout of the generated PDFs: Helvetica 10 pt on US Letter, 50 lines of at most 90
-/// characters a page (about 3,000 characters of prose).
+/// characters a page (about 2,100 characters a page on average for this corpus, whose
+/// licence and HTML lines are mostly shorter than 90, with blank lines between paragraphs).
 const FONT_SIZE: f32 = 10.0;
 const LINES_PER_PAGE: usize = 50;
 const LINE_CHARS: usize = 90;
@@ -89,15 +98,22 @@ struct QuestionFile {
 struct QuestionSpec {
     file: String,
     needle: String,
+    /// Further needles, for an answer that a second page gives as well.
+    #[serde(default)]
+    also: Vec<String>,
     question: String,
+    /// `term` or `paraphrase` (see questions.toml).
+    style: String,
 }
 
 /// A question with its answer page, found from the needle.
 struct Question {
     file: String,
     package: String,
-    page: u32,
+    /// The answer's pages (one, unless `also` names more).
+    pages: Vec<u32>,
     text: String,
+    style: String,
 }
 
 /// One corpus document, laid out and read back.
@@ -136,7 +152,15 @@ fn root() -> &'static Path {
 
 fn settings() -> Settings {
     let mut settings = Settings::default();
-    settings.documents.model_dir = root().join(".models/all-MiniLM-L6-v2");
+    // The embedding model and the fusion weight can be set, to compare them.
+    settings.documents.model_dir = std::env::var_os("ANCHORBOT_DOCUMENTS_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join(".models/all-MiniLM-L6-v2"));
+    if let Ok(w) = std::env::var("ANCHORBOT_DOCUMENTS_LEXICAL_WEIGHT") {
+        settings.documents.lexical_weight = w
+            .parse()
+            .expect("ANCHORBOT_DOCUMENTS_LEXICAL_WEIGHT: a number");
+    }
     settings.documents.onnxruntime = root().join(".models/onnxruntime/libonnxruntime.so");
     settings
 }
@@ -154,6 +178,9 @@ fn documents(store: &Store, settings: &Settings) -> Documents {
 async fn run() {
     let started = Instant::now();
     let part = std::env::var("RETRIEVAL_PART").unwrap_or_default();
+    if part == "reopen" {
+        return reopen_part().await;
+    }
     let (quality, latency) = match part.as_str() {
         "" | "all" => (true, true),
         "quality" => (true, false),
@@ -182,7 +209,11 @@ async fn run() {
     let total_chars: usize = corpus
         .iter()
         .flat_map(|d| &d.pages)
-        .map(|p| p.split_whitespace().map(|w| w.chars().count() + 1).sum::<usize>())
+        .map(|p| {
+            p.split_whitespace()
+                .map(|w| w.chars().count() + 1)
+                .sum::<usize>()
+        })
         .sum();
     println!(
         "\n== corpus: {} PDFs, {total_pages} pages, {:.0}k characters ({:.0} per page), laid out and read back in {:.1} s",
@@ -218,7 +249,17 @@ async fn run() {
     // Ingest through the real pipeline into one conversation.
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(&tmp.path().join("data")).unwrap();
-    let docs = documents(&store, &settings);
+    let mut docs = documents(&store, &settings);
+    let llm_url = std::env::var("ANCHORBOT_BENCH_LLM_URL")
+        .ok()
+        .filter(|u| !u.is_empty() && quality);
+    let llm = match llm_url {
+        Some(url) => Some(RerankSetup::new(&settings, &url).await),
+        None => None,
+    };
+    if let Some(r) = &llm {
+        docs.set_reranker(r.reranker.clone());
+    }
     docs.embedder()
         .await
         .expect("the embedding model loads (run .ci/setup-models.sh first)");
@@ -247,7 +288,7 @@ async fn run() {
     );
 
     if quality {
-        quality_part(&docs, &questions).await;
+        quality_part(&docs, &questions, llm.as_ref()).await;
     }
     if latency {
         let base = corpus_chunks(&store, &docs).await;
@@ -256,7 +297,15 @@ async fn run() {
         drop(store);
         drop(tmp);
         let queries: Vec<String> = questions.iter().map(|q| q.text.clone()).collect();
-        latency_part(&settings, &base, &queries, rss_start, rss_model, rss_ingested).await;
+        latency_part(
+            &settings,
+            &base,
+            &queries,
+            rss_start,
+            rss_model,
+            rss_ingested,
+        )
+        .await;
     }
     println!(
         "\nbench ran {:.1} min",
@@ -298,7 +347,8 @@ fn source_text(spec: &DocSpec) -> String {
     } else {
         std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", spec.path))
     };
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // No-break spaces (the Jargon File's headings have them) are spaces here.
+    let text = String::from_utf8_lossy(&bytes).replace('\u{a0}', " ");
     let line_start = |at: usize| text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let from = match &spec.start {
         Some(m) => line_start(
@@ -465,39 +515,55 @@ fn load_questions(corpus: &[CorpusDoc]) -> Vec<Question> {
             problems.push(format!("question {n}: no file {:?} in the corpus", q.file));
             continue;
         };
-        let needle = squash(&q.needle);
-        if needle.chars().count() < MIN_NEEDLE {
+        if q.style != "term" && q.style != "paraphrase" {
             problems.push(format!(
-                "question {n}: needle {:?} is shorter than {MIN_NEEDLE} characters",
-                q.needle
+                "question {n}: style {:?} is neither \"term\" nor \"paraphrase\"",
+                q.style
             ));
-            continue;
         }
-        let pages: Vec<String> = doc.pages.iter().map(|p| squash(p)).collect();
-        let whole = pages.join(" ");
-        let count = whole.matches(needle.as_str()).count();
-        let on: Vec<usize> = pages
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.contains(needle.as_str()))
-            .map(|(i, _)| i + 1)
-            .collect();
-        match (count, on.as_slice()) {
-            (0, _) => problems.push(format!("question {n}: needle {needle:?} not in {}", q.file)),
-            (1, [page]) => out.push(Question {
+        let texts: Vec<String> = doc.pages.iter().map(|p| squash(p)).collect();
+        let whole = texts.join(" ");
+        let mut pages = Vec::new();
+        for raw in std::iter::once(&q.needle).chain(&q.also) {
+            let needle = squash(raw);
+            if needle.chars().count() < MIN_NEEDLE {
+                problems.push(format!(
+                    "question {n}: needle {needle:?} is shorter than {MIN_NEEDLE} characters"
+                ));
+                continue;
+            }
+            let count = whole.matches(needle.as_str()).count();
+            let on: Vec<u32> = texts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.contains(needle.as_str()))
+                .map(|(i, _)| i as u32 + 1)
+                .collect();
+            match (count, on.as_slice()) {
+                (0, _) => {
+                    problems.push(format!("question {n}: needle {needle:?} not in {}", q.file))
+                }
+                (1, [page]) => pages.push(*page),
+                (1, _) => problems.push(format!(
+                    "question {n}: needle {needle:?} crosses a page break in {}",
+                    q.file
+                )),
+                (c, _) => problems.push(format!(
+                    "question {n}: needle {needle:?} is in {} {c} times (pages {on:?}); it must be unique",
+                    q.file
+                )),
+            }
+        }
+        pages.sort_unstable();
+        pages.dedup();
+        if !pages.is_empty() {
+            out.push(Question {
                 file: q.file.clone(),
                 package: doc.spec.package.clone(),
-                page: *page as u32,
+                pages,
                 text: q.question.clone(),
-            }),
-            (1, _) => problems.push(format!(
-                "question {n}: needle {needle:?} crosses a page break in {}",
-                q.file
-            )),
-            (c, _) => problems.push(format!(
-                "question {n}: needle {needle:?} is in {} {c} times (pages {on:?}); it must be unique",
-                q.file
-            )),
+                style: q.style.clone(),
+            });
         }
     }
     if !problems.is_empty() {
@@ -552,9 +618,9 @@ fn mode_name(mode: SearchMode) -> &'static str {
     }
 }
 
-/// What the reasoning model behind `url` is: its name as served and, when the GGUF file is
-/// found, its size.
-async fn llm_description(url: &str) -> String {
+/// The reasoning model behind `url`: its name (`ANCHORBOT_BENCH_LLM_MODEL`, or the first the
+/// server lists) and a description with its size when its GGUF file is found.
+async fn llm_description(url: &str) -> (String, String) {
     let listed = async {
         let v: serde_json::Value = reqwest::Client::new()
             .get(format!("{}/models", url.trim_end_matches('/')))
@@ -571,55 +637,225 @@ async fn llm_description(url: &str) -> String {
     let model = std::env::var("ANCHORBOT_BENCH_LLM_MODEL")
         .ok()
         .or(listed)
-        .unwrap_or_else(|| "(the server lists no model)".into());
+        .unwrap_or_else(|| "gemma-3-270m".into());
     let gguf = std::env::var("ANCHORBOT_BENCH_LLM_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join(".models/gemma-3-270m-q4_k_m.gguf"));
-    match std::fs::metadata(&gguf) {
+    let description = match std::fs::metadata(&gguf) {
         Ok(m) => format!(
             "{model} at {url} ({}, {:.0} MB)",
             gguf.file_name().unwrap_or_default().to_string_lossy(),
             m.len() as f64 / 1e6
         ),
-        Err(_) => format!("{model} at {url} (model file size unknown: set ANCHORBOT_BENCH_LLM_GGUF)"),
+        Err(_) => {
+            format!("{model} at {url} (model file size unknown: set ANCHORBOT_BENCH_LLM_GGUF)")
+        }
+    };
+    (model, description)
+}
+
+/// Calls to the reranking model, as seen from outside the reranker.
+#[derive(Default)]
+struct Calls {
+    started: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+    answer_ms: AtomicU64,
+}
+
+/// The reasoning endpoint behind the reranker, counting its calls (a call the reranker's time
+/// limit cancels is started but neither answered nor failed).
+struct Counting {
+    inner: EndpointPool,
+    calls: Arc<Calls>,
+}
+
+#[async_trait::async_trait]
+impl ChatBackend for Counting {
+    async fn stream(&self, request: &ChatRequest) -> Result<ItemStream, LlmError> {
+        self.inner.stream(request).await
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
+        self.calls.started.fetch_add(1, Ordering::Relaxed);
+        let t = Instant::now();
+        let done = self.inner.complete(request).await;
+        match &done {
+            Ok(_) => {
+                self.calls.answered.fetch_add(1, Ordering::Relaxed);
+                self.calls
+                    .answer_ms
+                    .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.calls.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        done
+    }
+
+    async fn facts(&self) -> ServerFacts {
+        self.inner.facts().await
+    }
+
+    async fn health_check(&self) {
+        self.inner.health_check().await
     }
 }
 
-async fn quality_part(docs: &Documents, questions: &[Question]) {
-    let verbose = std::env::var("RETRIEVAL_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0");
-    let llm = std::env::var("ANCHORBOT_BENCH_LLM_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    let mut modes = vec![SearchMode::Dense, SearchMode::Lexical, SearchMode::Fused];
-    if llm.is_some() {
-        modes.push(SearchMode::Reranked);
-    }
-    // Warm up the model (its first call allocates).
-    let _ = docs.search_mode(CONV, "warm-up", K, SearchMode::Dense).await;
-    let mut rows: Vec<(SearchMode, Score, BTreeMap<String, Score>, f64)> = Vec::new();
-    let mut ranks: Vec<Vec<Option<usize>>> = Vec::new();
-    for &mode in &modes {
-        let mut score = Score::default();
-        let mut per: BTreeMap<String, Score> = BTreeMap::new();
-        let mut these = Vec::new();
-        let t = Instant::now();
-        for q in questions {
-            let hits = docs
-                .search_mode(CONV, &q.text, K, mode)
-                .await
-                .unwrap_or_else(|e| panic!("{} search failed: {e}", mode_name(mode)));
-            let rank = hits
-                .iter()
-                .take(K)
-                .position(|p| p.name == q.file && p.page == Some(q.page))
-                .map(|i| i + 1);
-            score.add(rank);
-            per.entry(q.package.clone()).or_default().add(rank);
-            these.push(rank);
+/// The reranker of the fused + rerank row: the app's own `Reranker` over the endpoint at
+/// `ANCHORBOT_BENCH_LLM_URL`.
+struct RerankSetup {
+    reranker: Arc<Reranker>,
+    calls: Arc<Calls>,
+    timeout: Duration,
+    description: String,
+}
+
+impl RerankSetup {
+    async fn new(settings: &Settings, url: &str) -> Self {
+        let mut reasoning = settings.reasoning.clone();
+        reasoning.url = url.trim_end_matches('/').to_string();
+        reasoning.fallback_urls.clear();
+        let (model, description) = llm_description(&reasoning.url).await;
+        reasoning.model = model;
+        let timeout = Duration::from_millis(
+            std::env::var("ANCHORBOT_BENCH_RERANK_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(settings.documents.rerank_timeout_ms)
+                .max(1),
+        );
+        let calls = Arc::new(Calls::default());
+        let policy = PoolPolicy {
+            retries: 0,
+            backoff: Duration::from_millis(100),
+            cooldown: Duration::from_secs(1),
+        };
+        let backend = Counting {
+            inner: EndpointPool::new(vec![reasoning.clone()], policy),
+            calls: calls.clone(),
+        };
+        let reranker = Arc::new(
+            Reranker::new(Arc::new(backend), timeout).with_think_start(reasoning.think_start()),
+        );
+        Self {
+            reranker,
+            calls,
+            timeout,
+            description,
         }
-        let ms = t.elapsed().as_secs_f64() * 1000.0 / questions.len() as f64;
-        rows.push((mode, score, per, ms));
-        ranks.push(these);
+    }
+}
+
+/// One row of the quality table: a method over some of the questions.
+struct Row {
+    label: String,
+    score: Score,
+    per: BTreeMap<String, Score>,
+    ms: f64,
+    /// Per question: its rank and the citations returned, or `None` when not asked.
+    ranks: Vec<Option<(Option<usize>, Vec<String>)>>,
+}
+
+/// Asks `mode` the questions whose index is in `asked`.
+async fn evaluate(
+    docs: &Documents,
+    questions: &[Question],
+    mode: SearchMode,
+    asked: &[usize],
+) -> Row {
+    let mut ranks = vec![None; questions.len()];
+    let t = Instant::now();
+    for &i in asked {
+        let q = &questions[i];
+        let hits = docs
+            .search_mode(CONV, &q.text, K, mode)
+            .await
+            .unwrap_or_else(|e| panic!("{} search failed: {e}", mode_name(mode)));
+        let rank = hits
+            .iter()
+            .take(K)
+            .position(|p| p.name == q.file && p.page.is_some_and(|n| q.pages.contains(&n)))
+            .map(|i| i + 1);
+        ranks[i] = Some((rank, hits.iter().map(|p| p.citation.clone()).collect()));
+    }
+    let ms = t.elapsed().as_secs_f64() * 1000.0 / asked.len().max(1) as f64;
+    let mut row = Row {
+        label: mode_name(mode).to_string(),
+        score: Score::default(),
+        per: BTreeMap::new(),
+        ms,
+        ranks,
+    };
+    row.tally(questions);
+    row
+}
+
+impl Row {
+    fn tally(&mut self, questions: &[Question]) {
+        self.score = Score::default();
+        self.per.clear();
+        for (q, r) in questions.iter().zip(&self.ranks) {
+            if let Some((rank, _)) = r {
+                self.score.add(*rank);
+                self.per.entry(q.package.clone()).or_default().add(*rank);
+                self.per
+                    .entry(format!("style: {}", q.style))
+                    .or_default()
+                    .add(*rank);
+            }
+        }
+    }
+}
+
+async fn quality_part(docs: &Documents, questions: &[Question], llm: Option<&RerankSetup>) {
+    // 1: each question's rank per method; 2: also the citations found for questions missed.
+    let verbose: u8 = std::env::var("RETRIEVAL_VERBOSE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Warm up the model (its first call allocates).
+    let _ = docs
+        .search_mode(CONV, "warm-up", K, SearchMode::Dense)
+        .await;
+    let all: Vec<usize> = (0..questions.len()).collect();
+    let mut rows = Vec::new();
+    for mode in [SearchMode::Dense, SearchMode::Lexical, SearchMode::Fused] {
+        rows.push(evaluate(docs, questions, mode, &all).await);
+    }
+    if llm.is_some() {
+        // A small CPU model takes many seconds a call: ANCHORBOT_BENCH_RERANK_SAMPLE asks an
+        // evenly spread sample, and the fused row is repeated over the same questions.
+        let n = std::env::var("ANCHORBOT_BENCH_RERANK_SAMPLE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(questions.len())
+            .clamp(1, questions.len());
+        let sample: Vec<usize> = (0..n).map(|i| i * questions.len() / n).collect();
+        let mut row = evaluate(docs, questions, SearchMode::Reranked, &sample).await;
+        if n < questions.len() {
+            let fused = &rows[2];
+            let mut same = Row {
+                label: format!("fused (RRF), the same {n} questions"),
+                score: Score::default(),
+                per: BTreeMap::new(),
+                ms: fused.ms,
+                ranks: (0..questions.len())
+                    .map(|i| {
+                        if sample.contains(&i) {
+                            fused.ranks[i].clone()
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            same.tally(questions);
+            row.label = format!("fused + rerank, {n} questions");
+            rows.push(same);
+        }
+        rows.push(row);
     }
 
     println!(
@@ -628,56 +864,93 @@ async fn quality_part(docs: &Documents, questions: &[Question]) {
     );
     println!("\n| method | recall@1 | recall@5 | MRR@5 | mean time per query |");
     println!("|---|---|---|---|---|");
-    for (mode, s, _, ms) in &rows {
+    for r in &rows {
         println!(
-            "| {} | {:.3} | {:.3} | {:.3} | {ms:.0} ms |",
-            mode_name(*mode),
-            s.r1(),
-            s.r5(),
-            s.mrr()
+            "| {} | {:.3} | {:.3} | {:.3} | {:.0} ms |",
+            r.label,
+            r.score.r1(),
+            r.score.r5(),
+            r.score.mrr(),
+            r.ms
         );
     }
-    match &llm {
-        Some(url) => println!("\nrerank model: {}", llm_description(url).await),
+    match llm {
+        Some(r) => {
+            let c = &r.calls;
+            let started = c.started.load(Ordering::Relaxed);
+            let ok = c.answered.load(Ordering::Relaxed);
+            let failed = c.failed.load(Ordering::Relaxed);
+            println!(
+                "\nrerank model: {}\n  {started} rerank calls (time limit {} ms, \
+                 ANCHORBOT_BENCH_RERANK_TIMEOUT_MS): {ok} answered (mean {:.1} s), {failed} failed, \
+                 {} over the limit; an unanswered or unusable call keeps the fused order",
+                r.description,
+                r.timeout.as_millis(),
+                c.answer_ms.load(Ordering::Relaxed) as f64 / 1000.0 / ok.max(1) as f64,
+                started.saturating_sub(ok + failed),
+            );
+        }
         None => println!(
             "\n(fused + rerank skipped: set ANCHORBOT_BENCH_LLM_URL to an OpenAI-compatible base URL \
              including /v1, e.g. start the local llama.cpp model with `.ci/local-llm.sh` and use \
              http://127.0.0.1:8005/v1)"
         ),
     }
-    println!("\nrecall@5 by source package (questions):\n");
-    let mut header = "| package | questions |".to_string();
+    println!("\nrecall@5 by source package and by question style:\n");
+    let mut header = "| questions | n |".to_string();
     let mut rule = "|---|---|".to_string();
-    for (mode, ..) in &rows {
-        header.push_str(&format!(" {} |", mode_name(*mode)));
+    for r in &rows {
+        header.push_str(&format!(" {} |", r.label));
         rule.push_str("---|");
     }
     println!("{header}\n{rule}");
-    let packages: Vec<String> = rows[0].2.keys().cloned().collect();
-    for p in &packages {
-        let mut line = format!("| {p} | {} |", rows[0].2[p].n);
-        for (_, _, per, _) in &rows {
-            line.push_str(&format!(" {:.2} |", per[p].r5()));
+    for group in rows[0].per.keys() {
+        let mut line = format!("| {group} | {} |", rows[0].per[group].n);
+        for r in &rows {
+            match r.per.get(group) {
+                Some(s) => line.push_str(&format!(" {:.2} ({}) |", s.r5(), s.n)),
+                None => line.push_str(" – |"),
+            }
         }
         println!("{line}");
     }
-    if verbose {
-        println!("\nranks per question ({}; - = not in the top {K}):", {
-            modes.iter().map(|m| mode_name(*m)).collect::<Vec<_>>().join(", ")
-        });
+    if verbose > 0 {
+        println!(
+            "\nranks per question ({}; - = not in the top {K}, · = not asked):",
+            rows.iter()
+                .map(|r| r.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         for (i, q) in questions.iter().enumerate() {
-            let r: Vec<String> = ranks
+            let marks: Vec<String> = rows
                 .iter()
-                .map(|m| m[i].map_or("-".into(), |r| r.to_string()))
+                .map(|r| match &r.ranks[i] {
+                    None => "·".into(),
+                    Some((None, _)) => "-".into(),
+                    Some((Some(rank), _)) => rank.to_string(),
+                })
                 .collect();
             println!(
                 "  {:>3} [{}] {} p.{}: {}",
                 i + 1,
-                r.join(" "),
+                marks.join(" "),
                 q.file,
-                q.page,
+                q.pages
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 q.text
             );
+            let missed = rows.iter().any(|r| matches!(r.ranks[i], Some((None, _))));
+            if verbose > 1 && missed {
+                for r in &rows {
+                    if let Some((_, cites)) = &r.ranks[i] {
+                        println!("        {:<15} {}", r.label, cites.join(" · "));
+                    }
+                }
+            }
         }
     }
 }
@@ -862,6 +1135,7 @@ async fn latency_part(
     println!("| chunks | method | p50 | p99 | max | first query (builds the index) | writing the chunks |");
     println!("|---|---|---|---|---|---|---|");
     let mut memory = Vec::new();
+    let mut restarted = Vec::new();
     for &n in &sizes {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("data")).unwrap();
@@ -872,7 +1146,12 @@ async fn latency_part(
         let write_secs = write_synthetic(&docs, &conv, n, base);
         let t = Instant::now();
         let hits = docs
-            .search_mode(&conv, "What may I do with the source code?", K, SearchMode::Fused)
+            .search_mode(
+                &conv,
+                "What may I do with the source code?",
+                K,
+                SearchMode::Fused,
+            )
             .await
             .unwrap();
         assert_eq!(hits.len(), K);
@@ -900,6 +1179,31 @@ async fn latency_part(
             );
         }
         memory.push((n, rss_before, rss_mb("VmRSS:")));
+        // A restarted bot: a new process opens the store, loads the model, builds the index
+        // from sled and answers the same queries. Its RSS is the figure for n chunks.
+        drop(docs);
+        drop(store);
+        let qfile = tmp.path().join("queries.txt");
+        std::fs::write(&qfile, queries.join("\n")).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("RETRIEVAL_PART", "reopen")
+            .env("RETRIEVAL_DIR", tmp.path().join("data"))
+            .env("RETRIEVAL_CONV", &conv)
+            .env("RETRIEVAL_QUERIES", &qfile)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        restarted.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    println!("\n== a restarted process: opens the store, loads the model, builds the index from sled, then the same {QUERIES} queries (fused)\n");
+    println!("| chunks | p50 | p99 | max | first query (builds the index) | one-bit prefilter: recall of the exhaustive dense top 50 | index in memory | **VmRSS after** |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for line in &restarted {
+        println!("{line}");
     }
     println!("\n== memory (VmRSS of this process)\n");
     println!("| state | RSS |\n|---|---|");
@@ -911,4 +1215,62 @@ async fn latency_part(
         println!("| **{n} chunks written, indexed and queried** | **{after:.0} MB** |");
     }
     println!("| peak (VmHWM) | {:.0} MB |", rss_mb("VmHWM:"));
+}
+
+/// The restarted-process part: `RETRIEVAL_DIR` holds a store with `RETRIEVAL_CONV`'s chunks;
+/// prints one Markdown row.
+async fn reopen_part() {
+    let dir = std::path::PathBuf::from(std::env::var("RETRIEVAL_DIR").unwrap());
+    let conv = std::env::var("RETRIEVAL_CONV").unwrap();
+    let queries: Vec<String> = std::fs::read_to_string(std::env::var("RETRIEVAL_QUERIES").unwrap())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let settings = settings();
+    let store = Store::open(&dir).unwrap();
+    let docs = documents(&store, &settings);
+    let embedder = docs.embedder().await.unwrap();
+    let t = Instant::now();
+    let hits = docs
+        .search_mode(&conv, &queries[0], K, SearchMode::Fused)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), K);
+    let first = t.elapsed().as_secs_f64() * 1000.0;
+    let mut lat = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t = Instant::now();
+        let hits = docs
+            .search_mode(&conv, q, K, SearchMode::Fused)
+            .await
+            .unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!hits.is_empty());
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let idx = docs.store().index(&conv).unwrap();
+    let (mut found, mut total) = (0usize, 0usize);
+    for q in queries.iter().take(100) {
+        let v = embedder
+            .embed(vec![q.clone()])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let fast = idx.dense(&v, 50);
+        let full = idx.dense_exhaustive(&v, 50);
+        total += full.len();
+        found += full.iter().filter(|r| fast.contains(r)).count();
+    }
+    println!(
+        "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {first:.0} ms | {:.3} | {:.0} MB | **{:.0} MB** |",
+        idx.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat[lat.len() - 1],
+        found as f64 / total.max(1) as f64,
+        idx.heap_bytes() as f64 / 1e6,
+        rss_mb("VmRSS:"),
+    );
 }

@@ -191,7 +191,7 @@ pub struct DocumentSettings {
     /// Chunks retrieved per question.
     pub top_k: usize,
     /// How much the lexical (BM25) ranking counts against the dense one (1.0) when they are
-    /// fused.
+    /// fused by reciprocal rank (plain RRF at 1.0; 0.5 is measured in `BENCHMARKS.md`).
     pub lexical_weight: f32,
     /// Re-order retrieved passages with the reasoning model.
     pub rerank: RerankChoice,

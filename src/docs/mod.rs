@@ -398,7 +398,15 @@ impl Documents {
         let lexical_weight = self.cfg.lexical_weight.max(0.0);
         let (conv_s, query_s) = (conv.to_string(), query.to_string());
         let (idx, ranked) = tokio::task::spawn_blocking(move || {
-            rank(&store, &conv_s, &query_s, vector.as_deref(), mode, pool, lexical_weight)
+            rank(
+                &store,
+                &conv_s,
+                &query_s,
+                vector.as_deref(),
+                mode,
+                pool,
+                lexical_weight,
+            )
         })
         .await
         .map_err(|e| DocError::Store(e.to_string()))??;
@@ -1083,10 +1091,7 @@ fn rank(
 ) -> Result<Ranked, DocError> {
     let idx = store.index(conv)?;
     let dense = match vector {
-        Some(q) => {
-            let rows = idx.dense(q, search::CANDIDATES);
-            store.rescore(&idx, q, &rows)?
-        }
+        Some(q) => idx.dense_scored(q, search::CANDIDATES),
         None => Vec::new(),
     };
     let lexical = if mode == SearchMode::Dense {
