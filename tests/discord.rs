@@ -5,65 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::discord::{FakeDiscord, FakeDiscordConfig, OTHER_USER_ID, TEXT_CHANNEL_ID, USER_ID};
+use common::discord_app::DiscordApp;
 use common::*;
-use secrecy::SecretString;
-
-/// A running app with the Discord adapter.
-struct DiscordApp {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
-}
-
-impl DiscordApp {
-    async fn start(dir: &Path, llm_url: &str, discord: &FakeDiscord) -> Self {
-        let mut s = settings(dir, llm_url);
-        s.discord.token = Some(SecretString::from(discord.config().token.clone()));
-        s.discord.api_url = discord.base_url();
-        let adapters = anchorbot::adapters::configured(&s).unwrap();
-        let ready_before = discord.ready_connections();
-        let mut app = anchorbot::App::build(s).await.unwrap();
-        for a in adapters {
-            app = app.with_adapter(a);
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while discord.ready_connections() <= ready_before {
-            assert!(std::time::Instant::now() < deadline, "never got READY");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // READY is mapped and the commands registered before the first message is sent.
-        assert!(
-            discord
-                .wait_calls(
-                    "PUT /applications/{application_id}/commands",
-                    1,
-                    Duration::from_secs(20)
-                )
-                .await
-                || !discord.commands_puts().is_empty()
-        );
-        Self {
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the app did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 /// Waits until the bot has a finished message containing `text` in `channel`.
 async fn bot_says(discord: &FakeDiscord, channel: &str, text: &str) -> String {

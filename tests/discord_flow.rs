@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anchorbot_platform::ConversationKey;
@@ -16,9 +15,9 @@ use common::discord::{
     FakeDiscord, FakeDiscordConfig, FakeMessage, RestCall, FORUM_CHANNEL_ID, GUILD_ID,
     OTHER_USER_ID, TEXT_CHANNEL_ID, USER_ID,
 };
+use common::discord_app::DiscordApp;
 use common::fixtures;
 use common::*;
-use secrecy::SecretString;
 
 /// Creating a message.
 const POST: &str = "POST /channels/{channel_id}/messages";
@@ -33,69 +32,6 @@ const HISTORY: &str = "GET /channels/{channel_id}/messages";
 
 /// How long a test waits for something that should happen (a loaded 2-core machine included).
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A running app with the Discord adapter.
-struct DiscordApp {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
-}
-
-impl DiscordApp {
-    async fn start(dir: &Path, llm_url: &str, discord: &FakeDiscord) -> Self {
-        Self::start_with(dir, llm_url, discord, |_| {}).await
-    }
-
-    async fn start_with(
-        dir: &Path,
-        llm_url: &str,
-        discord: &FakeDiscord,
-        tweak: impl FnOnce(&mut anchorbot::Settings),
-    ) -> Self {
-        let mut s = settings(dir, llm_url);
-        s.discord.token = Some(SecretString::from(discord.config().token.clone()));
-        s.discord.api_url = discord.base_url();
-        tweak(&mut s);
-        let adapters = anchorbot::adapters::configured(&s).unwrap();
-        let ready_before = discord.ready_connections();
-        let mut app = anchorbot::App::build(s).await.unwrap();
-        for a in adapters {
-            app = app.with_adapter(a);
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while discord.ready_connections() <= ready_before {
-            assert!(Instant::now() < deadline, "never got READY");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // READY is mapped and the commands registered before the first message is sent.
-        assert!(
-            discord
-                .wait_calls(
-                    "PUT /applications/{application_id}/commands",
-                    1,
-                    Duration::from_secs(20)
-                )
-                .await
-                || !discord.commands_puts().is_empty()
-        );
-        Self {
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the app did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 /// Waits until `found` returns something, failing with `what` (and `state()`) at the deadline.
 async fn wait_for<T>(

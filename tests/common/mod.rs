@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod discord;
+pub mod discord_app;
 pub mod fixtures;
 pub mod slack;
 

@@ -1,0 +1,70 @@
+//! The real `App` with the Discord adapter against the fake Discord, for the end-to-end tests
+//! (kept apart from `discord.rs`, which its self-test includes on its own).
+
+use std::time::{Duration, Instant};
+
+use super::discord::FakeDiscord;
+
+/// The real `App` with the Discord adapter, connected to a fake Discord (started the way
+/// `anchorbot run` starts it), until [`DiscordApp::stop`].
+pub struct DiscordApp {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+}
+
+impl DiscordApp {
+    pub async fn start(dir: &std::path::Path, llm_url: &str, discord: &FakeDiscord) -> Self {
+        Self::start_with(dir, llm_url, discord, |_| {}).await
+    }
+
+    pub async fn start_with(
+        dir: &std::path::Path,
+        llm_url: &str,
+        discord: &FakeDiscord,
+        tweak: impl FnOnce(&mut anchorbot::Settings),
+    ) -> Self {
+        let mut s = super::settings(dir, llm_url);
+        s.discord.token = Some(secrecy::SecretString::from(discord.config().token.clone()));
+        s.discord.api_url = discord.base_url();
+        tweak(&mut s);
+        let adapters = anchorbot::adapters::configured(&s).unwrap();
+        let ready_before = discord.ready_connections();
+        let mut app = anchorbot::App::build(s).await.unwrap();
+        for a in adapters {
+            app = app.with_adapter(a);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while discord.ready_connections() <= ready_before {
+            assert!(Instant::now() < deadline, "never got READY");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // READY is mapped and the commands registered before the first message is sent.
+        assert!(
+            discord
+                .wait_calls(
+                    "PUT /applications/{application_id}/commands",
+                    1,
+                    Duration::from_secs(20)
+                )
+                .await
+                || !discord.commands_puts().is_empty()
+        );
+        Self {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the app did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
