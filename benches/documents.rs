@@ -179,13 +179,16 @@ async fn run() {
         let load = t.elapsed().as_secs_f64();
         // First query loads the conversation's vectors into memory.
         let t = Instant::now();
-        docs.store().search(&conv, &unit(dims), 5).unwrap();
+        docs.store()
+            .index(&conv)
+            .unwrap()
+            .dense_scored(&unit(dims), 5);
         let first = t.elapsed().as_secs_f64() * 1000.0;
         let mut lat: Vec<f64> = (0..300)
             .map(|_| {
                 let q = unit(dims);
                 let t = Instant::now();
-                let hits = docs.store().search(&conv, &q, 5).unwrap();
+                let hits = docs.store().index(&conv).unwrap().dense_scored(&q, 5);
                 assert_eq!(hits.len(), 5);
                 t.elapsed().as_secs_f64() * 1000.0
             })

@@ -30,6 +30,11 @@
 //!   evenly spread N of the questions, with the fused row repeated over the same N).
 //! - `RETRIEVAL_VERBOSE=1` prints every question's rank per method; `=2` also the citations
 //!   returned for the questions some method missed.
+//! - `RETRIEVAL_EXPLORE=FILE` writes each question's dense and lexical top 50 (score, row,
+//!   document, page, whether it is the answer page, cosine similarity) as JSON lines, for
+//!   comparing fusions offline.
+//! - `ANCHORBOT_DOCUMENTS_FUSION=score|rrf`, `ANCHORBOT_DOCUMENTS_QUANTIZED_QUERIES=true|false`,
+//!   `ANCHORBOT_DOCUMENTS_EMBED_THREADS=N` choose the variant measured.
 //! - `RETRIEVAL_DUMP=DIR` writes each PDF's extracted page texts to DIR (for writing questions).
 //! - `RETRIEVAL_SIZES=10000,100000` sets the latency sizes.
 
@@ -160,6 +165,24 @@ fn settings() -> Settings {
         settings.documents.lexical_weight = w
             .parse()
             .expect("ANCHORBOT_DOCUMENTS_LEXICAL_WEIGHT: a number");
+    }
+    if let Ok(q) = std::env::var("ANCHORBOT_DOCUMENTS_QUANTIZED_QUERIES") {
+        settings.documents.quantized_queries = q
+            .parse()
+            .expect("ANCHORBOT_DOCUMENTS_QUANTIZED_QUERIES: true or false");
+    }
+    if let Ok(f) = std::env::var("ANCHORBOT_DOCUMENTS_FUSION") {
+        settings.documents.fusion = match f.as_str() {
+            "score" => anchorbot::settings::FusionChoice::Score,
+            "rrf" => anchorbot::settings::FusionChoice::Rrf,
+            other => panic!("ANCHORBOT_DOCUMENTS_FUSION={other}: score or rrf"),
+        };
+    }
+    if let Ok(t) = std::env::var("ANCHORBOT_DOCUMENTS_EMBED_THREADS") {
+        settings.documents.embed_threads = Some(
+            t.parse()
+                .expect("ANCHORBOT_DOCUMENTS_EMBED_THREADS: a number"),
+        );
     }
     settings.documents.onnxruntime = root().join(".models/onnxruntime/libonnxruntime.so");
     settings
@@ -613,7 +636,7 @@ fn mode_name(mode: SearchMode) -> &'static str {
     match mode {
         SearchMode::Dense => "dense",
         SearchMode::Lexical => "lexical (BM25)",
-        SearchMode::Fused => "fused (RRF)",
+        SearchMode::Fused => "fused",
         SearchMode::Reranked => "fused + rerank",
     }
 }
@@ -815,10 +838,56 @@ async fn quality_part(docs: &Documents, questions: &[Question], llm: Option<&Rer
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let cfg = docs.settings();
+    println!(
+        "fusion: {}; questions embedded by the {} model",
+        match cfg.fusion {
+            anchorbot::settings::FusionChoice::Score =>
+                format!("similarity + lexical bonus (at most {})", cfg.lexical_bonus),
+            anchorbot::settings::FusionChoice::Rrf => format!(
+                "reciprocal rank, k = 60, lexical weight {}",
+                cfg.lexical_weight
+            ),
+        },
+        if cfg.quantized_queries && cfg.model_dir.join("model_quantized.onnx").is_file() {
+            "int8"
+        } else {
+            "fp32"
+        }
+    );
     // Warm up the model (its first call allocates).
     let _ = docs
         .search_mode(CONV, "warm-up", K, SearchMode::Dense)
         .await;
+    if let Ok(path) = std::env::var("RETRIEVAL_EXPLORE") {
+        let idx = docs.store().index(CONV).unwrap();
+        let embedder = docs.embedder().await.unwrap();
+        let mut out = String::new();
+        for q in questions {
+            let v = embedder
+                .embed(vec![q.text.clone()])
+                .await
+                .unwrap()
+                .pop()
+                .unwrap();
+            let mut lists = Vec::new();
+            for list in [idx.dense_scored(&v, 50), idx.lexical(&q.text, 50)] {
+                let mut items = Vec::new();
+                for (score, row) in list {
+                    let c = docs.store().chunk(&idx, row).unwrap().unwrap();
+                    let hit = c.name == q.file && c.page.is_some_and(|n| q.pages.contains(&n));
+                    let pl = idx.places[row];
+                    let cos = idx.similarity(&v, &[row])[0].0;
+                    items.push(serde_json::json!([score, row, pl.doc, pl.page, hit, cos]));
+                }
+                lists.push(items);
+            }
+            let line = serde_json::json!({"q": q.text, "style": q.style, "pkg": q.package, "dense": lists[0], "lex": lists[1]});
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        std::fs::write(path, out).unwrap();
+    }
     let all: Vec<usize> = (0..questions.len()).collect();
     let mut rows = Vec::new();
     for mode in [SearchMode::Dense, SearchMode::Lexical, SearchMode::Fused] {
@@ -837,7 +906,7 @@ async fn quality_part(docs: &Documents, questions: &[Question], llm: Option<&Rer
         if n < questions.len() {
             let fused = &rows[2];
             let mut same = Row {
-                label: format!("fused (RRF), the same {n} questions"),
+                label: format!("fused, the same {n} questions"),
                 score: Score::default(),
                 per: BTreeMap::new(),
                 ms: fused.ms,
@@ -1230,7 +1299,8 @@ async fn reopen_part() {
     let settings = settings();
     let store = Store::open(&dir).unwrap();
     let docs = documents(&store, &settings);
-    let embedder = docs.embedder().await.unwrap();
+    // Loads the model that embeds questions (and only that one: nothing is ingested here).
+    docs.embed_query("warm-up").await.unwrap();
     let t = Instant::now();
     let hits = docs
         .search_mode(&conv, &queries[0], K, SearchMode::Fused)
@@ -1252,12 +1322,7 @@ async fn reopen_part() {
     let idx = docs.store().index(&conv).unwrap();
     let (mut found, mut total) = (0usize, 0usize);
     for q in queries.iter().take(100) {
-        let v = embedder
-            .embed(vec![q.clone()])
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let v = docs.embed_query(q).await.unwrap();
         let fast = idx.dense(&v, 50);
         let full = idx.dense_exhaustive(&v, 50);
         total += full.len();

@@ -167,6 +167,18 @@ pub enum RerankChoice {
     Llm,
 }
 
+/// How dense and lexical search results are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionChoice {
+    /// Each candidate's cosine similarity plus a bonus of up to `lexical_bonus` for how well
+    /// its words match (BM25 relative to the best match).
+    #[default]
+    Score,
+    /// Reciprocal rank fusion (k = 60), the lexical ranking weighted by `lexical_weight`.
+    Rrf,
+}
+
 /// Settings for shared documents.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -177,8 +189,13 @@ pub struct DocumentSettings {
     pub model_dir: PathBuf,
     /// The ONNX Runtime shared library.
     pub onnxruntime: PathBuf,
-    /// Threads for local embedding (all cores when unset).
+    /// Threads for local embedding (when unset, half the cores, one to four: a question's
+    /// embedding is small, and threads that wait for each other cost it more than they give).
     pub embed_threads: Option<usize>,
+    /// Embed questions with the int8 copy of the local model (`model_quantized.onnx` in
+    /// `model_dir`, which `.ci/setup-models.sh` writes) when it is there. Documents are
+    /// always embedded by `model.onnx`.
+    pub quantized_queries: bool,
     /// The `/v1/embeddings` endpoint when `embedder = "openai"`.
     pub embeddings: Endpoint,
     /// Chunk size in the embedding model's tokens (wordpieces for the local MiniLM; prompt
@@ -190,8 +207,14 @@ pub struct DocumentSettings {
     pub embed_batch: usize,
     /// Chunks retrieved per question.
     pub top_k: usize,
-    /// How much the lexical (BM25) ranking counts against the dense one (1.0) when they are
-    /// fused by reciprocal rank (plain RRF at 1.0; 0.5 is measured in `BENCHMARKS.md`).
+    /// How dense and lexical results are fused.
+    pub fusion: FusionChoice,
+    /// With `fusion = "score"`: the most a lexical match adds to a cosine similarity (the best
+    /// BM25 match gets all of it, others their share). Small, so that words break near-ties
+    /// between meanings rather than overrule them.
+    pub lexical_bonus: f32,
+    /// With `fusion = "rrf"`: how much the lexical (BM25) ranking counts against the dense one
+    /// (1.0).
     pub lexical_weight: f32,
     /// Re-order retrieved passages with the reasoning model.
     pub rerank: RerankChoice,
@@ -231,11 +254,14 @@ impl Default for DocumentSettings {
             model_dir: PathBuf::from(".models/all-MiniLM-L6-v2"),
             onnxruntime: PathBuf::from(".models/onnxruntime/libonnxruntime.so"),
             embed_threads: None,
+            quantized_queries: true,
             embeddings: Endpoint {
                 url: "http://localhost:8007/v1".into(),
                 model: "BAAI/bge-small-en-v1.5".into(),
                 ..Endpoint::default()
             },
+            fusion: FusionChoice::Score,
+            lexical_bonus: 0.05,
             lexical_weight: 1.0,
             rerank: RerankChoice::Off,
             rerank_timeout_ms: 5000,

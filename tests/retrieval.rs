@@ -307,3 +307,95 @@ async fn the_reranker_orders_passages_and_garbage_or_a_timeout_keeps_the_fused_o
     let hits = search_env(&dir, &closed_port_url(), "r", "reranked", 3, q, &on).await;
     assert_eq!(hits, fused);
 }
+
+/// A model directory of links to the real model's files, with `quantized` as its
+/// `model_quantized.onnx` (none when `None`).
+fn model_dir_with(dir: &Path, quantized: Option<&[u8]>) -> PathBuf {
+    let real = models_dir().join("all-MiniLM-L6-v2");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in [
+        "model.onnx",
+        "tokenizer.json",
+        "config.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    ] {
+        std::os::unix::fs::symlink(real.join(f), dir.join(f)).unwrap();
+    }
+    if let Some(bytes) = quantized {
+        std::fs::write(dir.join("model_quantized.onnx"), bytes).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn questions_use_the_quantized_copy_and_fall_back_to_the_full_model() {
+    ensure_models();
+    let int8 = models_dir().join("all-MiniLM-L6-v2-int8/model.onnx");
+    if !int8.exists() {
+        let status = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/setup-models.sh"))
+            .status()
+            .expect("run .ci/setup-models.sh");
+        assert!(status.success(), ".ci/setup-models.sh failed");
+    }
+    let int8 = std::fs::read(&int8).expect("the int8 model (.ci/setup-models.sh builds it)");
+    let tmp = tempfile::tempdir().unwrap();
+    let url = closed_port_url();
+    let files = manual(tmp.path());
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let q = "how often should the bearings be greased?";
+    let mut tops = Vec::new();
+    for (name, quantized, enabled, log) in [
+        (
+            "int8",
+            Some(&int8[..]),
+            "true",
+            "questions are embedded by the quantized model",
+        ),
+        (
+            "corrupt",
+            Some(&b"not a model"[..]),
+            "true",
+            "the quantized model does not load",
+        ),
+        ("off", Some(&int8[..]), "false", ""),
+        ("absent", None, "true", ""),
+    ] {
+        let model = model_dir_with(&tmp.path().join(format!("model-{name}")), quantized);
+        let dir = tmp.path().join(format!("data-{name}"));
+        let env = |cmd: &mut tokio::process::Command| {
+            cmd.env("ANCHORBOT_DOCUMENTS_MODEL_DIR", &model)
+                .env("ANCHORBOT_DOCUMENTS_QUANTIZED_QUERIES", enabled)
+                .env("ANCHORBOT_LOG", "anchorbot=info");
+        };
+        let mut cmd = anchorbot(&dir, &url);
+        env(&mut cmd);
+        cmd.args(["ingest", "--conversation", "m"]).args(&files);
+        let (ok, out, err) = run(cmd).await;
+        assert!(ok, "{name}: {out}\n{err}");
+        let mut cmd = anchorbot(&dir, &url);
+        env(&mut cmd);
+        cmd.args([
+            "search",
+            "--conversation",
+            "m",
+            "--json",
+            "--mode",
+            "dense",
+            q,
+        ]);
+        let (ok, out, err) = run(cmd).await;
+        assert!(ok, "{name}: {err}");
+        let hits: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let quantized_used = err.contains("questions are embedded by the quantized model");
+        assert_eq!(quantized_used, name == "int8", "{name}: {err}");
+        assert!(err.contains(log), "{name}: {err}");
+        tops.push((name, hits[0]["text"].as_str().unwrap().to_string()));
+    }
+    // Every variant finds the step about the bearings first: the int8 copy embeds questions
+    // into the same space as the documents' fp32 vectors.
+    for (name, top) in &tops {
+        assert!(top.contains("Lubricate the bearings"), "{name}: {top}");
+    }
+}

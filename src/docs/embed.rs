@@ -75,6 +75,16 @@ impl LocalEmbedder {
     /// Loads the model in `dir` with the ONNX Runtime library at `runtime`. Checks every file
     /// first, because ort panics on a missing library.
     pub fn load(dir: &Path, runtime: &Path, threads: Option<usize>) -> Result<Self, EmbedError> {
+        Self::load_file(dir, "model.onnx", runtime, threads)
+    }
+
+    /// Loads the model file `onnx` of `dir` (the tokenizer files are `dir`'s own).
+    pub fn load_file(
+        dir: &Path,
+        onnx: &str,
+        runtime: &Path,
+        threads: Option<usize>,
+    ) -> Result<Self, EmbedError> {
         if !runtime.is_file() {
             return Err(EmbedError::RuntimeMissing {
                 path: runtime.display().to_string(),
@@ -86,7 +96,7 @@ impl LocalEmbedder {
                 path: p.display().to_string(),
             })
         };
-        let onnx = read("model.onnx")?;
+        let onnx = read(onnx)?;
         let files = fastembed::TokenizerFiles {
             tokenizer_file: read("tokenizer.json")?,
             config_file: read("config.json")?,
@@ -105,6 +115,26 @@ impl LocalEmbedder {
             dir: dir.to_path_buf(),
             batch: 16,
         })
+    }
+}
+
+/// The int8 copy of a local model that questions are embedded with, when it is there and
+/// no older than the model itself (a stale copy could be of another model).
+pub const QUANTIZED_FILE: &str = "model_quantized.onnx";
+
+/// `dir`'s quantized model file, if it is usable for questions.
+pub fn quantized_model(dir: &Path) -> Option<PathBuf> {
+    let quantized = dir.join(QUANTIZED_FILE);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let (q, full) = (modified(&quantized)?, modified(&dir.join("model.onnx"))?);
+    if q >= full {
+        Some(quantized)
+    } else {
+        tracing::warn!(
+            file = %quantized.display(),
+            "the quantized model is older than model.onnx and is not used; run .ci/setup-models.sh again"
+        );
+        None
     }
 }
 
@@ -283,6 +313,31 @@ mod tests {
         std::fs::write(&lib, b"x").unwrap();
         let e = LocalEmbedder::load(dir.path(), &lib, None).err().unwrap();
         assert!(matches!(e, EmbedError::ModelMissing { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_quantized_copy_is_used_only_when_it_is_not_older_than_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.onnx");
+        let quantized = dir.path().join(QUANTIZED_FILE);
+        std::fs::write(&model, b"fp32").unwrap();
+        assert_eq!(quantized_model(dir.path()), None, "no copy");
+        std::fs::write(&quantized, b"int8").unwrap();
+        let now = std::time::SystemTime::now();
+        let set = |p: &Path, t: std::time::SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        set(&model, now);
+        set(&quantized, now + Duration::from_secs(5));
+        assert_eq!(quantized_model(dir.path()), Some(quantized.clone()));
+        // The model was replaced after the copy was made: the copy may be of another model.
+        set(&model, now + Duration::from_secs(60));
+        assert_eq!(quantized_model(dir.path()), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OnceCell};
 
 use crate::commands::counted;
-use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, RerankChoice};
+use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, FusionChoice, RerankChoice};
 use crate::store::now_ms;
 use crate::tokens::TokenCounter;
 use chunk::Chunker;
@@ -255,6 +255,9 @@ pub struct Documents {
     chunker: Chunker,
     /// The embedder, loaded on first use (plain chat never needs it).
     embedder: OnceCell<Arc<dyn Embedder>>,
+    /// The embedder of questions, loaded on first use: the int8 copy of the local model when
+    /// there is one, else the embedder.
+    query_embedder: OnceCell<Arc<dyn Embedder>>,
     /// Orders passages with the reasoning model, when `documents.rerank = "llm"`.
     reranker: Option<Arc<rerank::Reranker>>,
 }
@@ -286,6 +289,7 @@ impl Documents {
             cfg,
             vision,
             embedder: OnceCell::new(),
+            query_embedder: OnceCell::new(),
             reranker: None,
         })
     }
@@ -373,6 +377,21 @@ impl Documents {
         if k == 0 || self.store.list(conv)?.is_empty() {
             return Ok(Vec::new());
         }
+        // The index is fetched (built, on the first search) and the lexical search run on the
+        // blocking pool while the question is embedded: on a small machine the embedding is
+        // most of a search's time, and the words need no vector.
+        let early = {
+            let (store, conv, query) = (self.store.clone(), conv.to_string(), query.to_string());
+            tokio::task::spawn_blocking(move || -> Result<_, DocError> {
+                let idx = store.index(&conv)?;
+                let lexical = if mode == SearchMode::Dense {
+                    Vec::new()
+                } else {
+                    idx.lexical(&query, search::CANDIDATES)
+                };
+                Ok((idx, lexical))
+            })
+        };
         let vector = if mode == SearchMode::Lexical {
             None
         } else {
@@ -385,6 +404,7 @@ impl Documents {
                 }
             }
         };
+        let (idx, lexical) = early.await.map_err(|e| DocError::Store(e.to_string()))??;
         let rerank = match (&self.reranker, mode) {
             (Some(r), SearchMode::Reranked) => Some(r.clone()),
             _ => None,
@@ -394,22 +414,13 @@ impl Documents {
         } else {
             k
         };
-        let store = self.store.clone();
-        let lexical_weight = self.cfg.lexical_weight.max(0.0);
-        let (conv_s, query_s) = (conv.to_string(), query.to_string());
+        let fusion = Fusion::of(&self.cfg);
         let (idx, ranked) = tokio::task::spawn_blocking(move || {
-            rank(
-                &store,
-                &conv_s,
-                &query_s,
-                vector.as_deref(),
-                mode,
-                pool,
-                lexical_weight,
-            )
+            let ranked = rank(&idx, vector.as_deref(), &lexical, mode, pool, fusion);
+            (idx, ranked)
         })
         .await
-        .map_err(|e| DocError::Store(e.to_string()))??;
+        .map_err(|e| DocError::Store(e.to_string()))?;
         let mut hits = ranked;
         if let Some(reranker) = rerank {
             let mut candidates = Vec::with_capacity(hits.len());
@@ -437,9 +448,46 @@ impl Documents {
             .map_err(|e| DocError::Store(e.to_string()))?
     }
 
+    /// The embedder of questions: with `documents.quantized_queries` and a local model that
+    /// has an int8 copy ([`embed::QUANTIZED_FILE`], written by `.ci/setup-models.sh`), the
+    /// copy: twice as fast on a CPU, which is most of a search's time, for a fraction of a
+    /// point of recall (`BENCHMARKS.md`). Documents keep the full model's vectors.
+    async fn query_embedder(&self) -> Result<Arc<dyn Embedder>, EmbedError> {
+        self.query_embedder
+            .get_or_try_init(|| async {
+                let quantized = match (self.cfg.embedder, self.cfg.quantized_queries) {
+                    (EmbedderKind::Local, true) => embed::quantized_model(&self.cfg.model_dir),
+                    _ => None,
+                };
+                let Some(file) = quantized else {
+                    return self.embedder().await;
+                };
+                let (dir, lib) = (self.cfg.model_dir.clone(), self.cfg.onnxruntime.clone());
+                // One thread: a question is a few dozen tokens, and a second thread would wait
+                // for the core that the lexical search of the same question is using.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    LocalEmbedder::load_file(&dir, embed::QUANTIZED_FILE, &lib, Some(1))
+                })
+                .await
+                .map_err(|e| EmbedError::Failed(e.to_string()))?;
+                match loaded {
+                    Ok(e) => {
+                        tracing::info!(model = %file.display(), "questions are embedded by the quantized model");
+                        Ok(Arc::new(e) as Arc<dyn Embedder>)
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %file.display(), error = %e, "the quantized model does not load; questions use the full model");
+                        self.embedder().await
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
     /// The unit vector of a question.
-    async fn embed_query(&self, query: &str) -> Result<Vec<f32>, EmbedError> {
-        let embedder = self.embedder().await?;
+    pub async fn embed_query(&self, query: &str) -> Result<Vec<f32>, EmbedError> {
+        let embedder = self.query_embedder().await?;
         let mut v = embedder.embed(vec![query.to_string()]).await?;
         v.pop()
             .ok_or_else(|| EmbedError::Failed("no vector for the question".into()))
@@ -1075,44 +1123,57 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An index and rows of it, best first, with their scores.
-type Ranked = (Arc<index::ConvIndex>, Vec<(f32, usize)>);
+/// How `rank` fuses, from the settings.
+#[derive(Debug, Clone, Copy)]
+enum Fusion {
+    /// Similarity plus a lexical bonus of at most this.
+    Score(f32),
+    /// Reciprocal rank, the lexical list with this weight.
+    Rrf(f32),
+}
 
-/// The conversation's index and its best rows for `query` by `mode` (fused ranks for
-/// `Reranked`), one per page, at most `want`. Runs on the blocking pool: it may build the index.
+impl Fusion {
+    fn of(cfg: &DocumentSettings) -> Self {
+        match cfg.fusion {
+            FusionChoice::Score => Self::Score(cfg.lexical_bonus.max(0.0)),
+            FusionChoice::Rrf => Self::Rrf(cfg.lexical_weight.max(0.0)),
+        }
+    }
+}
+
+/// The index's best rows by `mode` (fused ranks for `Reranked`) from the question's vector and
+/// its lexical results, one per page, at most `want`, each with its score.
 fn rank(
-    store: &DocStore,
-    conv: &str,
-    query: &str,
+    idx: &index::ConvIndex,
     vector: Option<&[f32]>,
+    lexical: &[(f32, usize)],
     mode: SearchMode,
     want: usize,
-    lexical_weight: f32,
-) -> Result<Ranked, DocError> {
-    let idx = store.index(conv)?;
+    fusion: Fusion,
+) -> Vec<(f32, usize)> {
     let dense = match vector {
         Some(q) => idx.dense_scored(q, search::CANDIDATES),
         None => Vec::new(),
     };
-    let lexical = if mode == SearchMode::Dense {
-        Vec::new()
-    } else {
-        idx.lexical(query, search::CANDIDATES)
-    };
-    let ranked = match mode {
-        SearchMode::Dense => dense,
-        SearchMode::Lexical => search::rrf(&[&lexical], search::RRF_K),
-        SearchMode::Fused | SearchMode::Reranked => {
+    let ranked = match (mode, fusion, vector) {
+        (SearchMode::Dense, _, _) => dense,
+        // Without a vector (the embedder failed) fused search is lexical search.
+        (SearchMode::Lexical, _, _) | (_, _, None) => lexical.to_vec(),
+        (SearchMode::Fused | SearchMode::Reranked, Fusion::Score(bonus), Some(q)) => {
+            search::score_fusion(&dense, lexical, |rows| idx.similarity(q, rows), bonus)
+        }
+        (SearchMode::Fused | SearchMode::Reranked, Fusion::Rrf(weight), Some(_)) => {
             let dense_rows: Vec<usize> = dense.iter().map(|x| x.1).collect();
+            let lexical_rows: Vec<usize> = lexical.iter().map(|x| x.1).collect();
             search::weighted_rrf(
-                &[(&dense_rows, 1.0), (&lexical, lexical_weight)],
+                &[(&dense_rows, 1.0), (&lexical_rows, weight)],
                 search::RRF_K,
             )
         }
     };
     let mut kept = search::best_per_page(ranked, &idx.places);
     kept.truncate(want);
-    Ok((idx, kept))
+    kept
 }
 
 #[async_trait::async_trait]

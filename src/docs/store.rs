@@ -8,10 +8,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::index::{dot_f32, ConvIndex, IndexBuilder};
+use super::index::{ConvIndex, IndexBuilder};
 use super::DocError;
 
-use crate::retrieval::Passage;
 pub use crate::store::DocStatus;
 
 /// How one page was read.
@@ -176,9 +175,6 @@ pub struct NewChunk {
 /// Chunks of a document without pages that count as one page for "one hit per page"
 /// (about a printed page of text at the default chunk size).
 const UNPAGED_BLOCK: u32 = 8;
-
-/// Candidates re-scored exactly per result wanted.
-const RESCORE_FACTOR: usize = 8;
 
 /// Document storage for every conversation. Cheap to clone (the trees and caches are shared),
 /// so searches can run on the blocking pool.
@@ -523,50 +519,6 @@ impl DocStore {
             Some(v) => Ok(serde_json::from_slice(&v).ok()),
             None => Ok(None),
         }
-    }
-
-    /// `rows` re-ordered by their exact similarity to `query`, from the stored `f32` vectors
-    /// (the in-memory scan is quantized); each with its score.
-    pub fn rescore(
-        &self,
-        idx: &ConvIndex,
-        query: &[f32],
-        rows: &[usize],
-    ) -> Result<Vec<(f32, usize)>, DocError> {
-        let mut scored = Vec::with_capacity(rows.len());
-        for &i in rows {
-            let Some(key) = idx.keys.get(i) else { continue };
-            if let Some(v) = self.vectors.get(key).map_err(storage)? {
-                let row: Vec<f32> = v
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                scored.push((dot_f32(&row, query), i));
-            }
-        }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(scored)
-    }
-
-    /// The `k` chunks most similar to `query` (a unit vector) in this conversation only: dense
-    /// search alone, one passage per chunk.
-    pub fn search(&self, conv: &str, query: &[f32], k: usize) -> Result<Vec<Passage>, DocError> {
-        let idx = self.index(conv)?;
-        let candidates = idx.dense(query, k * RESCORE_FACTOR);
-        let mut hits = Vec::with_capacity(k);
-        for (score, i) in self.rescore(&idx, query, &candidates)?.into_iter().take(k) {
-            if let Some(c) = self.chunk(&idx, i)? {
-                hits.push(Passage {
-                    score,
-                    citation: c.citation(),
-                    name: c.name,
-                    page: c.page,
-                    heading: c.heading,
-                    text: c.text,
-                });
-            }
-        }
-        Ok(hits)
     }
 }
 
