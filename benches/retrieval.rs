@@ -22,10 +22,11 @@
 //!   ingests the corpus too, for its embeddings).
 //! - `ANCHORBOT_BENCH_LLM_URL` (base URL including `/v1`) adds the fused + rerank row: the
 //!   app's `Reranker` against that OpenAI-compatible server, e.g. the local llama.cpp model
-//!   that `.ci/local-llm.sh` starts (`http://127.0.0.1:8005/v1`, Gemma 3 270M). With it:
+//!   that `.ci/local-llm.sh` starts (`http://127.0.0.1:8005/v1`; the figures in BENCHMARKS.md
+//!   are with `LOCAL_LLM=gemma`, Gemma 3 270M). With it:
 //!   `ANCHORBOT_BENCH_LLM_MODEL` (default: the first model the server lists),
-//!   `ANCHORBOT_BENCH_LLM_GGUF` (the model file, for its size; default
-//!   `.models/gemma-3-270m-q4_k_m.gguf`), `ANCHORBOT_BENCH_RERANK_TIMEOUT_MS` (default: the
+//!   `ANCHORBOT_BENCH_LLM_GGUF` (the model file, for its size; default: the local-llm.sh file
+//!   of the model the server lists), `ANCHORBOT_BENCH_RERANK_TIMEOUT_MS` (default: the
 //!   app's `documents.rerank_timeout_ms`) and `ANCHORBOT_BENCH_RERANK_SAMPLE=N` (rerank an
 //!   evenly spread N of the questions, with the fused row repeated over the same N).
 //! - `RETRIEVAL_VERBOSE=1` prints every question's rank per method; `=2` also the citations
@@ -663,7 +664,13 @@ async fn llm_description(url: &str) -> (String, String) {
         .unwrap_or_else(|| "gemma-3-270m".into());
     let gguf = std::env::var("ANCHORBOT_BENCH_LLM_GGUF")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join(".models/gemma-3-270m-q4_k_m.gguf"));
+        .unwrap_or_else(|_| {
+            root().join(if model.starts_with("smollm2") {
+                ".models/SmolLM2-135M-Instruct.Q4_1.gguf"
+            } else {
+                ".models/gemma-3-270m-q4_k_m.gguf"
+            })
+        });
     let description = match std::fs::metadata(&gguf) {
         Ok(m) => format!(
             "{model} at {url} ({}, {:.0} MB)",

@@ -1,10 +1,14 @@
 //! Start-up and shutdown: [`App::build`] opens the store and the model endpoint,
-//! [`App::run_until_stopped`] runs the adapters until their sources end or the shutdown signal
-//! fires, then lets every queued turn finish and flushes the store. `main` and the tests start
-//! the app the same way.
+//! [`App::run_until_stopped`] runs the adapters (and the ops endpoints, when
+//! `metrics.listen` is set) until their sources end or the shutdown signal fires, then lets
+//! the queued turns finish within `shutdown_grace_secs`, cuts off the ones still running (their
+//! users are told; nothing partial is stored) and flushes the store. `main` and the tests
+//! start the app the same way.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anchorbot_platform::{Adapter, EventSink, Platform, PlatformError, Shutdown};
@@ -25,6 +29,9 @@ use crate::tokens::Tiktoken;
 /// How long adapters get to stop taking events at shutdown.
 const ADAPTER_STOP: Duration = Duration::from_secs(10);
 
+/// How long turns cut off at the shutdown deadline get to deliver their note.
+const CUT_WAIT: Duration = Duration::from_secs(5);
+
 /// Start-up and run failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -40,6 +47,9 @@ pub enum AppError {
     /// The document store could not be opened.
     #[error("cannot open the document store: {0}")]
     Documents(String),
+    /// The ops endpoints cannot be served.
+    #[error(transparent)]
+    Ops(#[from] crate::ops::OpsError),
     /// An adapter failed.
     #[error("adapter {adapter} failed: {source}")]
     Adapter {
@@ -60,12 +70,26 @@ pub struct App {
     health_interval: Duration,
     /// Adapters to run.
     adapters: Vec<Box<dyn Adapter>>,
+    /// The reasoning endpoints, whose health `/readyz` reports.
+    reasoning: Arc<EndpointPool>,
+    /// Where the ops endpoints listen (`metrics.listen`); `None`: off.
+    ops_listen: Option<String>,
+    /// The bound ops listener, once [`App::bind_ops`] ran.
+    ops_listener: Option<tokio::net::TcpListener>,
+    /// How long the turns in flight get at shutdown.
+    grace: Duration,
+    /// Idle conversations are forgotten after this many days (`retention_days`).
+    retention_days: Option<u32>,
 }
 
 impl App {
     /// Validates `settings`, opens the store (migrating it) and prepares the model endpoint.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         settings.validate()?;
+        if settings.metrics.listen.is_some() {
+            // Before anything records, so the endpoints' first health is counted.
+            crate::ops::metrics::install();
+        }
         let (counter, exact) = match &settings.reasoning.tokenizer {
             Some(path) => (Tiktoken::from_file(path)?, true),
             None => (Tiktoken::cl100k(), false),
@@ -97,6 +121,10 @@ impl App {
         }
         let queue_capacity = settings.queue_capacity;
         let health_interval = Duration::from_secs(settings.health_cooldown_secs.max(1));
+        let ops_listen = settings.metrics.listen.clone();
+        let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let retention_days = settings.retention_days;
+        let reasoning = llm.clone();
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);
         engine.set_documents(Arc::new(docs));
         let engine = Arc::new(engine);
@@ -105,7 +133,34 @@ impl App {
             queue_capacity,
             health_interval,
             adapters: Vec::new(),
+            reasoning,
+            ops_listen,
+            ops_listener: None,
+            grace,
+            retention_days,
         })
+    }
+
+    /// Binds the ops endpoints' address (`metrics.listen`) and returns it; `None` when they are
+    /// off. [`App::run_until_stopped`] serves them (binding first if this was not called).
+    pub async fn bind_ops(&mut self) -> Result<Option<SocketAddr>, AppError> {
+        if self.ops_listener.is_none() {
+            if let Some(listen) = &self.ops_listen {
+                let listener = crate::ops::server::bind(listen).await?;
+                self.ops_listener = Some(listener);
+            }
+        }
+        let addr = match &self.ops_listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|source| crate::ops::OpsError::Bind {
+                        addr: self.ops_listen.clone().unwrap_or_default(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(addr)
     }
 
     /// The engine, for one-shot commands (`ask`, `status`, `clear`).
@@ -130,14 +185,38 @@ impl App {
     /// Runs until every adapter's source ends or `shutdown` resolves, then finishes the queued
     /// turns and flushes the store.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), AppError> {
+        let ops_addr = self.bind_ops().await?;
+        // Idle conversations go before any event is taken, then hourly.
+        let retention =
+            crate::rights::retention::start(self.engine.clone(), self.retention_days).await;
         let platforms: HashMap<String, Arc<dyn Platform>> = self
             .adapters
             .iter()
             .map(|a| (a.name().to_string(), a.platform()))
             .collect();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let ops = self.ops_listener.take().map(|listener| {
+            if let Some(addr) = ops_addr {
+                tracing::info!("metrics listening on {addr}");
+            }
+            let readiness = crate::ops::Readiness {
+                store: self.engine.store().clone(),
+                reasoning: self.reasoning.clone(),
+                platforms: platforms
+                    .iter()
+                    .map(|(n, p)| (n.clone(), p.clone()))
+                    .collect(),
+                stopping: stopping.clone(),
+            };
+            tokio::spawn(crate::ops::server::serve(
+                listener,
+                crate::ops::metrics::install(),
+                readiness,
+            ))
+        });
         let dispatcher = Dispatcher::new(self.engine.clone(), platforms, self.queue_capacity);
         let sink: Arc<dyn EventSink> = Arc::new(dispatcher.clone());
         let (stop_adapters, shutdown_signal) = Shutdown::new();
@@ -151,10 +230,16 @@ impl App {
         // Periodic endpoint health checks, so failover order follows reality between turns.
         let engine = self.engine.clone();
         let interval = self.health_interval;
+        // With readiness served, the endpoints' health must be known from the start, not
+        // assumed until the first periodic check.
+        let check_now = ops.is_some();
         let health = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            if check_now {
+                engine.health_check().await;
+            }
             loop {
                 tick.tick().await;
                 engine.health_check().await;
@@ -180,25 +265,53 @@ impl App {
                 },
             }
         }
+        stopping.store(true, Ordering::SeqCst);
         // Adapters stop taking events (and acknowledge what they have), then the queued turns
-        // finish below. An adapter that does not return in time is cut off.
+        // finish, all within the grace period. An adapter that does not return in time is cut
+        // off; turns still running at the deadline are cut off and tell their users.
         let _ = stop_adapters.send(true);
-        let stopped = tokio::time::timeout(ADAPTER_STOP, async {
-            while let Some(done) = running.join_next().await {
-                if let Ok((name, Err(e))) = done {
-                    tracing::warn!(adapter = name, error = %e, "adapter stopped with an error");
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let engine = self.engine.clone();
+        let finish = async {
+            let stopped = tokio::time::timeout(ADAPTER_STOP, async {
+                while let Some(done) = running.join_next().await {
+                    if let Ok((name, Err(e))) = done {
+                        tracing::warn!(adapter = name, error = %e, "adapter stopped with an error");
+                    }
                 }
+            })
+            .await;
+            if stopped.is_err() {
+                tracing::warn!("an adapter did not stop within {ADAPTER_STOP:?}; cutting it off");
+                running.abort_all();
             }
-        })
-        .await;
-        if stopped.is_err() {
-            tracing::warn!("an adapter did not stop within {ADAPTER_STOP:?}; cutting it off");
-            running.abort_all();
+            dispatcher.drain().await;
+            engine.drain_background().await;
+        };
+        tokio::pin!(finish);
+        if tokio::time::timeout_at(deadline, &mut finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = self.grace.as_secs(),
+                "turns still running at the shutdown deadline; cutting them off"
+            );
+            self.engine.cut_running();
+            if tokio::time::timeout(CUT_WAIT, &mut finish).await.is_err() {
+                tracing::warn!(
+                    "turns did not end within {CUT_WAIT:?} of being cut off; exiting anyway"
+                );
+            }
         }
         health.abort();
-        dispatcher.drain().await;
-        self.engine.drain_background().await;
+        if let Some(r) = retention {
+            r.abort();
+        }
         self.engine.store().flush().await?;
+        if let Some(ops) = ops {
+            ops.abort();
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(()),

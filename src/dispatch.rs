@@ -5,7 +5,7 @@
 //! turn is running; `/clear` and feedback wait their turn.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,16 @@ struct Inner {
     tracker: TaskTracker,
     /// Set once shutdown starts.
     closed: AtomicBool,
+    /// Events waiting in all queues (not yet taken up by their worker), for the metric.
+    queued: AtomicI64,
+}
+
+impl Inner {
+    /// Adds `delta` to the queued count and publishes it.
+    fn queued(&self, delta: i64) {
+        let now = self.queued.fetch_add(delta, Ordering::SeqCst) + delta;
+        metrics::gauge!(crate::ops::metrics::QUEUE_DEPTH).set(now.max(0) as f64);
+    }
 }
 
 impl Dispatcher {
@@ -62,6 +72,7 @@ impl Dispatcher {
                 capacity,
                 tracker: TaskTracker::new(),
                 closed: AtomicBool::new(false),
+                queued: AtomicI64::new(0),
             }),
         }
     }
@@ -101,6 +112,7 @@ async fn worker(
                 continue;
             }
         };
+        inner.queued(-1);
         let (event, done) = job;
         let reply_to = event.reply_to().clone();
         let author = event.author().clone();
@@ -170,7 +182,10 @@ impl EventSink for Dispatcher {
             .or_insert_with(|| self.spawn_worker(key.clone(), platform.clone()));
         let job = (event, done);
         let job = match tx.try_send(job) {
-            Ok(()) => return Ok(receipt),
+            Ok(()) => {
+                self.inner.queued(1);
+                return Ok(receipt);
+            }
             // The worker retired or died: start a fresh one and queue again.
             Err(mpsc::error::TrySendError::Closed(job)) => job,
             Err(mpsc::error::TrySendError::Full((event, _))) => {
@@ -190,6 +205,7 @@ impl EventSink for Dispatcher {
         };
         let tx = self.spawn_worker(key.clone(), platform);
         tx.try_send(job).map_err(|_| SubmitError::ShuttingDown)?;
+        self.inner.queued(1);
         queues.insert(key, tx);
         Ok(receipt)
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anchorbot::commands::Command;
 use anchorbot::docs::SearchMode;
 use anchorbot::engine::Outcome;
+use anchorbot::ops;
 use anchorbot::{App, Settings};
 use anchorbot_console::{message_event, Console, ConsolePlatform};
 use anchorbot_platform::{Author, ConversationKey};
@@ -108,6 +109,47 @@ enum Cmd {
     },
     /// Check the configuration, the data directory and the model endpoints.
     Doctor,
+    /// Write everything stored of a conversation: memory, turns, feedback, documents and
+    /// their text.
+    Export {
+        /// Conversation: a key as `conversations` prints it, or a console conversation name.
+        #[arg(long, short)]
+        conversation: String,
+        /// Markdown for people, or complete JSON.
+        #[arg(long, value_enum, default_value = "md")]
+        format: anchorbot::rights::export::ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Erase everything of a conversation from the store and from the disk (stop the bot first).
+    Forget {
+        /// Conversation: a key as `conversations` prints it, or a console conversation name.
+        #[arg(long, short)]
+        conversation: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Back the whole store up into one file (stop the bot first).
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+    },
+    /// Replace the store with a backup (stop the bot first).
+    Restore {
+        /// The backup file to read.
+        file: PathBuf,
+        /// Replace a store that holds conversations.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the stored conversations with their last activity and size.
+    Conversations {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Production entry point: run the configured platform adapters until stopped.
     Run,
 }
@@ -115,7 +157,13 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Some(Cmd::Run));
-    init_logging(quiet);
+    let redactor = match init_logging(quiet) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -123,31 +171,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli, redactor.clone())) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", redactor.redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
-    }
+    };
+    // A console read of standard input may still be blocked on a runtime thread after a
+    // SIGTERM; it must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
-/// Logs go to stderr; `ANCHORBOT_LOG` (or `RUST_LOG`) sets the filter.
-fn init_logging(quiet: bool) {
+/// Logs go to stderr; `ANCHORBOT_LOG` (or `RUST_LOG`) sets the filter and
+/// `ANCHORBOT_LOG_FORMAT=json` makes them JSON lines. Secrets are redacted either way.
+fn init_logging(quiet: bool) -> Result<ops::logging::Redactor, ops::logging::BadLogFormat> {
     let default = if quiet { "warn" } else { "info" };
     let filter = std::env::var("ANCHORBOT_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let format =
+        ops::logging::LogFormat::parse(std::env::var("ANCHORBOT_LOG_FORMAT").ok().as_deref())?;
+    Ok(ops::logging::init(
+        &filter,
+        format,
+        std::io::stderr().is_terminal(),
+    ))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
+    redactor.set_secrets(ops::logging::secrets_of(&settings));
     let command = cli.command.unwrap_or(Cmd::Chat {
         conversation: "default".into(),
         show_reasoning: false,
@@ -155,9 +210,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Cmd::Doctor = command {
         return doctor(&settings).await;
     }
+    // The data-rights commands open the store themselves (forget and restore replace it).
+    use anchorbot::rights::cli as rights;
+    match &command {
+        Cmd::Export {
+            conversation,
+            format,
+            output,
+        } => return Ok(rights::export(&settings, conversation, *format, output.as_deref()).await?),
+        Cmd::Forget { conversation, yes } => {
+            return Ok(rights::forget(&settings, conversation, *yes).await?)
+        }
+        Cmd::Backup { file } => return Ok(rights::backup(&settings, file).await?),
+        Cmd::Restore { file, force } => return Ok(rights::restore(&settings, file, *force).await?),
+        Cmd::Conversations { json } => return Ok(rights::conversations(&settings, *json).await?),
+        _ => {}
+    }
     let user = settings.console_user.clone();
     if matches!(command, Cmd::Chat { .. } | Cmd::Run) {
-        probe_model_server(&settings).await;
+        probe_model_server(&settings, &redactor).await;
     }
     let adapters = match command {
         Cmd::Run => anchorbot::adapters::configured(&settings)?,
@@ -210,7 +281,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mode,
             query,
         } => search(app, &conversation, &query, top_k, json, mode).await,
-        Cmd::Doctor => unreachable!("handled above"),
+        Cmd::Doctor
+        | Cmd::Export { .. }
+        | Cmd::Forget { .. }
+        | Cmd::Backup { .. }
+        | Cmd::Restore { .. }
+        | Cmd::Conversations { .. } => unreachable!("handled above"),
     }
 }
 
@@ -462,11 +538,12 @@ async fn search(
 }
 
 /// Warns early when no model server answers, so a first run explains itself.
-async fn probe_model_server(settings: &Settings) {
+async fn probe_model_server(settings: &Settings, redactor: &ops::logging::Redactor) {
     let endpoint = anchorbot::llm::OpenAiEndpoint::new(settings.reasoning.clone());
     if let Err(e) = endpoint.models().await {
         eprintln!(
-            "warning: {e}\n         Start a model server (README: \"Model server\") or set ANCHORBOT_REASONING_URL; `anchorbot doctor` checks the setup."
+            "warning: {}\n         Start a model server (README: \"Model server\") or set ANCHORBOT_REASONING_URL; `anchorbot doctor` checks the setup.",
+            redactor.redact(&e.to_string())
         );
     }
 }

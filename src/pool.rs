@@ -64,6 +64,14 @@ impl Member {
 
     fn mark(&self, up: bool, cooldown: Duration) {
         *self.down_until.lock().expect("health lock") = (!up).then(|| Instant::now() + cooldown);
+        self.report(up);
+    }
+
+    /// Publishes the endpoint's health as a gauge.
+    fn report(&self, up: bool) {
+        let endpoint = crate::ops::metrics::endpoint_label(self.endpoint.url());
+        let value = if up { 1.0 } else { 0.0 };
+        metrics::gauge!(crate::ops::metrics::ENDPOINT_UP, "endpoint" => endpoint).set(value);
     }
 }
 
@@ -111,6 +119,18 @@ impl EndpointPool {
                 .collect(),
             policy,
         }
+    }
+
+    /// Each endpoint's URL and whether it counts as healthy now (for readiness).
+    pub fn health(&self) -> Vec<(String, bool)> {
+        self.members
+            .iter()
+            .map(|m| {
+                let up = m.is_up();
+                m.report(up);
+                (crate::ops::metrics::endpoint_label(m.endpoint.url()), up)
+            })
+            .collect()
     }
 
     /// Members to try: healthy ones first, each group in configured order.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::lang_filter::{is_cjk_language, Script};
@@ -60,6 +60,23 @@ pub struct Settings {
     pub slack: SlackSettings,
     /// The Discord adapter; it runs when `token` is set.
     pub discord: DiscordSettings,
+    /// The ops endpoints: health, readiness and Prometheus metrics.
+    pub metrics: MetricsSettings,
+    /// Seconds the turns in flight get to finish after SIGTERM or SIGINT before they are cut
+    /// off (their users are told; nothing partial is stored).
+    pub shutdown_grace_secs: u64,
+    /// Conversations idle for longer than this many days are forgotten (everything of them
+    /// erased, as by `anchorbot forget`), checked when `run` or `chat` starts and hourly
+    /// after; unset: kept forever.
+    pub retention_days: Option<u32>,
+}
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// Listen address such as `127.0.0.1:9464` (port 0 picks one); unset: off.
+    pub listen: Option<String>,
 }
 
 /// The Discord adapter's settings. The token is a secret: never printed, logged or in errors.
@@ -459,6 +476,9 @@ impl Default for Settings {
             documents: DocumentSettings::default(),
             slack: SlackSettings::default(),
             discord: DiscordSettings::default(),
+            metrics: MetricsSettings::default(),
+            shutdown_grace_secs: 30,
+            retention_days: None,
         }
     }
 }
@@ -496,9 +516,12 @@ pub enum SettingsError {
 const NESTED: &[(&str, &str)] = &[
     ("reasoning_", "reasoning."),
     ("vision_", "vision."),
+    // Before "documents_": the embeddings endpoint is a table inside [documents].
+    ("documents_embeddings_", "documents.embeddings."),
     ("documents_", "documents."),
     ("slack_", "slack."),
     ("discord_", "discord."),
+    ("metrics_", "metrics."),
 ];
 
 /// The platforms' own environment variable names for their secrets.
@@ -522,7 +545,7 @@ impl Settings {
             None => {}
         }
         let env = Env::prefixed("ANCHORBOT_")
-            .ignore(&["config", "log"])
+            .ignore(&["config", "log", "log_format"])
             .map(|k| {
                 let k = k.as_str().to_ascii_lowercase();
                 for (prefix, nested) in NESTED {
@@ -541,11 +564,29 @@ impl Settings {
                     .map(|(_, key)| (*key).into())
                     .unwrap_or_else(|| k.into())
             });
-        let settings: Settings = fig
+        let mut settings: Settings = fig
             .merge(slack)
             .merge(env)
             .extract()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        // An empty secret (`SLACK_BOT_TOKEN=` in a compose file or .env) is no secret: it
+        // must not start an adapter or send an empty bearer token.
+        for secret in [
+            &mut settings.slack.bot_token,
+            &mut settings.slack.app_token,
+            &mut settings.slack.signing_secret,
+            &mut settings.discord.token,
+            &mut settings.reasoning.api_key,
+            &mut settings.vision.api_key,
+            &mut settings.documents.embeddings.api_key,
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().trim().is_empty())
+            {
+                *secret = None;
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -622,7 +663,6 @@ fn toml_like(v: &serde_json::Value, section: &str) -> String {
 #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn defaults_follow_the_reference_deployment() {
@@ -734,6 +774,27 @@ mod tests {
             assert!(s.active_filter().is_empty());
             assert_eq!(s.reasoning.continuation, ContinuationMode::Prefill);
             assert_eq!(s.vision.continuation, ContinuationMode::Auto);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_secrets_are_unset_and_the_embeddings_endpoint_takes_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLACK_BOT_TOKEN", "");
+            jail.set_env("DISCORD_TOKEN", "  ");
+            jail.set_env("SLACK_APP_TOKEN", "xapp-1");
+            jail.set_env("ANCHORBOT_DOCUMENTS_EMBEDDINGS_URL", "http://emb:9/v1");
+            jail.set_env("ANCHORBOT_DOCUMENTS_EMBEDDINGS_MODEL", "bge");
+            let s = Settings::load(None).unwrap();
+            assert!(s.slack.bot_token.is_none());
+            assert!(s.discord.token.is_none());
+            assert_eq!(
+                s.slack.app_token.as_ref().map(|t| t.expose_secret()),
+                Some("xapp-1")
+            );
+            assert_eq!(s.documents.embeddings.url, "http://emb:9/v1");
+            assert_eq!(s.documents.embeddings.model, "bge");
             Ok(())
         });
     }

@@ -286,6 +286,8 @@ const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 impl Store {
     /// Opens (or creates) the store in `dir` and upgrades its schema. Never deletes data.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        // A forget or restore that crashed mid-swap is finished first (see `rights::swap`).
+        crate::rights::swap::recover(dir).map_err(sled::Error::Io)?;
         // A process that just exited (a restart, or a CLI command right after the bot) can
         // hold sled's file lock for a moment while its I/O threads wind down, so a lock
         // conflict is retried briefly before it is reported.
@@ -319,6 +321,8 @@ impl Store {
                 }
             }
         };
+        // With the lock held, no other process is writing a new copy beside the store.
+        crate::rights::swap::clean_after_open(dir).map_err(sled::Error::Io)?;
         let report = migrations::migrate(&db)?;
         if report.from != report.to {
             tracing::info!(from = report.from, to = report.to, "store schema upgraded");

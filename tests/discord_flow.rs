@@ -612,3 +612,39 @@ async fn reading_a_pdf_edits_one_status_message_then_confirms_the_file() {
     assert_eq!(contents(&discord, &thread), [confirmation.content]);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_waits_for_the_discord_gateway_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    // Before the adapter runs, its platform has no session: not ready.
+    let mut s = settings(&dir, &llm.url);
+    s.discord.token = Some(secrecy::SecretString::from(discord.config().token.clone()));
+    s.discord.api_url = discord.base_url();
+    let adapters = anchorbot::adapters::configured(&s).unwrap();
+    assert!(
+        !adapters[0].platform().connected(),
+        "connected before READY"
+    );
+    drop(adapters);
+    let app = DiscordApp::start_with(&dir, &llm.url, &discord, |s| {
+        s.metrics.listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let ops = app.ops.expect("metrics.listen was set");
+    // After READY: the store, the model endpoint and the Discord session are all up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}

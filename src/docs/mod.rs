@@ -670,6 +670,12 @@ impl Documents {
                     self.store.put_source(conv, &rec.id, bytes)?;
                 }
                 self.flush().await?;
+                let stored = rec.page_status.iter().filter(|p| p.is_stored()).count() as u32;
+                metrics::counter!(crate::ops::metrics::DOCUMENTS).increment(1);
+                metrics::counter!(crate::ops::metrics::PAGES)
+                    .increment(stored.saturating_sub(resumed_pages).into());
+                metrics::counter!(crate::ops::metrics::OCR_FAILURES)
+                    .increment(rec.failed_pages().len() as u64);
                 Ok(IngestReport {
                     doc: rec,
                     duplicate: false,

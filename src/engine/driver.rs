@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use super::budget::PromptParts;
 use super::{Engine, Outcome};
 use crate::llm::{ChatRequest, ItemStream, LlmError};
+use crate::ops::metrics as m_;
 use crate::prompt;
 use crate::retrieval::Passage;
 use crate::store::{now_ms, Exchange};
@@ -24,6 +25,10 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The line a stopped answer ends with.
 pub const STOPPED_NOTE: &str = "\n\n_(Stopped.)_";
+
+/// The line an answer cut off by the shutdown deadline ends with.
+pub const RESTART_NOTE: &str =
+    "\n\n⚠️ anchorbot is restarting; this answer was cut off and not saved — ask again.";
 
 /// A turn registered as running; unregisters itself when the turn ends, however it ends.
 struct Running<'a> {
@@ -61,6 +66,7 @@ impl Engine {
         replaces: Option<u64>,
     ) -> Outcome {
         let key = &m.key;
+        let started = std::time::Instant::now();
         let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
         let query = m.text.trim();
         if query.len() > MAX_MESSAGE_BYTES {
@@ -110,6 +116,7 @@ impl Engine {
         if fitted.passages < passages.len() {
             tracing::info!(conversation = %key, retrieved = passages.len(), quoted = fitted.passages, "passages shrunk to the documents budget");
         }
+        metrics::counter!(m_::TOKENS_IN).increment(fitted.tokens as u64);
         let request = ChatRequest {
             messages: fitted.messages,
             max_tokens,
@@ -126,17 +133,28 @@ impl Engine {
         let stop = self.track_running(key);
         let mut stream: Option<ItemStream> = None;
         let mut pending: Option<Input> = None;
+        let mut first_item = true;
         loop {
             for fx in std::mem::take(&mut effects) {
                 match fx {
-                    Effect::Request(r) => match self.llm.stream(&r).await {
-                        Ok(s) => stream = Some(s),
-                        Err(e) => pending = Some(Input::Failed(e)),
-                    },
+                    Effect::Request(r) => {
+                        // A request still retrying can be stopped too (or cut at shutdown).
+                        let opened = tokio::select! {
+                            opened = self.llm.stream(&r) => opened,
+                            _ = stop.token.cancelled() => {
+                                return self.stopped(&mut reply, key, event_id, turn.answer_so_far()).await;
+                            }
+                        };
+                        match opened {
+                            Ok(s) => stream = Some(s),
+                            Err(e) => pending = Some(Input::Failed(e)),
+                        }
+                    }
                     Effect::Render(text) => reply.update(&text).await,
                     Effect::Thinking => reply.status(Status::Thinking).await,
                     Effect::Reasoning(delta) => reply.reasoning(&delta).await,
                     Effect::Filtered { removed } => {
+                        metrics::counter!(m_::FILTERED_CHARS).increment(removed as u64);
                         tracing::warn!(conversation = %key, removed, "language filter removed characters from the answer");
                     }
                     Effect::Commit {
@@ -183,6 +201,9 @@ impl Engine {
                                 )
                                 .await;
                         }
+                        metrics::counter!(m_::TOKENS_OUT)
+                            .increment(self.counter.count(&answer) as u64);
+                        metrics::counter!(m_::CONTINUATION_ROUNDS).increment(rounds as u64);
                         if rounds > 0 {
                             tracing::info!(conversation = %key, rounds, truncated, "answer continued past the output limit");
                         }
@@ -226,7 +247,13 @@ impl Engine {
                             }
                         };
                         match next {
-                            Some(Ok(item)) => Input::Item(item),
+                            Some(Ok(item)) => {
+                                if std::mem::take(&mut first_item) {
+                                    metrics::histogram!(m_::FIRST_TOKEN_SECONDS)
+                                        .record(started.elapsed().as_secs_f64());
+                                }
+                                Input::Item(item)
+                            }
                             Some(Err(e)) => Input::Failed(e),
                             None => {
                                 Input::Failed(LlmError::StreamCut("the stream ended early".into()))
@@ -243,6 +270,9 @@ impl Engine {
     /// Registers the turn streaming in `key`, so a Stop can end it; unregistered on drop.
     fn track_running(&self, key: &ConversationKey) -> Running<'_> {
         let token = CancellationToken::new();
+        if self.is_cutting() {
+            token.cancel();
+        }
         self.running
             .lock()
             .expect("running lock")
@@ -263,14 +293,22 @@ impl Engine {
         event_id: &str,
         partial: &str,
     ) -> Outcome {
-        tracing::info!(conversation = %key, "answer stopped; nothing stored");
-        let text = if partial.trim().is_empty() {
-            STOPPED_NOTE.trim_start().to_string()
+        let cut = self.is_cutting();
+        let note = if cut { RESTART_NOTE } else { STOPPED_NOTE };
+        if cut {
+            tracing::warn!(conversation = %key, "answer cut off by the shutdown deadline; nothing stored");
         } else {
-            format!("{}{STOPPED_NOTE}", partial.trim_end())
+            tracing::info!(conversation = %key, "answer stopped; nothing stored");
+        }
+        let text = if partial.trim().is_empty() {
+            note.trim_start().to_string()
+        } else {
+            format!("{}{note}", partial.trim_end())
         };
         match reply.finish(&text, FinalState::Stopped).await {
-            Ok(()) => self.mark_handled(key, event_id),
+            // A cut turn stays unhandled, so a platform that redelivers it gets an answer.
+            Ok(()) if !cut => self.mark_handled(key, event_id),
+            Ok(()) => {}
             Err(e) => tracing::warn!(conversation = %key, error = %e, "stop note not delivered"),
         }
         Outcome::Stopped

@@ -71,6 +71,8 @@ impl Engine {
                 }
             })
             .await;
+        let kind = if positive { "up" } else { "down" };
+        metrics::counter!(crate::ops::metrics::FEEDBACK, "kind" => kind).increment(1);
         match saved {
             Ok(_) => tracing::info!(conversation = %f.key, positive, "feedback stored"),
             Err(e) => tracing::warn!(conversation = %f.key, error = %e, "feedback not stored"),

@@ -68,6 +68,7 @@ impl Engine {
         let engine = self.clone();
         self.background.spawn(async move {
             if let Err(e) = engine.maybe_summarize(&key).await {
+                metrics::counter!(crate::ops::metrics::SUMMARIZATIONS_REFUSED).increment(1);
                 tracing::warn!(conversation = %key, error = %e, "summarization failed; turns kept verbatim");
                 if let Err(e) = engine.hold_summaries(&key, &e).await {
                     tracing::warn!(conversation = %key, error = %e, "could not record the summarization back-off");
@@ -190,6 +191,7 @@ impl Engine {
                 a.summary_hold = None;
             })
             .await?;
+        metrics::counter!(crate::ops::metrics::SUMMARIZATIONS).increment(1);
         tracing::info!(conversation = %key, folded = fold, summaries = updated.summaries.len(), facts = updated.facts.len(), "summarized older turns");
         Ok(true)
     }

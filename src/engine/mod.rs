@@ -57,6 +57,22 @@ pub enum Outcome {
     Stopped,
 }
 
+impl Outcome {
+    /// The outcome's name, for the turns metric (a bounded label).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Answered { truncated: false } => "answered",
+            Outcome::Answered { truncated: true } => "truncated",
+            Outcome::Command => "command",
+            Outcome::Refused(_) => "refused",
+            Outcome::Failed(_) => "failed",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
 /// The conversation engine; shared by all conversations.
 pub struct Engine {
     /// Configuration.
@@ -85,6 +101,9 @@ pub struct Engine {
     running: std::sync::Mutex<
         std::collections::HashMap<anchorbot_platform::ConversationKey, CancellationToken>,
     >,
+    /// Set when the shutdown deadline passed: running turns are cut off and new ones end at
+    /// once, each telling its user to ask again.
+    cutting: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -113,7 +132,23 @@ impl Engine {
             background: TaskTracker::new(),
             summarizing: std::sync::Mutex::new(HashSet::new()),
             running: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cutting: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Cuts off every running turn and every turn started from now on (the shutdown deadline
+    /// passed). A cut turn tells its user and stores nothing, like a stopped one.
+    pub fn cut_running(&self) {
+        self.cutting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for token in self.running.lock().expect("running lock").values() {
+            token.cancel();
+        }
+    }
+
+    /// Whether turns are being cut off for shutdown.
+    fn is_cutting(&self) -> bool {
+        self.cutting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Replaces the retriever of document passages.
@@ -167,6 +202,8 @@ impl Engine {
         match self.store.was_handled(&key, &event_id) {
             Ok(true) => {
                 tracing::info!(conversation = %key, event = %event_id, "duplicate event dropped");
+                metrics::counter!(crate::ops::metrics::TURNS, "outcome" => "duplicate")
+                    .increment(1);
                 return Outcome::Duplicate;
             }
             Ok(false) => {}
@@ -188,7 +225,10 @@ impl Engine {
                     if text.is_empty() {
                         Outcome::Command
                     } else {
+                        let started = std::time::Instant::now();
                         let outcome = self.turn(&m, &event_id, platform, None).await;
+                        metrics::histogram!(crate::ops::metrics::TURN_SECONDS)
+                            .record(started.elapsed().as_secs_f64());
                         if matches!(outcome, Outcome::Answered { .. }) {
                             self.spawn_summarize(key.clone());
                         }
@@ -224,6 +264,7 @@ impl Engine {
         if matches!(outcome, Outcome::Ignored | Outcome::Command) {
             self.mark_handled(&key, &event_id);
         }
+        metrics::counter!(crate::ops::metrics::TURNS, "outcome" => outcome.label()).increment(1);
         outcome
     }
 

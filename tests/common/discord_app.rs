@@ -8,6 +8,8 @@ use super::discord::FakeDiscord;
 /// The real `App` with the Discord adapter, connected to a fake Discord (started the way
 /// `anchorbot run` starts it), until [`DiscordApp::stop`].
 pub struct DiscordApp {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, when `metrics.listen` is set.
+    pub ops: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
 }
@@ -33,6 +35,7 @@ impl DiscordApp {
         for a in adapters {
             app = app.with_adapter(a);
         }
+        let ops = app.bind_ops().await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
@@ -54,6 +57,7 @@ impl DiscordApp {
                 || !discord.commands_puts().is_empty()
         );
         Self {
+            ops,
             stop: Some(tx),
             task,
         }

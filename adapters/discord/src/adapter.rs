@@ -102,6 +102,7 @@ impl Adapter for DiscordAdapter {
             guild: self.cfg.guild_id,
             commands,
             registered: Arc::new(AtomicBool::new(false)),
+            platform: self.platform.clone(),
         };
         let client = ClientBuilder::new_with_http(http, intents())
             .event_handler(handler)
@@ -151,6 +152,8 @@ struct Handler {
     commands: &'static [CommandSpec],
     /// The commands were registered in this run (READY comes again after a full reconnect).
     registered: Arc<AtomicBool>,
+    /// Told when the session comes up or drops (readiness).
+    platform: Arc<DiscordPlatform>,
 }
 
 impl Handler {
@@ -183,12 +186,28 @@ impl EventHandler for Handler {
             application = me.application,
             "connected to Discord"
         );
+        self.platform.set_connected(true);
         self.inbox.queue(Work::Ready(me));
         if !self.registered.swap(true, Ordering::SeqCst) {
             let (rest, guild, commands) = (self.rest.clone(), self.guild, self.commands);
             tokio::spawn(
                 async move { register_commands(&rest, me.application, guild, commands).await },
             );
+        }
+    }
+
+    async fn resume(&self, _ctx: Context, _: serenity::model::event::ResumedEvent) {
+        self.platform.set_connected(true);
+    }
+
+    async fn shard_stage_update(
+        &self,
+        _ctx: Context,
+        event: serenity::gateway::ShardStageUpdateEvent,
+    ) {
+        // Any stage but Connected means no events arrive until READY or RESUMED.
+        if !matches!(event.new, serenity::gateway::ConnectionStage::Connected) {
+            self.platform.set_connected(false);
         }
     }
 

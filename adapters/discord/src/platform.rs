@@ -85,6 +85,8 @@ struct Shared {
     holds: Mutex<Bounded<String, Instant>>,
     /// Interactions that already had their one callback (or `@original` edit).
     answered: Mutex<Bounded<String, ()>>,
+    /// The gateway session is up (READY or RESUMED seen, and no drop since).
+    connected: std::sync::atomic::AtomicBool,
 }
 
 /// A map that forgets its oldest entries past [`REMEMBERED`].
@@ -133,6 +135,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl DiscordPlatform {
+    /// Records whether the gateway session is up (for readiness).
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.shared
+            .connected
+            .store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The platform for `cfg`, calling Discord through `rest`.
     pub fn new(cfg: DiscordConfig, rest: Rest, download: reqwest::Client) -> Self {
         Self {
@@ -358,6 +367,12 @@ fn prior_message(m: &Value) -> Option<PriorMessage> {
 
 #[async_trait]
 impl Platform for DiscordPlatform {
+    fn connected(&self) -> bool {
+        self.shared
+            .connected
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_message_chars: MAX_MESSAGE_CHARS,

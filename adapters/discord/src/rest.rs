@@ -106,6 +106,8 @@ impl Rest {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PlatformError> {
+        let route = anchorbot_platform::metrics::route_template(method.as_str(), path);
+        anchorbot_platform::metrics::api_call("discord", &route);
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -114,7 +116,10 @@ impl Rest {
             Some(b) => req.json(b),
             None => req.header(reqwest::header::CONTENT_LENGTH, 0),
         };
-        let response = req.send().await.map_err(transport)?;
+        let response = req.send().await.map_err(|e| {
+            anchorbot_platform::metrics::api_error("discord", &route);
+            transport(e)
+        })?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(transport)?;
@@ -125,6 +130,10 @@ impl Rest {
         };
         if status.is_success() {
             return Ok(value);
+        }
+        anchorbot_platform::metrics::api_error("discord", &route);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            anchorbot_platform::metrics::rate_limit_wait("discord", &route);
         }
         Err(status_error(status, &headers, &value))
     }

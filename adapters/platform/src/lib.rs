@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod key;
+pub mod metrics;
 mod recent;
 mod reply;
 mod split;
@@ -373,6 +374,12 @@ pub trait Platform: Send + Sync + 'static {
     /// Runs before splitting, so the pieces are measured as the platform counts them.
     fn render(&self, markdown: &str) -> String {
         markdown.to_string()
+    }
+
+    /// Whether the adapter is connected to its platform and taking events (for `/readyz`).
+    /// A platform with no connection to lose (the console) is always connected.
+    fn connected(&self) -> bool {
+        true
     }
 
     /// Fetches an attachment's bytes with the adapter's own auth, refusing more than

@@ -80,7 +80,11 @@ impl Adapter for SlackAdapter {
         let (inbox, mapper, rx) = inbound::channel(self.cfg.clone(), self.api.clone(), me, sink);
         let mapping = tokio::spawn(mapper.run(rx, shutdown.clone()));
         let Some(app_token) = &self.cfg.app_token else {
+            // The Events API over HTTP: ready once the endpoint serves (a failed bind ends the
+            // adapter, and with it the process).
+            self.platform.set_connected(true);
             let served = crate::http::serve(&self.cfg, inbox, shutdown).await;
+            self.platform.set_connected(false);
             finish_mapping(mapping).await;
             return served;
         };
@@ -103,7 +107,9 @@ impl Adapter for SlackAdapter {
             .await
             .map_err(|e| PlatformError::Transport(format!("Socket Mode: {e}")))?;
         listener.start().await;
+        self.platform.set_connected(true);
         shutdown.wait().await;
+        self.platform.set_connected(false);
         tracing::info!("Slack: shutting down; no new events are taken");
         listener.shutdown().await;
         drop(listener);

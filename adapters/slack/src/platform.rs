@@ -127,6 +127,13 @@ impl SlackPlatform {
         }
     }
 
+    /// Records whether events are being received (for readiness).
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.shared
+            .connected
+            .store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether replies in workspace `team` still try native streaming.
     pub fn streams_in(&self, team: &str) -> bool {
         !self.shared.streaming_off(team)
@@ -376,6 +383,12 @@ struct ReplyFile {
 
 #[async_trait]
 impl Platform for SlackPlatform {
+    fn connected(&self) -> bool {
+        self.shared
+            .connected
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn limits(&self) -> Limits {
         Limits {
             max_message_chars: MARKDOWN_BLOCK_MAX,
@@ -774,6 +787,8 @@ struct Shared {
     statuses: Mutex<Recent<(String, String), ()>>,
     /// Assistant threads titled, by (channel, thread).
     titled: Mutex<Recent<(String, String), ()>>,
+    /// Events are being received (Socket Mode started, or the HTTP endpoint listening).
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -947,11 +962,19 @@ async fn call<R: for<'de> Deserialize<'de> + Send>(
     body: &Value,
     rate: &'static SlackApiMethodRateControlConfig,
 ) -> Result<R, SlackClientError> {
+    anchorbot_platform::metrics::api_call("slack", method);
     let session = api.session();
-    session
+    let result = session
         .http_session_api
         .http_post(method, body, Some(rate))
-        .await
+        .await;
+    if let Err(e) = &result {
+        anchorbot_platform::metrics::api_error("slack", method);
+        if matches!(e, SlackClientError::RateLimitError(_)) {
+            anchorbot_platform::metrics::rate_limit_wait("slack", method);
+        }
+    }
+    result
 }
 
 /// The contract's error for a slack-morphism error; counts rate limits. Only codes and

@@ -1,0 +1,303 @@
+//! Log output: plain text or JSON lines (`ANCHORBOT_LOG_FORMAT=json`) on standard error, with
+//! secrets redacted in either format. The redaction sits in the writer, after formatting, so it
+//! covers every field of every event: a URL with a token in it or an `Authorization` header
+//! that found its way into a message is caught as well as a configured secret.
+
+use std::io::Write;
+use std::sync::{Arc, RwLock};
+
+use secrecy::ExposeSecret;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::settings::Settings;
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Prefixes of Slack tokens (bot, user, app-level, refresh, configuration).
+const TOKEN_PREFIXES: &[&str] = &[
+    "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-", "xapp-",
+];
+
+/// Shortest configured secret that is replaced verbatim: shorter values would mangle ordinary
+/// words, and are no secret worth the name.
+const MIN_SECRET_CHARS: usize = 6;
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `ANCHORBOT_LOG_FORMAT` holds something other than `text` or `json`.
+#[derive(Debug, thiserror::Error)]
+#[error("ANCHORBOT_LOG_FORMAT = {0:?}: use \"json\" or \"text\"")]
+pub struct BadLogFormat(pub String);
+
+impl LogFormat {
+    /// Parses `ANCHORBOT_LOG_FORMAT`'s value; unset means text.
+    pub fn parse(value: Option<&str>) -> Result<Self, BadLogFormat> {
+        match value.map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(Self::Text),
+            Some(v) if v.is_empty() || v == "text" => Ok(Self::Text),
+            Some(v) if v == "json" => Ok(Self::Json),
+            Some(v) => Err(BadLogFormat(v)),
+        }
+    }
+}
+
+/// Replaces secrets in log text. Cheap to clone; the configured secrets can be set after the
+/// subscriber is installed (logging starts before the settings are read).
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Configured secret values, longest first (so a secret containing another goes first).
+    secrets: Arc<RwLock<Vec<String>>>,
+}
+
+impl Redactor {
+    /// Sets the exact values to redact.
+    pub fn set_secrets(&self, secrets: impl IntoIterator<Item = String>) {
+        let mut list: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.chars().count() >= MIN_SECRET_CHARS)
+            .collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        list.dedup();
+        *self.secrets.write().expect("secrets lock") = list;
+    }
+
+    /// `text` with every configured secret, Slack token and bearer credential replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in self.secrets.read().expect("secrets lock").iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), REDACTED);
+            }
+        }
+        for prefix in TOKEN_PREFIXES {
+            out = replace_after(&out, prefix, false);
+        }
+        for scheme in ["Bearer ", "bearer ", "Bot "] {
+            out = replace_after(&out, scheme, true);
+        }
+        out
+    }
+}
+
+/// Replaces the token that follows each `marker` (and, unless `keep_marker`, the marker too).
+/// A token runs over the characters tokens are made of; `Bot ` counts only when what follows
+/// looks like a credential (long, with a dot), so "Bot said" stays.
+fn replace_after(text: &str, marker: &str, keep_marker: bool) -> String {
+    let token_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/' | '=');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(marker) {
+        let after = &rest[i + marker.len()..];
+        let len = after.find(|c: char| !token_char(c)).unwrap_or(after.len());
+        let token = &after[..len];
+        let credential = if marker == "Bot " {
+            len >= 20 && token.contains('.')
+        } else {
+            len > 0
+        };
+        out.push_str(&rest[..i]);
+        if credential {
+            if keep_marker {
+                out.push_str(marker);
+            }
+            out.push_str(REDACTED);
+            rest = &after[len..];
+        } else {
+            out.push_str(marker);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The secrets in `settings`: platform tokens and model API keys.
+pub fn secrets_of(settings: &Settings) -> Vec<String> {
+    [
+        &settings.slack.bot_token,
+        &settings.slack.app_token,
+        &settings.slack.signing_secret,
+        &settings.discord.token,
+        &settings.reasoning.api_key,
+        &settings.vision.api_key,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.expose_secret().to_string())
+    .collect()
+}
+
+/// A [`MakeWriter`] that redacts each formatted event before it reaches `inner`.
+#[derive(Clone)]
+pub struct RedactingWriter<W> {
+    /// Where redacted lines go.
+    inner: W,
+    /// What to redact.
+    redactor: Redactor,
+}
+
+impl<W> RedactingWriter<W> {
+    /// Redacts with `redactor`, then writes to `inner`.
+    pub fn new(inner: W, redactor: Redactor) -> Self {
+        Self { inner, redactor }
+    }
+}
+
+/// One event's bytes, redacted and written out when the formatter is done with it.
+pub struct EventBuffer<W: Write> {
+    /// The formatted event so far.
+    buf: Vec<u8>,
+    /// Where it goes.
+    inner: W,
+    /// What to redact.
+    redactor: Redactor,
+}
+
+impl<W: Write> Write for EventBuffer<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        let clean = self.redactor.redact(&text);
+        self.buf.clear();
+        self.inner.write_all(clean.as_bytes())?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for EventBuffer<W> {
+    fn drop(&mut self) {
+        // The formatter writes a whole event and drops the writer; a failing stderr has nowhere
+        // to report to.
+        let _ = self.flush();
+    }
+}
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for RedactingWriter<W> {
+    type Writer = EventBuffer<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventBuffer {
+            buf: Vec::with_capacity(256),
+            inner: self.inner.make_writer(),
+            redactor: self.redactor.clone(),
+        }
+    }
+}
+
+/// Installs the global subscriber: `filter` (an `EnvFilter` directive), `format`, standard
+/// error, redaction by the returned [`Redactor`] (fill it once the settings are read).
+pub fn init(filter: &str, format: LogFormat, ansi: bool) -> Redactor {
+    let redactor = Redactor::default();
+    let writer = RedactingWriter::new(std::io::stderr, redactor.clone());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(writer)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .with_current_span(false)
+            .init(),
+    }
+    redactor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn configured_secrets_and_token_patterns_are_redacted() {
+        let r = Redactor::default();
+        r.set_secrets(["sk-configured-key".to_string(), "abc".to_string()]);
+        let line = "url=http://h/v1?key=sk-configured-key auth=\"Bearer eyJhbGc.iOi-J9\" \
+                    slack=xoxb-123-456-abcDEF app=xapp-1-A0-99 word abc Bot said hi \
+                    discord=Bot MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.mnopqrstuv";
+        let clean = r.redact(line);
+        for secret in [
+            "sk-configured-key",
+            "eyJhbGc",
+            "xoxb-123",
+            "abcDEF",
+            "xapp-1",
+            "MTIzNDU2Nzg5MDEyMzQ1Njc4",
+        ] {
+            assert!(!clean.contains(secret), "{secret} left in {clean}");
+        }
+        assert!(clean.contains("Bearer [redacted]"), "{clean}");
+        // Short values and ordinary words are left alone.
+        assert!(clean.contains("word abc Bot said hi"), "{clean}");
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_parse_and_hold_no_secret() {
+        let captured = Captured::default();
+        let redactor = Redactor::default();
+        redactor.set_secrets(["discord-token-value-123".to_string()]);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(RedactingWriter::new(captured.clone(), redactor))
+            .json()
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                endpoint = "http://h/v1?t=discord-token-value-123",
+                "probing"
+            );
+            tracing::warn!(
+                header = "Authorization: Bearer sk-abc.def",
+                "request failed"
+            );
+            tracing::error!("token xoxb-1-2-3 rejected");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for line in lines {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            assert!(v["fields"]["message"].is_string(), "{line}");
+        }
+        for secret in ["discord-token-value-123", "sk-abc.def", "xoxb-1-2-3"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(text.matches(REDACTED).count(), 3, "{text}");
+    }
+}

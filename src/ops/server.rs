@@ -1,0 +1,143 @@
+//! The ops HTTP server: `/healthz` (200 while the process serves), `/readyz` (200 only when
+//! the store is open, a reasoning endpoint is healthy and every platform is connected; 503
+//! naming the failed checks otherwise) and `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anchorbot_platform::Platform;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::pool::EndpointPool;
+use crate::store::Store;
+
+/// Why the ops server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// `metrics.listen` is not an address.
+    #[error("metrics.listen (ANCHORBOT_METRICS_LISTEN) = {0:?} is not an address such as 127.0.0.1:9464")]
+    BadListen(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} for /metrics: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// What `/readyz` looks at.
+pub struct Readiness {
+    /// The store (ready while it answers a read).
+    pub store: Store,
+    /// The reasoning endpoints and their health.
+    pub reasoning: Arc<EndpointPool>,
+    /// Every configured platform, by name.
+    pub platforms: Vec<(String, Arc<dyn Platform>)>,
+    /// Set once shutdown starts: no longer ready for new work.
+    pub stopping: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    /// The checks that fail, each as `name: reason`; empty when ready.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        if self.stopping.load(Ordering::SeqCst) {
+            failed.push("shutdown: the bot is shutting down".to_string());
+        }
+        // A read proves the store is open and answering.
+        if let Err(e) = self.store.db().get(b"readyz") {
+            failed.push(format!("store: {e}"));
+        }
+        let health = self.reasoning.health();
+        if !health.iter().any(|(_, up)| *up) {
+            let down: Vec<&str> = health.iter().map(|(url, _)| url.as_str()).collect();
+            failed.push(format!(
+                "reasoning: no healthy endpoint ({})",
+                down.join(", ")
+            ));
+        }
+        for (name, platform) in &self.platforms {
+            if !platform.connected() {
+                failed.push(format!("platform {name}: not connected"));
+            }
+        }
+        failed
+    }
+}
+
+/// Shared by the handlers.
+struct Ops {
+    /// Renders `/metrics`.
+    metrics: PrometheusHandle,
+    /// Answers `/readyz`.
+    readiness: Readiness,
+}
+
+/// Parses and binds `listen`.
+pub async fn bind(listen: &str) -> Result<TcpListener, OpsError> {
+    let addr: SocketAddr = listen
+        .trim()
+        .parse()
+        .map_err(|_| OpsError::BadListen(listen.to_string()))?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| OpsError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Serves the ops endpoints on `listener` until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, readiness: Readiness) {
+    let state = Arc::new(Ops { metrics, readiness });
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the ops server stopped");
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
+    // The store read is quick but still disk I/O: keep it off the async workers.
+    let state = ops.clone();
+    let failed = tokio::task::spawn_blocking(move || state.readiness.failures())
+        .await
+        .unwrap_or_else(|e| vec![format!("readiness check panicked: {e}")]);
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": failed.is_empty(), "failed": failed }).to_string();
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body + "\n",
+    )
+        .into_response()
+}
+
+async fn render(State(ops): State<Arc<Ops>>) -> Response {
+    ops.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ops.metrics.render(),
+    )
+        .into_response()
+}

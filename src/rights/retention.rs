@@ -1,0 +1,80 @@
+//! Optional retention (`retention_days`): conversations idle for longer are forgotten, by
+//! the same code as `anchorbot forget`, when `run` or `chat` starts and then hourly. Only the
+//! number forgotten is logged, never a key or any content.
+//!
+//! The running bot cannot compact its own open store, so a sweep erases the records from
+//! every tree and the bytes leave sled's log as it rewrites its segments, or at once with the
+//! next `anchorbot forget` (which compacts) while the bot is stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchorbot_platform::ConversationKey;
+
+use super::{erase, list, RightsError};
+use crate::docs::store::DocStore;
+use crate::engine::Engine;
+use crate::store::{now_ms, Store};
+
+/// Time between sweeps while the bot runs.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// Forgets every conversation whose last activity is older than `days` days; returns how
+/// many. A conversation with no recorded time at all is kept.
+pub async fn sweep(
+    store: &Store,
+    docs: Option<&DocStore>,
+    days: u32,
+) -> Result<usize, RightsError> {
+    let cutoff = now_ms().saturating_sub(u64::from(days) * DAY_MS);
+    let mut forgotten = 0;
+    let s = store.clone();
+    let all = tokio::task::spawn_blocking(move || list::conversations(&s))
+        .await
+        .map_err(|e| {
+            RightsError::Sled(sled::Error::ReportableBug(format!("listing task: {e}")))
+        })??;
+    for c in all {
+        if c.last_activity_ms == 0 || c.last_activity_ms >= cutoff {
+            continue;
+        }
+        let Ok(key) = c.key.parse::<ConversationKey>() else {
+            tracing::warn!("retention skipped a record whose key is not a conversation key");
+            continue;
+        };
+        erase::erase(store, docs, &key).await?;
+        forgotten += 1;
+    }
+    Ok(forgotten)
+}
+
+/// Runs one sweep now (before any event is taken) and then one every [`SWEEP_EVERY`] in the
+/// background; `None` when retention is off. Abort the handle at shutdown.
+pub async fn start(engine: Arc<Engine>, days: Option<u32>) -> Option<tokio::task::JoinHandle<()>> {
+    let days = days?;
+    run_once(&engine, days).await;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            run_once(&engine, days).await;
+        }
+    }))
+}
+
+async fn run_once(engine: &Engine, days: u32) {
+    let docs = engine.documents().map(|d| d.store());
+    match sweep(engine.store(), docs, days).await {
+        Ok(0) => tracing::debug!(retention_days = days, "retention: no idle conversation"),
+        Ok(n) => tracing::info!(
+            forgotten = n,
+            retention_days = days,
+            "retention: idle conversations forgotten"
+        ),
+        Err(e) => tracing::warn!(error = %e, "retention sweep failed; it runs again in an hour"),
+    }
+}
