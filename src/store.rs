@@ -181,6 +181,14 @@ pub enum StoreError {
         /// Decoder message.
         reason: String,
     },
+    /// The compaction due after retention failed; the store was left as it was.
+    #[error("cannot compact the store at {path} after retention: {reason}")]
+    Compaction {
+        /// The data directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// Any other storage failure.
     #[error("storage error: {0}")]
     Io(#[from] sled::Error),
@@ -200,6 +208,8 @@ const SEEN_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Handle to the on-disk store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// The data directory.
+    dir: PathBuf,
     /// The database.
     db: sled::Db,
     /// Conversation key → anchor JSON.
@@ -323,11 +333,23 @@ impl Store {
         };
         // With the lock held, no other process is writing a new copy beside the store.
         crate::rights::swap::clean_after_open(dir).map_err(sled::Error::Io)?;
+        // Conversations forgotten by retention while the store was open leave the disk now,
+        // before anything else reads it.
+        if crate::rights::swap::compaction_pending(dir) {
+            let copied =
+                crate::rights::swap::compact(dir, db).map_err(|e| StoreError::Compaction {
+                    path: dir.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            tracing::info!(records = copied, "store compacted after retention");
+            return Self::open(dir);
+        }
         let report = migrations::migrate(&db)?;
         if report.from != report.to {
             tracing::info!(from = report.from, to = report.to, "store schema upgraded");
         }
         let store = Self {
+            dir: dir.to_path_buf(),
             anchors: db.open_tree(migrations::ANCHORS_TREE)?,
             seen: db.open_tree(migrations::SEEN_TREE)?,
             db,
@@ -339,6 +361,11 @@ impl Store {
         };
         store.prune_seen()?;
         Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The anchor of `key`; an empty anchor if the conversation is new.

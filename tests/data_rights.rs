@@ -612,7 +612,14 @@ async fn retention_forgets_conversations_idle_longer_than_retention_days_at_star
         !err.contains(TURN_NEEDLE) && !err.contains("console:old"),
         "{err}"
     );
+    // The running bot could not compact its own store; it marked it, and the next open
+    // (this export) compacted it: the bytes are gone from disk, not only from the trees.
+    assert!(dir.with_file_name("data.anchorbot-compact").exists());
     assert_eq!(export_json(&dir, &url, "old").await["stored"], false);
+    assert!(!dir.with_file_name("data.anchorbot-compact").exists());
+    for needle in [TURN_NEEDLE, DOC_NEEDLE] {
+        assert_eq!(grep(&dir, needle), Vec::<PathBuf>::new(), "{needle}");
+    }
     assert_eq!(scan(&dir, "console:old", DOC_NEEDLE), (0, 0));
     let fresh = export_json(&dir, &url, "fresh").await;
     assert_eq!(fresh["anchor"]["turns"].as_array().unwrap().len(), 1);

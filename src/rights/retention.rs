@@ -3,8 +3,8 @@
 //! number forgotten is logged, never a key or any content.
 //!
 //! The running bot cannot compact its own open store, so a sweep erases the records from
-//! every tree and the bytes leave sled's log as it rewrites its segments, or at once with the
-//! next `anchorbot forget` (which compacts) while the bot is stopped.
+//! every tree and marks the store: the next open compacts it (the bot's next start, or any
+//! `anchorbot` command once the bot has stopped), and then the bytes are gone from disk.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,10 @@ pub async fn sweep(
         erase::erase(store, docs, &key).await?;
         forgotten += 1;
     }
+    if forgotten > 0 {
+        store.flush().await?;
+        super::swap::mark_compaction(store.dir()).map_err(|e| RightsError::io(store.dir(), e))?;
+    }
     Ok(forgotten)
 }
 
@@ -73,7 +77,7 @@ async fn run_once(engine: &Engine, days: u32) {
         Ok(n) => tracing::info!(
             forgotten = n,
             retention_days = days,
-            "retention: idle conversations forgotten"
+            "retention: idle conversations forgotten; the store is compacted at its next open"
         ),
         Err(e) => tracing::warn!(error = %e, "retention sweep failed; it runs again in an hour"),
     }

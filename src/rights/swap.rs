@@ -44,6 +44,36 @@ pub fn old_dir(dir: &Path) -> PathBuf {
     sibling(dir, "anchorbot-old")
 }
 
+/// The mark of a store that must be compacted when it is next opened: retention erased
+/// conversations while the bot held it open, and an open store cannot replace itself.
+fn pending_mark(dir: &Path) -> PathBuf {
+    sibling(dir, "anchorbot-compact")
+}
+
+/// Marks the store in `dir` for compaction at its next open (durably: the mark survives a
+/// crash).
+pub fn mark_compaction(dir: &Path) -> io::Result<()> {
+    fs::File::create(pending_mark(dir))?.sync_all()?;
+    sync_dir(&parent(dir))
+}
+
+/// Whether the store in `dir` is marked for compaction.
+pub fn compaction_pending(dir: &Path) -> bool {
+    pending_mark(dir).exists()
+}
+
+/// Compacts the store in `dir`, whose only handle is `db`, and clears its mark. A crash
+/// before the mark is cleared only means compacting once more at the next open.
+pub fn compact(dir: &Path, db: sled::Db) -> Result<u64, super::RightsError> {
+    let copied = write_new(dir, |new| Ok(copy_trees(&db, new)?))?;
+    drop(db);
+    swap_in(dir)?;
+    let mark = pending_mark(dir);
+    fs::remove_file(&mark).map_err(|e| super::RightsError::io(&mark, e))?;
+    sync_dir(&parent(dir)).map_err(|e| super::RightsError::io(dir, e))?;
+    Ok(copied)
+}
+
 /// Whether the new store beside `dir` was completely written.
 fn is_complete(new: &Path) -> bool {
     new.join(COMPLETE).exists()
