@@ -174,7 +174,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(run(cli, redactor.clone())) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", redactor.redact(&format!("{e:#}")));
+            redactor.tell(tracing::Level::ERROR, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     };
@@ -541,9 +541,9 @@ async fn search(
 async fn probe_model_server(settings: &Settings, redactor: &ops::logging::Redactor) {
     let endpoint = anchorbot::llm::OpenAiEndpoint::new(settings.reasoning.clone());
     if let Err(e) = endpoint.models().await {
-        eprintln!(
-            "warning: {}\n         Start a model server (README: \"Model server\") or set ANCHORBOT_REASONING_URL; `anchorbot doctor` checks the setup.",
-            redactor.redact(&e.to_string())
+        redactor.tell(
+            tracing::Level::WARN,
+            &format!("{e}\n         Start a model server (README: \"Model server\") or set ANCHORBOT_REASONING_URL; `anchorbot doctor` checks the setup."),
         );
     }
 }

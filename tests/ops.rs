@@ -373,11 +373,18 @@ async fn json_logs_parse_and_hold_no_secret() {
         chat.stderr()
     );
     let err = chat.stderr();
+    // Every line is JSON, the start-up warning about the unreachable model server included.
     let json: Vec<serde_json::Value> = err
         .lines()
-        .filter(|l| l.starts_with('{'))
+        .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    assert!(
+        json.iter().any(|v| v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Start a model server"))),
+        "no start-up warning in {err}"
+    );
     assert!(
         json.iter().any(|v| v["level"] == "WARN"
             && v["fields"]["endpoint"]

@@ -55,9 +55,29 @@ impl LogFormat {
 pub struct Redactor {
     /// Configured secret values, longest first (so a secret containing another goes first).
     secrets: Arc<RwLock<Vec<String>>>,
+    /// Logs are JSON lines: messages for the operator go out as log events too.
+    json: bool,
 }
 
 impl Redactor {
+    /// Tells whoever started the process about a problem, redacted: a plain line on standard
+    /// error (`warning: …`, `error: …`), or with JSON logs a log event, so that a log
+    /// collector reading JSON lines gets no plain text.
+    pub fn tell(&self, level: tracing::Level, text: &str) {
+        let text = self.redact(text);
+        if self.json {
+            if level == tracing::Level::ERROR {
+                tracing::error!("{text}");
+            } else {
+                tracing::warn!("{text}");
+            }
+        } else if level == tracing::Level::ERROR {
+            eprintln!("error: {text}");
+        } else {
+            eprintln!("warning: {text}");
+        }
+    }
+
     /// Sets the exact values to redact.
     pub fn set_secrets(&self, secrets: impl IntoIterator<Item = String>) {
         let mut list: Vec<String> = secrets
@@ -203,7 +223,10 @@ impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for RedactingWriter<W> {
 /// Installs the global subscriber: `filter` (an `EnvFilter` directive), `format`, standard
 /// error, redaction by the returned [`Redactor`] (fill it once the settings are read).
 pub fn init(filter: &str, format: LogFormat, ansi: bool) -> Redactor {
-    let redactor = Redactor::default();
+    let redactor = Redactor {
+        json: format == LogFormat::Json,
+        ..Redactor::default()
+    };
     let writer = RedactingWriter::new(std::io::stderr, redactor.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
