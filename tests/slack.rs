@@ -432,3 +432,60 @@ async fn a_429_is_honoured_and_the_answer_still_arrives() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_waits_for_the_socket_mode_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let mut s: Settings = settings(&dir, &llm.url);
+    s.slack.bot_token = Some(SecretString::from(slack.config().bot_token.clone()));
+    s.slack.app_token = Some(SecretString::from(slack.config().app_token.clone()));
+    s.slack.api_url = slack.api_url();
+    s.metrics.listen = Some("127.0.0.1:0".into());
+    let adapters = anchorbot::adapters::configured(&s).unwrap();
+    assert!(
+        !adapters[0].platform().connected(),
+        "connected before Socket Mode"
+    );
+    let mut app = anchorbot::App::build(s).await.unwrap();
+    for a in adapters {
+        app = app.with_adapter(a);
+    }
+    let ops = app
+        .bind_ops()
+        .await
+        .unwrap()
+        .expect("metrics.listen was set");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            body.contains("slack"),
+            "not ready for another reason: {body}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ready means the Socket Mode connection is open.
+    assert!(slack.open_connections() > 0);
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the app did not stop")
+        .unwrap()
+        .unwrap();
+}

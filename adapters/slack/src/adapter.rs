@@ -91,9 +91,11 @@ impl Adapter for SlackAdapter {
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(self.api.client.clone())
                 .with_error_handler(on_error)
-                .with_user_state(inbox),
+                .with_user_state(inbox)
+                .with_user_state(Liveness(self.platform.clone())),
         );
         let callbacks = SlackSocketModeListenerCallbacks::new()
+            .with_hello_events(on_hello)
             .with_push_events(on_push)
             .with_command_events(on_command)
             .with_interaction_events(on_interaction);
@@ -106,8 +108,8 @@ impl Adapter for SlackAdapter {
             .listen_for(&token(app_token.expose_secret()))
             .await
             .map_err(|e| PlatformError::Transport(format!("Socket Mode: {e}")))?;
+        // Connected once Slack says hello on a Socket Mode connection (see `on_hello`).
         listener.start().await;
-        self.platform.set_connected(true);
         shutdown.wait().await;
         self.platform.set_connected(false);
         tracing::info!("Slack: shutting down; no new events are taken");
@@ -131,6 +133,23 @@ async fn finish_mapping(mut mapping: tokio::task::JoinHandle<()>) {
 
 async fn inbox(states: &SlackClientEventsUserState) -> Option<Inbox> {
     states.read().await.get_user_state::<Inbox>().cloned()
+}
+
+/// The platform, for the Socket Mode callbacks to report the connection.
+#[derive(Clone)]
+struct Liveness(Arc<SlackPlatform>);
+
+/// Slack's `hello` opens every Socket Mode connection, the first and each reconnection: from
+/// then on events arrive.
+/// (Generic over the event: slack-morphism does not export its hello event's type by name.)
+async fn on_hello<Hello>(
+    _event: Hello,
+    _client: Arc<SlackClient<Connector>>,
+    states: SlackClientEventsUserState,
+) {
+    if let Some(liveness) = states.read().await.get_user_state::<Liveness>() {
+        liveness.0.set_connected(true);
+    }
 }
 
 async fn on_push(
