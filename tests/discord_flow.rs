@@ -646,5 +646,25 @@ async fn readiness_waits_for_the_discord_gateway_session() {
         assert!(Instant::now() < deadline, "never ready: {status} {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The REST calls made so far (registering the slash commands at READY) are counted by a
+    // route template: no snowflake in any label.
+    let metrics = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let calls = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("anchorbot_platform_api_calls_total{")
+                && l.contains("platform=\"discord\"")
+                && l.contains("route=\"PUT /applications/{id}/commands\"")
+        })
+        .unwrap_or_else(|| panic!("no command registration counted:\n{metrics}"));
+    let n: f64 = calls.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{calls}");
+    let app_id = discord.config().application_id.clone();
+    assert!(!metrics.contains(&app_id), "an id in a label:\n{metrics}");
     app.stop().await;
 }
