@@ -217,7 +217,8 @@ impl Drop for IngestLock {
     }
 }
 
-fn conv_prefix(conv: &str) -> Vec<u8> {
+/// The key prefix of everything stored for `conv` in the document trees (`conv\0`).
+pub fn conv_prefix(conv: &str) -> Vec<u8> {
     let mut p = conv.as_bytes().to_vec();
     p.push(0);
     p
@@ -459,6 +460,43 @@ impl DocStore {
     /// Chunks stored for the conversation.
     pub fn chunk_count(&self, conv: &str) -> usize {
         self.chunks.scan_prefix(conv_prefix(conv)).count()
+    }
+
+    /// Documents stored for the conversation (readable or not).
+    pub fn doc_count(&self, conv: &str) -> usize {
+        self.docs.scan_prefix(conv_prefix(conv)).count()
+    }
+
+    /// Vectors stored for the conversation.
+    pub fn vector_count(&self, conv: &str) -> usize {
+        self.vectors.scan_prefix(conv_prefix(conv)).count()
+    }
+
+    /// A document's chunks in page and position order, each with the page of its key (a
+    /// document without pages has one); an unreadable chunk is logged and left out.
+    pub fn document_chunks<'a>(
+        &'a self,
+        conv: &str,
+        doc: &str,
+    ) -> impl Iterator<Item = Result<(u32, ChunkRecord), DocError>> + 'a {
+        let mut prefix = doc_key(conv, doc);
+        prefix.push(0);
+        let at = prefix.len();
+        self.chunks.scan_prefix(prefix).filter_map(move |item| {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(storage(e))),
+            };
+            let Ok(chunk) = serde_json::from_slice::<ChunkRecord>(&v) else {
+                tracing::warn!("an unreadable chunk was left out");
+                return None;
+            };
+            let page = k
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_be_bytes);
+            Some(Ok((page, chunk)))
+        })
     }
 
     fn invalidate(&self, conv: &str) {

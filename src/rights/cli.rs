@@ -86,7 +86,7 @@ pub async fn forget(
     {
         return Err(RightsError::NotConfirmed);
     }
-    let erased = erase::erase(&opened.store, Some(&opened.docs), &key).await?;
+    let erased = erase::erase(&opened.store, &opened.docs, &key).await?;
     let db = opened.store.db();
     let copied = swap::write_new(dir, |new| Ok(swap::copy_trees(&db, new)?))?;
     // Every handle on the old store goes before the swap.

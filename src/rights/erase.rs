@@ -4,7 +4,7 @@ use anchorbot_platform::ConversationKey;
 use serde::Serialize;
 
 use super::{belongs, RightsError};
-use crate::docs::store::DocStore;
+use crate::docs::store::{conv_prefix, DocStore};
 use crate::store::{Store, StoreError};
 
 /// What was erased.
@@ -35,18 +35,6 @@ impl Erased {
     }
 }
 
-/// Counts `conv`'s records in `tree` (matched as [`belongs`] says).
-fn prefix_count(tree: &sled::Tree, conv: &str) -> Result<u64, sled::Error> {
-    let mut prefix = conv.as_bytes().to_vec();
-    prefix.push(0);
-    let mut n = 0;
-    for item in tree.scan_prefix(&prefix).keys() {
-        item?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 /// Erases everything of `key` from every tree of the store, then flushes. The documents,
 /// chunks, vectors, kept files and anchor go in one transaction (through `docs`, which also
 /// drops its in-memory index of the conversation); then every tree the database has,
@@ -56,11 +44,11 @@ fn prefix_count(tree: &sled::Tree, conv: &str) -> Result<u64, sled::Error> {
 /// scans run on the blocking pool.
 pub async fn erase(
     store: &Store,
-    docs: Option<&DocStore>,
+    docs: &DocStore,
     key: &ConversationKey,
 ) -> Result<Erased, RightsError> {
-    let (s, d, k) = (store.clone(), docs.cloned(), key.clone());
-    let erased = tokio::task::spawn_blocking(move || erase_records(&s, d.as_ref(), &k))
+    let (s, d, k) = (store.clone(), docs.clone(), key.clone());
+    let erased = tokio::task::spawn_blocking(move || erase_records(&s, &d, &k))
         .await
         .map_err(|e| RightsError::Sled(sled::Error::ReportableBug(format!("erase task: {e}"))))??;
     store.flush().await?;
@@ -70,7 +58,7 @@ pub async fn erase(
 /// [`erase`] without the flush, on the calling thread.
 pub fn erase_records(
     store: &Store,
-    docs: Option<&DocStore>,
+    docs: &DocStore,
     key: &ConversationKey,
 ) -> Result<Erased, RightsError> {
     let conv = key.to_string();
@@ -88,18 +76,15 @@ pub fn erase_records(
         }
         Err(e) => return Err(e.into()),
     }
-    out.documents = prefix_count(&db.open_tree("docs")?, &conv)?;
-    out.chunks = prefix_count(&db.open_tree("chunks")?, &conv)?;
-    out.vectors = prefix_count(&db.open_tree("vectors")?, &conv)?;
+    out.documents = docs.doc_count(&conv) as u64;
+    out.chunks = docs.chunk_count(&conv) as u64;
+    out.vectors = docs.vector_count(&conv) as u64;
 
     (out.records, out.bytes) = tree_bytes(&db, &conv)?;
 
-    if let Some(docs) = docs {
-        let (anchors, anchor_key) = store.anchor_slot(key);
-        docs.clear_with(&conv, anchors, &anchor_key)?;
-    }
-    let mut prefix = conv.as_bytes().to_vec();
-    prefix.push(0);
+    let (anchors, anchor_key) = store.anchor_slot(key);
+    docs.clear_with(&conv, anchors, &anchor_key)?;
+    let prefix = conv_prefix(&conv);
     for name in db.tree_names() {
         let tree = db.open_tree(&name)?;
         let mut batch = sled::Batch::default();
@@ -122,8 +107,7 @@ pub fn erase_records(
 /// Records and bytes (keys and values) of `conv` across every tree.
 pub fn tree_bytes(db: &sled::Db, conv: &str) -> Result<(u64, u64), sled::Error> {
     let (mut records, mut bytes) = (0, 0);
-    let mut prefix = conv.as_bytes().to_vec();
-    prefix.push(0);
+    let prefix = conv_prefix(conv);
     for name in db.tree_names() {
         let tree = db.open_tree(&name)?;
         if let Some(v) = tree.get(conv.as_bytes())? {

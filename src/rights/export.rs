@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::RightsError;
 use crate::docs::search::join_overlapping;
-use crate::docs::store::{ChunkRecord, DocRecord, DocStore};
+use crate::docs::store::{DocRecord, DocStore};
 use crate::store::{now_ms, Anchor, Store};
 
 /// Export formats.
@@ -122,10 +122,9 @@ pub fn collect(
             })
         })
         .collect();
-    let chunks = store.db().open_tree("chunks")?;
     let mut documents = Vec::new();
     for record in docs.list(&conv)? {
-        let text = document_text(&chunks, &conv, &record.id)?;
+        let text = document_text(docs, &conv, &record.id)?;
         documents.push(DocumentExport { record, text });
     }
     let (records, _) = super::erase::tree_bytes(&store.db(), &conv)?;
@@ -141,32 +140,22 @@ pub fn collect(
     })
 }
 
-/// A document's text from its chunks, which sled keeps in page and position order
-/// (`conversation\0document\0` + page + position, big-endian); overlapping chunk text is
+/// A document's text from its chunks, in page and position order; overlapping chunk text is
 /// joined without repeating the overlap.
-fn document_text(chunks: &sled::Tree, conv: &str, doc: &str) -> Result<Vec<PageText>, RightsError> {
-    let mut prefix = format!("{conv}\0{doc}").into_bytes();
-    prefix.push(0);
+fn document_text(docs: &DocStore, conv: &str, doc: &str) -> Result<Vec<PageText>, RightsError> {
     let mut pages: Vec<PageText> = Vec::new();
-    let mut last_key_page: Option<[u8; 4]> = None;
-    for item in chunks.scan_prefix(&prefix) {
-        let (k, v) = item?;
-        let Ok(chunk) = serde_json::from_slice::<ChunkRecord>(&v) else {
-            tracing::warn!("an unreadable chunk was left out of the export");
-            continue;
-        };
-        let key_page: Option<[u8; 4]> = k
-            .get(prefix.len()..prefix.len() + 4)
-            .and_then(|b| b.try_into().ok());
+    let mut last_page: Option<u32> = None;
+    for item in docs.document_chunks(conv, doc) {
+        let (page, chunk) = item?;
         match pages.last_mut() {
-            Some(p) if key_page == last_key_page => p.text = join_overlapping(&p.text, &chunk.text),
+            Some(p) if last_page == Some(page) => p.text = join_overlapping(&p.text, &chunk.text),
             _ => pages.push(PageText {
                 page: chunk.page,
-                label: chunk.label.clone(),
-                text: chunk.text.clone(),
+                label: chunk.label,
+                text: chunk.text,
             }),
         }
-        last_key_page = key_page;
+        last_page = Some(page);
     }
     Ok(pages)
 }
