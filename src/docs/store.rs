@@ -467,6 +467,21 @@ impl DocStore {
         self.docs.scan_prefix(conv_prefix(conv)).count()
     }
 
+    /// Each conversation with documents, with its latest ingestion time (Unix ms).
+    pub fn last_ingested(&self) -> Result<HashMap<String, u64>, DocError> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for item in self.docs.iter() {
+            let (k, v) = item.map_err(storage)?;
+            let conv = k.split(|b| *b == 0).next().unwrap_or(&k);
+            let at = serde_json::from_slice::<DocRecord>(&v).map_or(0, |r| r.ingested_at_ms);
+            let latest = out
+                .entry(String::from_utf8_lossy(conv).into_owned())
+                .or_default();
+            *latest = (*latest).max(at);
+        }
+        Ok(out)
+    }
+
     /// Vectors stored for the conversation.
     pub fn vector_count(&self, conv: &str) -> usize {
         self.vectors.scan_prefix(conv_prefix(conv)).count()

@@ -1,11 +1,12 @@
 //! `anchorbot conversations`: every conversation in the store with its last activity and
 //! size, most recent first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::RightsError;
+use crate::docs::store::DocStore;
 use crate::store::{Anchor, Store};
 
 /// One conversation in the listing.
@@ -51,6 +52,22 @@ fn conversation_of(key: &[u8]) -> &[u8] {
     key.split(|b| *b == 0).next().unwrap_or(key)
 }
 
+/// Each conversation's last activity (Unix ms), from its anchor and its documents only: what
+/// retention needs, without reading every chunk and vector as [`conversations`] does.
+pub fn activity(store: &Store, docs: &DocStore) -> Result<Vec<(String, u64)>, RightsError> {
+    let mut latest = docs.last_ingested()?;
+    for key in store.conversations()? {
+        let at = key
+            .parse()
+            .ok()
+            .and_then(|k| store.anchor(&k).ok())
+            .map_or(0, |a| anchor_activity(&a));
+        let e = latest.entry(key).or_default();
+        *e = (*e).max(at);
+    }
+    Ok(latest.into_iter().collect())
+}
+
 /// Every conversation with something stored, most recently active first.
 pub fn conversations(store: &Store) -> Result<Vec<ConversationInfo>, RightsError> {
     let db = store.db();
@@ -86,16 +103,14 @@ pub fn conversations(store: &Store) -> Result<Vec<ConversationInfo>, RightsError
             }
         }
     }
-    let keys: BTreeSet<Vec<u8>> = sizes.keys().cloned().collect();
     let mut out = Vec::new();
-    for conv in keys {
+    for (conv, (records, bytes)) in sizes {
         let key = String::from_utf8_lossy(&conv).into_owned();
         let anchor = key
             .parse()
             .ok()
             .and_then(|k| store.anchor(&k).ok())
             .unwrap_or_default();
-        let (records, bytes) = sizes.get(&conv).copied().unwrap_or_default();
         out.push(ConversationInfo {
             last_activity_ms: anchor_activity(&anchor)
                 .max(ingested.get(&conv).copied().unwrap_or(0)),

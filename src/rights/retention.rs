@@ -26,25 +26,25 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 pub async fn sweep(store: &Store, docs: &DocStore, days: u32) -> Result<usize, RightsError> {
     let cutoff = now_ms().saturating_sub(u64::from(days) * DAY_MS);
     let mut forgotten = 0;
-    let s = store.clone();
-    let all = tokio::task::spawn_blocking(move || list::conversations(&s))
+    let (s, d) = (store.clone(), docs.clone());
+    let all = tokio::task::spawn_blocking(move || list::activity(&s, &d))
         .await
         .map_err(|e| {
             RightsError::Sled(sled::Error::ReportableBug(format!("listing task: {e}")))
         })??;
-    for c in all {
-        if c.last_activity_ms == 0 || c.last_activity_ms >= cutoff {
+    for (conv, last_activity_ms) in all {
+        if last_activity_ms == 0 || last_activity_ms >= cutoff {
             continue;
         }
-        let Ok(key) = c.key.parse::<ConversationKey>() else {
+        let Ok(key) = conv.parse::<ConversationKey>() else {
             tracing::warn!("retention skipped a record whose key is not a conversation key");
             continue;
         };
         erase::erase(store, docs, &key).await?;
         forgotten += 1;
     }
+    // `erase` flushed each one.
     if forgotten > 0 {
-        store.flush().await?;
         super::swap::mark_compaction(store.dir()).map_err(|e| RightsError::io(store.dir(), e))?;
     }
     Ok(forgotten)
