@@ -293,6 +293,19 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The sled settings of the store in `dir` (a copy written beside it uses them too).
+pub fn sled_config(dir: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::LowSpace)
+        // Only explicit, serialized flushes (see `Flusher`); sled's own periodic flusher
+        // would race them.
+        .flush_every_ms(None)
+        // sled's page cache defaults to 1 GiB, which a conversation with 100k chunks fills
+        // when its index loads; the index keeps what retrieval needs itself.
+        .cache_capacity(SLED_CACHE_BYTES)
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` and upgrades its schema. Never deletes data.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -303,16 +316,7 @@ impl Store {
         // conflict is retried briefly before it is reported.
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .mode(sled::Mode::LowSpace)
-                // Only explicit, serialized flushes (see `Flusher`); sled's own periodic
-                // flusher would race them.
-                .flush_every_ms(None)
-                // sled's page cache defaults to 1 GiB, which a conversation with 100k chunks
-                // fills when its index loads; the index keeps what retrieval needs itself.
-                .cache_capacity(SLED_CACHE_BYTES)
-                .open();
+            let opened = sled_config(dir).open();
             match opened {
                 Ok(db) => break db,
                 Err(source) if source.to_string().contains("lock") => {

@@ -142,15 +142,6 @@ pub fn clean_after_open(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The sled settings of the store (as `Store::open` uses them), for writing a new copy.
-pub fn sled_config(dir: &Path) -> sled::Config {
-    sled::Config::new()
-        .path(dir)
-        .mode(sled::Mode::LowSpace)
-        .flush_every_ms(None)
-        .cache_capacity(64 * 1024 * 1024)
-}
-
 /// Records copied into the new store per batch.
 const BATCH: usize = 4096;
 
@@ -185,7 +176,7 @@ pub fn write_new<T>(
 ) -> Result<T, super::RightsError> {
     let new = new_dir(dir);
     remove_all(&new).map_err(|e| super::RightsError::io(&new, e))?;
-    let db = sled_config(&new).open()?;
+    let db = crate::store::sled_config(&new).open()?;
     let out = fill(&db)?;
     db.flush()?;
     drop(db);
@@ -220,13 +211,13 @@ mod tests {
     use super::*;
 
     fn store_with(dir: &Path, key: &[u8], value: &[u8]) {
-        let db = sled_config(dir).open().unwrap();
+        let db = crate::store::sled_config(dir).open().unwrap();
         db.open_tree("t").unwrap().insert(key, value).unwrap();
         db.flush().unwrap();
     }
 
     fn value(dir: &Path, key: &[u8]) -> Option<Vec<u8>> {
-        let db = sled_config(dir).open().unwrap();
+        let db = crate::store::sled_config(dir).open().unwrap();
         let v = db.open_tree("t").unwrap().get(key).unwrap();
         v.map(|v| v.to_vec())
     }
