@@ -21,14 +21,9 @@ pub const RRF_K: f32 = 60.0;
 /// Passages the reranker orders.
 pub const RERANK_POOL: usize = 20;
 
-/// Fuses ranked lists (best first) by reciprocal rank: a row scores Σ 1/(k + rank), rank from
-/// 1. Best first; ties keep the order of first appearance.
-pub fn rrf(lists: &[&[usize]], k: f32) -> Vec<(f32, usize)> {
-    let weighted: Vec<(&[usize], f32)> = lists.iter().map(|l| (*l, 1.0)).collect();
-    weighted_rrf(&weighted, k)
-}
-
-/// Reciprocal rank fusion where each list counts with its weight: Σ w/(k + rank).
+/// Fuses ranked lists (best first) by reciprocal rank, each list counting with its weight: a
+/// row scores Σ w/(k + rank), rank from 1. Best first; ties keep the order of first
+/// appearance.
 pub fn weighted_rrf(lists: &[(&[usize], f32)], k: f32) -> Vec<(f32, usize)> {
     let mut scores: Vec<(f32, usize)> = Vec::new();
     let mut at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
@@ -208,7 +203,7 @@ mod tests {
     fn fusion_rewards_rows_both_lists_rank() {
         let dense = [1, 2, 3];
         let lexical = [3, 4, 1];
-        let fused = rrf(&[&dense, &lexical], RRF_K);
+        let fused = weighted_rrf(&[(&dense, 1.0), (&lexical, 1.0)], RRF_K);
         let rows: Vec<usize> = fused.iter().map(|x| x.1).collect();
         // 1: 1/61 + 1/63; 3: 1/63 + 1/61 — equal, 1 came first; then 2 and 4 (rank 2 each).
         assert_eq!(rows, [1, 3, 2, 4]);
