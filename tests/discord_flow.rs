@@ -635,17 +635,7 @@ async fn readiness_waits_for_the_discord_gateway_session() {
     .await;
     let ops = app.ops.expect("metrics.listen was set");
     // After READY: the store, the model endpoint and the Discord session are all up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap();
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ready: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(ops, |_| {}).await;
     // The REST calls made so far (registering the slash commands at READY) are counted by a
     // route template: no snowflake in any label.
     let metrics = reqwest::get(format!("http://{ops}/metrics"))

@@ -458,28 +458,19 @@ async fn readiness_waits_for_the_socket_mode_connection() {
         .await
         .unwrap()
         .expect("metrics.listen was set");
+    // Not `SlackApp::start`, which waits for the connection: readiness is watched from the
+    // moment the app starts.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap();
-        if status == 200 {
-            break;
-        }
+    wait_ready(ops, |body| {
         assert!(
             body.contains("slack"),
             "not ready for another reason: {body}"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never ready: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        )
+    })
+    .await;
     // Ready means the Socket Mode connection is open.
     assert!(slack.open_connections() > 0);
     let _ = tx.send(());

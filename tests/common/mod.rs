@@ -400,6 +400,26 @@ async fn chat(State(state): State<Arc<FakeState>>, Json(req): Json<Value>) -> Re
 }
 
 /// A port on which nothing listens.
+/// Polls `/readyz` at `ops` until it answers 200, handing each not-ready body to `not_ready`
+/// (which may assert on it); fails after 20 s.
+pub async fn wait_ready(ops: std::net::SocketAddr, mut not_ready: impl FnMut(&str)) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if status == 200 {
+            return;
+        }
+        not_ready(&body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn closed_port_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
