@@ -39,8 +39,7 @@
 //! - `RETRIEVAL_DUMP=DIR` writes each PDF's extracted page texts to DIR (for writing questions).
 //! - `RETRIEVAL_SIZES=10000,100000` sets the latency sizes.
 
-#[path = "../tests/common/fixtures.rs"]
-mod fixtures;
+use anchorbot_fakes::fixtures;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;

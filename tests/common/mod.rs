@@ -3,10 +3,11 @@
 //! `App`, and a builder for the real `anchorbot` binary.
 #![allow(dead_code)]
 
-pub mod discord;
 pub mod discord_app;
-pub mod fixtures;
-pub mod slack;
+
+// The platform fakes and fixture generators live in their own crate, compiled once for every
+// test binary instead of inside each.
+pub use anchorbot_fakes::{discord, fixtures, slack};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1600,7 +1600,7 @@ fn err(code: &str) -> Value {
 fn parse_args(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
     let mut args = Map::new();
     let add_pairs = |q: &str, args: &mut Map<String, Value>| {
-        if let Ok(u) = reqwest::Url::parse(&format!("http://x/?{q}")) {
+        if let Ok(u) = url::Url::parse(&format!("http://x/?{q}")) {
             for (k, v) in u.query_pairs() {
                 let v = v.into_owned();
                 let val = if JSON_FIELDS.contains(&k.as_ref()) {

@@ -6,9 +6,8 @@
 //! rasterising/encrypting ones shell out to the Debian tools `pdftoppm` (poppler-utils) and
 //! `qpdf`, and panic with a clear message when they are missing or fail.
 //!
-//! Include from an integration test with `#[path = "common/fixtures.rs"] mod fixtures;` or as
-//! `pub mod fixtures;` inside `tests/common/mod.rs`.
-#![allow(dead_code)]
+//! Used by the integration tests (through `tests/common`) and the benchmarks as
+//! `anchorbot_fakes::fixtures`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

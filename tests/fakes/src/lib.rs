@@ -1,0 +1,9 @@
+//! Local fakes of the platforms anchorbot talks to, and generators of test documents.
+//!
+//! They live in one crate so that the 20-odd integration test binaries and the benchmarks share
+//! one compiled copy instead of each compiling its own.
+#![forbid(unsafe_code)]
+
+pub mod discord;
+pub mod fixtures;
+pub mod slack;
