@@ -6,4 +6,5 @@
 
 pub mod discord;
 pub mod fixtures;
+pub mod rules;
 pub mod slack;
