@@ -10,12 +10,14 @@
 //! Nothing in here knows about LLMs, prompts or storage.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 mod key;
 pub mod metrics;
 mod recent;
 mod reply;
 mod split;
 
+pub use budget::{LocalBudget, Rate, RateBudget, RateKey};
 pub use key::{ConversationKey, KeyError};
 pub use recent::RecentIds;
 pub use reply::StreamingReply;

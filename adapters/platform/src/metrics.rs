@@ -9,6 +9,9 @@ pub const API_CALLS: &str = "anchorbot_platform_api_calls_total";
 pub const API_ERRORS: &str = "anchorbot_platform_api_errors_total";
 /// Waits for a platform's rate limit (a 429 with `retry_after`), by `platform` and `route`.
 pub const RATE_LIMIT_WAITS: &str = "anchorbot_platform_rate_limit_waits_total";
+/// Seconds spent waiting on a platform's rate limit (a 429's hold or a spent allowance), by
+/// `platform` and `method`: a histogram, so `_sum` is the seconds and `_count` the waits.
+pub const RATE_LIMIT_SECONDS: &str = "anchorbot_platform_rate_limit_wait_seconds";
 
 /// Counts one call to `route` (a method name or a template from [`route_template`]) on
 /// `platform`.
@@ -26,6 +29,13 @@ pub fn api_error(platform: &'static str, route: &str) {
 pub fn rate_limit_wait(platform: &'static str, route: &str) {
     metrics::counter!(RATE_LIMIT_WAITS, "platform" => platform, "route" => route.to_string())
         .increment(1);
+}
+
+/// Counts `waited` spent waiting on the rate limit of `method` (a method name, a route
+/// template or a bucket) on `platform`.
+pub fn rate_limit_seconds(platform: &'static str, method: &str, waited: std::time::Duration) {
+    metrics::histogram!(RATE_LIMIT_SECONDS, "platform" => platform, "method" => method.to_string())
+        .record(waited.as_secs_f64());
 }
 
 /// A REST path as a bounded label: numeric segments (snowflakes) become `{id}` and long ones
@@ -52,6 +62,11 @@ pub fn describe() {
     metrics::describe_counter!(API_CALLS, "Platform Web API calls by platform and route.");
     metrics::describe_counter!(API_ERRORS, "Failed platform Web API calls.");
     metrics::describe_counter!(RATE_LIMIT_WAITS, "Waits for a platform's rate limit.");
+    metrics::describe_histogram!(
+        RATE_LIMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds spent waiting on a platform's rate limit, by platform and method."
+    );
 }
 
 #[cfg(test)]
