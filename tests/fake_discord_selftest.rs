@@ -1,14 +1,10 @@
-//! Checks the fake Discord in `common/discord.rs` with plain HTTP and WebSocket clients: the
+//! Checks the fake Discord (`anchorbot_fakes::discord`) with plain HTTP and WebSocket clients: the
 //! bot token, the 2,000-character limit, 429s, threads, typing, history, interactions, the CDN,
 //! and the gateway's HELLO, IDENTIFY, READY, heartbeats, dispatches, close and RESUME.
 
-#[allow(dead_code)]
-#[path = "common/discord.rs"]
-mod discord;
-
 use std::time::Duration;
 
-use discord::{FakeDiscord, FakeDiscordConfig, TEXT_CHANNEL_ID, USER_ID};
+use anchorbot_fakes::discord::{self, FakeDiscord, FakeDiscordConfig, TEXT_CHANNEL_ID, USER_ID};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
