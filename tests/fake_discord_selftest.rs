@@ -190,6 +190,16 @@ async fn messages_are_limited_edited_and_listed() {
     assert!(v["errors"]["content"].is_object(), "{v}");
     let (s, v) = bot(&fake, reqwest::Method::POST, &path, Some(json!({}))).await;
     assert_eq!((s, v["code"].clone()), (400, json!(50006)));
+    // Both are broken rules, recorded as such (the test's own requests break them on purpose).
+    let broken: Vec<String> = fake
+        .violations()
+        .take()
+        .into_iter()
+        .map(|v| v.rule)
+        .collect();
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    assert!(broken[0].contains("at most 2,000 characters"), "{broken:?}");
+    assert!(broken[1].contains("50006"), "{broken:?}");
 
     let exact = "é".repeat(2000);
     let (s, m) = bot(
@@ -304,7 +314,11 @@ async fn rate_limits_answer_429_with_headers() {
     assert_eq!(h["retry-after"], "1");
     assert_eq!(h["x-ratelimit-remaining"], "0");
     assert_eq!(h["x-ratelimit-reset-after"], "0.500");
+    assert_eq!(h["x-ratelimit-bucket"], fake.bucket_of(route).as_str());
+    assert_eq!(h["x-ratelimit-scope"], "user");
     assert_eq!(fake.find_message(id).unwrap().content, "a");
+    // A call inside the Retry-After (past the in-flight grace) is refused and recorded.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, _) = bot(
         &fake,
         reqwest::Method::PATCH,
@@ -312,11 +326,237 @@ async fn rate_limits_answer_429_with_headers() {
         Some(json!({"content": "b"})),
     )
     .await;
-    assert_eq!(s, 200, "only the next call was limited");
+    assert_eq!(s, 429);
+    let broken = fake.violations().take();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].rule.contains("Retry-After"), "{broken:?}");
+    assert!(
+        broken[0].request.starts_with("PATCH /channels/"),
+        "{broken:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = bot(
+        &fake,
+        reqwest::Method::PATCH,
+        &format!("{path}/{id}"),
+        Some(json!({"content": "b"})),
+    )
+    .await;
+    assert_eq!(s, 200, "once the Retry-After has passed");
     let calls = fake.calls_to(route);
     assert_eq!(
         calls.iter().map(|c| c.status).collect::<Vec<_>>(),
-        vec![429, 200]
+        vec![429, 429, 200]
+    );
+}
+
+#[tokio::test]
+async fn buckets_count_calls_per_channel_and_a_global_429_holds_all_but_interactions() {
+    let fake = FakeDiscord::start(FakeDiscordConfig {
+        bucket_limit: 2,
+        bucket_window: Duration::from_secs(30),
+        ..FakeDiscordConfig::default()
+    })
+    .await;
+    let route = "POST /channels/{channel_id}/typing";
+    let typing = format!("/channels/{TEXT_CHANNEL_ID}/typing");
+    let a = auth(&fake);
+    let (s, h, _) = rest(&fake, reqwest::Method::POST, &typing, Some(&a), None).await;
+    assert_eq!(s, 204);
+    assert_eq!(h["x-ratelimit-limit"], "2");
+    assert_eq!(h["x-ratelimit-remaining"], "1");
+    assert_eq!(h["x-ratelimit-bucket"], fake.bucket_of(route).as_str());
+    let reset_after: f64 = h["x-ratelimit-reset-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reset_after > 29.0 && reset_after <= 30.0, "{reset_after}");
+    let (s, h, _) = rest(&fake, reqwest::Method::POST, &typing, Some(&a), None).await;
+    assert_eq!(
+        (s, h["x-ratelimit-remaining"].to_str().unwrap()),
+        (204, "0")
+    );
+    // Past the limit: a 429 whose Retry-After is the rest of the window.
+    let (s, h, v) = rest(&fake, reqwest::Method::POST, &typing, Some(&a), None).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["global"], false);
+    assert!(v["retry_after"].as_f64().unwrap() > 29.0, "{v}");
+    assert_eq!(h["x-ratelimit-scope"], "user");
+    assert!(
+        fake.violations().all().is_empty(),
+        "a 429 itself breaks nothing"
+    );
+    // Another channel has its own count.
+    let dm = "1200000000000000950";
+    fake.dm(dm, USER_ID, "hi");
+    let (s, _, _) = rest(
+        &fake,
+        reqwest::Method::POST,
+        &format!("/channels/{dm}/typing"),
+        Some(&a),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+
+    // A global 429: every route is held, the interaction endpoints excepted.
+    fake.global_rate_limit(5.0);
+    let (s, h, v) = rest(&fake, reqwest::Method::GET, "/users/@me", Some(&a), None).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["global"], true);
+    assert_eq!(h["x-ratelimit-global"], "true");
+    assert_eq!(h["x-ratelimit-scope"], "global");
+    let cmd = fake.command(TEXT_CHANNEL_ID, USER_ID, "status");
+    fake.dispatch("INTERACTION_CREATE", cmd.clone());
+    let (id, token) = (cmd["id"].as_str().unwrap(), cmd["token"].as_str().unwrap());
+    let (s, _, _) = rest(
+        &fake,
+        reqwest::Method::POST,
+        &format!("/interactions/{id}/{token}/callback"),
+        None,
+        Some(json!({"type": 5, "data": {"flags": 64}})),
+    )
+    .await;
+    assert_eq!(s, 204, "interactions are not bound by the global limit");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _, _) = rest(
+        &fake,
+        reqwest::Method::GET,
+        &format!("/channels/{dm}"),
+        Some(&a),
+        None,
+    )
+    .await;
+    assert_eq!(s, 429);
+    let broken = fake.violations().take();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].rule.contains("global"), "{broken:?}");
+}
+
+#[tokio::test]
+async fn every_request_is_checked_against_the_published_spec() {
+    let fake = FakeDiscord::start_default().await;
+    // A route Discord does not have.
+    let (s, v) = bot(&fake, reqwest::Method::GET, "/channels/1/nonsense", None).await;
+    assert_eq!((s, v["message"].clone()), (404, json!("404: Not Found")));
+    // A path parameter that is not a snowflake.
+    let (s, _) = bot(
+        &fake,
+        reqwest::Method::POST,
+        "/channels/general/typing",
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+    // A body that does not fit the request schema: `tts` is a boolean.
+    let (s, v) = bot(
+        &fake,
+        reqwest::Method::POST,
+        &format!("/channels/{TEXT_CHANNEL_ID}/messages"),
+        Some(json!({"content": "x", "tts": "yes"})),
+    )
+    .await;
+    assert_eq!((s, v["code"].clone()), (400, json!(50035)));
+    // A form body where the route takes JSON only.
+    let a = auth(&fake);
+    let resp = reqwest::Client::new()
+        .put(format!(
+            "{}/api/v10/applications/{}/commands",
+            fake.base_url(),
+            fake.config().application_id
+        ))
+        .header("authorization", &a)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=status")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let broken: Vec<String> = fake
+        .violations()
+        .take()
+        .into_iter()
+        .map(|v| v.rule)
+        .collect();
+    assert_eq!(broken.len(), 4, "{broken:#?}");
+    assert!(broken[0].contains("not a route of API v10"), "{broken:?}");
+    assert!(broken[1].contains("\"channel_id\""), "{broken:?}");
+    assert!(
+        broken[2].contains("/tts") && broken[2].contains("discord-openapi.json"),
+        "{broken:?}"
+    );
+    assert!(broken[3].contains("application/json"), "{broken:?}");
+}
+
+#[tokio::test]
+async fn commands_are_refused_for_installation_contexts_the_app_lacks() {
+    let fake = FakeDiscord::start(FakeDiscordConfig {
+        integration_types: vec![discord::INSTALL_GUILD],
+        ..FakeDiscordConfig::default()
+    })
+    .await;
+    let app = fake.config().application_id.clone();
+    let (_, me) = bot(&fake, reqwest::Method::GET, "/applications/@me", None).await;
+    let config = me["integration_types_config"].as_object().unwrap();
+    assert_eq!(config.keys().collect::<Vec<_>>(), ["0"]);
+    let path = format!("/applications/{app}/commands");
+    let good = json!({"name": "status", "type": 1, "description": "Show memory",
+                      "integration_types": [0], "contexts": [0, 1]});
+    let user = json!({"name": "help", "type": 1, "description": "List the commands",
+                      "integration_types": [0, 1], "contexts": [0, 1, 2]});
+    // One command for User Install refuses the whole bulk overwrite.
+    let (s, v) = bot(
+        &fake,
+        reqwest::Method::PUT,
+        &path,
+        Some(json!([good.clone(), user.clone()])),
+    )
+    .await;
+    assert_eq!((s, v["code"].clone()), (400, json!(50035)));
+    assert!(v["errors"]["1.integration_types"].is_object(), "{v}");
+    assert!(fake.registered_commands(None).is_empty());
+    assert!(fake.commands_puts().is_empty());
+    // One at a time, the good one is created and the other refused.
+    let (s, created) = bot(&fake, reqwest::Method::POST, &path, Some(good.clone())).await;
+    assert_eq!(s, 201, "{created}");
+    let (s, _) = bot(&fake, reqwest::Method::POST, &path, Some(user)).await;
+    assert_eq!(s, 400);
+    // Creating it again replaces it.
+    let (s, again) = bot(&fake, reqwest::Method::POST, &path, Some(good)).await;
+    assert_eq!((s, again["id"].clone()), (200, created["id"].clone()));
+    let names: Vec<Value> = fake
+        .registered_commands(None)
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("status")]);
+    let broken = fake.violations().take();
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    assert!(
+        broken.iter().all(|v| v.rule.contains("integration_types")),
+        "{broken:?}"
+    );
+    assert!(broken[0].rule.contains("refused whole"), "{broken:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_route_answers_late() {
+    let fake = FakeDiscord::start_default().await;
+    fake.stall("GET /users/@me", 1, Duration::from_millis(600));
+    let t = std::time::Instant::now();
+    let (s, _) = bot(&fake, reqwest::Method::GET, "/users/@me", None).await;
+    assert_eq!(s, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    bot(&fake, reqwest::Method::GET, "/users/@me", None).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "only the next call stalls"
     );
 }
 
@@ -413,6 +653,9 @@ async fn threads_typing_and_commands() {
     let puts = fake.commands_puts();
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].guild_id.as_deref(), Some(discord::GUILD_ID));
+    let broken = fake.violations().take();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].rule.contains("command name"), "{broken:?}");
 }
 
 #[tokio::test]
@@ -512,6 +755,21 @@ async fn interactions_are_answered_once_within_the_deadline() {
     )
     .await;
     assert_eq!((s, v["code"].clone()), (404, json!(10062)));
+    let late = fake.interaction(late["id"].as_str().unwrap()).unwrap();
+    assert!(late.callbacks.is_empty());
+    let waited = late.attempts[0].saturating_duration_since(late.dispatched.unwrap());
+    assert!(waited > Duration::from_secs(3), "{waited:?}");
+    let broken = fake.violations().take();
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    assert!(
+        broken[0].rule.contains("one initial response"),
+        "{broken:?}"
+    );
+    assert!(broken[1].rule.contains("within 3 s"), "{broken:?}");
+    assert!(
+        broken[1].request.contains("{token}"),
+        "no token in a violation"
+    );
 }
 
 #[tokio::test]

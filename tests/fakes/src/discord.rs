@@ -1,9 +1,18 @@
 //! A local fake Discord for the Discord adapter's end-to-end tests, written from Discord's
 //! documented payloads (API v10) and checked against what serenity 0.12.5 sends and parses.
 //!
+//! It is as strict as Discord: every REST request is checked against Discord's published
+//! OpenAPI spec ([`crate::discord_spec`]) and the limits its docs give in prose (2,000
+//! characters of content, 5 action rows of at most 5 buttons, `custom_id` of 1 to 100
+//! characters, an interaction's initial response within 3 s, commands only for the
+//! installation contexts the application has enabled), and rate limited per bucket as Discord
+//! does ([`crate::discord_limits`]). A request that breaks a rule is answered as Discord would
+//! answer it and recorded in [`Violations`]; the test's last handle of the fake fails the test
+//! when it is dropped with rules broken.
+//!
 //! One listener on 127.0.0.1 serves:
 //! - REST at `/api/v10/...` (`Authorization: Bot <token>`, Discord's error bodies and codes,
-//!   the 2,000-character limit, HTTP 429 with `Retry-After` and `X-RateLimit-*` on demand);
+//!   `X-RateLimit-*` headers, per-bucket and global 429s, stalls on demand);
 //! - the gateway over WebSocket at `/` (what `GET /api/v10/gateway` hands out; serenity appends
 //!   `?v=10`): HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeats, RESUME with replay,
 //!   INVALID_SESSION, RECONNECT, close codes, and intent filtering (MESSAGE_CONTENT empties
@@ -28,10 +37,20 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::discord_limits::{Admission, Limits};
+use crate::discord_spec;
+use crate::rules::Violations;
+
 /// Discord's limit on a message's `content`.
 pub const MAX_CONTENT_CHARS: usize = 2000;
 /// Time an interaction token accepts its initial callback.
 pub const INTERACTION_DEADLINE: Duration = Duration::from_secs(3);
+/// Action rows a message may have.
+pub const MAX_ACTION_ROWS: usize = 5;
+/// Buttons an action row may hold.
+pub const MAX_ROW_BUTTONS: usize = 5;
+/// Characters of a component's `custom_id`.
+pub const MAX_CUSTOM_ID_CHARS: usize = 100;
 /// Discord's epoch (2015-01-01) in Unix milliseconds, the base of snowflakes.
 pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
@@ -124,6 +143,14 @@ pub struct FakeDiscordConfig {
     /// Dispatch what the bot's own REST calls cause (MESSAGE_CREATE / UPDATE / DELETE echoes,
     /// THREAD_CREATE), as Discord does.
     pub echo_bot_events: bool,
+    /// The installation contexts enabled in the portal (Installation → Installation
+    /// Contexts): 0 Guild Install, 1 User Install. `GET /applications/@me` lists them in
+    /// `integration_types_config`; a global command for any other is refused.
+    pub integration_types: Vec<u64>,
+    /// Calls a rate-limit bucket takes per window, per channel (or other major parameter).
+    pub bucket_limit: u32,
+    /// The bucket window.
+    pub bucket_window: Duration,
 }
 
 impl Default for FakeDiscordConfig {
@@ -158,9 +185,19 @@ impl Default for FakeDiscordConfig {
             }],
             attachment_size_limit: 10 * 1024 * 1024,
             echo_bot_events: true,
+            // What a new application has: both installation contexts.
+            integration_types: vec![INSTALL_GUILD, INSTALL_USER],
+            // Message routes allow about 5 calls per 5 s per channel.
+            bucket_limit: 5,
+            bucket_window: Duration::from_secs(5),
         }
     }
 }
+
+/// Installation context (`ApplicationIntegrationType`): installed to a server.
+pub const INSTALL_GUILD: u64 = 0;
+/// Installation context: installed to a user.
+pub const INSTALL_USER: u64 = 1;
 
 /// The default guild's id.
 pub const GUILD_ID: &str = "1200000000000000100";
@@ -354,8 +391,10 @@ pub struct FakeInteraction {
     pub channel_id: String,
     /// When it was dispatched (the 3-second deadline runs from here).
     pub dispatched: Option<Instant>,
-    /// Callbacks received: (type, data, when).
+    /// Callbacks accepted: (type, data, when).
     pub callbacks: Vec<(u64, Value, Instant)>,
+    /// When each callback arrived, refused ones (too late, a second one) included.
+    pub attempts: Vec<Instant>,
     /// The message the original response created, once there is one.
     pub original: Option<String>,
     /// The message a component interaction was on.
@@ -432,7 +471,12 @@ struct Session {
 #[derive(Default)]
 struct St {
     calls: Vec<RestCall>,
-    rate_limits: HashMap<String, (usize, f64)>,
+    /// Routes whose next calls are answered late: route → (calls left, delay).
+    stalls: HashMap<String, (usize, Duration)>,
+    /// The commands registered now: global (`None`) or per guild, by name.
+    registered: HashMap<Option<String>, Vec<Value>>,
+    /// Commands created one at a time (`POST .../commands`), in order.
+    created: Vec<CommandsPut>,
     channels: HashMap<String, Value>,
     users: HashMap<String, Value>,
     messages: Vec<FakeMessage>,
@@ -457,12 +501,28 @@ struct Shared {
     cfg: FakeDiscordConfig,
     base: String,
     st: Mutex<St>,
+    /// Every published rule a request broke.
+    rules: Violations,
+    /// Buckets, holds and forced 429s.
+    limits: Mutex<Limits>,
+}
+
+/// Fails the test, naming the rules, when the test's last handle of the fake goes.
+struct RulesCheck(Violations);
+
+impl Drop for RulesCheck {
+    fn drop(&mut self) {
+        self.0.assert_none("Discord");
+    }
 }
 
 /// The fake Discord. Dropping it does not stop the server (it lives as long as the runtime).
+/// Dropping the test's last handle fails the test if a request broke one of Discord's
+/// published rules, naming each.
 #[derive(Clone)]
 pub struct FakeDiscord {
     shared: Arc<Shared>,
+    _check: Arc<RulesCheck>,
 }
 
 impl FakeDiscord {
@@ -486,10 +546,14 @@ impl FakeDiscord {
         ] {
             st.users.insert(id.into(), user_json(id, name, is_bot));
         }
+        let rules = Violations::default();
+        let limits = Limits::new(cfg.bucket_limit, cfg.bucket_window);
         let shared = Arc::new(Shared {
             cfg,
             base: format!("http://{addr}"),
             st: Mutex::new(st),
+            rules: rules.clone(),
+            limits: Mutex::new(limits),
         });
         let app = Router::new()
             .route("/", get(gateway))
@@ -499,7 +563,16 @@ impl FakeDiscord {
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { shared }
+        Self {
+            shared,
+            _check: Arc::new(RulesCheck(rules)),
+        }
+    }
+
+    /// The published rules requests broke so far; a test that breaks one on purpose `take()`s
+    /// it.
+    pub fn violations(&self) -> &Violations {
+        &self.shared.rules
     }
 
     /// Starts the fake with the default application and guild.
@@ -535,11 +608,37 @@ impl FakeDiscord {
 
     /// Makes the next `n` calls of `route` (e.g. `"PATCH
     /// /channels/{channel_id}/messages/{message_id}"`, see [`RestCall::route`]) answer 429
-    /// with `retry_after` seconds.
+    /// with `retry_after` seconds; each holds the route's bucket (in its channel) that long.
     pub fn rate_limit(&self, route: &str, n: usize, retry_after: f64) {
-        self.st()
-            .rate_limits
-            .insert(route.to_string(), (n, retry_after));
+        self.limits().force(route, n, retry_after);
+    }
+
+    /// Answers the next call that the global limit binds (any but the interaction endpoints)
+    /// with a global 429 of `retry_after` seconds, which holds every such route that long.
+    pub fn global_rate_limit(&self, retry_after: f64) {
+        self.limits().force_global(retry_after);
+    }
+
+    /// Puts `routes` in one rate-limit bucket, the first one's (Discord groups routes so).
+    pub fn share_bucket(&self, routes: &[&str]) {
+        self.limits().share(routes);
+    }
+
+    /// The `X-RateLimit-Bucket` the fake sends for `route`.
+    pub fn bucket_of(&self, route: &str) -> String {
+        self.limits().bucket(route)
+    }
+
+    /// Answers the next `n` calls of `route` only after `delay` (a slow Discord).
+    pub fn stall(&self, route: &str, n: usize, delay: Duration) {
+        self.st().stalls.insert(route.to_string(), (n, delay));
+    }
+
+    fn limits(&self) -> MutexGuard<'_, Limits> {
+        self.shared
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every REST call so far, in arrival order.
@@ -645,9 +744,28 @@ impl FakeDiscord {
             .collect()
     }
 
-    /// Command bulk overwrites, in order.
+    /// Command bulk overwrites Discord accepted, in order.
     pub fn commands_puts(&self) -> Vec<CommandsPut> {
         self.st().commands.clone()
+    }
+
+    /// Commands Discord accepted one at a time (`POST .../commands`), in order.
+    pub fn commands_created(&self) -> Vec<CommandsPut> {
+        self.st().created.clone()
+    }
+
+    /// The commands registered now, global (`None`) or in a guild, as Discord returns them.
+    pub fn registered_commands(&self, guild: Option<&str>) -> Vec<Value> {
+        self.st()
+            .registered
+            .get(&guild.map(str::to_string))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until the registered commands (global or in `guild`) are at least `n`.
+    pub async fn wait_commands(&self, guild: Option<&str>, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.registered_commands(guild).len() >= n).await
     }
 
     /// Every interaction dispatched, with its callbacks.
@@ -1112,6 +1230,7 @@ impl Shared {
                     channel_id: d["channel_id"].as_str().unwrap_or("").to_string(),
                     dispatched: Some(Instant::now()),
                     callbacks: Vec::new(),
+                    attempts: Vec::new(),
                     original: None,
                     message_id: d["message"]["id"].as_str().map(str::to_string),
                 });
@@ -1213,6 +1332,10 @@ fn close_reason(code: u16) -> &'static str {
 
 // ---- REST ----
 
+#[path = "discord_commands.rs"]
+mod commands;
+use commands::{create_command, put_commands};
+
 fn err(status: u16, code: u64, message: &str) -> (u16, Value) {
     (status, json!({"message": message, "code": code}))
 }
@@ -1275,6 +1398,34 @@ fn route_of(method: &Method, path: &str) -> (String, Vec<String>) {
     (format!("{method} {template}"), params)
 }
 
+/// The request as violations name it: method and path, an interaction token replaced by
+/// `{token}`.
+fn request_name(method: &Method, path: &str) -> String {
+    let mut segs: Vec<&str> = path.split('/').collect();
+    if matches!(segs.get(1).copied(), Some("interactions" | "webhooks")) && segs.len() > 3 {
+        segs[3] = "{token}";
+    }
+    format!("{method} {}", segs.join("/"))
+}
+
+/// The top-level resource a call's rate limit is counted for: the channel, the guild, or the
+/// interaction (or webhook) and its token.
+fn major_of(path: &str) -> String {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["channels", c, ..] => (*c).to_string(),
+        ["applications", _, "guilds", g, ..] | ["guilds", g, ..] => (*g).to_string(),
+        ["interactions", i, t, ..] | ["webhooks", i, t, ..] => format!("{i}/{t}"),
+        _ => String::new(),
+    }
+}
+
+/// Whether a path is an interaction endpoint (a callback, or the webhook of an interaction
+/// token): the global rate limit does not bind them.
+fn is_interaction(path: &str) -> bool {
+    path.starts_with("/interactions/") || path.starts_with("/webhooks/")
+}
+
 async fn api(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -1296,30 +1447,91 @@ async fn api(
     let audit_log_reason = headers
         .get("x-audit-log-reason")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let mut limited = None;
-    {
-        let mut st = shared.st();
-        if let Some((n, secs)) = st.rate_limits.get_mut(&route) {
-            if *n > 0 {
-                *n -= 1;
-                limited = Some(*secs);
-            }
-        }
-    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let request = request_name(&method, &path);
+    let spec = discord_spec::check(
+        method.as_str(),
+        &path,
+        &query,
+        content_type.as_deref(),
+        &body,
+    );
     // Interaction callbacks and webhook routes authenticate with the token in the path.
     let token_route = route.contains("{token}");
     let authed = authorization.as_deref() == Some(&format!("Bot {}", shared.cfg.token));
-    let (status, response) = if let Some(secs) = limited {
-        (
-            429,
-            json!({"message": "You are being rate limited.", "retry_after": secs, "global": false}),
-        )
-    } else if !token_route && !authed {
+    let mut limit_headers = Vec::new();
+    let (status, response) = if !token_route && !authed {
         err(401, 0, "401: Unauthorized")
-    } else if route.is_empty() {
-        err(404, 0, "404: Not Found")
+    } else if let Some(spec_route) = spec.route.clone() {
+        // Rate limits are counted per route the way Discord names it in the fake's routes.
+        let limit_route = if route.is_empty() {
+            spec_route
+        } else {
+            route.clone()
+        };
+        let admission = shared
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit(
+                &limit_route,
+                &major_of(&path),
+                is_interaction(&path),
+                Instant::now(),
+            );
+        match admission {
+            Admission::Limited {
+                retry_after,
+                global,
+                headers,
+                violation,
+            } => {
+                limit_headers = headers;
+                if let Some(rule) = violation {
+                    shared.rules.record(rule, &request);
+                }
+                (
+                    429,
+                    json!({"message": "You are being rate limited.", "retry_after": retry_after,
+                           "global": global}),
+                )
+            }
+            Admission::Pass(headers) => {
+                limit_headers = headers;
+                if !spec.broken.is_empty() {
+                    for rule in &spec.broken {
+                        shared.rules.record(rule.clone(), &request);
+                    }
+                    form_err("_errors", "SPEC_VIOLATION", &spec.broken.join("; "))
+                } else if route.is_empty() {
+                    eprintln!("the fake Discord does not serve {request}");
+                    err(404, 0, "404: Not Found")
+                } else {
+                    let stall = {
+                        let mut st = shared.st();
+                        match st.stalls.get_mut(&route) {
+                            Some((n, delay)) if *n > 0 => {
+                                *n -= 1;
+                                Some(*delay)
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(delay) = stall {
+                        tokio::time::sleep(delay).await;
+                    }
+                    handle(&shared, &request, &route, &params, &query, &body_json)
+                }
+            }
+        }
     } else {
-        handle(&shared, &route, &params, &query, &body_json)
+        for rule in &spec.broken {
+            shared.rules.record(rule.clone(), &request);
+        }
+        err(404, 0, "404: Not Found")
     };
     shared.st().calls.push(RestCall {
         method: method.to_string(),
@@ -1344,41 +1556,17 @@ async fn api(
             .into_response()
     };
     let h = resp.headers_mut();
-    let bucket = format!("{:016x}", route.len() as u64 * 0x51ed_270b);
-    h.insert(
-        "x-ratelimit-bucket",
-        HeaderValue::from_str(&bucket).unwrap(),
-    );
-    h.insert("x-ratelimit-limit", HeaderValue::from_static("5"));
-    if let Some(secs) = limited {
-        let reset = now_ms() as f64 / 1000.0 + secs;
-        h.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(&format!("{}", secs.ceil() as u64)).unwrap(),
-        );
-        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-        h.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from_str(&format!("{reset:.3}")).unwrap(),
-        );
-        h.insert(
-            "x-ratelimit-reset-after",
-            HeaderValue::from_str(&format!("{secs:.3}")).unwrap(),
-        );
-        h.insert("x-ratelimit-scope", HeaderValue::from_static("user"));
-    } else {
-        h.insert("x-ratelimit-remaining", HeaderValue::from_static("4"));
-        h.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from_str(&format!("{:.3}", now_ms() as f64 / 1000.0 + 5.0)).unwrap(),
-        );
-        h.insert("x-ratelimit-reset-after", HeaderValue::from_static("5.000"));
+    for (name, value) in limit_headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
     }
     resp
 }
 
 fn handle(
     shared: &Shared,
+    request: &str,
     route: &str,
     params: &[String],
     query: &HashMap<String, String>,
@@ -1425,9 +1613,9 @@ fn handle(
             (204, Value::Null)
         }
         ("GET", "/channels/{channel_id}/messages") => history(shared, &a, query),
-        ("POST", "/channels/{channel_id}/messages") => create_message(shared, &a, body),
+        ("POST", "/channels/{channel_id}/messages") => create_message(shared, request, &a, body),
         ("PATCH", "/channels/{channel_id}/messages/{message_id}") => {
-            edit_message(shared, &a, &b, body)
+            edit_message(shared, request, &a, &b, body)
         }
         ("GET", "/channels/{channel_id}/messages/{message_id}") => {
             let st = shared.st();
@@ -1459,15 +1647,23 @@ fn handle(
         ("POST", "/channels/{channel_id}/messages/{message_id}/threads") => {
             start_thread(shared, &a, &b, body)
         }
-        ("PUT", "/applications/{application_id}/commands") => put_commands(shared, &a, None, body),
+        ("PUT", "/applications/{application_id}/commands") => {
+            put_commands(shared, request, &a, None, body)
+        }
         ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands") => {
-            put_commands(shared, &a, Some(b), body)
+            put_commands(shared, request, &a, Some(b), body)
+        }
+        ("POST", "/applications/{application_id}/commands") => {
+            create_command(shared, request, &a, None, body)
+        }
+        ("POST", "/applications/{application_id}/guilds/{guild_id}/commands") => {
+            create_command(shared, request, &a, Some(b), body)
         }
         ("POST", "/interactions/{interaction_id}/{token}/callback") => {
-            interaction_callback(shared, &a, &b, body)
+            interaction_callback(shared, request, &a, &b, body)
         }
         ("PATCH", "/webhooks/{application_id}/{token}/messages/@original") => {
-            edit_original(shared, &a, &b, body)
+            edit_original(shared, request, &a, &b, body)
         }
         ("GET", "/webhooks/{application_id}/{token}/messages/@original") => {
             let st = shared.st();
@@ -1481,55 +1677,89 @@ fn handle(
                 None => unknown_message(),
             }
         }
-        ("POST", "/webhooks/{application_id}/{token}") => followup(shared, &a, &b, body),
+        ("POST", "/webhooks/{application_id}/{token}") => followup(shared, request, &a, &b, body),
         _ => err(405, 0, "405: Method Not Allowed"),
     }
 }
 
-/// Checks `content` and `components` as Discord does; `Some` is the error answer.
-fn validate_message(body: &Value) -> Option<(u16, Value)> {
+/// Records that `request` broke `rule` and gives Discord's answer to it.
+fn refuse(shared: &Shared, request: &str, rule: String, answer: (u16, Value)) -> (u16, Value) {
+    shared.rules.record(rule, request);
+    answer
+}
+
+/// Checks `content` and `components` against the limits Discord's docs give in prose
+/// ("Create Message", "Message Components"); `Some` is Discord's answer, and the rule is
+/// recorded.
+fn validate_message(shared: &Shared, request: &str, body: &Value) -> Option<(u16, Value)> {
+    let broken = |rule: String, answer| Some(refuse(shared, request, rule, answer));
     if let Some(c) = body["content"].as_str() {
-        if c.chars().count() > MAX_CONTENT_CHARS {
-            return Some(form_err(
-                "content",
-                "BASE_TYPE_MAX_LENGTH",
-                "Must be 2000 or fewer in length.",
-            ));
+        let n = c.chars().count();
+        if n > MAX_CONTENT_CHARS {
+            return broken(
+                format!("discord: a message's content is at most 2,000 characters (this one {n})"),
+                form_err(
+                    "content",
+                    "BASE_TYPE_MAX_LENGTH",
+                    "Must be 2000 or fewer in length.",
+                ),
+            );
         }
     }
     if let Some(rows) = body["components"].as_array() {
-        if rows.len() > 5 {
-            return Some(form_err(
-                "components",
-                "BASE_TYPE_MAX_LENGTH",
-                "Must be 5 or fewer in length.",
-            ));
+        if rows.len() > MAX_ACTION_ROWS {
+            return broken(
+                format!(
+                    "discord: a message has at most 5 action rows (this one {})",
+                    rows.len()
+                ),
+                form_err(
+                    "components",
+                    "BASE_TYPE_MAX_LENGTH",
+                    "Must be 5 or fewer in length.",
+                ),
+            );
         }
         for row in rows {
             let items = row["components"].as_array().cloned().unwrap_or_default();
-            if row["type"] != 1 || items.is_empty() || items.len() > 5 {
-                return Some(form_err(
-                    "components",
-                    "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
-                    "An action row must hold 1 to 5 components.",
-                ));
+            if row["type"] != 1 || items.is_empty() || items.len() > MAX_ROW_BUTTONS {
+                return broken(
+                    format!(
+                        "discord: an action row holds 1 to 5 buttons (this one {})",
+                        items.len()
+                    ),
+                    form_err(
+                        "components",
+                        "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                        "An action row must hold 1 to 5 components.",
+                    ),
+                );
             }
             for it in items {
                 let link = it["style"] == 5;
                 let id_len = it["custom_id"].as_str().map(|s| s.chars().count());
-                if it["type"] == 2 && !link && !matches!(id_len, Some(1..=100)) {
-                    return Some(form_err(
-                        "components",
-                        "BASE_TYPE_BAD_LENGTH",
-                        "custom_id must be between 1 and 100 in length.",
-                    ));
+                if it["type"] == 2 && !link && !matches!(id_len, Some(1..=MAX_CUSTOM_ID_CHARS)) {
+                    return broken(
+                        format!(
+                            "discord: a button's custom_id is 1 to 100 characters (this one {})",
+                            id_len.unwrap_or(0)
+                        ),
+                        form_err(
+                            "components",
+                            "BASE_TYPE_BAD_LENGTH",
+                            "custom_id must be between 1 and 100 in length.",
+                        ),
+                    );
                 }
                 if it["label"].as_str().is_some_and(|l| l.chars().count() > 80) {
-                    return Some(form_err(
-                        "components",
-                        "BASE_TYPE_MAX_LENGTH",
-                        "Must be 80 or fewer in length.",
-                    ));
+                    return broken(
+                        "discord: a button's label is at most 80 characters".into(),
+                        form_err(
+                            "components",
+                            "BASE_TYPE_MAX_LENGTH",
+                            "Must be 80 or fewer in length.",
+                        ),
+                    );
                 }
             }
         }
@@ -1537,9 +1767,9 @@ fn validate_message(body: &Value) -> Option<(u16, Value)> {
     None
 }
 
-fn create_message(shared: &Shared, channel_id: &str, body: &Value) -> (u16, Value) {
+fn create_message(shared: &Shared, request: &str, channel_id: &str, body: &Value) -> (u16, Value) {
     let cfg = &shared.cfg;
-    if let Some(e) = validate_message(body) {
+    if let Some(e) = validate_message(shared, request, body) {
         return e;
     }
     let mut st = shared.st();
@@ -1552,7 +1782,13 @@ fn create_message(shared: &Shared, channel_id: &str, body: &Value) -> (u16, Valu
     let content = body["content"].as_str().unwrap_or("");
     let empty = |k: &str| body[k].as_array().is_none_or(|a| a.is_empty());
     if content.is_empty() && empty("embeds") && empty("components") && empty("sticker_ids") {
-        return err(400, 50006, "Cannot send an empty message");
+        drop(st);
+        return refuse(
+            shared,
+            request,
+            "discord: a message has content, an embed, a component or a sticker (50006)".into(),
+            err(400, 50006, "Cannot send an empty message"),
+        );
     }
     let mut reference = None;
     if body["message_reference"].is_object() {
@@ -1641,9 +1877,15 @@ fn apply_edit(m: &mut FakeMessage, body: &Value) {
     m.history.push(m.content.clone());
 }
 
-fn edit_message(shared: &Shared, channel_id: &str, mid: &str, body: &Value) -> (u16, Value) {
+fn edit_message(
+    shared: &Shared,
+    request: &str,
+    channel_id: &str,
+    mid: &str,
+    body: &Value,
+) -> (u16, Value) {
     let cfg = &shared.cfg;
-    if let Some(e) = validate_message(body) {
+    if let Some(e) = validate_message(shared, request, body) {
         return e;
     }
     let mut st = shared.st();
@@ -1783,84 +2025,17 @@ fn start_thread(shared: &Shared, channel_id: &str, mid: &str, body: &Value) -> (
     (201, thread)
 }
 
-fn put_commands(shared: &Shared, app: &str, guild: Option<String>, body: &Value) -> (u16, Value) {
-    let cfg = &shared.cfg;
-    if app != cfg.application_id {
-        return err(403, 50001, "Missing Access");
-    }
-    let Some(cmds) = body.as_array() else {
-        return form_err(
-            "_errors",
-            "MODEL_TYPE_CONVERT",
-            "Only iterables may be used in a ListType",
-        );
-    };
-    if cmds.len() > 100 {
-        return form_err(
-            "_errors",
-            "BASE_TYPE_MAX_LENGTH",
-            "Must be 100 or fewer in length.",
-        );
-    }
-    let mut out = Vec::new();
-    let mut st = shared.st();
-    for (i, c) in cmds.iter().enumerate() {
-        let name = c["name"].as_str().unwrap_or("");
-        let valid_name = (1..=32).contains(&name.chars().count())
-            && name
-                .chars()
-                .all(|ch| ch == '-' || ch == '_' || ch.is_lowercase() || ch.is_numeric());
-        if !valid_name {
-            return form_err(
-                &format!("{i}.name"),
-                "APPLICATION_COMMAND_INVALID_NAME",
-                "Command name is invalid",
-            );
-        }
-        let kind = c["type"].as_u64().unwrap_or(1);
-        let desc = c["description"].as_str().unwrap_or("");
-        if kind == 1 && !(1..=100).contains(&desc.chars().count()) {
-            return form_err(
-                &format!("{i}.description"),
-                "BASE_TYPE_BAD_LENGTH",
-                "Must be between 1 and 100 in length.",
-            );
-        }
-        let id = next_snowflake(&mut st).to_string();
-        let mut cmd = json!({
-            "id": id,
-            "application_id": cfg.application_id,
-            "version": id,
-            "default_member_permissions": c.get("default_member_permissions").cloned().unwrap_or(Value::Null),
-            "type": kind,
-            "name": name,
-            "name_localizations": null,
-            "description": desc,
-            "description_localizations": null,
-            "options": c.get("options").cloned().unwrap_or(json!([])),
-            "dm_permission": c.get("dm_permission").cloned().unwrap_or(json!(true)),
-            "nsfw": c.get("nsfw").cloned().unwrap_or(json!(false)),
-            "integration_types": c.get("integration_types").cloned().unwrap_or(json!([0])),
-            "contexts": c.get("contexts").cloned().unwrap_or(Value::Null),
-        });
-        if let Some(g) = &guild {
-            cmd["guild_id"] = json!(g);
-        }
-        out.push(cmd);
-    }
-    st.commands.push(CommandsPut {
-        guild_id: guild,
-        commands: cmds.clone(),
-        at: Instant::now(),
-    });
-    (200, json!(out))
-}
-
-fn interaction_callback(shared: &Shared, id: &str, token: &str, body: &Value) -> (u16, Value) {
+fn interaction_callback(
+    shared: &Shared,
+    request: &str,
+    id: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     let cfg = &shared.cfg;
     let kind = body["type"].as_u64().unwrap_or(0);
     let data = body["data"].clone();
-    if let Some(e) = validate_message(&data) {
+    if let Some(e) = validate_message(shared, request, &data) {
         return e;
     }
     let mut st = shared.st();
@@ -1872,28 +2047,55 @@ fn interaction_callback(shared: &Shared, id: &str, token: &str, body: &Value) ->
     else {
         return err(404, 10062, "Unknown interaction");
     };
-    let late = st.interactions[pos]
-        .dispatched
-        .is_some_and(|d| d.elapsed() > INTERACTION_DEADLINE);
-    if late {
-        return err(404, 10062, "Unknown interaction");
+    st.interactions[pos].attempts.push(Instant::now());
+    let waited = st.interactions[pos].dispatched.map(|d| d.elapsed());
+    if let Some(waited) = waited.filter(|w| *w > INTERACTION_DEADLINE) {
+        drop(st);
+        return refuse(
+            shared,
+            request,
+            format!(
+                "discord: an interaction's initial response comes within 3 s (this one after \
+                 {:.2} s; Discord answers 10062 Unknown interaction)",
+                waited.as_secs_f64()
+            ),
+            err(404, 10062, "Unknown interaction"),
+        );
     }
     if !st.interactions[pos].callbacks.is_empty() {
-        return err(400, 40060, "Interaction has already been acknowledged.");
+        drop(st);
+        return refuse(
+            shared,
+            request,
+            "discord: an interaction has one initial response (40060)".into(),
+            err(400, 40060, "Interaction has already been acknowledged."),
+        );
     }
     let ikind = st.interactions[pos].kind;
     if matches!(kind, 6 | 7) && ikind != 3 {
-        return form_err(
-            "type",
-            "INTERACTION_RESPONSE_TYPE_INVALID",
-            "Invalid response type",
+        drop(st);
+        return refuse(
+            shared,
+            request,
+            format!("discord: response type {kind} is for component interactions only"),
+            form_err(
+                "type",
+                "INTERACTION_RESPONSE_TYPE_INVALID",
+                "Invalid response type",
+            ),
         );
     }
     if !matches!(kind, 1 | 4 | 5 | 6 | 7 | 8 | 9) {
-        return form_err(
-            "type",
-            "BASE_TYPE_CHOICES",
-            "Value must be one of {1, 4, 5, 6, 7, 8, 9, 10, 12}.",
+        drop(st);
+        return refuse(
+            shared,
+            request,
+            format!("discord: {kind} is not an interaction response type"),
+            form_err(
+                "type",
+                "BASE_TYPE_CHOICES",
+                "Value must be one of {1, 4, 5, 6, 7, 8, 9, 10, 12}.",
+            ),
         );
     }
     let channel_id = st.interactions[pos].channel_id.clone();
@@ -1941,11 +2143,17 @@ fn interaction_callback(shared: &Shared, id: &str, token: &str, body: &Value) ->
     (204, Value::Null)
 }
 
-fn edit_original(shared: &Shared, app: &str, token: &str, body: &Value) -> (u16, Value) {
+fn edit_original(
+    shared: &Shared,
+    request: &str,
+    app: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     if app != shared.cfg.application_id {
         return err(404, 10015, "Unknown Webhook");
     }
-    if let Some(e) = validate_message(body) {
+    if let Some(e) = validate_message(shared, request, body) {
         return e;
     }
     let mut st = shared.st();
@@ -1972,11 +2180,11 @@ fn edit_original(shared: &Shared, app: &str, token: &str, body: &Value) -> (u16,
     (200, m.to_json())
 }
 
-fn followup(shared: &Shared, app: &str, token: &str, body: &Value) -> (u16, Value) {
+fn followup(shared: &Shared, request: &str, app: &str, token: &str, body: &Value) -> (u16, Value) {
     if app != shared.cfg.application_id {
         return err(404, 10015, "Unknown Webhook");
     }
-    if let Some(e) = validate_message(body) {
+    if let Some(e) = validate_message(shared, request, body) {
         return e;
     }
     let mut st = shared.st();
@@ -2283,6 +2491,22 @@ fn application_flags(cfg: &FakeDiscordConfig) -> u64 {
     }
 }
 
+/// `integration_types_config` as Discord lists it: one entry per installation context enabled
+/// in the portal; a guild install carries its install parameters.
+fn integration_types_config(cfg: &FakeDiscordConfig) -> Value {
+    let mut config = serde_json::Map::new();
+    for t in &cfg.integration_types {
+        let entry = if *t == INSTALL_GUILD {
+            json!({"oauth2_install_params": {"scopes": ["applications.commands", "bot"],
+                                             "permissions": "309237713920"}})
+        } else {
+            json!({})
+        };
+        config.insert(t.to_string(), entry);
+    }
+    Value::Object(config)
+}
+
 fn application_json(cfg: &FakeDiscordConfig) -> Value {
     let bot = user_json(&cfg.bot_user_id, &cfg.bot_username, true);
     json!({
@@ -2304,11 +2528,7 @@ fn application_json(cfg: &FakeDiscordConfig) -> Value {
         "interactions_endpoint_url": null,
         "approximate_guild_count": cfg.guilds.len(),
         "approximate_user_install_count": 0,
-        "integration_types_config": {
-            "0": {"oauth2_install_params": {"scopes": ["applications.commands", "bot"],
-                                            "permissions": "309237713920"}},
-            "1": {}
-        },
+        "integration_types_config": integration_types_config(cfg),
         "install_params": {"scopes": ["applications.commands", "bot"],
                            "permissions": "309237713920"},
         "tags": []

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod discord;
+pub mod discord_limits;
+pub mod discord_spec;
 pub mod fixtures;
 pub mod rules;
 pub mod slack;
