@@ -83,13 +83,17 @@ pub(crate) fn split_spans(text: &str, max_chars: usize) -> Vec<Span> {
         let reopen = open.as_ref().map(|f| reopen_line(f, max_chars));
         let prefix = reopen.as_ref().map_or(0, |l| l.chars().count() + 1);
         let rest = &text[start..];
-        if prefix + rest.chars().count() <= max_chars {
+        // A block the answer itself leaves open (a cut-off answer) is closed in its last
+        // piece, so the platform still shows it as code.
+        let dangling = fence_after(open.clone(), rest);
+        let close_cost = dangling.as_ref().map_or(0, Fence::close_cost);
+        if prefix + rest.chars().count() + close_cost <= max_chars {
             if !rest.is_empty() || spans.is_empty() {
                 spans.push(Span {
                     start,
                     end: text.len(),
                     reopen,
-                    close: None,
+                    close: dangling.as_ref().map(Fence::closer),
                 });
             }
             return spans;
@@ -99,7 +103,7 @@ pub(crate) fn split_spans(text: &str, max_chars: usize) -> Vec<Span> {
         let mut reserve = open.as_ref().map_or(4, Fence::close_cost).max(4);
         let (cut, next, after) = loop {
             let budget = max_chars.saturating_sub(prefix + reserve).max(1);
-            let (cut, next) = choose_cut(rest, budget, open.is_some());
+            let (cut, next) = choose_cut(rest, budget, open.as_ref());
             let after = fence_after(open.clone(), &rest[..cut]);
             let need = after.as_ref().map_or(0, Fence::close_cost);
             if need <= reserve || budget == 1 {
@@ -132,28 +136,44 @@ pub(crate) fn split_spans(text: &str, max_chars: usize) -> Vec<Span> {
 }
 
 /// Where to cut `rest` within `budget` characters: `(end of the piece, start of the next)`,
-/// both byte offsets. Prefers a paragraph break, then a line break, then a space, each in the
-/// last two thirds of the window; inside a code block only line breaks, since a space cut
-/// would break a line of code in two.
-fn choose_cut(rest: &str, budget: usize, in_code: bool) -> (usize, usize) {
+/// both byte offsets. Prefers the end of a paragraph outside code, then the end of any line,
+/// then a space outside code, each in the last two thirds of the window; a space inside code
+/// is never a cut, since it would break a line of code in two. `open` is the code block open
+/// at the start of `rest`.
+fn choose_cut(rest: &str, budget: usize, open: Option<&Fence>) -> (usize, usize) {
     let hard = byte_index_of_char(rest, budget);
-    let window = &rest[..hard];
     let floor = hard / 3;
-    // A line break just past the window still ends the piece cleanly.
-    let line_end = rest[hard..].starts_with('\n').then_some(hard);
-    if in_code {
-        if let Some(i) = line_end.or_else(|| window.rfind('\n').filter(|&i| i > floor)) {
-            return (i, i + 1);
+    let mut state = open.cloned();
+    let (mut paragraph, mut line, mut space) = (None, None, None);
+    let mut start = 0;
+    loop {
+        let end = rest[start..].find('\n').map(|i| start + i);
+        let text = &rest[start..end.unwrap_or(rest.len())];
+        if state.is_none() && opens(text).is_none() {
+            let within = &rest[start..end.unwrap_or(rest.len()).min(hard).max(start)];
+            if let Some(i) = within.rfind(' ').map(|i| start + i).filter(|&i| i > floor) {
+                space = Some(i);
+            }
         }
-        return (hard.max(1), hard.max(1));
+        let Some(end) = end.filter(|&e| e <= hard) else {
+            break;
+        };
+        state = step(state, text);
+        if end > floor {
+            line = Some((end, state.is_some()));
+            if state.is_none() && !text.is_empty() && rest[end + 1..].starts_with('\n') {
+                paragraph = Some(end);
+            }
+        }
+        start = end + 1;
     }
-    if let Some(i) = window.rfind("\n\n").filter(|&i| i > floor) {
+    if let Some(i) = paragraph {
         return (i, skip_blank(rest, i));
     }
-    if let Some(i) = line_end.or_else(|| window.rfind('\n').filter(|&i| i > floor)) {
-        return (i, skip_blank(rest, i));
+    if let Some((i, in_code)) = line {
+        return (i, if in_code { i + 1 } else { skip_blank(rest, i) });
     }
-    if let Some(i) = window.rfind(' ').filter(|&i| i > floor) {
+    if let Some(i) = space {
         return (i, i + 1);
     }
     let hard = if hard == 0 {
@@ -192,13 +212,18 @@ fn byte_index_of_char(s: &str, n: usize) -> usize {
 /// Whether a code block is open after `piece`, starting from `open`.
 fn fence_after(mut open: Option<Fence>, piece: &str) -> Option<Fence> {
     for line in piece.split('\n') {
-        open = match open {
-            Some(f) if closes(&f, line) => None,
-            Some(f) => Some(f),
-            None => opens(line),
-        };
+        open = step(open, line);
     }
     open
+}
+
+/// The code block open after `line`, given the one open before it.
+fn step(open: Option<Fence>, line: &str) -> Option<Fence> {
+    match open {
+        Some(f) if closes(&f, line) => None,
+        Some(f) => Some(f),
+        None => opens(line),
+    }
 }
 
 /// The line without up to three spaces of indent, or `None` when it is indented further
@@ -253,12 +278,12 @@ mod tests {
     fn check(text: &str, max: usize) -> Result<(), TestCaseError> {
         let spans = split_spans(text, max);
         let pieces = split_message(text, max);
-        prop_assert_eq!(spans.len(), pieces.len());
+        prop_assert_eq!(spans.len(), pieces.len(), "pieces");
         prop_assert!(!pieces.is_empty());
         let mut at = 0;
         let mut open = None;
         for (span, piece) in spans.iter().zip(&pieces) {
-            prop_assert_eq!(&span.render(text), piece);
+            prop_assert_eq!(&span.render(text), piece, "render");
             prop_assert!(
                 piece.chars().count() <= max.max(16),
                 "a piece of {} characters over {}",
@@ -269,17 +294,39 @@ mod tests {
             // What was left out between two pieces.
             let gap = &text[at..span.start];
             if open.is_some() {
-                prop_assert!(gap.is_empty() || gap == "\n", "code lost at a cut: {:?}", gap);
+                prop_assert!(
+                    gap.is_empty() || gap == "\n",
+                    "code lost at a cut: {:?}",
+                    gap
+                );
             } else {
                 prop_assert!(gap.trim().is_empty(), "text lost at a cut: {:?}", gap);
             }
-            prop_assert_eq!(span.reopen.is_some(), open.is_some());
+            prop_assert_eq!(
+                span.reopen.is_some(),
+                open.is_some(),
+                "reopen of {:?}",
+                span
+            );
             prop_assert!(span.start <= span.end);
             open = fence_after(open, &text[span.start..span.end]);
-            prop_assert_eq!(span.close.is_some(), open.is_some());
+            prop_assert_eq!(span.close.is_some(), open.is_some(), "close of {:?}", span);
             at = span.end;
         }
-        prop_assert_eq!(at, text.len(), "the end of the text is missing");
+        let tail = &text[at..];
+        if open.is_some() {
+            prop_assert!(
+                tail.is_empty() || tail == "\n",
+                "code lost at the end: {:?}",
+                tail
+            );
+        } else {
+            prop_assert!(
+                tail.trim().is_empty(),
+                "the end of the text is missing: {:?}",
+                tail
+            );
+        }
         Ok(())
     }
 
@@ -415,7 +462,10 @@ mod tests {
         let text = format!("```\n{code}\n```");
         for p in split_message(&text, 150) {
             for line in p.lines().filter(|l| !l.starts_with("```")) {
-                assert!(line.starts_with("call(") && line.ends_with(");"), "{line:?}");
+                assert!(
+                    line.starts_with("call(") && line.ends_with(");"),
+                    "{line:?}"
+                );
             }
         }
     }
