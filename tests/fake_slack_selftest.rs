@@ -1,16 +1,13 @@
-//! Checks the fake Slack in `common/slack.rs` with plain HTTP and WebSocket clients: tokens,
-//! limits, 429s, streaming, threads, files, and Socket Mode's hello, acks, retries and
-//! disconnects.
-
-#[allow(dead_code)]
-#[path = "common/slack.rs"]
-mod slack;
+//! Checks the fake Slack (`tests/fakes/src/slack.rs`) with plain HTTP and WebSocket clients:
+//! tokens, limits, 429s, streaming, threads, files, Socket Mode's hello, acks, retries and
+//! disconnects, and the spec checker (`slack_spec.rs`) refusing what Slack's published spec
+//! refuses.
 
 use std::time::Duration;
 
+use anchorbot_fakes::slack::{FakeSlack, FakeSlackConfig, ForeignHost};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use slack::{FakeSlack, FakeSlackConfig, ForeignHost};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -41,6 +38,31 @@ async fn call_full(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     (status, headers, resp.json().await.unwrap())
+}
+
+/// A read method as the official SDKs call it: GET with query parameters and a bearer token.
+async fn get(fake: &FakeSlack, method: &str, query: &[(&str, &str)]) -> Value {
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/{method}?{}", fake.api_url(), query.join("&")))
+        .header("authorization", format!("Bearer {}", bot(fake)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{method}");
+    resp.json().await.unwrap()
+}
+
+/// The rules the fake recorded since the last call, taken (so the fake's drop check passes).
+fn broken(fake: &FakeSlack) -> Vec<String> {
+    fake.violations()
+        .take()
+        .into_iter()
+        .map(|v| v.rule)
+        .collect()
 }
 
 fn bot(fake: &FakeSlack) -> String {
@@ -103,6 +125,13 @@ async fn tokens_are_checked_as_slack_does() {
 
     let v = call(&fake, "chat.nonsense", Some(&bot(&fake)), json!({})).await;
     assert_eq!(v, json!({"ok": false, "error": "unknown_method"}));
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(rules[0].contains("auth.test requires `token`"), "{rules:?}");
+    assert!(
+        rules[1].contains("`chat.nonsense` is not a Web API method"),
+        "{rules:?}"
+    );
 
     // A form body with the token in it, and `blocks` as a JSON string.
     let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]);
@@ -219,6 +248,22 @@ async fn message_limits_and_ts() {
     )
     .await;
     assert_eq!(v["error"], "no_text");
+    // Each breach is a broken rule, not only an error answer.
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 4, "{rules:?}");
+    assert!(
+        rules[0].contains("chat.postMessage `text` is limited to 40000"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains("chat.update `text` is limited to 40000"),
+        "{rules:?}"
+    );
+    assert!(rules[2].contains("at most 50 blocks"), "{rules:?}");
+    assert!(
+        rules[3].contains("`markdown` blocks hold at most 12000"),
+        "{rules:?}"
+    );
 
     // Update keeps blocks when they are omitted; the user sees the blocks, not `text`.
     let md = json!([{"type": "markdown", "text": "**final**"}]);
@@ -339,6 +384,12 @@ async fn streams_accumulate_into_one_message() {
     )
     .await;
     assert_eq!(v["error"], "msg_too_long");
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(
+        rules[0].contains("`markdown_text` is limited to 12000"),
+        "{rules:?}"
+    );
     let feedback = json!([{"type": "context_actions", "block_id": "fb1", "elements": [{
         "type": "feedback_buttons", "action_id": "feedback",
         "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": "good"},
@@ -376,11 +427,12 @@ async fn streams_accumulate_into_one_message() {
     assert_eq!(click["container"]["message_ts"], ts.as_str());
 
     // DMs need no recipient; a workspace without streaming says unknown_method.
+    let dm = fake.seed_thread("D1", &[("U1", "question")])[0].clone();
     let v = call(
         &fake,
         "chat.startStream",
         Some(&t),
-        json!({"channel": "D1"}),
+        json!({"channel": "D1", "thread_ts": dm}),
     )
     .await;
     assert_eq!(v["ok"], true, "{v}");
@@ -389,7 +441,7 @@ async fn streams_accumulate_into_one_message() {
         &fake,
         "chat.startStream",
         Some(&t),
-        json!({"channel": "D1"}),
+        json!({"channel": "D1", "thread_ts": dm}),
     )
     .await;
     assert_eq!(v, json!({"ok": false, "error": "unknown_method"}));
@@ -451,11 +503,10 @@ async fn replies_paginate_oldest_first() {
     }
     assert_eq!(pages, 3);
     assert_eq!(texts, ["a", "b", "c", "d", "e"]);
-    let v = call(
+    let v = get(
         &fake,
         "conversations.replies",
-        Some(&bot(&fake)),
-        json!({"channel": "C7", "ts": "1.000001"}),
+        &[("channel", "C7"), ("ts", "1.000001")],
     )
     .await;
     assert_eq!(v["error"], "thread_not_found");
@@ -520,9 +571,9 @@ async fn assistant_reactions_and_users() {
         "no_reaction"
     );
 
-    let v = call(&fake, "users.info", Some(&t), json!({"user": "U1"})).await;
+    let v = get(&fake, "users.info", &[("user", "U1")]).await;
     assert_eq!(v["user"]["id"], "U1");
-    let v = call(&fake, "users.info", Some(&t), json!({"user": "nobody"})).await;
+    let v = get(&fake, "users.info", &[("user", "nobody")]).await;
     assert_eq!(v["error"], "user_not_found");
 }
 
@@ -786,4 +837,168 @@ async fn event_builders_follow_slacks_shapes() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(fake.response_url_posts()[0].json().unwrap()["text"], "ok");
+}
+
+#[tokio::test]
+async fn the_spec_checker_refuses_a_json_read_and_names_the_rule() {
+    let fake = FakeSlack::start_default().await;
+    let ts = fake.seed_thread("C7", &[("U1", "a"), ("U2", "b")]);
+    // A JSON body to a form-only method: Slack does not read its arguments, so neither does
+    // the fake, and the request is refused as Slack refuses one without a channel.
+    let v = call(
+        &fake,
+        "conversations.replies",
+        Some(&bot(&fake)),
+        json!({"channel": "C7", "ts": ts[0]}),
+    )
+    .await;
+    assert_eq!(v, json!({"ok": false, "error": "channel_not_found"}));
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert!(
+        rules[0].contains("conversations.replies consumes application/x-www-form-urlencoded, not application/json (slack-web-openapi-v2.json"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains("requires argument `channel`"),
+        "{rules:?}"
+    );
+    assert!(rules[2].contains("requires argument `ts`"), "{rules:?}");
+    let first = &fake.calls_to("conversations.replies")[0];
+    assert_eq!(first.args, json!({}), "the JSON arguments were not read");
+
+    // As the SDKs call it, GET with query parameters, it is read and breaks nothing.
+    let v = get(
+        &fake,
+        "conversations.replies",
+        &[("channel", "C7"), ("ts", &ts[0])],
+    )
+    .await;
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(2), "{v}");
+    // So is a POST form.
+    let v: Value = reqwest::Client::new()
+        .post(format!("{}/conversations.replies", fake.api_url()))
+        .header("authorization", format!("Bearer {}", bot(&fake)))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("channel=C7&ts={}", ts[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(broken(&fake), Vec::<String>::new());
+
+    // A required argument missing, named with where the rule comes from.
+    get(&fake, "conversations.replies", &[("channel", "C7")]).await;
+    let rules = broken(&fake);
+    assert_eq!(
+        rules,
+        [
+            "slack: conversations.replies requires argument `ts` (slack-web-openapi-v2.json and \
+          slack-newer-methods.toml: conversations.d.ts: ConversationsRepliesArguments extends \
+          MessageSpecifier (channel, ts))"
+        ]
+    );
+    let v = call(
+        &fake,
+        "chat.update",
+        Some(&bot(&fake)),
+        json!({"channel": "C7", "text": "x"}),
+    )
+    .await;
+    assert_eq!(v["error"], "message_not_found");
+    assert_eq!(
+        broken(&fake),
+        ["slack: chat.update requires argument `ts` (slack-web-openapi-v2.json)"]
+    );
+    // Newer methods come from the table.
+    let v = call(
+        &fake,
+        "assistant.threads.setTitle",
+        Some(&bot(&fake)),
+        json!({"channel_id": "D1", "thread_ts": "1.0"}),
+    )
+    .await;
+    assert_eq!(v["ok"], false);
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(
+        rules[0].starts_with("slack: assistant.threads.setTitle requires argument `title` (slack-newer-methods.toml: assistant.d.ts"),
+        "{rules:?}"
+    );
+
+    // A write method is a POST; a JSON body's token is not read.
+    get(
+        &fake,
+        "chat.postMessage",
+        &[("channel", "C7"), ("text", "x")],
+    )
+    .await;
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(
+        rules[0].contains("chat.postMessage is called with POST, not GET"),
+        "{rules:?}"
+    );
+    let v = call(
+        &fake,
+        "chat.postMessage",
+        None,
+        json!({"token": bot(&fake), "channel": "C7", "text": "x"}),
+    )
+    .await;
+    assert_eq!(v["error"], "not_authed");
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(
+        rules[0].contains("a JSON body's `token` is not read"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains("chat.postMessage requires `token`"),
+        "{rules:?}"
+    );
+}
+
+#[tokio::test]
+async fn users_info_answers_with_slacks_user_object() {
+    let fake = FakeSlack::start_default().await;
+    fake.add_person("U7", "", "Grace Hopper");
+    fake.add_person("U8", "ada", "Ada Lovelace");
+    let v = get(&fake, "users.info", &[("user", "U7")]).await;
+    let u = &v["user"];
+    assert_eq!(v["ok"], true);
+    assert_eq!(u["id"], "U7");
+    assert_eq!(u["team_id"], "T1");
+    assert_eq!(u["name"], "grace");
+    assert_eq!(u["real_name"], "Grace Hopper");
+    assert_eq!(
+        u["profile"]["display_name"], "",
+        "Slack sends an empty display name"
+    );
+    assert_eq!(u["profile"]["real_name"], "Grace Hopper");
+    assert_eq!(u["profile"]["first_name"], "Grace");
+    assert_eq!(u["is_bot"], false);
+    for k in [
+        "deleted",
+        "tz",
+        "tz_offset",
+        "is_admin",
+        "updated",
+        "is_app_user",
+    ] {
+        assert!(!u[k].is_null(), "{k} missing: {u}");
+    }
+    for size in [24, 32, 48, 72, 192, 512] {
+        assert!(u["profile"][format!("image_{size}")].is_string(), "{u}");
+    }
+    let v = get(&fake, "users.info", &[("user", "U8")]).await;
+    assert_eq!(v["user"]["profile"]["display_name"], "ada");
+    let bot_user = get(&fake, "users.info", &[("user", "UBOT")]).await;
+    assert_eq!(bot_user["user"]["is_bot"], true);
+    assert_eq!(bot_user["user"]["profile"]["bot_id"], "BBOT");
+    let rules = broken(&fake);
+    assert!(rules.is_empty(), "{rules:?}");
 }

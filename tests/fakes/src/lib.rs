@@ -10,3 +10,5 @@ pub mod discord_spec;
 pub mod fixtures;
 pub mod rules;
 pub mod slack;
+pub mod slack_spec;
+pub mod slack_users;

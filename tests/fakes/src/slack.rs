@@ -9,6 +9,10 @@
 //!   HTML sign-in page with status 200);
 //! - slash-command `response_url`s at `/commands/...`.
 //!
+//! Every Web API request is checked against Slack's published spec first (`slack_spec`): what
+//! Slack would not read (a JSON body to a form-only method) is not read here either, and every
+//! broken rule fails the test when the fake is dropped.
+//!
 //! [`ForeignHost`] is a second, unrelated listener that records whatever reaches it, so a test
 //! can prove that no token ever left Slack's hosts.
 
@@ -27,6 +31,10 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
+
+use crate::rules::Violations;
+use crate::slack_spec::RulesCheck;
+use crate::slack_users::{user_object, Person};
 
 /// Seconds part of the first `ts` the fake hands out; later ones increase from it.
 pub const BASE_TS_SECS: u64 = 1_712_345_678;
@@ -407,12 +415,18 @@ struct Shared {
     cfg: FakeSlackConfig,
     base: String,
     st: Mutex<St>,
+    /// Every published rule a request broke (see `slack_spec`).
+    rules: Violations,
 }
 
 /// The fake Slack. Dropping it does not stop the server (it lives as long as the runtime).
+/// Dropping the test's last handle fails the test if a request broke one of Slack's published
+/// rules (`slack_spec`), naming each.
 #[derive(Clone)]
 pub struct FakeSlack {
     shared: Arc<Shared>,
+    /// Checks the rules when the test's last handle goes; `None` on handles made internally.
+    _check: Option<Arc<RulesCheck>>,
 }
 
 impl FakeSlack {
@@ -424,10 +438,12 @@ impl FakeSlack {
             streaming: cfg.streaming,
             ..St::default()
         };
+        let rules = Violations::default();
         let shared = Arc::new(Shared {
             cfg,
             base: format!("http://{addr}"),
             st: Mutex::new(st),
+            rules: rules.clone(),
         });
         let app = Router::new()
             .route("/api/{method}", any(api))
@@ -439,7 +455,10 @@ impl FakeSlack {
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { shared }
+        Self {
+            shared,
+            _check: Some(Arc::new(RulesCheck(rules))),
+        }
     }
 
     /// Starts the fake with the default workspace.
@@ -449,6 +468,12 @@ impl FakeSlack {
 
     fn st(&self) -> MutexGuard<'_, St> {
         self.shared.st.lock().unwrap()
+    }
+
+    /// The published rules requests broke so far; a test that breaks one on purpose `take()`s
+    /// it.
+    pub fn violations(&self) -> &Violations {
+        &self.shared.rules
     }
 
     /// The configuration it runs with.
@@ -629,9 +654,36 @@ impl FakeSlack {
         self.st().messages.push(message);
     }
 
-    /// Makes `users.info` know a user.
+    /// Makes `users.info` know a user whose display name is their `name`.
     pub fn add_user(&self, id: &str, name: &str, real_name: &str, is_bot: bool) {
-        let u = user_json(&self.shared.cfg.team_id, id, name, real_name, is_bot);
+        let bot = is_bot.then_some(("B0OTHER", "A0OTHER"));
+        let u = user_object(&Person {
+            team: &self.shared.cfg.team_id,
+            id,
+            name,
+            display_name: name,
+            real_name,
+            bot,
+        });
+        self.st().users.insert(id.to_string(), u);
+    }
+
+    /// Makes `users.info` know a person: `display_name` as they chose it (`""` when they
+    /// chose none, as Slack sends it) and their `real_name`.
+    pub fn add_person(&self, id: &str, display_name: &str, real_name: &str) {
+        let name = real_name
+            .split_whitespace()
+            .next()
+            .unwrap_or(id)
+            .to_lowercase();
+        let u = user_object(&Person {
+            team: &self.shared.cfg.team_id,
+            id,
+            name: &name,
+            display_name,
+            real_name,
+            bot: None,
+        });
         self.st().users.insert(id.to_string(), u);
     }
 
@@ -1469,42 +1521,6 @@ fn blocks_text(blocks: &[Value]) -> String {
     lines.join("\n")
 }
 
-fn user_json(team: &str, id: &str, name: &str, real_name: &str, is_bot: bool) -> Value {
-    json!({
-        "id": id,
-        "team_id": team,
-        "name": name,
-        "deleted": false,
-        "color": "9f69e7",
-        "real_name": real_name,
-        "tz": "Europe/Berlin",
-        "tz_label": "Central European Summer Time",
-        "tz_offset": 7200,
-        "profile": {
-            "title": "",
-            "phone": "",
-            "skype": "",
-            "real_name": real_name,
-            "real_name_normalized": real_name,
-            "display_name": name,
-            "display_name_normalized": name,
-            "status_text": "",
-            "status_emoji": "",
-            "avatar_hash": "ge3b51ca72de",
-            "image_48": "https://a.slack-edge.com/80588/img/avatars/user_shapes/ava_0001-48.png",
-            "team": team
-        },
-        "is_admin": false,
-        "is_owner": false,
-        "is_primary_owner": false,
-        "is_restricted": false,
-        "is_ultra_restricted": false,
-        "is_bot": is_bot,
-        "is_app_user": false,
-        "updated": BASE_TS_SECS
-    })
-}
-
 fn own_message_event(
     cfg: &FakeSlackConfig,
     channel: &str,
@@ -1597,7 +1613,7 @@ fn err(code: &str) -> Value {
     json!({"ok": false, "error": code})
 }
 
-fn parse_args(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
+pub(crate) fn parse_args(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
     let mut args = Map::new();
     let add_pairs = |q: &str, args: &mut Map<String, Value>| {
         if let Ok(u) = url::Url::parse(&format!("http://x/?{q}")) {
@@ -1954,6 +1970,10 @@ impl Shared {
             }
             "chat.startStream" => {
                 let channel = channel_arg(args, "channel")?;
+                // A stream is always a thread reply: `thread_ts` is required.
+                if s(args, "thread_ts").is_none() {
+                    return Err(err("invalid_arguments"));
+                }
                 if !channel.starts_with('D')
                     && (s(args, "recipient_user_id").is_none()
                         || s(args, "recipient_team_id").is_none())
@@ -2145,21 +2165,29 @@ impl Shared {
                     return Ok(json!({"ok": true, "user": u}));
                 }
                 if id == cfg.bot_user_id {
-                    let u = user_json(
-                        &cfg.team_id,
+                    let u = user_object(&Person {
+                        team: &cfg.team_id,
                         id,
-                        &cfg.bot_user_name,
-                        &cfg.bot_user_name,
-                        true,
-                    );
+                        name: &cfg.bot_user_name,
+                        display_name: "",
+                        real_name: &cfg.bot_user_name,
+                        bot: Some((&cfg.bot_id, &cfg.app_id)),
+                    });
                     return Ok(json!({"ok": true, "user": u}));
                 }
+                // Anyone else in the workspace: named after their id.
                 if id.len() > 1 && (id.starts_with('U') || id.starts_with('W')) {
                     let name = id.to_lowercase();
                     let real = format!("User {id}");
-                    return Ok(
-                        json!({"ok": true, "user": user_json(&cfg.team_id, id, &name, &real, false)}),
-                    );
+                    let u = user_object(&Person {
+                        team: &cfg.team_id,
+                        id,
+                        name: &name,
+                        display_name: &name,
+                        real_name: &real,
+                        bot: None,
+                    });
+                    return Ok(json!({"ok": true, "user": u}));
                 }
                 Err(err("user_not_found"))
             }
@@ -2217,7 +2245,14 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let args = parse_args(&uri, &headers, &body);
+    // What Slack reads of the request, and every published rule it broke.
+    let checked = crate::slack_spec::check(&method, &http_method, &uri, &headers, &body);
+    for rule in checked.broken {
+        shared
+            .rules
+            .record(rule, format!("{http_method} /api/{method}"));
+    }
+    let args = checked.args;
     let token = bearer(&headers).or_else(|| s(&args, "token").map(str::to_string));
     let accepted = required_scope(&method, &args).unwrap_or("");
     let at = Instant::now();
@@ -2263,6 +2298,7 @@ async fn api(
     if let Some(event) = out.echo {
         let fake = FakeSlack {
             shared: shared.clone(),
+            _check: None,
         };
         fake.push_event(event);
     }
