@@ -1,64 +1,18 @@
 //! The Slack adapter end to end: the real `App` with the real `SlackAdapter`
 //! (slack-morphism pointed at `slack.api_url`), against the local fake Slack
-//! (`tests/common/slack.rs`: the Web API over HTTP and Socket Mode over WebSocket, written
+//! (`tests/fakes/src/slack.rs`: the Web API over HTTP and Socket Mode over WebSocket, written
 //! from Slack's documented payloads) and the fake OpenAI server.
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use anchorbot::Settings;
 use common::slack::{FakeSlack, FakeSlackConfig};
+use common::slack_app::SlackApp;
 use common::*;
 use secrecy::SecretString;
 use serde_json::Value;
-
-/// A running app with the Slack adapter, and a way to stop it.
-struct SlackApp {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
-}
-
-impl SlackApp {
-    async fn start(dir: &Path, llm_url: &str, slack: &FakeSlack) -> Self {
-        let mut s: Settings = settings(dir, llm_url);
-        s.slack.bot_token = Some(SecretString::from(slack.config().bot_token.clone()));
-        s.slack.app_token = Some(SecretString::from(slack.config().app_token.clone()));
-        s.slack.api_url = slack.api_url();
-        let adapters = anchorbot::adapters::configured(&s).unwrap();
-        let before = slack.connections_opened();
-        let mut app = anchorbot::App::build(s).await.unwrap();
-        for a in adapters {
-            app = app.with_adapter(a);
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while slack.connections_opened() <= before || slack.open_connections() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the adapter never opened a Socket Mode connection"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self {
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the app did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() {
@@ -72,8 +26,9 @@ async fn a_mention_gets_a_streamed_threaded_reply_remembered_across_a_restart() 
     let env = slack.push_event(mention);
     assert!(slack.wait_ack(&env, Duration::from_secs(3)).await.is_some());
     let answer = slack.answer_in("C1", &ts, "BLUEBIRD").await;
+    // The asker is named as Slack shows them (`users.info`: the fake's U1 is "u1").
     assert!(
-        answer.contains("Answer to <<@U1>: the code word is BLUEBIRD>"),
+        answer.contains("Answer to <u1: the code word is BLUEBIRD>"),
         "{answer}"
     );
     // Streamed natively, in the thread of the mention.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod discord_app;
+pub mod slack_app;
 
 // The platform fakes and fixture generators live in their own crate, compiled once for every
 // test binary instead of inside each.

@@ -5,11 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use anchorbot_platform::{LocalBudget, RateBudget};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use secrecy::ExposeSecret;
 use slack_morphism::prelude::*;
 
+use crate::users::UserNames;
 use crate::SlackConfig;
 
 /// The hyper connector slack-morphism runs on.
@@ -39,6 +41,10 @@ pub struct Api {
     pub rate_limited: Arc<AtomicU64>,
     /// Web API calls made, for benchmarks and `/status`-style counters.
     pub calls: Arc<AtomicU64>,
+    /// The rate-limit budget every call of this adapter spends (per method and workspace).
+    pub budget: Arc<dyn RateBudget>,
+    /// People's names from `users.info`, shared by live messages and thread history.
+    pub names: Arc<UserNames>,
 }
 
 impl std::fmt::Debug for Api {
@@ -66,6 +72,8 @@ impl Api {
             bot: token(cfg.bot_token.expose_secret()),
             rate_limited: Arc::new(AtomicU64::new(0)),
             calls: Arc::new(AtomicU64::new(0)),
+            budget: Arc::new(LocalBudget::new()),
+            names: Arc::new(UserNames::new()),
         })
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::client::Api;
 use crate::target::{is_dm, SlackTarget};
+use crate::thread::{Pager, ThreadMessage};
 use crate::SlackConfig;
 
 /// Work waiting for the mapping worker; bounded, so a flood cannot exhaust memory.
@@ -188,7 +189,8 @@ impl Mapper {
                     text: e.content.text.unwrap_or_default(),
                     files: e.content.files.unwrap_or_default(),
                     mentions_bot: true,
-                });
+                })
+                .await;
             }
             SlackEventCallbackBody::Message(e) => self.channel_message(team, e).await,
             SlackEventCallbackBody::AssistantThreadStarted(e) => {
@@ -257,7 +259,7 @@ impl Mapper {
             let Some(root) = thread else {
                 return;
             };
-            if !self.in_thread(&channel, &root).await {
+            if !self.in_thread(&team, &channel, &root).await {
                 return;
             }
             Some(root)
@@ -271,35 +273,53 @@ impl Mapper {
             text,
             files,
             mentions_bot: false,
-        });
+        })
+        .await;
     }
 
     /// Whether the bot is in the thread: it answered there (remembered), or, after a restart,
-    /// Slack's `conversations.replies` shows one of its messages.
-    async fn in_thread(&mut self, channel: &str, root: &str) -> bool {
+    /// Slack's `conversations.replies` shows one of its messages. The thread is read page by
+    /// page until one is found ([`crate::thread::Pager`], up to its cap).
+    async fn in_thread(&mut self, team: &str, channel: &str, root: &str) -> bool {
         let key = format!("{channel}:{root}");
         if let Some(known) = self.threads.get(&key) {
             return *known;
         }
-        let req =
-            SlackApiConversationsRepliesRequest::new(channel.into(), root.into()).with_limit(200);
-        let found = match self.api.session().conversations_replies(&req).await {
-            Ok(r) => r.messages.iter().any(|m| {
-                m.sender.user.as_ref().map(|u| u.to_string()).as_deref()
-                    == Some(self.me.bot_user.as_str())
-                    || (self.me.bot_id.is_some()
-                        && m.sender.bot_id.as_ref().map(|b| b.to_string()) == self.me.bot_id)
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the thread to see whether the bot is in it");
-                return false;
+        let mut pager = Pager::new(&self.api, team, channel, root);
+        let found = loop {
+            match pager.next().await {
+                Ok(Some(page)) => {
+                    if page.iter().any(|m| self.is_mine(m)) {
+                        break true;
+                    }
+                }
+                Ok(None) => break false,
+                Err(e) => {
+                    // Not remembered: the next message asks again.
+                    tracing::warn!(error = %e, "could not read the thread to see whether the bot is in it");
+                    return false;
+                }
             }
         };
+        if !found && pager.capped() {
+            tracing::info!(
+                channel,
+                "the thread is longer than the pages read; the bot's replies further down are not seen"
+            );
+        }
         self.threads.insert(key, found);
         found
     }
 
-    fn message(&self, m: Incoming) {
+    /// Whether the bot wrote message `m`.
+    fn is_mine(&self, m: &ThreadMessage) -> bool {
+        m.user.as_deref() == Some(self.me.bot_user.as_str())
+            || (self.me.bot_id.is_some() && m.bot_id == self.me.bot_id)
+    }
+
+    /// Submits a person's message, its author named (`users.info`, cached; the id when that
+    /// fails).
+    async fn message(&self, m: Incoming) {
         let Some(key) = self.key(&m.team, &m.channel, m.root.as_deref()) else {
             return;
         };
@@ -319,6 +339,7 @@ impl Mapper {
         if m.mentions_bot && COMMAND_WORDS.contains(&text.trim().to_ascii_lowercase().as_str()) {
             text = format!("/{}", text.trim().to_ascii_lowercase());
         }
+        let author = self.api.names.author(&self.api, &m.team, &m.user).await;
         let attachments = m
             .files
             .iter()
@@ -337,10 +358,7 @@ impl Mapper {
         self.submit(InboundEvent::Message(IncomingMessage {
             key,
             event_id: format!("{}:{}", m.channel, m.ts),
-            author: Author {
-                id: m.user.clone(),
-                display_name: format!("<@{}>", m.user),
-            },
+            author,
             text,
             attachments,
             reply_to: target,

@@ -11,6 +11,8 @@ pub mod inbound;
 pub mod markdown;
 pub mod platform;
 pub mod target;
+pub mod thread;
+pub mod users;
 
 pub use config::SlackConfig;
 

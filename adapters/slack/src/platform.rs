@@ -358,29 +358,6 @@ impl SlackPlatform {
     }
 }
 
-/// A page of `conversations.replies`, as far as the thread history needs it.
-#[derive(Deserialize)]
-struct RepliesPage {
-    #[serde(default)]
-    messages: Vec<ReplyMessage>,
-}
-
-/// One message of a thread.
-#[derive(Deserialize)]
-struct ReplyMessage {
-    ts: String,
-    user: Option<String>,
-    bot_id: Option<String>,
-    text: Option<String>,
-    files: Option<Vec<ReplyFile>>,
-}
-
-/// A file shared in a thread message.
-#[derive(Deserialize)]
-struct ReplyFile {
-    name: Option<String>,
-}
-
 #[async_trait]
 impl Platform for SlackPlatform {
     fn connected(&self) -> bool {
@@ -627,8 +604,8 @@ impl Platform for SlackPlatform {
         }
     }
 
-    /// `conversations.replies` of the thread, oldest first, without the message being
-    /// answered; the newest `limit` (Slack returns a page of up to 200 from the root).
+    /// The thread's messages before the one being answered, oldest first: the newest `limit`,
+    /// read page by page with GET `conversations.replies` ([`crate::thread`]).
     async fn history(
         &self,
         to: &ReplyTarget,
@@ -637,41 +614,22 @@ impl Platform for SlackPlatform {
         let Some(thread) = &to.thread else {
             return Ok(Vec::new());
         };
-        let body = serde_json::json!({
-            "channel": to.channel,
-            "ts": thread,
-            "limit": 200,
-        });
-        let page: RepliesPage = self
-            .call("conversations.replies", &body, &SLACK_TIER3_METHOD_CONFIG)
-            .await?;
-        let current = to.message.as_deref();
-        let mut prior: Vec<PriorMessage> = page
-            .messages
-            .into_iter()
-            .filter(|m| Some(m.ts.as_str()) != current)
-            .map(|m| {
-                let user = m.user.unwrap_or_default();
-                PriorMessage {
-                    author: Author {
-                        display_name: format!("<@{user}>"),
-                        id: user,
-                    },
-                    text: m.text.unwrap_or_default(),
-                    from_bot: m.bot_id.is_some(),
-                    files: m
-                        .files
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|f| f.name)
-                        .collect(),
-                }
-            })
-            .collect();
-        if prior.len() > limit {
-            prior.drain(..prior.len() - limit);
-        }
-        Ok(prior)
+        let team = SlackTarget::of(to).team;
+        crate::thread::history(
+            &self.api,
+            &team,
+            &to.channel,
+            thread,
+            to.message.as_deref(),
+            limit,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::thread::ReadError::Budget(retry_after) => {
+                PlatformError::RateLimited { retry_after }
+            }
+            crate::thread::ReadError::Slack(e) => map_error(&self.api, &e),
+        })
     }
 
     async fn fetch(
