@@ -11,4 +11,5 @@ pub mod fixtures;
 pub mod rules;
 pub mod slack;
 pub mod slack_spec;
+pub mod slack_tiers;
 pub mod slack_users;

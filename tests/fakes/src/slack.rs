@@ -81,6 +81,9 @@ pub struct FakeSlackConfig {
     /// Time between the `disconnect` message and closing the socket in
     /// [`FakeSlack::disconnect_all`].
     pub disconnect_grace: Duration,
+    /// Enforce Slack's per-method rate-limit tiers ([`crate::slack_tiers`]). Calls into a
+    /// running Retry-After are violations either way.
+    pub tiers: bool,
 }
 
 impl Default for FakeSlackConfig {
@@ -116,6 +119,7 @@ impl Default for FakeSlackConfig {
             streaming: true,
             echo_bot_messages: true,
             disconnect_grace: Duration::from_millis(100),
+            tiers: false,
         }
     }
 }
@@ -386,6 +390,8 @@ struct Pushed {
 struct St {
     calls: Vec<ApiCall>,
     rate_limits: HashMap<String, (usize, u64)>,
+    limits: crate::slack_tiers::Limits,
+    failures: HashMap<String, String>,
     streaming: bool,
     messages: Vec<FakeMessage>,
     ephemerals: Vec<FakeEphemeral>,
@@ -503,6 +509,28 @@ impl FakeSlack {
         self.st()
             .rate_limits
             .insert(method.to_string(), (n, retry_after_secs));
+    }
+
+    /// Makes the next call of `method` answer `{"ok":false,"error":error}`, as Slack answers a
+    /// call it refuses (HTTP 200).
+    pub fn fail_next(&self, method: &str, error: &str) {
+        self.st()
+            .failures
+            .insert(method.to_string(), error.to_string());
+    }
+
+    /// Adds a person from another team (a Slack Connect guest), so `users.info` gives
+    /// `team_id: team` for them.
+    pub fn add_foreign_user(&self, team: &str, id: &str, name: &str) {
+        let u = user_object(&Person {
+            team,
+            id,
+            name,
+            display_name: name,
+            real_name: name,
+            bot: None,
+        });
+        self.st().users.insert(id.to_string(), u);
     }
 
     /// Turns the native streaming methods on or off from now on.
@@ -1809,6 +1837,12 @@ struct Outcome {
 impl Shared {
     fn call(&self, st: &mut St, method: &str, args: &Value, token: Option<&str>) -> Outcome {
         let mut echo = None;
+        if let Some(error) = st.failures.remove(method) {
+            return Outcome {
+                body: err(&error),
+                echo,
+            };
+        }
         let body = match self.dispatch(st, method, args, token, &mut echo) {
             Ok(v) => v,
             Err(e) => e,
@@ -2258,12 +2292,27 @@ async fn api(
     let at = Instant::now();
     let (status, retry_after, out) = {
         let mut st = shared.st();
-        let limited = match st.rate_limits.get_mut(&method) {
+        let forced = match st.rate_limits.get_mut(&method) {
             Some((n, secs)) if *n > 0 => {
                 *n -= 1;
                 Some(*secs)
             }
             _ => None,
+        };
+        let key = crate::slack_tiers::key_of(&method, &args);
+        let limited = match st.limits.admit(&key, forced, shared.cfg.tiers, at) {
+            crate::slack_tiers::Gate::Pass => None,
+            crate::slack_tiers::Gate::Limited {
+                retry_after,
+                violation,
+            } => {
+                if let Some(rule) = violation {
+                    shared
+                        .rules
+                        .record(rule, format!("{http_method} /api/{method}"));
+                }
+                Some(retry_after)
+            }
         };
         let (status, retry_after, out) = match limited {
             Some(secs) => (
