@@ -441,9 +441,9 @@ fn slack_connection(s: &SlackSettings) -> Check {
     Check { name, ok, detail }
 }
 
-/// Checks the Discord bot: the token (`GET /users/@me`), the application and its Message
-/// Content intent (`GET /applications/@me`), and the invite URL. Without a token, one line
-/// says what to set.
+/// Checks the Discord bot: the token (`GET /users/@me`), the application, its Message
+/// Content intent and its installation contexts (`GET /applications/@me`), and the invite URL.
+/// Without a token, one line says what to set.
 async fn discord(s: &DiscordSettings) -> Vec<Check> {
     let Some(token) = &s.token else {
         return vec![Check {
@@ -481,6 +481,7 @@ async fn discord(s: &DiscordSettings) -> Vec<Check> {
             detail,
         },
         message_content(bot.intents()),
+        install_contexts(bot.integration_types.as_deref()),
     ];
     checks.push(Check {
         name: "Discord invite URL".into(),
@@ -505,6 +506,50 @@ fn discord_error(e: &anchorbot_discord::auth::AuthError) -> String {
         AuthError::RateLimited { .. } | AuthError::Unexpected { .. } => "",
     };
     format!("{e}{hint}")
+}
+
+/// The installation contexts the application has enabled, which its slash commands are
+/// registered for: Guild Install is needed (the invite adds the bot to a server with it);
+/// User Install adds the commands in other DMs and group DMs.
+fn install_contexts(types: Option<&[u64]>) -> Check {
+    use anchorbot_discord::commands::{GUILD_INSTALL, USER_INSTALL};
+    const WHERE: &str = "Developer Portal → your app → Installation → Installation Contexts";
+    let name = "Discord installation contexts".to_string();
+    let Some(types) = types else {
+        return Check {
+            name,
+            ok: true,
+            detail: "Discord did not list them (no integration_types_config); slash commands                      are registered with Discord's defaults, the application's own"
+                .into(),
+        };
+    };
+    let (guild, user) = (types.contains(&GUILD_INSTALL), types.contains(&USER_INSTALL));
+    let (ok, detail) = match (guild, user) {
+        (true, true) => (
+            true,
+            "Guild Install and User Install enabled; slash commands are registered for both:              in servers, in DMs with the bot, and in other DMs and group DMs"
+                .to_string(),
+        ),
+        (true, false) => (
+            true,
+            format!(
+                "Guild Install enabled, User Install off; slash commands are registered for                  Guild Install only: in servers and in DMs with the bot (to offer them in other                  DMs too, tick User Install in the {WHERE})"
+            ),
+        ),
+        (false, true) => (
+            false,
+            format!(
+                "only User Install is enabled: the bot cannot be added to a server (the invite                  URL below needs Guild Install), and slash commands are registered for DMs                  only; tick Guild Install in the {WHERE}, and save"
+            ),
+        ),
+        (false, false) => (
+            false,
+            format!(
+                "no installation context is enabled, so the bot cannot be installed anywhere                  and Discord refuses its slash commands; tick Guild Install in the {WHERE},                  and save"
+            ),
+        ),
+    };
+    Check { name, ok, detail }
 }
 
 /// Whether the Message Content intent is on: without it, guild messages that do not mention

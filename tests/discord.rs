@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::discord::{FakeDiscord, FakeDiscordConfig, OTHER_USER_ID, TEXT_CHANNEL_ID, USER_ID};
+use common::discord::{
+    FakeDiscord, FakeDiscordConfig, FakeInteraction, FakeMessage, INSTALL_GUILD, INSTALL_USER,
+    OTHER_USER_ID, TEXT_CHANNEL_ID, USER_ID,
+};
 use common::discord_app::DiscordApp;
 use common::*;
 
@@ -31,6 +34,46 @@ async fn bot_says(discord: &FakeDiscord, channel: &str, text: &str) -> String {
                 .iter()
                 .map(|m| m.content.clone())
                 .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Dispatches `/name` in `channel` and returns the interaction once it is acknowledged, which
+/// must be within Discord's 3 s (the fake refuses a later one and the test fails naming the
+/// rule).
+async fn slash(discord: &FakeDiscord, channel: &str, name: &str) -> FakeInteraction {
+    let cmd = discord.command(channel, USER_ID, name);
+    let id = cmd["id"].as_str().unwrap().to_string();
+    discord.dispatch("INTERACTION_CREATE", cmd);
+    let i = discord
+        .wait_callback(&id, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("/{name} was never acknowledged"));
+    let (kind, data, _) = &i.callbacks[0];
+    assert_eq!(*kind, 5, "deferred: {data}");
+    assert_eq!(
+        data["flags"].as_u64().unwrap_or(0) & 64,
+        64,
+        "ephemeral: {data}"
+    );
+    i
+}
+
+/// The answer a deferred command's response shows, once it has been edited in.
+async fn command_answer(discord: &FakeDiscord, interaction: &str, wait: Duration) -> FakeMessage {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(m) = discord
+            .original_response(interaction)
+            .filter(|m| !m.content.is_empty())
+        {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deferred response was never edited: {:?}",
+            discord.original_response(interaction)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -101,24 +144,18 @@ async fn a_slash_command_is_answered_ephemerally_within_the_deadline() {
     let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
     let llm = FakeLlm::start(echo).await;
     let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
-    let cmd = discord.command(TEXT_CHANNEL_ID, USER_ID, "status");
-    let id = cmd["id"].as_str().unwrap().to_string();
-    discord.dispatch("INTERACTION_CREATE", cmd);
-    let i = discord
-        .wait_callback(&id, Duration::from_secs(3))
-        .await
-        .expect("answered within 3 s");
-    let (kind, data, _) = &i.callbacks[0];
-    assert_eq!(*kind, 4, "{data}");
-    assert_eq!(
-        data["flags"].as_u64().unwrap_or(0) & 64,
-        64,
-        "ephemeral: {data}"
+    let i = slash(&discord, TEXT_CHANNEL_ID, "status").await;
+    let answer = command_answer(&discord, &i.id, Duration::from_secs(20)).await;
+    assert!(answer.ephemeral(), "only the asker sees it");
+    assert!(
+        answer.content.contains("Conversation discord:"),
+        "{}",
+        answer.content
     );
-    assert!(data["content"]
-        .as_str()
-        .unwrap()
-        .contains("Conversation discord:"));
+    assert!(
+        discord.bot_messages(TEXT_CHANNEL_ID).is_empty(),
+        "nothing public"
+    );
     app.stop().await;
 }
 
@@ -183,18 +220,9 @@ async fn the_stop_button_cuts_a_slow_stream_and_feedback_is_stored() {
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let cmd = discord.command(dm, USER_ID, "status");
-        let id = cmd["id"].as_str().unwrap().to_string();
-        discord.dispatch("INTERACTION_CREATE", cmd);
-        let i = discord
-            .wait_callback(&id, Duration::from_secs(3))
-            .await
-            .unwrap();
-        if i.callbacks[0].1["content"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Feedback: 1 👍")
-        {
+        let i = slash(&discord, dm, "status").await;
+        let status = command_answer(&discord, &i.id, Duration::from_secs(20)).await;
+        if status.content.contains("Feedback: 1 👍") {
             break;
         }
         assert!(
@@ -393,4 +421,90 @@ async fn regenerate_answers_the_same_question_again_and_replaces_the_old_answer_
         "the question stays the asker's"
     );
     assert_eq!(anchor.counters.turns_total, 1);
+}
+
+/// The names, integration types and contexts of the commands registered now (global).
+fn registered(discord: &FakeDiscord) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+    let mut cmds: Vec<_> = discord
+        .registered_commands(None)
+        .into_iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["integration_types"].clone(),
+                c["contexts"].clone(),
+            )
+        })
+        .collect();
+    cmds.sort_by(|a, b| a.0.cmp(&b.0));
+    cmds
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_without_user_install_gets_its_commands_for_guild_install_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A bot application with only Guild Install enabled in the portal.
+    let discord = FakeDiscord::start(FakeDiscordConfig {
+        integration_types: vec![INSTALL_GUILD],
+        ..FakeDiscordConfig::default()
+    })
+    .await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    assert!(
+        discord
+            .wait_commands(None, 4, Duration::from_secs(30))
+            .await,
+        "the slash commands were not registered: {:?}",
+        discord
+            .calls()
+            .iter()
+            .filter(|c| c.route.contains("/commands"))
+            .map(|c| (c.route.clone(), c.status, c.response.clone()))
+            .collect::<Vec<_>>()
+    );
+    let guild_only = (serde_json::json!([0]), serde_json::json!([0, 1]));
+    let expected: Vec<_> = ["clear", "files", "help", "status"]
+        .iter()
+        .map(|n| (n.to_string(), guild_only.0.clone(), guild_only.1.clone()))
+        .collect();
+    assert_eq!(registered(&discord), expected);
+    // The application was asked which installation contexts it has, before registering.
+    let asked = discord.calls_to("GET /applications/@me");
+    let put = discord.calls_to("PUT /applications/{application_id}/commands");
+    assert!(!asked.is_empty() && !put.is_empty());
+    assert!(asked[0].at <= put[0].at);
+    // And the commands work in the guild.
+    let i = slash(&discord, TEXT_CHANNEL_ID, "help").await;
+    let help = command_answer(&discord, &i.id, Duration::from_secs(20)).await;
+    assert!(help.content.contains("/status"), "{}", help.content);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_with_both_installation_contexts_gets_its_commands_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig {
+        integration_types: vec![INSTALL_GUILD, INSTALL_USER],
+        ..FakeDiscordConfig::default()
+    })
+    .await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    assert!(
+        discord
+            .wait_commands(None, 4, Duration::from_secs(30))
+            .await
+    );
+    for (name, types, contexts) in registered(&discord) {
+        assert_eq!(types, serde_json::json!([0, 1]), "/{name}");
+        assert_eq!(contexts, serde_json::json!([0, 1, 2]), "/{name}");
+    }
+    assert_eq!(
+        discord.commands_puts().len(),
+        1,
+        "one bulk overwrite, not one call per command"
+    );
+    assert!(discord.commands_created().is_empty());
+    app.stop().await;
 }

@@ -1,16 +1,20 @@
 //! The adapter: serenity's gateway client with handlers that only queue and return (after
-//! acknowledging a button press, or deferring `/clear`, within Discord's 3 seconds), the
-//! mapping worker, the slash commands registered at READY, and the shutdown: stop the shards,
-//! then let the mapper submit what was already queued.
+//! acknowledging a button press, or deferring a slash command, within Discord's 3 seconds:
+//! the acknowledgement is sent from the handler itself, never from behind the mapping queue,
+//! which a slow REST call can hold up), the mapping worker, the slash commands registered at
+//! READY for the application's installation contexts, and the shutdown: stop the shards, then
+//! let the mapper submit what was already queued.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchorbot_platform::{Adapter, CommandSpec, EventSink, Platform, PlatformError, Shutdown};
+use anchorbot_platform::{
+    Adapter, CommandSpec, EventSink, LocalBudget, Platform, PlatformError, RateBudget, Shutdown,
+};
 use reqwest::Method;
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::json;
 use serenity::all::{
     ClientBuilder, Context, EventHandler, GatewayIntents, HttpBuilder, Interaction, Message, Ready,
 };
@@ -24,12 +28,6 @@ use crate::DiscordConfig;
 const DRAIN: Duration = Duration::from_secs(5);
 /// How long the shards get to close at shutdown.
 const CLOSE: Duration = Duration::from_secs(5);
-/// The commands registered as slash commands (the engine's others stay text-only).
-const SLASH_COMMANDS: [&str; 4] = ["status", "files", "clear", "help"];
-/// Commands whose answer may take longer than Discord's 3 s: deferred (type 5) first.
-const DEFERRED_COMMANDS: [&str; 1] = ["clear"];
-/// Discord's limit on a command description.
-const DESCRIPTION_CHARS: usize = 100;
 
 /// The gateway intents: guild channels and threads, their messages, DMs, and message content
 /// (privileged: enable it in the developer portal).
@@ -56,9 +54,19 @@ pub struct DiscordAdapter {
 }
 
 impl DiscordAdapter {
-    /// An adapter for `cfg`; nothing is contacted until it runs.
+    /// An adapter for `cfg`; nothing is contacted until it runs. Its rate limits are held in
+    /// a budget of its own.
     pub fn new(cfg: DiscordConfig) -> Result<Self, DiscordError> {
-        let rest = Rest::new(&cfg)?;
+        Self::with_budget(cfg, Arc::new(LocalBudget::new()))
+    }
+
+    /// An adapter for `cfg` whose rate limits are held in `budget`, shared with everyone else
+    /// calling Discord as this bot.
+    pub fn with_budget(
+        cfg: DiscordConfig,
+        budget: Arc<dyn RateBudget>,
+    ) -> Result<Self, DiscordError> {
+        let rest = Rest::with_budget(&cfg, budget)?;
         let platform = Arc::new(DiscordPlatform::new(
             cfg.clone(),
             rest.clone(),
@@ -88,8 +96,9 @@ impl Adapter for DiscordAdapter {
         commands: &'static [CommandSpec],
         mut shutdown: Shutdown,
     ) -> Result<(), PlatformError> {
-        // With serenity's rate limiter on, the proxy is ignored; 429s are honoured by the
-        // replies themselves (the REST layer reports Discord's retry_after).
+        // With serenity's rate limiter on, the proxy is ignored; serenity only fetches the
+        // gateway URL, and every other call goes through the adapter's REST layer, which holds
+        // Discord's rate limits per bucket.
         let http = HttpBuilder::new(self.cfg.token.expose_secret())
             .proxy(self.cfg.origin())
             .ratelimiter_disabled(true)
@@ -190,9 +199,9 @@ impl EventHandler for Handler {
         self.inbox.queue(Work::Ready(me));
         if !self.registered.swap(true, Ordering::SeqCst) {
             let (rest, guild, commands) = (self.rest.clone(), self.guild, self.commands);
-            tokio::spawn(
-                async move { register_commands(&rest, me.application, guild, commands).await },
-            );
+            tokio::spawn(async move {
+                crate::commands::register(&rest, me.application, guild, commands).await;
+            });
         }
     }
 
@@ -223,10 +232,12 @@ impl EventHandler for Handler {
         }
         match interaction {
             Interaction::Command(c) => {
-                let deferred = DEFERRED_COMMANDS.contains(&c.data.name.as_str())
-                    && self
-                        .acknowledge(c.id.get(), &c.token, CALLBACK_DEFERRED)
-                        .await;
+                // Every command is deferred here, ephemerally, before it is queued: its answer
+                // may wait behind the mapper or the engine, Discord's 3 s may not. The answer
+                // then edits `@original`.
+                let deferred = self
+                    .acknowledge(c.id.get(), &c.token, CALLBACK_DEFERRED)
+                    .await;
                 self.inbox.queue(Work::Command(Box::new(c), deferred));
             }
             Interaction::Component(c) => {
@@ -239,93 +250,9 @@ impl EventHandler for Handler {
     }
 }
 
-/// The slash commands as Discord's bulk overwrite takes them. Global commands are
-/// user-installable and usable in guilds, the bot's DMs and private channels.
-pub fn command_payload(commands: &[CommandSpec], global: bool) -> Value {
-    let list: Vec<Value> = commands
-        .iter()
-        .filter(|c| SLASH_COMMANDS.contains(&c.name))
-        .map(|c| {
-            let mut cmd = json!({
-                "name": c.name,
-                "type": 1,
-                "description": c.description.chars().take(DESCRIPTION_CHARS).collect::<String>(),
-            });
-            if let Some(arg) = c.argument {
-                cmd["options"] = json!([{
-                    "type": 3,
-                    "name": "argument",
-                    "description": arg.chars().take(DESCRIPTION_CHARS).collect::<String>(),
-                    "required": false,
-                }]);
-            }
-            // Discord reads these on global commands only.
-            if global {
-                cmd["integration_types"] = json!([0, 1]);
-                cmd["contexts"] = json!([0, 1, 2]);
-            }
-            cmd
-        })
-        .collect();
-    Value::Array(list)
-}
-
-/// Registers the slash commands by bulk overwrite: in `guild` (instant) or globally.
-async fn register_commands(
-    rest: &Rest,
-    application: u64,
-    guild: Option<u64>,
-    commands: &[CommandSpec],
-) {
-    let path = match guild {
-        Some(g) => format!("/applications/{application}/guilds/{g}/commands"),
-        None => format!("/applications/{application}/commands"),
-    };
-    let body = command_payload(commands, guild.is_none());
-    match rest.call(Method::PUT, &path, Some(&body)).await {
-        Ok(_) => tracing::info!(guild, "Discord slash commands registered"),
-        Err(e) => tracing::warn!(error = %e, "Discord slash commands not registered"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SPECS: &[CommandSpec] = &[
-        CommandSpec {
-            name: "status",
-            description: "Show memory",
-            argument: None,
-        },
-        CommandSpec {
-            name: "help",
-            description: "List the commands",
-            argument: None,
-        },
-        CommandSpec {
-            name: "forget",
-            description: "not a slash command here",
-            argument: Some("what"),
-        },
-    ];
-
-    #[test]
-    fn global_commands_are_user_installable() {
-        let p = command_payload(SPECS, true);
-        let names: Vec<&str> = p
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        assert_eq!(names, ["status", "help"]);
-        assert_eq!(p[0]["integration_types"], json!([0, 1]));
-        assert_eq!(p[0]["contexts"], json!([0, 1, 2]));
-        assert_eq!(p[0]["type"], 1);
-        let guild = command_payload(SPECS, false);
-        assert!(guild[0].get("contexts").is_none());
-    }
 
     #[test]
     fn the_intents_include_message_content() {

@@ -1,6 +1,8 @@
 //! The bot check `anchorbot doctor` runs: who the token belongs to (`GET /users/@me`), its
 //! application (`GET /applications/@me`), which privileged gateway intents the developer portal
-//! has turned on (the application's `flags`), and the invite URL for that application.
+//! has turned on (the application's `flags`), which installation contexts it has enabled
+//! (`integration_types_config`, which the slash commands are registered for), and the invite
+//! URL for that application.
 //!
 //! The token goes only into the `Authorization` header, marked sensitive; no error, log line or
 //! `Debug` output holds it. Every call has a 10 s limit, so an unreachable Discord is reported
@@ -153,6 +155,9 @@ pub struct BotCheck {
     pub application_name: String,
     /// The application's flags.
     pub flags: u64,
+    /// The installation contexts enabled (0 Guild Install, 1 User Install), sorted; `None`
+    /// when Discord's answer did not list them.
+    pub integration_types: Option<Vec<u64>>,
 }
 
 impl BotCheck {
@@ -244,6 +249,7 @@ async fn check_within(cfg: &DiscordConfig, timeout: Duration) -> Result<BotCheck
             .get("flags")
             .and_then(Value::as_u64)
             .ok_or_else(|| malformed("/applications/@me", "no \"flags\""))?,
+        integration_types: crate::commands::install_types(&app),
     })
 }
 
@@ -482,7 +488,9 @@ mod tests {
                 "/api/v10/applications/@me" => (
                     200,
                     "",
-                    json!({"id": "4242", "name": "Anchor", "flags": flags}).to_string(),
+                    json!({"id": "4242", "name": "Anchor", "flags": flags,
+                           "integration_types_config": {"0": {}}})
+                    .to_string(),
                 ),
                 _ => (404, "", json!({"message": "404: Not Found"}).to_string()),
             }
@@ -502,6 +510,7 @@ mod tests {
                 application_id: "4242".into(),
                 application_name: "Anchor".into(),
                 flags: BASE_FLAGS | flags::GATEWAY_MESSAGE_CONTENT_LIMITED,
+                integration_types: Some(vec![0]),
             }
         );
         assert_eq!(bot.intents().message_content, IntentAccess::Limited);

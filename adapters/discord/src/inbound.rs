@@ -1,6 +1,6 @@
 //! Inbound: gateway events become platform events. serenity's handlers only queue what
-//! arrived (acknowledging button presses and deferring `/clear` first, so Discord's 3 seconds
-//! are met) and return; one worker then maps events in arrival order, asking Discord when it
+//! arrived (acknowledging button presses and deferring slash commands first, so Discord's 3
+//! seconds are met whatever the mapper is waiting for) and return; one worker then maps events in arrival order, asking Discord when it
 //! must (whether a channel is a thread, and whose), and submits them.
 //!
 //! Where it listens:
@@ -409,7 +409,9 @@ impl Mapper {
         }));
     }
 
-    /// A press of Stop, of a feedback button or of Regenerate (already acknowledged).
+    /// A press of Stop, of a feedback button or of Regenerate (already acknowledged). Each
+    /// keeps its interaction, so that a private note about it (the queue is full, an error)
+    /// is an ephemeral follow-up, never a message in the channel.
     async fn component(&mut self, c: ComponentInteraction) {
         let guild = c.guild_id.map(|g| g.get());
         let channel = c.channel_id.get();
@@ -419,9 +421,16 @@ impl Mapper {
         else {
             return;
         };
+        let pressed = InteractionRef {
+            id: c.id.get().to_string(),
+            token: c.token.clone(),
+            application: c.application_id.get().to_string(),
+            deferred: false,
+            acknowledged: true,
+        };
         let target = DiscordTarget {
             guild: guild.map(|g| g.to_string()),
-            interaction: None,
+            interaction: Some(pressed.clone()),
         }
         .into_target(
             &channel.to_string(),
@@ -458,14 +467,7 @@ impl Mapper {
                     .map(|id| id.get().to_string());
                 let target = DiscordTarget {
                     guild: guild.map(|g| g.to_string()),
-                    // Only for a private note, should the question be gone.
-                    interaction: Some(InteractionRef {
-                        id: c.id.get().to_string(),
-                        token: c.token.clone(),
-                        application: c.application_id.get().to_string(),
-                        deferred: false,
-                        acknowledged: true,
-                    }),
+                    interaction: Some(pressed),
                 }
                 .into_target(
                     &channel.to_string(),

@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod inbound;
+pub mod limits;
 pub mod platform;
 pub mod rest;
 pub mod target;

@@ -7,10 +7,12 @@
 //! - Status: typing in the reply's channel while the model thinks, renewed every 8 s until the
 //!   first post or a clear; progress notes edit one status message, at most once per
 //!   [`MIN_EDIT_INTERVAL`], and a clear deletes it.
-//! - A 429 holds its route (method and path, message ids aside): later calls there wait out
-//!   Discord's `retry_after` before they are sent, up to [`MAX_HOLD_WAIT`].
-//! - Ephemeral answers to slash commands through the interaction: a type 4 callback, an edit
-//!   of `@original` after a deferral, a follow-up after either.
+//! - Rate limits are the REST layer's ([`crate::limits`]): a 429 holds its bucket (a global
+//!   429 every route) in the shared budget, and later calls wait it out before they are sent,
+//!   up to [`MAX_HOLD_WAIT`].
+//! - Private answers through the interaction: an edit of `@original` after a slash command's
+//!   deferral (a type 4 callback if it was not deferred), and an ephemeral follow-up after
+//!   that, or after a button press (acknowledged with type 6).
 //! - Attachments are downloaded without the token, only from Discord's CDN hosts or the host
 //!   of `api_url`, never on a redirect, refused before download when Discord declared them too
 //!   large and cut off while streaming when they grow past the limit.
@@ -52,11 +54,9 @@ const TYPING_MAX: Duration = Duration::from_secs(600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Messages one history page returns (Discord's maximum).
 const HISTORY_PAGE: usize = 100;
-/// How many progress messages, answered interactions and rate-limited routes are remembered.
+/// How many progress messages and answered interactions are remembered.
 const REMEMBERED: usize = 4096;
-/// The longest a call waits for a route Discord rate-limited; past it, the call fails with the
-/// time left, as a 429 would.
-pub const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
+pub use crate::limits::MAX_HOLD_WAIT;
 
 /// Discord's outbound side. Cheap to clone; clones share their memory.
 #[derive(Clone)]
@@ -81,8 +81,6 @@ struct Shared {
     /// The progress message of a reply and when it was last written, by (channel, message
     /// answered).
     progress: Mutex<Bounded<(String, String), (MessageRef, Instant)>>,
-    /// Routes a 429 holds, until when.
-    holds: Mutex<Bounded<String, Instant>>,
     /// Interactions that already had their one callback (or `@original` edit).
     answered: Mutex<Bounded<String, ()>>,
     /// The gateway session is up (READY or RESUMED seen, and no drop since).
@@ -152,32 +150,14 @@ impl DiscordPlatform {
         }
     }
 
-    /// Calls Discord, first waiting out a 429's hold on the route; a 429 holds it in turn.
+    /// Calls Discord (the REST layer waits out rate-limit holds first).
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PlatformError> {
-        let route = route(&method, path);
-        if let Some(left) = self.held(&route) {
-            if left > MAX_HOLD_WAIT {
-                return Err(PlatformError::RateLimited { retry_after: left });
-            }
-            tokio::time::sleep(left).await;
-        }
-        let result = self.rest.call(method, path, body).await;
-        if let Err(PlatformError::RateLimited { retry_after }) = &result {
-            lock(&self.shared.holds).insert(route, Instant::now() + *retry_after);
-        }
-        result
-    }
-
-    /// How long `route` is still held by a 429, if it is.
-    fn held(&self, route: &str) -> Option<Duration> {
-        let until = lock(&self.shared.holds).get(&route.to_string()).copied()?;
-        let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+        self.rest.call(method, path, body).await
     }
 
     /// Stops the typing loop in `channel`, if one runs.
@@ -290,17 +270,6 @@ impl DiscordPlatform {
         }
         Ok(bytes)
     }
-}
-
-/// The rate-limit route of a call: its method and path without the query, a message id
-/// replaced by a placeholder (Discord limits a route per channel, not per message).
-fn route(method: &Method, path: &str) -> String {
-    let path = path.split('?').next().unwrap_or(path);
-    let mut segments: Vec<&str> = path.split('/').collect();
-    if segments.len() > 4 && segments[1] == "channels" && segments[3] == "messages" {
-        segments[4] = "{message_id}";
-    }
-    format!("{method} {}", segments.join("/"))
 }
 
 /// At most [`MAX_MESSAGE_CHARS`]: the splitter keeps replies within it, this keeps status
@@ -462,7 +431,7 @@ impl Platform for DiscordPlatform {
                     Some((_, at)) if at.elapsed() < MIN_EDIT_INTERVAL => Ok(()),
                     Some((m, _)) => {
                         let path = format!("/channels/{}/messages/{}", m.channel, m.id);
-                        if self.held(&route(&Method::PATCH, &path)).is_some() {
+                        if self.rest.held(&Method::PATCH, &path).is_some() {
                             Ok(())
                         } else {
                             let body =
@@ -669,30 +638,6 @@ mod tests {
         assert_eq!(
             (p.author.display_name.as_str(), p.text.as_str()),
             ("bob", "the question")
-        );
-    }
-
-    #[test]
-    fn a_route_is_its_method_and_path_without_message_ids() {
-        assert_eq!(
-            route(&Method::PATCH, "/channels/5/messages/77"),
-            "PATCH /channels/5/messages/{message_id}"
-        );
-        assert_eq!(
-            route(&Method::PATCH, "/channels/5/messages/78"),
-            route(&Method::PATCH, "/channels/5/messages/77")
-        );
-        assert_ne!(
-            route(&Method::PATCH, "/channels/6/messages/77"),
-            route(&Method::PATCH, "/channels/5/messages/77")
-        );
-        assert_eq!(
-            route(&Method::GET, "/channels/5/messages?limit=100&before=9"),
-            "GET /channels/5/messages"
-        );
-        assert_eq!(
-            route(&Method::POST, "/channels/5/typing"),
-            "POST /channels/5/typing"
         );
     }
 

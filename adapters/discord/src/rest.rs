@@ -1,18 +1,22 @@
 //! The REST calls the adapter makes itself, with its own reqwest client: serenity's HTTP
 //! layer, with its rate limiter off (so that `api_url` is honoured), turns a 429 into an error
 //! that has lost Discord's `retry_after`, and the contract needs it as
-//! [`PlatformError::RateLimited`]. The client follows no redirects, which the attachment
-//! downloads rely on; every error is stripped of its URL, because interaction URLs carry the
-//! interaction token.
+//! [`PlatformError::RateLimited`]. Every call first waits out any hold on its rate-limit bucket
+//! (or a global one), and every answer tells the shared budget what Discord said about the
+//! bucket ([`crate::limits`]). The client follows no redirects, which the attachment downloads
+//! rely on; every error is stripped of its URL, because interaction URLs carry the interaction
+//! token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anchorbot_platform::PlatformError;
+use anchorbot_platform::{LocalBudget, PlatformError, RateBudget};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use crate::limits::{bot_scope, RateLimits};
 use crate::DiscordConfig;
 
 /// One REST call, headers and body.
@@ -51,11 +55,12 @@ pub enum RestError {
     Client(String),
 }
 
-/// Discord's REST API at `{api_url}/api/v10`, with the bot token.
+/// Discord's REST API at `{api_url}/api/v10`, with the bot token and its rate limits.
 #[derive(Clone)]
 pub struct Rest {
     client: reqwest::Client,
     base: String,
+    limits: RateLimits,
 }
 
 impl std::fmt::Debug for Rest {
@@ -67,8 +72,18 @@ impl std::fmt::Debug for Rest {
 }
 
 impl Rest {
-    /// A client for `cfg`: the token goes in every request's `Authorization` header.
+    /// A client for `cfg`: the token goes in every request's `Authorization` header. Its rate
+    /// limits are held in a budget of its own.
     pub fn new(cfg: &DiscordConfig) -> Result<Self, RestError> {
+        Self::with_budget(cfg, Arc::new(LocalBudget::new()))
+    }
+
+    /// A client for `cfg` whose rate limits are held in `budget` (shared with whoever else
+    /// calls Discord as this bot).
+    pub fn with_budget(
+        cfg: &DiscordConfig,
+        budget: Arc<dyn RateBudget>,
+    ) -> Result<Self, RestError> {
         let mut auth = HeaderValue::from_str(&format!("Bot {}", cfg.token.expose_secret().trim()))
             .map_err(|_| RestError::BadToken)?;
         auth.set_sensitive(true);
@@ -87,7 +102,13 @@ impl Rest {
         Ok(Self {
             client,
             base: cfg.api_base(),
+            limits: RateLimits::new(budget, &bot_scope(cfg.token.expose_secret())),
         })
+    }
+
+    /// How long a rate-limit hold still stops `method path`, if one does.
+    pub fn held(&self, method: &Method, path: &str) -> Option<Duration> {
+        self.limits.held(&self.limits.key(method.as_str(), path))
     }
 
     /// A client for downloads: no token, no redirects.
@@ -99,14 +120,19 @@ impl Rest {
     }
 
     /// Calls `method path` (relative to `/api/v10`) with an optional JSON body; the answer's
-    /// JSON, or `Value::Null` for an empty one.
+    /// JSON, or `Value::Null` for an empty one. A hold on the call's bucket is waited out
+    /// first (up to [`crate::limits::MAX_HOLD_WAIT`]; past it the call fails as a 429 would).
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PlatformError> {
-        let route = anchorbot_platform::metrics::route_template(method.as_str(), path);
+        let key = self.limits.key(method.as_str(), path);
+        if let Err(left) = self.limits.wait(&key).await {
+            return Err(PlatformError::RateLimited { retry_after: left });
+        }
+        let route = key.route.clone();
         anchorbot_platform::metrics::api_call("discord", &route);
         let mut req = self
             .client
@@ -128,6 +154,7 @@ impl Rest {
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
+        self.limits.observe(&key, status, &headers, &value);
         if status.is_success() {
             return Ok(value);
         }
