@@ -219,7 +219,8 @@ async fn a_signed_mention_is_acknowledged_at_once_and_answered_once_in_its_threa
     assert_eq!(status, 200);
     let answer = slack.answer_in("C1", &ts, "HTTPBIRD").await;
     assert!(
-        answer.contains("Answer to <<@U1>: the code word is HTTPBIRD>"),
+        // The asker is named as Slack shows them (`users.info`: the fake's U1 is "u1").
+        answer.contains("Answer to <u1: the code word is HTTPBIRD>"),
         "{answer}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -203,22 +203,28 @@ async fn people_are_named_in_live_messages_and_in_joined_history() {
         "no display name: the real name; {system}"
     );
     assert!(system.contains("ada: Agreed, Monday"), "{system}");
-    // Each person was looked up once, as Slack's spec says (GET), then cached.
+    // People were looked up as Slack's spec says (GET), and only the thread's people.
     let lookups = slack.calls_to("users.info");
     let mut users: Vec<&str> = lookups
         .iter()
         .map(|c| c.args["user"].as_str().unwrap())
         .collect();
     users.sort();
+    users.dedup();
     assert_eq!(users, ["U7", "U8"]);
     assert!(
         lookups.iter().all(|c| c.http_method == "GET"),
         "{lookups:?}"
     );
-    // A follow-up by the same person costs no look-up.
+    // A follow-up by the same person costs no look-up: the names are cached.
+    let before = slack.calls_to("users.info").len();
     slack.push_event(slack.message("C11", "U8", "and the codename?", Some(&ts[0])));
-    slack.answer_in("C11", &ts[0], "and the codename?").await;
-    assert_eq!(slack.calls_to("users.info").len(), 2);
+    let answer = slack.answer_in("C11", &ts[0], "and the codename?").await;
+    assert!(
+        answer.contains("Answer to <ada: and the codename?>"),
+        "{answer}"
+    );
+    assert_eq!(slack.calls_to("users.info").len(), before);
     app.stop().await;
 }
 
@@ -239,8 +245,18 @@ async fn without_users_read_the_author_is_their_id_and_the_message_is_answered()
         "{answer}"
     );
     let lookups = slack.calls_to("users.info");
-    assert_eq!(lookups.len(), 1);
-    assert_eq!(lookups[0].response["error"], "missing_scope");
+    assert!(!lookups.is_empty());
+    assert!(
+        lookups
+            .iter()
+            .all(|c| c.response["error"] == "missing_scope"),
+        "{lookups:?}"
+    );
+    // The failure is remembered: the next message costs no look-up.
+    let before = lookups.len();
+    slack.push_event(slack.message("C12", "U1", "hello again", Some(&ts)));
+    slack.answer_in("C12", &ts, "hello again").await;
+    assert_eq!(slack.calls_to("users.info").len(), before);
     app.stop().await;
 }
 
@@ -299,4 +315,27 @@ async fn no_page_is_asked_for_while_the_method_is_held() {
         "it did not wait out the hold"
     );
     assert!(slack.calls_to("conversations.replies").is_empty());
+}
+
+#[tokio::test]
+async fn a_name_is_looked_up_once_and_cached() {
+    let slack = FakeSlack::start_default().await;
+    slack.add_person("U7", "", "Grace Hopper");
+    let (_, api) = platform(&slack);
+    for _ in 0..3 {
+        assert_eq!(api.names.name(&api, "T1", "U7").await, "Grace Hopper");
+    }
+    // The same look-up gives the person's team (a stream's recipient_team_id).
+    assert_eq!(
+        api.names.team_of(&api, "T1", "U7").await.as_deref(),
+        Some("T1")
+    );
+    assert_eq!(slack.calls_to("users.info").len(), 1);
+    // Unknown to Slack: the id, as Slack writes a mention, and the failure is remembered.
+    for _ in 0..2 {
+        assert_eq!(api.names.name(&api, "T1", "B0").await, "<@B0>");
+    }
+    let calls = slack.calls_to("users.info");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].response["error"], "user_not_found");
 }

@@ -1,4 +1,6 @@
 //! People's names, so the model sees "Ada" rather than `<@U0123>`: `users.info`, cached.
+//! The same look-up gives a person's team ([`UserNames::team_of`]), which a stream's
+//! `recipient_team_id` needs, so one call per person serves both.
 //!
 //! - `users.info` is form-encoded only in Slack's Web API spec, so it goes as a GET with query
 //!   parameters, as the official SDKs call it.
@@ -38,11 +40,20 @@ const NAME_CHARS: usize = 80;
 /// The Web API method.
 const METHOD: &str = "users.info";
 
+/// What `users.info` says of a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// The name Slack shows ([`shown_name`]).
+    pub name: String,
+    /// Their team (`team_id`), which for a Slack Connect guest is not the workspace's.
+    pub team: Option<String>,
+}
+
 /// One cached look-up.
 #[derive(Debug, Clone)]
 struct Cached {
-    /// The name; `None` when the look-up failed.
-    name: Option<String>,
+    /// The person; `None` when the look-up failed.
+    person: Option<Person>,
     /// When it was stored, for evicting the oldest.
     at: Instant,
     /// When it goes stale.
@@ -73,30 +84,45 @@ impl UserNames {
 
     /// The name Slack shows for `user`, or `<@user>` when it cannot be had.
     pub async fn name(&self, api: &Api, team: &str, user: &str) -> String {
+        match self.person(api, team, user).await {
+            Some(p) => p.name,
+            None => unnamed(user),
+        }
+    }
+
+    /// The team `user` belongs to, when Slack says; `team` is the workspace the budget is
+    /// counted in.
+    pub async fn team_of(&self, api: &Api, team: &str, user: &str) -> Option<String> {
+        self.person(api, team, user).await?.team
+    }
+
+    /// What Slack says of `user`: cached, else asked of `users.info`. `None` when it did not
+    /// answer, lately.
+    pub async fn person(&self, api: &Api, team: &str, user: &str) -> Option<Person> {
         if let Some(cached) = self.cached(user) {
-            return cached.unwrap_or_else(|| unnamed(user));
+            return cached;
         }
         match look_up(api, team, user).await {
-            Ok(name) => {
-                self.store(user, Some(name.clone()), NAME_TTL);
-                name
+            Ok(person) => {
+                self.store(user, Some(person.clone()), NAME_TTL);
+                Some(person)
             }
             Err(why) => {
-                tracing::debug!(user, why = %why, "no name for a Slack user; using the id");
+                tracing::debug!(user, why = %why, "no users.info for a Slack user; using the id");
                 self.store(user, None, RETRY_AFTER);
-                unnamed(user)
+                None
             }
         }
     }
 
     /// A fresh cached look-up: `Some(None)` for a remembered failure.
-    fn cached(&self, user: &str) -> Option<Option<String>> {
+    fn cached(&self, user: &str) -> Option<Option<Person>> {
         let cache = self.lock();
         let c = cache.get(user)?;
-        (c.until > Instant::now()).then(|| c.name.clone())
+        (c.until > Instant::now()).then(|| c.person.clone())
     }
 
-    fn store(&self, user: &str, name: Option<String>, ttl: Duration) {
+    fn store(&self, user: &str, person: Option<Person>, ttl: Duration) {
         let now = Instant::now();
         let mut cache = self.lock();
         if cache.len() >= CAPACITY && !cache.contains_key(user) {
@@ -115,7 +141,7 @@ impl UserNames {
         cache.insert(
             user.to_string(),
             Cached {
-                name,
+                person,
                 at: now,
                 until: now + ttl,
             },
@@ -157,7 +183,7 @@ enum LookUpError {
 }
 
 /// Asks Slack for `user`'s name, spending the budget.
-async fn look_up(api: &Api, team: &str, user: &str) -> Result<String, LookUpError> {
+async fn look_up(api: &Api, team: &str, user: &str) -> Result<Person, LookUpError> {
     let key = RateKey::new("slack", team, METHOD);
     let budget = &*api.budget;
     budget::spend(budget, &key, USERS_INFO_RATE, MAX_BUDGET_WAIT)
@@ -184,7 +210,14 @@ async fn look_up(api: &Api, team: &str, user: &str) -> Result<String, LookUpErro
         }
         LookUpError::Slack(e)
     })?;
-    shown_name(&answer["user"]).ok_or(LookUpError::Nameless)
+    let user = &answer["user"];
+    Ok(Person {
+        name: shown_name(user).ok_or(LookUpError::Nameless)?,
+        team: user["team_id"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+    })
 }
 
 /// The name Slack shows for a user object: `profile.display_name`, else the real name, else
@@ -237,21 +270,29 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_forgets_the_oldest() {
         let names = UserNames::new();
+        let person = |i: usize| Person {
+            name: format!("n{i}"),
+            team: Some("T1".into()),
+        };
         for i in 0..CAPACITY + 10 {
-            names.store(&format!("U{i}"), Some(format!("n{i}")), NAME_TTL);
+            names.store(&format!("U{i}"), Some(person(i)), NAME_TTL);
         }
         assert_eq!(names.len(), CAPACITY);
         assert_eq!(names.cached("U0"), None, "the oldest went first");
         assert_eq!(
             names.cached(&format!("U{}", CAPACITY + 9)),
-            Some(Some(format!("n{}", CAPACITY + 9)))
+            Some(Some(person(CAPACITY + 9)))
         );
     }
 
     #[test]
     fn stale_names_are_looked_up_again() {
         let names = UserNames::new();
-        names.store("U1", Some("Ada".into()), Duration::ZERO);
+        let ada = Person {
+            name: "Ada".into(),
+            team: None,
+        };
+        names.store("U1", Some(ada), Duration::ZERO);
         assert_eq!(names.cached("U1"), None);
         names.store("U2", None, RETRY_AFTER);
         assert_eq!(names.cached("U2"), Some(None), "a failure is remembered");
