@@ -378,6 +378,22 @@ pub trait Platform: Send + Sync + 'static {
         markdown.to_string()
     }
 
+    /// Renders a streamed answer so far for its native append stream: only what later text
+    /// cannot change, so that each result extends the one before and [`Platform::render`] of
+    /// the final text extends the last (a stream cannot take text back). The default: all of
+    /// it, rendered.
+    fn render_stream(&self, markdown: &str) -> String {
+        self.render(markdown)
+    }
+
+    /// How long a streamed reply to `to` should leave between two writes now (`native`: it
+    /// appends to a native stream; else it edits a posted message). Adapters whose allowance
+    /// is shared by every reply in flight stretch it when many reply at once, so a busy
+    /// minute sends fewer, larger writes. The default: [`Limits::min_edit_interval`].
+    fn write_interval(&self, _to: &ReplyTarget, _native: bool) -> Duration {
+        self.limits().min_edit_interval
+    }
+
     /// Whether the adapter is connected to its platform and taking events (for `/readyz`).
     /// A platform with no connection to lose (the console) is always connected.
     fn connected(&self) -> bool {

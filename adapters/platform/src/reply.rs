@@ -1,9 +1,11 @@
 //! A streamed reply built on the [`Platform`] primitives. Where the platform has a native
 //! append stream (Slack's `chat.startStream`), the answer is appended to it in buffered pieces;
 //! otherwise the first text is posted and later text edits it. Either way at most one write per
-//! `min_edit_interval`, a rate limit's `retry_after` is waited out (and counted), and text past
-//! the platform's length limit continues in follow-up messages, split after the Markdown is
-//! rendered for the platform.
+//! [`Platform::write_interval`] (which the platform stretches when many replies share its
+//! allowance), a rate limit's `retry_after` is waited out (and counted), and text past the
+//! platform's length limit continues in follow-up messages, split after the Markdown is
+//! rendered for the platform. A native stream that refuses an append for any reason but a
+//! rate limit is left as it is, and the final text is written by editing the message.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +15,15 @@ use crate::{
     Status,
 };
 
-/// How many times the final write is retried when the platform rate-limits it.
-const FINAL_RETRIES: usize = 3;
+/// How long the final write keeps being retried while the platform rate-limits it: long
+/// enough for a minute's allowance to refill, as many replies may be waiting for it.
+const FINAL_DEADLINE: Duration = Duration::from_secs(180);
 
-/// The longest rate-limit wait honoured before the final write.
+/// The longest single rate-limit wait honoured before the final write is tried again.
 const MAX_FINAL_WAIT: Duration = Duration::from_secs(30);
+
+/// The shortest wait between two tries of the final write.
+const MIN_FINAL_WAIT: Duration = Duration::from_millis(10);
 
 /// The native stream of a reply, while it is used.
 struct Native {
@@ -98,7 +104,8 @@ impl StreamingReply {
         self.latest.clear();
         self.latest.push_str(full_text);
         let now = Instant::now();
-        let interval = self.platform.limits().min_edit_interval;
+        let native = self.native.as_ref().is_some_and(|n| !n.diverged);
+        let interval = self.platform.write_interval(&self.target, native);
         let due = self.last_flush.is_none_or(|t| t.elapsed() >= interval)
             && self.hold_until.is_none_or(|t| now >= t);
         if due && !self.latest.trim().is_empty() {
@@ -123,16 +130,19 @@ impl StreamingReply {
             let wait = until.saturating_duration_since(Instant::now());
             tokio::time::sleep(wait.min(MAX_FINAL_WAIT)).await;
         }
+        let started = Instant::now();
         let mut result = self.write_final().await;
-        for _ in 0..FINAL_RETRIES {
-            match &result {
-                Err(PlatformError::RateLimited { retry_after }) => {
-                    self.rate_limited += 1;
-                    tokio::time::sleep((*retry_after).min(MAX_FINAL_WAIT)).await;
-                    result = self.write_final().await;
-                }
-                _ => break,
+        while let Err(PlatformError::RateLimited { retry_after }) = &result {
+            let left = FINAL_DEADLINE.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
             }
+            self.rate_limited += 1;
+            let wait = (*retry_after)
+                .clamp(MIN_FINAL_WAIT, MAX_FINAL_WAIT)
+                .min(left);
+            tokio::time::sleep(wait).await;
+            result = self.write_final().await;
         }
         self.status(Status::Clear).await;
         let messages = self.messages();
@@ -181,11 +191,19 @@ impl StreamingReply {
         let limit = self.platform.limits().max_message_chars;
         match &mut self.native {
             Some(native) if !native.diverged => {
-                let fits = self.latest.chars().count() <= limit;
-                match self.latest.strip_prefix(native.appended.as_str()) {
+                let shown = self.platform.render_stream(&self.latest);
+                let fits = shown.chars().count() <= limit;
+                match shown.strip_prefix(native.appended.as_str()) {
                     Some(delta) if fits => {
                         if !delta.is_empty() {
-                            native.stream.append(delta).await?;
+                            if let Err(e) = native.stream.append(delta).await {
+                                // Only a rate limit is worth appending again: anything else
+                                // leaves the rest of this answer to an edit.
+                                if !matches!(e, PlatformError::RateLimited { .. }) {
+                                    native.diverged = true;
+                                }
+                                return Err(e);
+                            }
                             native.appended.push_str(delta);
                         }
                     }
@@ -207,14 +225,20 @@ impl StreamingReply {
         }
         if let Some(mut native) = self.native.take() {
             let limit = self.platform.limits().max_message_chars;
-            if !native.diverged && self.latest.chars().count() <= limit {
-                if let Some(delta) = self.latest.strip_prefix(native.appended.as_str()) {
+            let rendered = self.platform.render(&self.latest);
+            if !native.diverged && rendered.chars().count() <= limit {
+                if let Some(delta) = rendered.strip_prefix(native.appended.as_str()) {
                     if !delta.is_empty() {
-                        if let Err(e) = native.stream.append(delta).await {
-                            self.native = Some(native);
-                            return Err(e);
+                        match native.stream.append(delta).await {
+                            Ok(()) => native.appended.push_str(delta),
+                            Err(e @ PlatformError::RateLimited { .. }) => {
+                                self.native = Some(native);
+                                return Err(e);
+                            }
+                            // The stream refused the rest of this answer: the edit below
+                            // writes it.
+                            Err(e) => tracing::debug!(error = %e, "final append refused"),
                         }
-                        native.appended.push_str(delta);
                     }
                 }
             }
@@ -268,15 +292,24 @@ mod tests {
         limit_edits: Mutex<u32>,
         /// The rate limit's `retry_after`, in ms (5 when zero).
         retry_after_ms: u64,
+        /// Refuse the native stream's appends after this many (`invalid_arguments`).
+        refuse_appends_after: Option<usize>,
+        /// What `write_interval` answers (`Duration::ZERO` when unset).
+        interval: Duration,
         calls: Arc<Mutex<Vec<String>>>,
     }
 
-    struct Stream(Arc<Mutex<Vec<String>>>);
+    struct Stream(Arc<Mutex<Vec<String>>>, Option<usize>);
 
     #[async_trait]
     impl AppendStream for Stream {
         async fn append(&mut self, text: &str) -> Result<(), PlatformError> {
-            self.0.lock().unwrap().push(format!("append {text}"));
+            let mut calls = self.0.lock().unwrap();
+            let appended = calls.iter().filter(|c| c.starts_with("append")).count();
+            if self.1.is_some_and(|n| appended >= n) {
+                return Err(PlatformError::Rejected("invalid_arguments".into()));
+            }
+            calls.push(format!("append {text}"));
             Ok(())
         }
         async fn stop(&mut self) -> Result<MessageRef, PlatformError> {
@@ -333,9 +366,13 @@ mod tests {
             &self,
             _to: &ReplyTarget,
         ) -> Result<Option<Box<dyn AppendStream>>, PlatformError> {
-            Ok(self
-                .native
-                .then(|| Box::new(Stream(self.calls.clone())) as Box<dyn AppendStream>))
+            Ok(self.native.then(|| {
+                Box::new(Stream(self.calls.clone(), self.refuse_appends_after))
+                    as Box<dyn AppendStream>
+            }))
+        }
+        fn write_interval(&self, _to: &ReplyTarget, _native: bool) -> Duration {
+            self.interval
         }
         async fn fetch(&self, _: &Attachment, _: u64) -> Result<Vec<u8>, PlatformError> {
             Err(PlatformError::Rejected("no files".into()))
@@ -426,5 +463,59 @@ mod tests {
             limited.elapsed()
         );
         assert_eq!(calls(&p), ["post one", "edit m1 one two three"]);
+    }
+
+    #[tokio::test]
+    async fn writes_follow_the_platforms_write_interval() {
+        let p = Arc::new(Recorder {
+            interval: Duration::from_secs(60),
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        for text in ["one", "one two", "one two three"] {
+            r.update(text).await;
+        }
+        r.finish("one two three four", FinalState::Complete)
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&p),
+            ["post one", "edit m1 one two three four"],
+            "a busy platform gets the first text and the final one, nothing between"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_refusing_an_append_is_finished_by_editing() {
+        let p = Arc::new(Recorder {
+            native: true,
+            refuse_appends_after: Some(1),
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        r.update("Hello").await;
+        r.update("Hello wor").await;
+        r.update("Hello world").await;
+        r.finish("Hello world.", FinalState::Complete)
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&p),
+            ["append Hello", "stop", "edit s1 Hello world."],
+            "one refused append, then no more appends, and the final text by an edit"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_final_write_outlasts_more_than_three_rate_limits() {
+        let p = Arc::new(Recorder {
+            limit_edits: Mutex::new(6),
+            ..Default::default()
+        });
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default());
+        r.update("one").await;
+        r.finish("one two", FinalState::Complete).await.unwrap();
+        assert_eq!(calls(&p), ["post one", "edit m1 one two"]);
+        assert_eq!(r.rate_limited(), 6);
     }
 }

@@ -76,6 +76,8 @@ impl Adapter for SlackAdapter {
         mut shutdown: Shutdown,
     ) -> Result<(), PlatformError> {
         let me = self.identity().await?;
+        // Every later call counts against this workspace's limits.
+        self.api.set_workspace(&me.team);
         tracing::info!(team = %me.team, bot = %me.bot_user, "connected to Slack");
         let (inbox, mapper, rx) = inbound::channel(self.cfg.clone(), self.api.clone(), me, sink);
         let mapping = tokio::spawn(mapper.run(rx, shutdown.clone()));

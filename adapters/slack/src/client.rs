@@ -1,9 +1,14 @@
 //! The Web API client: slack-morphism over hyper, pointed at `api_url` (so a local server can
-//! stand in for Slack), HTTP or HTTPS, with slack-morphism's rate control turned on (it waits
-//! out 429 `Retry-After` and retries) and the waits counted.
+//! stand in for Slack), HTTP or HTTPS, and the rate-limit budget every call spends.
+//!
+//! slack-morphism's own rate control is off. It would throttle and retry each call on its own
+//! counts, invisible to the shared budget: a retry it sends after one conversation's 429 is a
+//! call the budget did not count, and it cannot fall back (post instead of stream) or coalesce
+//! writes. So a 429 comes back as `RateLimitError { retry_after }`, and [`crate::rate`] holds
+//! the method for every conversation and decides what waits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anchorbot_platform::{LocalBudget, RateBudget};
 use hyper_rustls::HttpsConnector;
@@ -18,9 +23,6 @@ use crate::SlackConfig;
 pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 /// The slack-morphism client.
 pub type Client = SlackClient<Connector>;
-
-/// Retries slack-morphism makes after a 429 before it gives up.
-const RATE_LIMIT_RETRIES: usize = 3;
 
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub struct Api {
     pub budget: Arc<dyn RateBudget>,
     /// People's names from `users.info`, shared by live messages and thread history.
     pub names: Arc<UserNames>,
+    /// The bot token's workspace (from `auth.test`): the scope the budget counts calls in.
+    workspace: Arc<OnceLock<String>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -62,11 +66,9 @@ impl Api {
             .https_or_http()
             .enable_http1()
             .build();
-        let connector = SlackClientHyperConnector::with_connector(https)
-            .with_slack_api_url(&cfg.api_base())
-            .with_rate_control(
-                SlackApiRateControlConfig::new().with_max_retries(RATE_LIMIT_RETRIES),
-            );
+        // No `with_rate_control`: the budget decides (see the module's doc).
+        let connector =
+            SlackClientHyperConnector::with_connector(https).with_slack_api_url(&cfg.api_base());
         Ok(Self {
             client: Arc::new(SlackClient::new(connector)),
             bot: token(cfg.bot_token.expose_secret()),
@@ -74,7 +76,27 @@ impl Api {
             calls: Arc::new(AtomicU64::new(0)),
             budget: Arc::new(LocalBudget::new()),
             names: Arc::new(UserNames::new()),
+            workspace: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// The same client spending `budget` (a store shared by several replicas, say).
+    pub fn with_budget(mut self, budget: Arc<dyn RateBudget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Records the bot token's workspace, once it is known from `auth.test`.
+    pub fn set_workspace(&self, team: &str) {
+        let _ = self.workspace.set(team.to_string());
+    }
+
+    /// The bot token's workspace; empty before `auth.test` answered. One bot token belongs to
+    /// one workspace, whose limits every call of this adapter counts against. (An org-wide
+    /// install's token spans workspaces with a budget each; counting them as one only spends
+    /// more carefully.)
+    pub fn workspace(&self) -> String {
+        self.workspace.get().cloned().unwrap_or_default()
     }
 
     /// A session with the bot token; counts the call it is opened for.

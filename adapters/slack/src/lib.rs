@@ -4,12 +4,17 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod block_markdown;
 pub mod client;
 pub mod config;
 pub mod http;
 pub mod inbound;
 pub mod markdown;
+pub mod pace;
 pub mod platform;
+pub mod rate;
+pub mod recipient;
+pub mod stream_errors;
 pub mod target;
 pub mod thread;
 pub mod users;

@@ -169,8 +169,8 @@ enum Block<'a> {
 }
 
 /// An opening code fence.
-struct Fence<'a> {
-    ch: char,
+pub(crate) struct Fence<'a> {
+    pub(crate) ch: char,
     len: usize,
     indent: usize,
     lang: &'a str,
@@ -214,7 +214,7 @@ fn parse_blocks<'a>(lines: &[&'a str]) -> Vec<Block<'a>> {
     blocks
 }
 
-fn open_fence(line: &str) -> Option<Fence<'_>> {
+pub(crate) fn open_fence(line: &str) -> Option<Fence<'_>> {
     let t = line.trim_start();
     let ch = t.chars().next().filter(|&c| c == '`' || c == '~')?;
     let len = t.chars().take_while(|&c| c == ch).count();
@@ -236,7 +236,7 @@ fn open_fence(line: &str) -> Option<Fence<'_>> {
     })
 }
 
-fn closes(fence: &Fence<'_>, line: &str) -> bool {
+pub(crate) fn closes(fence: &Fence<'_>, line: &str) -> bool {
     let t = line.trim();
     t.chars().count() >= fence.len && t.chars().all(|c| c == fence.ch)
 }
@@ -252,12 +252,12 @@ fn strip_indent(line: &str, n: usize) -> &str {
     &line[cut..]
 }
 
-fn is_quote(line: &str) -> bool {
+pub(crate) fn is_quote(line: &str) -> bool {
     line.trim_start().starts_with('>')
 }
 
 /// The content of a quote line, without its `>` markers (all of them) and one space.
-fn strip_quote(line: &str) -> &str {
+pub(crate) fn strip_quote(line: &str) -> &str {
     let mut rest = line;
     while let Some(after) = rest.trim_start().strip_prefix('>') {
         rest = after;
@@ -273,7 +273,7 @@ enum Align {
 }
 
 /// A GFM table at the start of `lines`: its laid-out lines and how many input lines it used.
-fn parse_table(lines: &[&str]) -> Option<(Vec<String>, usize)> {
+pub(crate) fn parse_table(lines: &[&str]) -> Option<(Vec<String>, usize)> {
     let header = lines.first()?;
     if !header.contains('|') {
         return None;
@@ -470,7 +470,7 @@ fn normalize_blocks(blocks: &[Block<'_>], out: &mut Vec<String>) {
 
 /// Puts a zero-width space inside every run of three or more backticks, so that Slack never
 /// sees a fence where Markdown had none (or inside a code block).
-fn neutralize_backticks(s: &str) -> String {
+pub(crate) fn neutralize_backticks(s: &str) -> String {
     if !s.contains("```") {
         return s.to_string();
     }
@@ -591,7 +591,7 @@ fn heading(t: &str) -> Option<&str> {
 }
 
 /// Whether `t` is a thematic break: three or more of one of `-*_`, spaces allowed between.
-fn is_rule(t: &str) -> bool {
+pub(crate) fn is_rule(t: &str) -> bool {
     let marks: Vec<char> = t.chars().filter(|c| !matches!(c, ' ' | '\t')).collect();
     marks.len() >= 3 && matches!(marks[0], '-' | '*' | '_') && marks.iter().all(|&c| c == marks[0])
 }

@@ -3,8 +3,11 @@
 //! - Answers live in a `markdown` block (Slack shows only the blocks of a message that has
 //!   them), with a short mrkdwn `text` as the notification fallback: `chat.postMessage`,
 //!   `chat.update`, `chat.delete`.
-//! - Native streaming: `chat.startStream`, `chat.appendStream`, `chat.stopStream`. A workspace
-//!   that answers those methods with an error is remembered and gets post plus update.
+//! - Native streaming: `chat.startStream`, `chat.appendStream`, `chat.stopStream`, to the
+//!   asking user in their own team ([`crate::recipient`]). A workspace (or channel kind) that
+//!   has no streaming is remembered and gets post plus update; any other streaming error makes
+//!   only that answer post and update ([`crate::stream_errors`]).
+//! - Answers are converted to what a `markdown` block renders ([`crate::block_markdown`]).
 //! - Status: `assistant.threads.setStatus` in assistant threads, an `eyes` reaction elsewhere.
 //! - Feedback buttons (a `context_actions` block) on the last message of a final answer, and
 //!   the title of an assistant thread.
@@ -12,9 +15,12 @@
 //! - File downloads with the bot token, which goes only to `files.slack.com` or to the origin
 //!   of `api_url`, never on a redirect.
 //!
-//! Web API calls go through slack-morphism's session with its rate control; the responses are
-//! read leniently (only `ts`), so a message Slack echoes back with block kinds slack-morphism
-//! does not model cannot turn a posted answer into an error.
+//! Every Web API call spends the shared rate budget first ([`crate::rate`]): none is sent into
+//! a 429's hold, a stream without allowance falls back to post plus update, writes are spaced
+//! by how many replies share the allowance ([`crate::pace`]), and taking the working reaction
+//! off waits for its allowance in the background. The calls go through slack-morphism's
+//! session; the responses are read leniently (only `ts`), so a message Slack echoes back with
+//! block kinds slack-morphism does not model cannot turn a posted answer into an error.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -37,16 +43,16 @@ use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use slack_morphism::errors::SlackClientError;
-use slack_morphism::prelude::{
-    SlackApiMethodRateControlConfig, ASSISTANT_THREAD_SET_STATUS_SPECIAL_LIMIT_RATE_CTL,
-    CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL, SLACK_TIER2_METHOD_CONFIG, SLACK_TIER3_METHOD_CONFIG,
-    SLACK_TIER4_METHOD_CONFIG,
-};
+use slack_morphism::errors::{SlackClientError, SlackRateLimitError};
 use url::Url;
 
+use crate::block_markdown;
 use crate::client::Api;
 use crate::markdown::{to_mrkdwn, APPEND_STREAM_MAX, MARKDOWN_BLOCK_MAX, MESSAGE_TEXT_MAX};
+use crate::pace::{self, Writers};
+use crate::rate::{self, Patience};
+use crate::recipient::Teams;
+use crate::stream_errors::{self, Reach};
 use crate::target::{is_dm, SlackTarget};
 use crate::SlackConfig;
 
@@ -81,14 +87,19 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 const RESPONSE_URL_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a rate limit without `Retry-After` waits.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Errors from the stream methods that mean the workspace (app, token or channel kind) does
-/// not stream: later replies there go straight to post plus update.
-const STREAM_UNSUPPORTED: &[&str] = &[
-    "unknown_method",
-    "not_allowed_token_type",
-    "method_not_supported_for_channel_type",
-    "invalid_arguments",
-];
+/// A write the reply can put off (an append or edit while the answer streams, the first
+/// post): past this wait it is not sent, and the reply writes again later with more text.
+const WRITE: Patience = Patience::Wait(Duration::from_millis(250));
+/// What follows the final text (the stop with the feedback buttons, their update): the answer
+/// is readable already, so it waits for its allowance.
+const AFTER_ANSWER: Patience = Patience::Wait(Duration::from_secs(60));
+/// A status shown while the model works: cosmetic, never worth a wait.
+const STATUS: Patience = Patience::Wait(Duration::from_secs(2));
+/// Taking a status off when its allowance is spent: in the background, for as long as it
+/// takes the allowance to come back.
+const CLEAR_LATER: Patience = Patience::Wait(Duration::from_secs(300));
+/// Any other call (an ephemeral note, a delete).
+const OTHER: Patience = Patience::Wait(Duration::from_secs(10));
 
 /// The HTTPS client for file downloads and `response_url` posts. hyper's client never
 /// follows redirects, which is what the token needs.
@@ -139,16 +150,92 @@ impl SlackPlatform {
         !self.shared.streaming_off(team)
     }
 
-    /// Calls `method` with `body` (JSON) and maps the error.
+    /// Calls `method` with `body` (JSON), spending its allowance as `patience` allows, and
+    /// maps the error.
     async fn call<R: for<'de> Deserialize<'de> + Send>(
         &self,
         method: &str,
         body: &Value,
-        rate: &'static SlackApiMethodRateControlConfig,
+        patience: Patience,
     ) -> Result<R, PlatformError> {
-        call(&self.api, method, body, rate)
+        call(&self.api, method, body, patience)
             .await
             .map_err(|e| map_error(&self.api, &e))
+    }
+
+    /// The team of the person a stream to `target` answers (see [`crate::recipient`]).
+    async fn recipient_team(&self, target: &SlackTarget) -> String {
+        match self.shared.teams.of(&self.api, &target.user).await {
+            Some(team) => team,
+            None => target.team.clone(),
+        }
+    }
+
+    /// Shows or takes off a status with `method`. Taking it off when the allowance is spent
+    /// goes on in the background (the answer is complete; the status may lag), and counts as
+    /// done from now, so a second clear sends nothing.
+    async fn set_status(
+        &self,
+        method: &'static str,
+        body: Value,
+        key: (String, String),
+        show: bool,
+        ignored: Option<&'static str>,
+    ) {
+        if !show && rate::available(&self.api, method, None) < 1.0 {
+            self.shared.set_status_shown(key.clone(), false);
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.send_status(method, &body, key, show, ignored, CLEAR_LATER)
+                    .await
+            });
+            return;
+        }
+        self.send_status(method, &body, key, show, ignored, STATUS)
+            .await;
+    }
+
+    /// Sends a status call and records what shows. A failure is logged, never returned.
+    async fn send_status(
+        &self,
+        method: &'static str,
+        body: &Value,
+        key: (String, String),
+        show: bool,
+        ignored: Option<&'static str>,
+        patience: Patience,
+    ) {
+        match call::<Value>(&self.api, method, body, patience).await {
+            Ok(_) => self.shared.set_status_shown(key, show),
+            Err(e) if ignored.is_some() && api_code(&e) == ignored => {
+                self.shared.set_status_shown(key, show)
+            }
+            Err(e) => {
+                let e = map_error(&self.api, &e);
+                tracing::debug!(error = %e, method, "status update failed");
+            }
+        }
+    }
+
+    /// Remembers what a streaming error says about streaming beyond this call.
+    fn note_stream_error(&self, e: &SlackClientError, team: &str, channel: &str) {
+        match stream_errors::reach(e) {
+            Reach::Workspace => {
+                tracing::info!(
+                    error = api_code(e).unwrap_or("not found"),
+                    "native streaming unavailable in this workspace; posting and updating"
+                );
+                self.shared.turn_streaming_off(team);
+            }
+            Reach::Channel => {
+                tracing::info!(
+                    error = api_code(e).unwrap_or("refused"),
+                    "native streaming unavailable in this channel; posting and updating"
+                );
+                self.shared.turn_channel_streaming_off(channel);
+            }
+            Reach::Call => {}
+        }
     }
 
     /// Ends the native stream of message `channel`/`ts` if it is still open, with `blocks`
@@ -167,13 +254,7 @@ impl SlackPlatform {
         if let Some(blocks) = blocks {
             body["blocks"] = blocks;
         }
-        let result = call::<Value>(
-            &self.api,
-            "chat.stopStream",
-            &body,
-            &SLACK_TIER2_METHOD_CONFIG,
-        )
-        .await;
+        let result = call::<Value>(&self.api, "chat.stopStream", &body, AFTER_ANSWER).await;
         match result {
             Ok(_) => {
                 self.shared.stream_stopped(channel, ts);
@@ -181,9 +262,7 @@ impl SlackPlatform {
             }
             Err(e) => {
                 let mapped = map_error(&self.api, &e);
-                if stream_unsupported(&e) {
-                    self.shared.turn_streaming_off(&team);
-                }
+                self.note_stream_error(&e, &team, channel);
                 if matches!(mapped, PlatformError::RateLimited { .. }) {
                     return Err(mapped);
                 }
@@ -217,7 +296,7 @@ impl SlackPlatform {
             return Ok(());
         };
         let body = message_body(&m.channel, None, Some(&m.id), &text, true);
-        self.call::<Written>("chat.update", &body, &SLACK_TIER3_METHOD_CONFIG)
+        self.call::<Written>("chat.update", &body, AFTER_ANSWER)
             .await?;
         Ok(())
     }
@@ -239,11 +318,7 @@ impl SlackPlatform {
         };
         let body = json!({ "channel_id": to.channel, "thread_ts": thread, "title": title });
         if let Err(e) = self
-            .call::<Value>(
-                "assistant.threads.setTitle",
-                &body,
-                &SLACK_TIER4_METHOD_CONFIG,
-            )
+            .call::<Value>("assistant.threads.setTitle", &body, STATUS)
             .await
         {
             tracing::debug!(error = %e, "assistant.threads.setTitle failed");
@@ -373,20 +448,37 @@ impl Platform for SlackPlatform {
         }
     }
 
+    fn render(&self, markdown: &str) -> String {
+        block_markdown::to_markdown_block(markdown)
+    }
+
+    fn render_stream(&self, markdown: &str) -> String {
+        block_markdown::streamable(markdown)
+    }
+
+    fn write_interval(&self, _to: &ReplyTarget, native: bool) -> Duration {
+        let method = if native {
+            "chat.appendStream"
+        } else {
+            "chat.update"
+        };
+        pace::interval(
+            self.shared.writers.active(method),
+            rate::rate(method),
+            rate::available(&self.api, method, None),
+        )
+    }
+
     async fn post(&self, to: &ReplyTarget, text: &str) -> Result<MessageRef, PlatformError> {
         let body = message_body(&to.channel, to.thread.as_deref(), None, text, false);
-        let posted: Written = self
-            .call(
-                "chat.postMessage",
-                &body,
-                &CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL,
-            )
-            .await?;
+        let posted: Written = self.call("chat.postMessage", &body, WRITE).await?;
         let message = MessageRef {
             channel: posted.channel.unwrap_or_else(|| to.channel.clone()),
             id: posted.ts,
         };
         self.shared.remember(&message, Sent::posted(text, to));
+        // A posted answer is written on with chat.update.
+        self.shared.writers.wrote("chat.update", &writer(&message));
         Ok(message)
     }
 
@@ -399,16 +491,15 @@ impl Platform for SlackPlatform {
             return Err(e);
         }
         let body = message_body(&message.channel, None, Some(&message.id), text, false);
-        self.call::<Written>("chat.update", &body, &SLACK_TIER3_METHOD_CONFIG)
-            .await?;
+        self.call::<Written>("chat.update", &body, WRITE).await?;
         self.shared.set_text(message, text);
+        self.shared.writers.wrote("chat.update", &writer(message));
         Ok(())
     }
 
     async fn delete(&self, message: &MessageRef) -> Result<(), PlatformError> {
         let body = json!({ "channel": message.channel, "ts": message.id });
-        self.call::<Value>("chat.delete", &body, &SLACK_TIER3_METHOD_CONFIG)
-            .await?;
+        self.call::<Value>("chat.delete", &body, OTHER).await?;
         self.shared.forget(message);
         Ok(())
     }
@@ -440,7 +531,7 @@ impl Platform for SlackPlatform {
         if let Some(thread) = &to.thread {
             body["thread_ts"] = json!(thread);
         }
-        self.call::<Value>("chat.postEphemeral", &body, &SLACK_TIER4_METHOD_CONFIG)
+        self.call::<Value>("chat.postEphemeral", &body, OTHER)
             .await?;
         Ok(())
     }
@@ -459,18 +550,10 @@ impl Platform for SlackPlatform {
                 Status::Clear if !self.shared.status_shown(&key) => return Ok(()),
                 Status::Clear => String::new(),
             };
+            let show = !text.is_empty();
             let body = json!({ "channel_id": to.channel, "thread_ts": thread, "status": text });
-            match self
-                .call::<Value>(
-                    "assistant.threads.setStatus",
-                    &body,
-                    &ASSISTANT_THREAD_SET_STATUS_SPECIAL_LIMIT_RATE_CTL,
-                )
-                .await
-            {
-                Ok(_) => self.shared.set_status_shown(key, !text.is_empty()),
-                Err(e) => tracing::debug!(error = %e, "assistant.threads.setStatus failed"),
-            }
+            self.set_status("assistant.threads.setStatus", body, key, show, None)
+                .await;
             return Ok(());
         }
         let Some(message) = to.message.as_deref() else {
@@ -478,30 +561,16 @@ impl Platform for SlackPlatform {
         };
         let key = (to.channel.clone(), message.to_string());
         let shown = self.shared.status_shown(&key);
-        let (method, rate, ignored, show) = match status {
-            Status::Thinking | Status::Progress(_) if !shown => (
-                "reactions.add",
-                &*SLACK_TIER3_METHOD_CONFIG,
-                "already_reacted",
-                true,
-            ),
-            Status::Clear if shown => (
-                "reactions.remove",
-                &*SLACK_TIER2_METHOD_CONFIG,
-                "no_reaction",
-                false,
-            ),
+        let (method, ignored, show) = match status {
+            Status::Thinking | Status::Progress(_) if !shown => {
+                ("reactions.add", "already_reacted", true)
+            }
+            Status::Clear if shown => ("reactions.remove", "no_reaction", false),
             _ => return Ok(()),
         };
         let body = json!({ "channel": to.channel, "timestamp": message, "name": WORKING_REACTION });
-        match call::<Value>(&self.api, method, &body, rate).await {
-            Ok(_) => self.shared.set_status_shown(key, show),
-            Err(e) if api_code(&e) == Some(ignored) => self.shared.set_status_shown(key, show),
-            Err(e) => {
-                let e = map_error(&self.api, &e);
-                tracing::debug!(error = %e, method, "status reaction failed");
-            }
-        }
+        self.set_status(method, body, key, show, Some(ignored))
+            .await;
         Ok(())
     }
 
@@ -542,6 +611,7 @@ impl Platform for SlackPlatform {
             }
         }
         for m in messages {
+            self.shared.writers.done(&writer(m));
             if !self.shared.is_open_stream(&m.channel, &m.id) {
                 self.shared.forget(m);
             }
@@ -558,25 +628,24 @@ impl Platform for SlackPlatform {
             return Ok(None);
         };
         let target = SlackTarget::of(to);
-        if self.shared.streaming_off(&target.team) {
+        if self.shared.streaming_off(&target.team) || self.shared.channel_streaming_off(&to.channel)
+        {
             return Ok(None);
         }
         let mut body = json!({ "channel": to.channel, "thread_ts": thread });
         if !is_dm(&to.channel) {
-            // Outside DMs Slack wants to know whom the stream answers.
+            // Outside DMs Slack wants to know whom the stream answers, in their own team.
             if target.user.is_empty() || target.team.is_empty() {
                 return Ok(None);
             }
+            let team = self.recipient_team(&target).await;
             body["recipient_user_id"] = json!(target.user);
-            body["recipient_team_id"] = json!(target.team);
+            body["recipient_team_id"] = json!(team);
         }
-        let started = call::<Written>(
-            &self.api,
-            "chat.startStream",
-            &body,
-            &SLACK_TIER2_METHOD_CONFIG,
-        )
-        .await;
+        // With no allowance left the answer posts and updates at once, rather than waiting
+        // for chat.startStream's (a Tier 2 method: 20 a minute).
+        let started =
+            call::<Written>(&self.api, "chat.startStream", &body, Patience::Reroute).await;
         match started {
             Ok(started) => {
                 let message = MessageRef {
@@ -592,15 +661,22 @@ impl Platform for SlackPlatform {
                     message,
                 })))
             }
-            Err(e) if stream_unsupported(&e) => {
-                tracing::info!(
-                    error = api_code(&e).unwrap_or("not found"),
-                    "native streaming unavailable in this workspace; posting and updating"
-                );
-                self.shared.turn_streaming_off(&target.team);
+            Err(SlackClientError::RateLimitError(_)) => {
+                tracing::debug!("no chat.startStream allowance; this answer posts and updates");
                 Ok(None)
             }
-            Err(e) => Err(map_error(&self.api, &e)),
+            Err(e) => {
+                self.note_stream_error(&e, &target.team, &to.channel);
+                match stream_errors::reach(&e) {
+                    Reach::Call => {
+                        // Only this answer posts and updates; the next one streams again.
+                        let e = map_error(&self.api, &e);
+                        tracing::info!(error = %e, "this answer could not stream; posting it");
+                        Err(e)
+                    }
+                    Reach::Workspace | Reach::Channel => Ok(None),
+                }
+            }
         }
     }
 
@@ -681,20 +757,20 @@ impl AppendStream for SlackStream {
                 "ts": self.message.id,
                 "markdown_text": piece,
             });
-            if let Err(e) = call::<Value>(
-                &self.api,
-                "chat.appendStream",
-                &body,
-                &SLACK_TIER4_METHOD_CONFIG,
-            )
-            .await
-            {
-                if stream_unsupported(&e) {
-                    self.shared.turn_streaming_off(&self.team);
+            if let Err(e) = call::<Value>(&self.api, "chat.appendStream", &body, WRITE).await {
+                match stream_errors::reach(&e) {
+                    Reach::Workspace => self.shared.turn_streaming_off(&self.team),
+                    Reach::Channel => self
+                        .shared
+                        .turn_channel_streaming_off(&self.message.channel),
+                    Reach::Call => {}
                 }
                 return Err(map_error(&self.api, &e));
             }
             self.shared.append_text(&self.message, piece);
+            self.shared
+                .writers
+                .wrote("chat.appendStream", &writer(&self.message));
         }
         Ok(())
     }
@@ -737,8 +813,14 @@ impl Sent {
 /// Memory shared by every reply of one [`SlackPlatform`].
 #[derive(Default)]
 struct Shared {
-    /// Workspaces whose stream methods failed: they get post plus update.
+    /// Workspaces without native streaming: they get post plus update.
     no_stream: Mutex<HashSet<String>>,
+    /// Channels whose kind takes no streams.
+    no_stream_channels: Mutex<HashSet<String>>,
+    /// The replies writing lately, for their write interval.
+    writers: Writers,
+    /// The teams of the people streams answer.
+    teams: Teams,
     /// Messages written, by (channel, ts).
     sent: Mutex<Recent<(String, String), Sent>>,
     /// Statuses showing, by (channel, thread) or (channel, message).
@@ -756,6 +838,14 @@ impl Shared {
 
     fn turn_streaming_off(&self, team: &str) {
         lock(&self.no_stream).insert(team.to_string());
+    }
+
+    fn channel_streaming_off(&self, channel: &str) -> bool {
+        lock(&self.no_stream_channels).contains(channel)
+    }
+
+    fn turn_channel_streaming_off(&self, channel: &str) {
+        lock(&self.no_stream_channels).insert(channel.to_string());
     }
 
     fn remember(&self, m: &MessageRef, sent: Sent) {
@@ -902,6 +992,11 @@ fn key(m: &MessageRef) -> (String, String) {
     (m.channel.clone(), m.id.clone())
 }
 
+/// A message's name among the writers ([`Writers`]).
+fn writer(m: &MessageRef) -> String {
+    format!("{}:{}", m.channel, m.id)
+}
+
 /// The part of a `chat.postMessage` / `chat.update` / `chat.startStream` answer we read.
 #[derive(Debug, Deserialize)]
 struct Written {
@@ -912,24 +1007,31 @@ struct Written {
     ts: String,
 }
 
-/// Calls Web API `method` with a JSON `body` through slack-morphism's session (token, rate
-/// control, error decoding), counting the call.
+/// Calls Web API `method` with a JSON `body` through slack-morphism's session (token, error
+/// decoding), counting the call. Its allowance is spent first ([`rate::before_call`], waiting
+/// as `patience` allows); a call the budget holds back is not sent, and comes back as a rate
+/// limit whose `retry_after` is the wait. A 429 holds the method (for `chat.postMessage`, the
+/// channel) for every conversation.
 async fn call<R: for<'de> Deserialize<'de> + Send>(
     api: &Api,
     method: &str,
     body: &Value,
-    rate: &'static SlackApiMethodRateControlConfig,
+    patience: Patience,
 ) -> Result<R, SlackClientError> {
-    anchorbot_platform::metrics::api_call("slack", method);
+    let channel = body.get("channel").and_then(Value::as_str);
+    if let Err(wait) = rate::before_call(api, method, channel, patience).await {
+        return Err(SlackClientError::RateLimitError(
+            SlackRateLimitError::new().with_retry_after(wait),
+        ));
+    }
+    anchorbot_platform::metrics::api_call(rate::PLATFORM, method);
     let session = api.session();
-    let result = session
-        .http_session_api
-        .http_post(method, body, Some(rate))
-        .await;
+    let result = session.http_session_api.http_post(method, body, None).await;
     if let Err(e) = &result {
-        anchorbot_platform::metrics::api_error("slack", method);
-        if matches!(e, SlackClientError::RateLimitError(_)) {
-            anchorbot_platform::metrics::rate_limit_wait("slack", method);
+        anchorbot_platform::metrics::api_error(rate::PLATFORM, method);
+        if let SlackClientError::RateLimitError(r) = e {
+            anchorbot_platform::metrics::rate_limit_wait(rate::PLATFORM, method);
+            rate::after_429(api, method, channel, r.retry_after, patience);
         }
     }
     result
@@ -970,16 +1072,6 @@ fn api_code(e: &SlackClientError) -> Option<&str> {
     match e {
         SlackClientError::ApiError(a) => Some(a.code.as_str()),
         _ => None,
-    }
-}
-
-/// Whether a stream method's error means the workspace does not stream (a server without
-/// the methods answers 404).
-fn stream_unsupported(e: &SlackClientError) -> bool {
-    match e {
-        SlackClientError::ApiError(a) => STREAM_UNSUPPORTED.contains(&a.code.as_str()),
-        SlackClientError::HttpError(h) => h.status_code == StatusCode::NOT_FOUND,
-        _ => false,
     }
 }
 
@@ -1353,16 +1445,112 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stream_errors_that_mean_no_streaming_are_recognised() {
-        for code in STREAM_UNSUPPORTED {
-            let e = SlackClientError::ApiError(SlackClientApiError::new(code.to_string()));
-            assert!(stream_unsupported(&e), "{code}");
+    /// A fake Web API whose `chat.startStream` answers `invalid_arguments` to the first call,
+    /// and whose `users.info` says U1 belongs to team T2.
+    fn first_stream_refused() -> impl Fn(&str) -> (u16, Vec<(&'static str, String)>, String) {
+        let starts = std::sync::atomic::AtomicUsize::new(0);
+        move |path: &str| {
+            let json = vec![("Content-Type", "application/json".to_string())];
+            match path.split('?').next().unwrap_or_default() {
+                "/api/chat.startStream" if starts.fetch_add(1, Ordering::SeqCst) == 0 => (
+                    200,
+                    json,
+                    r#"{"ok":false,"error":"invalid_arguments"}"#.into(),
+                ),
+                "/api/users.info" => (
+                    200,
+                    json,
+                    r#"{"ok":true,"user":{"id":"U1","team_id":"T2","name":"u1"}}"#.into(),
+                ),
+                _ => (200, json, r#"{"ok":true,"channel":"C1","ts":"2.0"}"#.into()),
+            }
         }
-        let e = SlackClientError::ApiError(SlackClientApiError::new("channel_not_found".into()));
-        assert!(!stream_unsupported(&e));
-        let limited = SlackClientError::RateLimitError(SlackRateLimitError::new());
-        assert!(!stream_unsupported(&limited));
+    }
+
+    #[tokio::test]
+    async fn a_per_call_stream_error_falls_back_for_that_answer_only() {
+        let (base, seen) = serve(first_stream_refused()).await;
+        let p = platform_at(&base);
+        let to = target("C1", Some("1.0"), slack_target("T1"));
+        for _ in 0..2 {
+            let mut reply =
+                anchorbot_platform::StreamingReply::new(Arc::new(p.clone()), to.clone());
+            reply.update("Hello").await;
+            reply
+                .finish("Hello world", FinalState::Complete)
+                .await
+                .expect("finished");
+        }
+        let writes: Vec<String> = methods(&seen)
+            .into_iter()
+            .filter(|m| !m.starts_with("/api/users.info"))
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                "/api/chat.startStream",
+                "/api/chat.postMessage",
+                "/api/chat.update",
+                "/api/chat.update",
+                "/api/chat.startStream",
+                "/api/chat.appendStream",
+                "/api/chat.appendStream",
+                "/api/chat.stopStream",
+            ],
+            "the refused answer was posted and updated; the next one streamed"
+        );
+        assert!(p.streams_in("T1"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_answers_the_asker_in_their_own_team() {
+        let (base, seen) = serve(first_stream_refused()).await;
+        let p = platform_at(&base);
+        let to = target("C1", Some("1.0"), slack_target("T1"));
+        for _ in 0..2 {
+            let _ = p.open_stream(&to).await;
+        }
+        let starts: Vec<Value> = lock(&seen)
+            .iter()
+            .filter(|(path, _, _)| path == "/api/chat.startStream")
+            .map(|(_, _, b)| b["recipient_team_id"].clone())
+            .collect();
+        assert_eq!(starts, [json!("T2"), json!("T2")]);
+        let look_ups = methods(&seen)
+            .iter()
+            .filter(|m| m.starts_with("/api/users.info?"))
+            .count();
+        assert_eq!(look_ups, 1, "the team is asked once and remembered");
+    }
+
+    #[tokio::test]
+    async fn without_start_stream_allowance_the_answer_posts_at_once() {
+        let (base, seen) = serve(web_api(&[])).await;
+        let p = platform_at(&base);
+        let key = rate::key(&p.api.workspace(), "chat.startStream", None);
+        p.api.budget.hold(&key, Duration::from_secs(60));
+        let to = target("D1", Some("1.0"), slack_target("T1"));
+        let started = std::time::Instant::now();
+        let mut reply = anchorbot_platform::StreamingReply::new(Arc::new(p.clone()), to);
+        reply.update("Hello").await;
+        reply
+            .finish("Hello world", FinalState::Complete)
+            .await
+            .expect("finished");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            methods(&seen),
+            [
+                "/api/chat.postMessage",
+                "/api/chat.update",
+                "/api/chat.update"
+            ],
+            "no chat.startStream was sent into the hold"
+        );
+        assert!(
+            p.streams_in("T1"),
+            "a spent allowance does not turn streaming off"
+        );
     }
 
     #[tokio::test]
@@ -1576,6 +1764,7 @@ mod tests {
         assert_eq!(
             methods(&seen),
             [
+                "/api/users.info?user=U1",
                 "/api/chat.startStream",
                 "/api/chat.appendStream",
                 "/api/chat.appendStream",
@@ -1618,6 +1807,7 @@ mod tests {
         assert_eq!(
             methods(&seen),
             [
+                "/api/users.info?user=U1",
                 "/api/chat.startStream",
                 "/api/chat.postMessage",
                 "/api/chat.update",
@@ -1664,6 +1854,7 @@ mod tests {
         assert_eq!(
             methods(&seen),
             [
+                "/api/users.info?user=U1",
                 "/api/chat.startStream",
                 "/api/chat.appendStream",
                 "/api/chat.stopStream"

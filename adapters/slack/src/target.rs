@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Slack specifics of a reply target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlackTarget {
-    /// Workspace (team) id: `chat.startStream` needs it outside DMs, as `recipient_team_id`.
+    /// Workspace (team) id the event came through: the conversation's key and the memory of
+    /// which workspaces stream. Not the stream's `recipient_team_id`: the person answered may
+    /// belong to another team ([`crate::recipient`]).
     pub team: String,
     /// The person being answered: `recipient_user_id`, and the ephemeral's recipient.
     pub user: String,
