@@ -960,6 +960,26 @@ async fn the_spec_checker_refuses_a_json_read_and_names_the_rule() {
         rules[1].contains("chat.postMessage requires `token`"),
         "{rules:?}"
     );
+    // Nor one in the query string.
+    let v: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/users.info?user=U1&token={}",
+            fake.api_url(),
+            bot(&fake)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["error"], "not_authed");
+    let rules = broken(&fake);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(
+        rules[0].contains("a token in the query string is not read"),
+        "{rules:?}"
+    );
 }
 
 #[tokio::test]

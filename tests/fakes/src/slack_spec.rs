@@ -10,7 +10,8 @@
 //!   `application/x-www-form-urlencoded`: they take GET query parameters or a POST form, and
 //!   Slack does not read the arguments of a JSON body sent to them, so neither does the fake;
 //! - every required argument is there, `token` included (an `Authorization: Bearer` header or
-//!   a form argument; Slack never reads a token from a JSON body);
+//!   a form argument; Slack never reads a token from a JSON body, nor, for apps made since
+//!   2021, from the query string);
 //! - the limits Slack's method pages give in prose: `text` 40,000 characters, `markdown_text`
 //!   and a message's `markdown` blocks together 12,000, 50 blocks, a `section`'s text 3,000 and
 //!   a `header`'s 150.
@@ -304,6 +305,27 @@ pub fn check(
             _ => broken.push(format!(
                 "slack: the JSON body to {method} is not a JSON object"
             )),
+        }
+    }
+    // Slack stopped reading tokens from query strings for apps created after 24 February 2021
+    // (docs.slack.dev changelog, "Deprecating token query parameters"): the header or a form
+    // body only.
+    let query_token = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("token=")));
+    if query_token {
+        broken.push(format!(
+            "slack: a token in the query string is not read; {method} needs Authorization: Bearer or a form body"
+        ));
+        let in_body = reads_body
+            && content_type.as_deref() == Some(FORM)
+            && parse_args(&Uri::from_static("/"), headers, body)
+                .get("token")
+                .is_some();
+        if !in_body {
+            if let Some(o) = args.as_object_mut() {
+                o.remove("token");
+            }
         }
     }
     let has_token = bearer || args.get("token").is_some();
