@@ -13,7 +13,6 @@ pub mod markdown;
 pub mod pace;
 pub mod platform;
 pub mod rate;
-pub mod recipient;
 pub mod stream_errors;
 pub mod target;
 pub mod thread;

@@ -4,7 +4,7 @@
 //!   them), with a short mrkdwn `text` as the notification fallback: `chat.postMessage`,
 //!   `chat.update`, `chat.delete`.
 //! - Native streaming: `chat.startStream`, `chat.appendStream`, `chat.stopStream`, to the
-//!   asking user in their own team ([`crate::recipient`]). A workspace (or channel kind) that
+//!   asking user in their own team (from `users.info`). A workspace (or channel kind) that
 //!   has no streaming is remembered and gets post plus update; any other streaming error makes
 //!   only that answer post and update ([`crate::stream_errors`]).
 //! - Answers are converted to what a `markdown` block renders ([`crate::block_markdown`]).
@@ -51,7 +51,6 @@ use crate::client::Api;
 use crate::markdown::{to_mrkdwn, APPEND_STREAM_MAX, MARKDOWN_BLOCK_MAX, MESSAGE_TEXT_MAX};
 use crate::pace::{self, Writers};
 use crate::rate::{self, Patience};
-use crate::recipient::Teams;
 use crate::stream_errors::{self, Reach};
 use crate::target::{is_dm, SlackTarget};
 use crate::SlackConfig;
@@ -163,9 +162,15 @@ impl SlackPlatform {
             .map_err(|e| map_error(&self.api, &e))
     }
 
-    /// The team of the person a stream to `target` answers (see [`crate::recipient`]).
+    /// The team of the person a stream to `target` answers, which for a Slack Connect guest
+    /// or an Enterprise Grid user is not the workspace the event came through. The event says
+    /// so in `user_team`, but slack-morphism's event types do not keep that field (Socket
+    /// Mode hands over only the typed event), so it comes from the person's `users.info`
+    /// (`team_id`), the look-up that also names them ([`crate::users`]); without it, the
+    /// workspace's id is the best guess left.
     async fn recipient_team(&self, target: &SlackTarget) -> String {
-        match self.shared.teams.of(&self.api, &target.user).await {
+        let names = &self.api.names;
+        match names.team_of(&self.api, &target.team, &target.user).await {
             Some(team) => team,
             None => target.team.clone(),
         }
@@ -819,8 +824,6 @@ struct Shared {
     no_stream_channels: Mutex<HashSet<String>>,
     /// The replies writing lately, for their write interval.
     writers: Writers,
-    /// The teams of the people streams answer.
-    teams: Teams,
     /// Messages written, by (channel, ts).
     sent: Mutex<Recent<(String, String), Sent>>,
     /// Statuses showing, by (channel, thread) or (channel, message).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct SlackTarget {
     /// Workspace (team) id the event came through: the conversation's key and the memory of
     /// which workspaces stream. Not the stream's `recipient_team_id`: the person answered may
-    /// belong to another team ([`crate::recipient`]).
+    /// belong to another team (see `users.info`'s `team_id`).
     pub team: String,
     /// The person being answered: `recipient_user_id`, and the ephemeral's recipient.
     pub user: String,
