@@ -7,12 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use anchorbot_platform::budget::{RateBudget, RateKey};
 use anchorbot_platform::{Platform, PlatformError};
 use anchorbot_slack::client::Api;
 use anchorbot_slack::platform::SlackPlatform;
+use anchorbot_slack::rate;
 use anchorbot_slack::target::SlackTarget;
-use anchorbot_slack::thread::{MAX_PAGES, PAGE_SIZE, REPLIES_RATE};
+use anchorbot_slack::thread::{MAX_PAGES, PAGE_SIZE};
 use anchorbot_slack::SlackConfig;
 use common::slack::{FakeSlack, FakeSlackConfig};
 use common::slack_app::SlackApp;
@@ -265,6 +265,8 @@ fn platform(slack: &FakeSlack) -> (SlackPlatform, Api) {
     let mut cfg = SlackConfig::new(SecretString::from(slack.config().bot_token.clone()));
     cfg.api_url = slack.api_url();
     let api = Api::new(&cfg).unwrap();
+    // As `auth.test` tells the running adapter: the workspace its calls are counted in.
+    api.set_workspace("T1");
     (SlackPlatform::new(cfg, api.clone()), api)
 }
 
@@ -282,8 +284,7 @@ async fn each_page_spends_the_workspaces_replies_budget() {
     let slack = FakeSlack::start_default().await;
     let ts = long_thread(&slack, "C13", 450);
     let (p, api) = platform(&slack);
-    let key = RateKey::new("slack", "T1", "conversations.replies");
-    let before = api.budget.available(&key, REPLIES_RATE);
+    let before = rate::available(&api, "conversations.replies", None);
     let prior = p
         .history(&reply_target("C13", &ts[0], "9.9"), 200)
         .await
@@ -291,7 +292,7 @@ async fn each_page_spends_the_workspaces_replies_budget() {
     assert_eq!(prior.len(), 200);
     assert_eq!(prior.last().unwrap().text, "note-0449");
     assert_eq!(prior[0].text, "note-0250");
-    let spent = before - api.budget.available(&key, REPLIES_RATE);
+    let spent = before - rate::available(&api, "conversations.replies", None);
     // Three pages; the allowance refills by under 0.1 while the test runs.
     assert!((2.8..=3.0).contains(&spent), "spent {spent}");
 }
@@ -302,7 +303,8 @@ async fn no_page_is_asked_for_while_the_method_is_held() {
     let ts = long_thread(&slack, "C14", 3);
     let (p, api) = platform(&slack);
     // Another conversation got a 429 with a minute to wait.
-    let key = RateKey::new("slack", "T1", "conversations.replies");
+    let key = rate::key(&api.workspace(), "conversations.replies", None);
+    assert_eq!(key.scope, "T1");
     api.budget.hold(&key, Duration::from_secs(60));
     let started = std::time::Instant::now();
     let read = p.history(&reply_target("C14", &ts[0], "9.9"), 200).await;
@@ -323,17 +325,14 @@ async fn a_name_is_looked_up_once_and_cached() {
     slack.add_person("U7", "", "Grace Hopper");
     let (_, api) = platform(&slack);
     for _ in 0..3 {
-        assert_eq!(api.names.name(&api, "T1", "U7").await, "Grace Hopper");
+        assert_eq!(api.names.name(&api, "U7").await, "Grace Hopper");
     }
     // The same look-up gives the person's team (a stream's recipient_team_id).
-    assert_eq!(
-        api.names.team_of(&api, "T1", "U7").await.as_deref(),
-        Some("T1")
-    );
+    assert_eq!(api.names.team_of(&api, "U7").await.as_deref(), Some("T1"));
     assert_eq!(slack.calls_to("users.info").len(), 1);
     // Unknown to Slack: the id, as Slack writes a mention, and the failure is remembered.
     for _ in 0..2 {
-        assert_eq!(api.names.name(&api, "T1", "B0").await, "<@B0>");
+        assert_eq!(api.names.name(&api, "B0").await, "<@B0>");
     }
     let calls = slack.calls_to("users.info");
     assert_eq!(calls.len(), 2);

@@ -259,7 +259,7 @@ impl Mapper {
             let Some(root) = thread else {
                 return;
             };
-            if !self.in_thread(&team, &channel, &root).await {
+            if !self.in_thread(&channel, &root).await {
                 return;
             }
             Some(root)
@@ -280,12 +280,12 @@ impl Mapper {
     /// Whether the bot is in the thread: it answered there (remembered), or, after a restart,
     /// Slack's `conversations.replies` shows one of its messages. The thread is read page by
     /// page until one is found ([`crate::thread::Pager`], up to its cap).
-    async fn in_thread(&mut self, team: &str, channel: &str, root: &str) -> bool {
+    async fn in_thread(&mut self, channel: &str, root: &str) -> bool {
         let key = format!("{channel}:{root}");
         if let Some(known) = self.threads.get(&key) {
             return *known;
         }
-        let mut pager = Pager::new(&self.api, team, channel, root);
+        let mut pager = Pager::new(&self.api, channel, root);
         let found = loop {
             match pager.next().await {
                 Ok(Some(page)) => {
@@ -339,7 +339,7 @@ impl Mapper {
         if m.mentions_bot && COMMAND_WORDS.contains(&text.trim().to_ascii_lowercase().as_str()) {
             text = format!("/{}", text.trim().to_ascii_lowercase());
         }
-        let author = self.api.names.author(&self.api, &m.team, &m.user).await;
+        let author = self.api.names.author(&self.api, &m.user).await;
         let attachments = m
             .files
             .iter()

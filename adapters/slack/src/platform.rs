@@ -170,7 +170,7 @@ impl SlackPlatform {
     /// workspace's id is the best guess left.
     async fn recipient_team(&self, target: &SlackTarget) -> String {
         let names = &self.api.names;
-        match names.team_of(&self.api, &target.team, &target.user).await {
+        match names.team_of(&self.api, &target.user).await {
             Some(team) => team,
             None => target.team.clone(),
         }
@@ -695,10 +695,8 @@ impl Platform for SlackPlatform {
         let Some(thread) = &to.thread else {
             return Ok(Vec::new());
         };
-        let team = SlackTarget::of(to).team;
         crate::thread::history(
             &self.api,
-            &team,
             &to.channel,
             thread,
             to.message.as_deref(),

@@ -7,21 +7,20 @@
 //! - Slack pages a thread oldest first and forward only (`response_metadata.next_cursor`), so
 //!   the newest messages of a long thread are on its last page. The reader follows the cursor
 //!   up to [`MAX_PAGES`] pages of [`PAGE_SIZE`] and spends the workspace's
-//!   `conversations.replies` budget (Tier 3) for each page.
+//!   `conversations.replies` budget (Tier 3, [`crate::rate`]) for each page.
 //! - The bot's own earlier answers are read from their `markdown` blocks: their `text` is only
 //!   the notification fallback, cut at 280 characters.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use anchorbot_platform::budget::{self, Rate, RateKey};
 use anchorbot_platform::{Author, PriorMessage};
 use serde::Deserialize;
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
-use slack_morphism::prelude::SLACK_TIER3_METHOD_CONFIG;
 
 use crate::client::Api;
+use crate::rate::{self, Patience};
 
 /// Messages asked for per page: Slack recommends no more than 200.
 pub const PAGE_SIZE: u32 = 200;
@@ -29,8 +28,6 @@ pub const PAGE_SIZE: u32 = 200;
 /// (and the newest of those kept). Ten pages are a fifth of the workspace's minute of
 /// `conversations.replies` (Tier 3), so joining one long thread cannot starve the others.
 pub const MAX_PAGES: usize = 10;
-/// `conversations.replies` is Tier 3: about 50 calls a minute per workspace.
-pub const REPLIES_RATE: Rate = Rate::per_minute(50);
 /// The longest a page waits for the budget; past it the read stops with what it has.
 const MAX_BUDGET_WAIT: Duration = Duration::from_secs(10);
 /// The Web API method.
@@ -38,8 +35,8 @@ const METHOD: &str = "conversations.replies";
 /// Tries of one page: a 429 is waited out once (within [`MAX_BUDGET_WAIT`]), then the read
 /// gives up.
 const ATTEMPTS: u32 = 2;
-/// What a 429 without `Retry-After` holds the method for.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How a page meets a spent allowance or a 429's hold: it waits, within [`MAX_BUDGET_WAIT`].
+const PATIENCE: Patience = Patience::Wait(MAX_BUDGET_WAIT);
 
 /// One page of `conversations.replies`, read leniently: only what the readers use.
 #[derive(Debug, Deserialize)]
@@ -150,8 +147,6 @@ pub enum ReadError {
 pub struct Pager<'a> {
     /// The Web API and the shared rate budget.
     api: &'a Api,
-    /// What each page is charged to.
-    key: RateKey,
     /// The thread's channel.
     channel: String,
     /// The thread's root `ts`.
@@ -167,11 +162,10 @@ pub struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    /// A reader of thread `channel`/`root` in workspace `team`.
-    pub fn new(api: &'a Api, team: &str, channel: &str, root: &str) -> Self {
+    /// A reader of thread `channel`/`root`.
+    pub fn new(api: &'a Api, channel: &str, root: &str) -> Self {
         Self {
             api,
-            key: RateKey::new("slack", team, METHOD),
             channel: channel.to_string(),
             root: root.to_string(),
             cursor: None,
@@ -194,16 +188,16 @@ impl<'a> Pager<'a> {
         let mut attempts = 0;
         let page = loop {
             attempts += 1;
-            // Waits out a hold another conversation's 429 left, within the read's patience.
-            budget::spend(&*self.api.budget, &self.key, REPLIES_RATE, MAX_BUDGET_WAIT)
+            // Takes the page's allowance, waiting out a hold another conversation's 429 left,
+            // within the read's patience.
+            rate::before_call(self.api, METHOD, None, PATIENCE)
                 .await
                 .map_err(ReadError::Budget)?;
             match self.fetch().await {
                 Ok(page) => break page,
                 Err(SlackClientError::RateLimitError(r)) => {
-                    let wait = r.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                     // Held for every conversation, not only this read.
-                    self.api.budget.hold(&self.key, wait);
+                    let wait = rate::after_429(self.api, METHOD, None, r.retry_after, PATIENCE);
                     if attempts >= ATTEMPTS {
                         return Err(ReadError::Budget(wait));
                     }
@@ -236,14 +230,14 @@ impl<'a> Pager<'a> {
             ("limit", Some(limit.as_str())),
             ("cursor", self.cursor.as_deref()),
         ];
-        anchorbot_platform::metrics::api_call("slack", METHOD);
+        anchorbot_platform::metrics::api_call(rate::PLATFORM, METHOD);
         let session = self.api.session();
         let result = session
             .http_session_api
-            .http_get(METHOD, &params, Some(&SLACK_TIER3_METHOD_CONFIG))
+            .http_get(METHOD, &params, None)
             .await;
         if result.is_err() {
-            anchorbot_platform::metrics::api_error("slack", METHOD);
+            anchorbot_platform::metrics::api_error(rate::PLATFORM, METHOD);
         }
         result
     }
@@ -253,13 +247,12 @@ impl<'a> Pager<'a> {
 /// first: the newest `limit` of them, their authors named.
 pub async fn history(
     api: &Api,
-    team: &str,
     channel: &str,
     root: &str,
     current: Option<&str>,
     limit: usize,
 ) -> Result<Vec<PriorMessage>, ReadError> {
-    let mut pager = Pager::new(api, team, channel, root);
+    let mut pager = Pager::new(api, channel, root);
     let mut kept: VecDeque<ThreadMessage> = VecDeque::new();
     loop {
         let page = match pager.next().await {
@@ -292,7 +285,7 @@ pub async fn history(
     let mut prior = Vec::with_capacity(kept.len());
     for m in kept {
         let author = match (&m.user, &m.username) {
-            (Some(user), _) => api.names.author(api, team, user).await,
+            (Some(user), _) => api.names.author(api, user).await,
             (None, Some(name)) => Author {
                 id: m.bot_id.clone().unwrap_or_default(),
                 display_name: name.clone(),

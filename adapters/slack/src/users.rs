@@ -9,20 +9,19 @@
 //! - Names are cached for [`NAME_TTL`], at most [`CAPACITY`] of them; a failed look-up is
 //!   remembered for [`RETRY_AFTER`] so a broken scope does not cost a call per message.
 //! - A look-up never fails a message: without a name the author is `<@U…>`, as before.
-//! - Each call spends the workspace's `users.info` budget (Tier 4), waiting at most
+//! - Each call spends the workspace's `users.info` budget (Tier 4, [`crate::rate`]), waiting at most
 //!   [`MAX_BUDGET_WAIT`]: a name is not worth delaying an answer for.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anchorbot_platform::budget::{self, Rate, RateKey};
 use anchorbot_platform::Author;
 use serde_json::Value;
-use slack_morphism::errors::{SlackClientError, SlackRateLimitError};
-use slack_morphism::prelude::SLACK_TIER4_METHOD_CONFIG;
+use slack_morphism::errors::SlackClientError;
 
 use crate::client::Api;
+use crate::rate::{self, Patience};
 
 /// How long a name is trusted: people rarely rename themselves, and a stale name for an hour
 /// is harmless.
@@ -31,10 +30,10 @@ pub const NAME_TTL: Duration = Duration::from_secs(60 * 60);
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Names kept at most (a workspace's active people, with room to spare).
 pub const CAPACITY: usize = 4096;
-/// `users.info` is Tier 4: about 100 calls a minute per workspace.
-pub const USERS_INFO_RATE: Rate = Rate::per_minute(100);
 /// The longest a look-up waits for the budget.
 pub const MAX_BUDGET_WAIT: Duration = Duration::from_secs(2);
+/// How a look-up meets a spent allowance or a 429's hold.
+const PATIENCE: Patience = Patience::Wait(MAX_BUDGET_WAIT);
 /// Characters of a name kept: a name is a label, not a place for text.
 const NAME_CHARS: usize = 80;
 /// The Web API method.
@@ -75,34 +74,33 @@ impl UserNames {
     }
 
     /// The author `user` of workspace `team`, named.
-    pub async fn author(&self, api: &Api, team: &str, user: &str) -> Author {
+    pub async fn author(&self, api: &Api, user: &str) -> Author {
         Author {
             id: user.to_string(),
-            display_name: self.name(api, team, user).await,
+            display_name: self.name(api, user).await,
         }
     }
 
     /// The name Slack shows for `user`, or `<@user>` when it cannot be had.
-    pub async fn name(&self, api: &Api, team: &str, user: &str) -> String {
-        match self.person(api, team, user).await {
+    pub async fn name(&self, api: &Api, user: &str) -> String {
+        match self.person(api, user).await {
             Some(p) => p.name,
             None => unnamed(user),
         }
     }
 
-    /// The team `user` belongs to, when Slack says; `team` is the workspace the budget is
-    /// counted in.
-    pub async fn team_of(&self, api: &Api, team: &str, user: &str) -> Option<String> {
-        self.person(api, team, user).await?.team
+    /// The team `user` belongs to, when Slack says.
+    pub async fn team_of(&self, api: &Api, user: &str) -> Option<String> {
+        self.person(api, user).await?.team
     }
 
     /// What Slack says of `user`: cached, else asked of `users.info`. `None` when it did not
     /// answer, lately.
-    pub async fn person(&self, api: &Api, team: &str, user: &str) -> Option<Person> {
+    pub async fn person(&self, api: &Api, user: &str) -> Option<Person> {
         if let Some(cached) = self.cached(user) {
             return cached;
         }
-        match look_up(api, team, user).await {
+        match look_up(api, user).await {
             Ok(person) => {
                 self.store(user, Some(person.clone()), NAME_TTL);
                 Some(person)
@@ -183,30 +181,21 @@ enum LookUpError {
 }
 
 /// Asks Slack for `user`'s name, spending the budget.
-async fn look_up(api: &Api, team: &str, user: &str) -> Result<Person, LookUpError> {
-    let key = RateKey::new("slack", team, METHOD);
-    let budget = &*api.budget;
-    budget::spend(budget, &key, USERS_INFO_RATE, MAX_BUDGET_WAIT)
+async fn look_up(api: &Api, user: &str) -> Result<Person, LookUpError> {
+    rate::before_call(api, METHOD, None, PATIENCE)
         .await
         .map_err(LookUpError::Budget)?;
-    anchorbot_platform::metrics::api_call("slack", METHOD);
+    anchorbot_platform::metrics::api_call(rate::PLATFORM, METHOD);
     let session = api.session();
     let answer: Result<Value, _> = session
         .http_session_api
-        .http_get(
-            METHOD,
-            &[("user", Some(user))],
-            Some(&SLACK_TIER4_METHOD_CONFIG),
-        )
+        .http_get(METHOD, &[("user", Some(user))], None)
         .await;
     let answer = answer.map_err(|e| {
-        anchorbot_platform::metrics::api_error("slack", METHOD);
-        if let SlackClientError::RateLimitError(SlackRateLimitError {
-            retry_after: Some(wait),
-            ..
-        }) = &e
-        {
-            budget.hold(&key, *wait);
+        anchorbot_platform::metrics::api_error(rate::PLATFORM, METHOD);
+        if let SlackClientError::RateLimitError(r) = &e {
+            // Held for every conversation until Retry-After has passed.
+            rate::after_429(api, METHOD, None, r.retry_after, PATIENCE);
         }
         LookUpError::Slack(e)
     })?;
