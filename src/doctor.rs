@@ -519,33 +519,44 @@ fn install_contexts(types: Option<&[u64]>) -> Check {
         return Check {
             name,
             ok: true,
-            detail: "Discord did not list them (no integration_types_config); slash commands                      are registered with Discord's defaults, the application's own"
+            detail: "Discord did not list them (no integration_types_config); slash commands \
+                 are registered with Discord's defaults, the application's own"
                 .into(),
         };
     };
-    let (guild, user) = (types.contains(&GUILD_INSTALL), types.contains(&USER_INSTALL));
+    let (guild, user) = (
+        types.contains(&GUILD_INSTALL),
+        types.contains(&USER_INSTALL),
+    );
     let (ok, detail) = match (guild, user) {
         (true, true) => (
             true,
-            "Guild Install and User Install enabled; slash commands are registered for both:              in servers, in DMs with the bot, and in other DMs and group DMs"
+            "Guild Install and User Install enabled; slash commands are registered for both: \
+                 in servers, in DMs with the bot, and in other DMs and group DMs"
                 .to_string(),
         ),
         (true, false) => (
             true,
             format!(
-                "Guild Install enabled, User Install off; slash commands are registered for                  Guild Install only: in servers and in DMs with the bot (to offer them in other                  DMs too, tick User Install in the {WHERE})"
+                "Guild Install enabled, User Install off; slash commands are registered for \
+                 Guild Install only: in servers and in DMs with the bot (to offer them in other \
+                 DMs too, tick User Install in the {WHERE})"
             ),
         ),
         (false, true) => (
             false,
             format!(
-                "only User Install is enabled: the bot cannot be added to a server (the invite                  URL below needs Guild Install), and slash commands are registered for DMs                  only; tick Guild Install in the {WHERE}, and save"
+                "only User Install is enabled: the bot cannot be added to a server (the invite \
+                 URL below needs Guild Install), and slash commands are registered for DMs \
+                 only; tick Guild Install in the {WHERE}, and save"
             ),
         ),
         (false, false) => (
             false,
             format!(
-                "no installation context is enabled, so the bot cannot be installed anywhere                  and Discord refuses its slash commands; tick Guild Install in the {WHERE},                  and save"
+                "no installation context is enabled, so the bot cannot be installed anywhere \
+                 and Discord refuses its slash commands; tick Guild Install in the {WHERE}, \
+                 and save"
             ),
         ),
     };

@@ -508,3 +508,191 @@ async fn an_app_with_both_installation_contexts_gets_its_commands_everywhere() {
     assert!(discord.commands_created().is_empty());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slash_commands_are_deferred_within_3_s_while_the_bot_waits_on_a_stalled_discord_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    // Discord takes 8 s to create the thread for a mention: the inbound mapper, which keeps
+    // arrival order, waits on it.
+    let stall = Duration::from_secs(8);
+    discord.stall(
+        "POST /channels/{channel_id}/messages/{message_id}/threads",
+        1,
+        stall,
+    );
+    let mention = discord.mention(TEXT_CHANNEL_ID, USER_ID, "a question while Discord is slow");
+    let mention_id = mention["id"].as_str().unwrap().to_string();
+    discord.dispatch("MESSAGE_CREATE", mention);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    // Every command is acknowledged within Discord's 3 s all the same (the fake refuses a
+    // later callback with 10062 and records the broken rule, which fails the test).
+    let mut pending = Vec::new();
+    for name in ["status", "files", "help", "clear"] {
+        let i = slash(&discord, TEXT_CHANNEL_ID, name).await;
+        let latency = i.ack_latency().unwrap();
+        assert!(
+            latency < Duration::from_secs(3),
+            "/{name} acknowledged after {latency:?}"
+        );
+        pending.push((name, i.id));
+    }
+    assert!(
+        started.elapsed() < stall,
+        "the acknowledgements waited for the stalled call: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        discord.threads_created().is_empty(),
+        "the thread call was still stalled while the commands were acknowledged"
+    );
+    // Once Discord answers, each command's answer is edited into its deferred response, and the
+    // mention is answered in its thread.
+    for (name, id) in pending {
+        let answer = command_answer(&discord, &id, Duration::from_secs(30)).await;
+        assert!(answer.ephemeral(), "/{name}");
+        assert!(!answer.content.trim().is_empty(), "/{name}");
+    }
+    let thread = discord
+        .wait_thread_from(&mention_id, Duration::from_secs(30))
+        .await
+        .expect("the thread was made once Discord answered");
+    bot_says(&discord, &thread, "a question while Discord is slow").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_note_about_a_button_press_is_an_ephemeral_follow_up_not_a_public_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(|req| {
+        if last_user(req).contains("slowly") {
+            Reply::chunks((0..200).map(|i| format!("s{i} ")).collect(), Some("stop"))
+                .slow(Duration::from_millis(50))
+        } else {
+            echo(req)
+        }
+    })
+    .await;
+    // One message may wait behind the answer being written.
+    let app = DiscordApp::start_with(&tmp.path().join("data"), &llm.url, &discord, |s| {
+        s.queue_capacity = 1
+    })
+    .await;
+    let dm = "1200000000000000905";
+    discord.dispatch("MESSAGE_CREATE", discord.dm(dm, USER_ID, "first question"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        let m = discord.bot_messages(dm).into_iter().find(|m| {
+            m.content.contains("first question")
+                && m.custom_ids().iter().any(|c| c == "anchorbot:good")
+        });
+        if let Some(m) = m {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no first answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // A slow answer is being written, and one more message waits: the queue is full.
+    discord.dispatch("MESSAGE_CREATE", discord.dm(dm, USER_ID, "answer slowly"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !discord
+        .bot_messages(dm)
+        .iter()
+        .any(|m| m.content.contains("s3") && m.custom_ids().iter().any(|c| c == "anchorbot:stop"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow answer never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    discord.dispatch("MESSAGE_CREATE", discord.dm(dm, USER_ID, "a follow-up"));
+    // 👍 on the first answer cannot be queued: the note says so to the presser alone.
+    let press = discord.button_press(&answered.id, USER_ID, "anchorbot:good");
+    let press_id = press["id"].as_str().unwrap().to_string();
+    discord.dispatch("INTERACTION_CREATE", press);
+    let followup = "POST /webhooks/{application_id}/{token}";
+    assert!(
+        discord
+            .wait_calls(followup, 1, Duration::from_secs(20))
+            .await,
+        "no ephemeral follow-up; the bot's messages: {:?}",
+        discord
+            .bot_messages(dm)
+            .iter()
+            .map(|m| m.content.clone())
+            .collect::<Vec<_>>()
+    );
+    let note = &discord.calls_to(followup)[0];
+    assert_eq!(note.status, 200, "{:?}", note.response);
+    assert_eq!(note.body["flags"], 64, "{:?}", note.body);
+    assert!(
+        note.body["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("still working through"),
+        "{:?}",
+        note.body
+    );
+    let token = discord.interaction(&press_id).unwrap().token;
+    assert!(note.path.contains(&token), "the press's own token");
+    assert!(
+        discord
+            .bot_messages(dm)
+            .iter()
+            .all(|m| !m.content.contains("still working through")),
+        "the note went to the channel in public"
+    );
+    // The answers still complete.
+    bot_says(&discord, dm, "a follow-up").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_command_does_not_take_the_others_with_it() {
+    let discord = FakeDiscord::start(FakeDiscordConfig {
+        integration_types: vec![INSTALL_GUILD],
+        ..FakeDiscordConfig::default()
+    })
+    .await;
+    let mut cfg = anchorbot_discord::DiscordConfig::new(secrecy::SecretString::from(
+        discord.config().token.clone(),
+    ));
+    cfg.api_url = discord.base_url();
+    let rest = anchorbot_discord::rest::Rest::new(&cfg).unwrap();
+    let application: u64 = discord.config().application_id.parse().unwrap();
+    let command = |name: &str, types: serde_json::Value| serde_json::json!({"name": name, "type": 1, "description": "d", "integration_types": types});
+    // One of three asks for User Install, which this application lacks.
+    let commands = vec![
+        command("status", serde_json::json!([0])),
+        command("share", serde_json::json!([1])),
+        command("help", serde_json::json!([0])),
+    ];
+    let report =
+        anchorbot_discord::commands::register_payload(&rest, application, None, commands).await;
+    assert!(
+        report.one_by_one,
+        "the bulk overwrite was refused: {report:?}"
+    );
+    assert_eq!(report.registered, ["status", "help"]);
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(report.refused[0].0, "share");
+    assert!(report.refused[0].1.contains("50035"), "{report:?}");
+    assert_eq!(
+        registered(&discord)
+            .into_iter()
+            .map(|c| c.0)
+            .collect::<Vec<_>>(),
+        ["help", "status"]
+    );
+    // The rules this test breaks on purpose: the bulk overwrite, then `share` on its own.
+    let broken = discord.violations().take();
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    assert!(broken[0].request.starts_with("PUT "), "{broken:?}");
+    assert!(broken[1].request.starts_with("POST "), "{broken:?}");
+    assert!(broken.iter().all(|v| v.rule.contains("integration_types")));
+}

@@ -1,14 +1,16 @@
-//! `anchorbot doctor` against the local fake Discord (`tests/common/discord.rs`): the real
+//! `anchorbot doctor` against the local fake Discord (`anchorbot_fakes::discord`): the real
 //! binary calls `GET /users/@me` and `GET /applications/@me` at `ANCHORBOT_DISCORD_API_URL`,
 //! names the bot and its application, reads the Message Content intent from the application's
-//! flags (and fails without it, with the portal fix), gives the invite URL, reports a refused
-//! token or an unreachable Discord, and never prints the token.
+//! flags (and fails without it, with the portal fix), names the installation contexts the slash
+//! commands are registered for (and fails without Guild Install, with the portal fix), gives
+//! the invite URL, reports a refused token or an unreachable Discord, and never prints the
+//! token.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::discord::{FakeDiscord, FakeDiscordConfig};
+use common::discord::{FakeDiscord, FakeDiscordConfig, INSTALL_GUILD, INSTALL_USER};
 use common::*;
 
 /// Runs `anchorbot doctor` with `env` added, against a model server that answers, so that the
@@ -199,5 +201,77 @@ async fn doctor_says_what_to_set_without_discord() {
         out.lines().filter(|l| l.contains("Discord")).count(),
         1,
         "one line when Discord is not configured:\n{out}"
+    );
+}
+
+/// Runs doctor against a fake Discord whose application has `types` enabled; returns (exit
+/// ok, stdout) and the installation-contexts line.
+async fn doctor_with_install_types(types: Vec<u64>) -> (bool, String) {
+    let fake = FakeDiscord::start(FakeDiscordConfig {
+        integration_types: types,
+        ..Default::default()
+    })
+    .await;
+    let cfg = fake.config().clone();
+    let api = fake.base_url();
+    let (ok, out, err) = doctor(&[
+        ("DISCORD_TOKEN", &cfg.token),
+        ("ANCHORBOT_DISCORD_API_URL", &api),
+    ])
+    .await;
+    no_secret(&out, &err, &cfg.token);
+    // Read from the one application call the check already makes.
+    assert_eq!(fake.calls_to("GET /applications/@me").len(), 1);
+    (ok, out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_the_installation_contexts_the_commands_are_registered_for() {
+    let (ok, out) = doctor_with_install_types(vec![INSTALL_GUILD, INSTALL_USER]).await;
+    assert!(ok, "{out}");
+    let both = line(&out, "Discord installation contexts");
+    assert!(
+        both.starts_with("[ ok ]")
+            && both.contains("Guild Install and User Install enabled")
+            && both.contains("registered for both"),
+        "{both}"
+    );
+
+    let (ok, out) = doctor_with_install_types(vec![INSTALL_GUILD]).await;
+    assert!(ok, "{out}");
+    let guild = line(&out, "Discord installation contexts");
+    assert!(
+        guild.starts_with("[ ok ]")
+            && guild.contains("User Install off")
+            && guild.contains("registered for Guild Install only")
+            && guild.contains("Installation → Installation Contexts"),
+        "{guild}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_fails_without_guild_install_and_says_where_to_enable_it() {
+    let (ok, out) = doctor_with_install_types(vec![]).await;
+    assert!(!ok, "doctor passed with no installation context:\n{out}");
+    let none = line(&out, "Discord installation contexts");
+    assert!(
+        none.starts_with("[FAIL]")
+            && none.contains("no installation context is enabled")
+            && none.contains(
+                "tick Guild Install in the Developer Portal → your app → Installation → \
+                 Installation Contexts"
+            ),
+        "{none}"
+    );
+    assert_eq!(failures(&out), [none], "the only failure");
+
+    let (ok, out) = doctor_with_install_types(vec![INSTALL_USER]).await;
+    assert!(!ok, "{out}");
+    let user = line(&out, "Discord installation contexts");
+    assert!(
+        user.starts_with("[FAIL]")
+            && user.contains("only User Install")
+            && user.contains("tick Guild Install"),
+        "{user}"
     );
 }

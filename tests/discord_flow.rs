@@ -1,7 +1,8 @@
 //! The Discord behaviours around a reply, end to end: the real `App` with the real
-//! `DiscordAdapter` against the fake Discord (`tests/common/discord.rs`) and the fake OpenAI
-//! server. Forum posts and threads the bot was asked into, 429s, the edit throttle, typing and
-//! the status message of a file being read.
+//! `DiscordAdapter` against the strict fake Discord (`anchorbot_fakes::discord`) and the fake
+//! OpenAI server. Forum posts and threads the bot was asked into, 429s (per bucket, and global),
+//! the edit throttle, typing and the status message of a file being read. The rate-limit
+//! tests also drive the adapter's own `DiscordPlatform` directly, to time its calls exactly.
 //!
 //! Timing: nothing here asserts speed. The only time bounds are the ones Discord imposes (lower
 //! bounds between writes: `retry_after`, the edit throttle) and the typing indicator's lifetime.
@@ -10,7 +11,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use anchorbot_platform::ConversationKey;
+use anchorbot_discord::platform::DiscordPlatform;
+use anchorbot_discord::rest::Rest;
+use anchorbot_discord::target::{DiscordTarget, InteractionRef};
+use anchorbot_discord::DiscordConfig;
+use anchorbot_fakes::discord_limits::IN_FLIGHT;
+use anchorbot_platform::{Author, ConversationKey, Platform, PlatformError, ReplyTarget};
 use common::discord::{
     FakeDiscord, FakeDiscordConfig, FakeMessage, RestCall, FORUM_CHANNEL_ID, GUILD_ID,
     OTHER_USER_ID, TEXT_CHANNEL_ID, USER_ID,
@@ -656,5 +662,184 @@ async fn readiness_waits_for_the_discord_gateway_session() {
     assert!(n >= 1.0, "{calls}");
     let app_id = discord.config().application_id.clone();
     assert!(!metrics.contains(&app_id), "an id in a label:\n{metrics}");
+    app.stop().await;
+}
+
+/// The adapter's outbound side, on its own, calling the fake.
+fn platform_for(discord: &FakeDiscord) -> DiscordPlatform {
+    let mut cfg = DiscordConfig::new(secrecy::SecretString::from(discord.config().token.clone()));
+    cfg.api_url = discord.base_url();
+    let rest = Rest::new(&cfg).unwrap();
+    DiscordPlatform::new(cfg, rest, Rest::downloader().unwrap())
+}
+
+/// A reply target posting in DM channel `id` (which the fake then knows).
+fn dm_target(discord: &FakeDiscord, id: &str) -> ReplyTarget {
+    discord.dm(id, USER_ID, "hello");
+    DiscordTarget::default().into_target(id, None, None)
+}
+
+/// The one call of `route` in `channel` answered 429.
+fn the_429(discord: &FakeDiscord, route: &str, channel: &str) -> RestCall {
+    let limited: Vec<RestCall> = calls_in(discord, route, channel)
+        .into_iter()
+        .filter(|c| c.status == 429)
+        .collect();
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    limited[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_holds_every_route_of_its_bucket_in_that_channel_and_no_other() {
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    // Discord counts creating and editing messages in one bucket here.
+    discord.share_bucket(&[POST, EDIT]);
+    let p = platform_for(&discord);
+    let (dm, other) = ("1200000000000000920", "1200000000000000921");
+    let to = dm_target(&discord, dm);
+    let elsewhere = dm_target(&discord, other);
+    let first = p.post(&to, "first").await.unwrap();
+    p.post(&elsewhere, "elsewhere, first").await.unwrap();
+    let retry_after = Duration::from_secs(3);
+    discord.rate_limit(EDIT, 1, retry_after.as_secs_f64());
+    match p.edit(&first, "first, edited").await {
+        Err(PlatformError::RateLimited { retry_after: r }) => {
+            assert!(r >= Duration::from_millis(2900), "{r:?}")
+        }
+        other => panic!("expected a 429: {other:?}"),
+    }
+    let limited = the_429(&discord, EDIT, dm);
+    // Another channel's count of the bucket is its own: not held.
+    p.post(&elsewhere, "elsewhere, second").await.unwrap();
+    let other_post = calls_in(&discord, POST, other).pop().unwrap();
+    assert!(
+        other_post.at < limited.at + retry_after,
+        "a post in another channel waited for this channel's hold"
+    );
+    // A post in the held channel is another route of the same bucket: it waits the hold out
+    // (the fake records a call inside a running Retry-After as a broken rule).
+    p.post(&to, "second").await.unwrap();
+    let posts = calls_in(&discord, POST, dm);
+    let second = posts.last().unwrap();
+    assert_eq!(second.status, 200, "{posts:?}");
+    let waited = second.at.saturating_duration_since(limited.at);
+    assert!(
+        waited >= retry_after,
+        "posted {waited:?} after a 429 of the bucket asking for {retry_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_global_429_holds_every_route_but_the_interaction_endpoints() {
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let p = platform_for(&discord);
+    let (dm, other) = ("1200000000000000922", "1200000000000000923");
+    let to = dm_target(&discord, dm);
+    let elsewhere = dm_target(&discord, other);
+    let m = p.post(&to, "first").await.unwrap();
+    let retry_after = Duration::from_secs(3);
+    discord.global_rate_limit(retry_after.as_secs_f64());
+    assert!(matches!(
+        p.edit(&m, "edited").await,
+        Err(PlatformError::RateLimited { .. })
+    ));
+    let limited = the_429(&discord, EDIT, dm);
+    assert_eq!(limited.response["global"], true);
+    // A slash command in the other DM is still answered at once: Discord's global limit does
+    // not bind interaction endpoints, and its 3 s would not wait.
+    let cmd = discord.command(other, USER_ID, "status");
+    let (id, token) = (
+        cmd["id"].as_str().unwrap().to_string(),
+        cmd["token"].as_str().unwrap().to_string(),
+    );
+    discord.dispatch("INTERACTION_CREATE", cmd);
+    let interaction = DiscordTarget {
+        guild: None,
+        interaction: Some(InteractionRef {
+            id: id.clone(),
+            token,
+            application: discord.config().application_id.clone(),
+            deferred: false,
+            acknowledged: false,
+        }),
+    }
+    .into_target(other, None, None);
+    let asker = Author {
+        id: USER_ID.into(),
+        display_name: "alice".into(),
+    };
+    p.ephemeral(&interaction, &asker, "private answer")
+        .await
+        .unwrap();
+    let answered = discord.interaction(&id).unwrap().callbacks[0].2;
+    assert!(
+        answered < limited.at + retry_after,
+        "the interaction waited for the global hold"
+    );
+    // Every other route waits, in every channel.
+    p.post(&elsewhere, "after the hold").await.unwrap();
+    let post = calls_in(&discord, POST, other).pop().unwrap();
+    assert_eq!(post.status, 200);
+    let waited = post.at.saturating_duration_since(limited.at);
+    assert!(
+        waited >= retry_after,
+        "posted {waited:?} after a global 429 asking for {retry_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_global_429_in_the_middle_of_two_answers_holds_both_and_both_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    // About 4 s of streaming each.
+    let llm = FakeLlm::start(|_| slow_words(80, Duration::from_millis(50))).await;
+    let app = DiscordApp::start(&tmp.path().join("data"), &llm.url, &discord).await;
+    let (a, b) = ("1200000000000000924", "1200000000000000925");
+    discord.dispatch("MESSAGE_CREATE", discord.dm(a, USER_ID, "first asker"));
+    discord.dispatch(
+        "MESSAGE_CREATE",
+        discord.dm(b, OTHER_USER_ID, "second asker"),
+    );
+    // Once both answers are streaming, Discord answers the next call with a global 429.
+    wait_for(
+        "both answers streaming",
+        || {
+            let streaming = |c: &str| {
+                discord
+                    .bot_messages(c)
+                    .iter()
+                    .any(|m| m.content.contains("w5"))
+            };
+            (streaming(a) && streaming(b)).then_some(())
+        },
+        || format!("{:?} {:?}", contents(&discord, a), contents(&discord, b)),
+    )
+    .await;
+    let retry_after = Duration::from_secs(2);
+    discord.global_rate_limit(retry_after.as_secs_f64());
+    for c in [a, b] {
+        let reply = answer(&discord, c, "w79").await;
+        assert_eq!(reply.content.trim(), words(80), "complete in {c}");
+    }
+    let calls = discord.calls();
+    let global = calls
+        .iter()
+        .find(|c| c.status == 429 && c.response["global"] == true)
+        .expect("the global 429 was given")
+        .clone();
+    // No call went out during the hold but those already on their way when the 429 came (the
+    // fake records any other as a broken rule); calls resumed after it.
+    let hold_end = global.at + retry_after;
+    let during: Vec<String> = calls
+        .iter()
+        .filter(|c| c.at > global.at + IN_FLIGHT && c.at < hold_end)
+        .filter(|c| !c.path.starts_with("/interactions/") && !c.path.starts_with("/webhooks/"))
+        .map(|c| format!("{} {} {:?}", c.method, c.path, c.at - global.at))
+        .collect();
+    assert!(during.is_empty(), "sent into the global hold: {during:?}");
+    assert!(
+        calls.iter().any(|c| c.at >= hold_end && c.status == 200),
+        "nothing was sent after the hold"
+    );
     app.stop().await;
 }
