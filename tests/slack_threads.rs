@@ -338,3 +338,30 @@ async fn a_name_is_looked_up_once_and_cached() {
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].response["error"], "user_not_found");
 }
+
+#[tokio::test]
+async fn a_crowded_thread_names_its_newest_writers_and_spends_at_most_50_look_ups() {
+    let slack = FakeSlack::start_default().await;
+    let people: Vec<(String, String)> = (100..160)
+        .map(|i| (format!("U{i}"), format!("hello from {i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = people
+        .iter()
+        .map(|(u, t)| (u.as_str(), t.as_str()))
+        .collect();
+    let ts = slack.seed_thread("C15", &refs);
+    let (p, _) = platform(&slack);
+    let prior = p
+        .history(&reply_target("C15", &ts[0], "9.9"), 200)
+        .await
+        .unwrap();
+    assert_eq!(prior.len(), 60);
+    assert_eq!(slack.calls_to("users.info").len(), 50);
+    assert_eq!(
+        prior[59].author.display_name, "u159",
+        "the newest are named"
+    );
+    assert_eq!(prior[10].author.display_name, "u110");
+    assert_eq!(prior[0].author.display_name, "<@U100>");
+    assert_eq!(prior[0].author.id, "U100");
+}

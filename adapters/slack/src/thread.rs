@@ -11,16 +11,18 @@
 //! - The bot's own earlier answers are read from their `markdown` blocks: their `text` is only
 //!   the notification fallback, cut at 280 characters.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use anchorbot_platform::{Author, PriorMessage};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 
 use crate::client::Api;
 use crate::rate::{self, Patience};
+use crate::users::unnamed;
 
 /// Messages asked for per page: Slack recommends no more than 200.
 pub const PAGE_SIZE: u32 = 200;
@@ -28,6 +30,11 @@ pub const PAGE_SIZE: u32 = 200;
 /// (and the newest of those kept). Ten pages are a fifth of the workspace's minute of
 /// `conversations.replies` (Tier 3), so joining one long thread cannot starve the others.
 pub const MAX_PAGES: usize = 10;
+/// People named per thread read at most: half of `users.info`'s minute (Tier 4), so a crowded
+/// thread cannot spend it all; the rest appear as `<@U…>`.
+const MAX_NAMED: usize = 50;
+/// `users.info` look-ups in flight at once while naming a thread's people.
+const NAMING_AT_ONCE: usize = 8;
 /// The longest a page waits for the budget; past it the read stops with what it has.
 const MAX_BUDGET_WAIT: Duration = Duration::from_secs(10);
 /// The Web API method.
@@ -282,10 +289,14 @@ pub async fn history(
             MAX_PAGES * PAGE_SIZE as usize
         );
     }
+    let names = name_people(api, &kept).await;
     let mut prior = Vec::with_capacity(kept.len());
     for m in kept {
         let author = match (&m.user, &m.username) {
-            (Some(user), _) => api.names.author(api, user).await,
+            (Some(user), _) => Author {
+                id: user.clone(),
+                display_name: names.get(user).cloned().unwrap_or_else(|| unnamed(user)),
+            },
             (None, Some(name)) => Author {
                 id: m.bot_id.clone().unwrap_or_default(),
                 display_name: name.clone(),
@@ -303,6 +314,29 @@ pub async fn history(
         });
     }
     Ok(prior)
+}
+
+/// The names of the people who wrote `messages`, the newest writers first, at most
+/// [`MAX_NAMED`] of them, [`NAMING_AT_ONCE`] look-ups at a time (each cached, so a thread's
+/// regulars cost nothing the next time).
+async fn name_people(api: &Api, messages: &VecDeque<ThreadMessage>) -> HashMap<String, String> {
+    let mut people: Vec<String> = Vec::new();
+    for user in messages.iter().rev().filter_map(|m| m.user.as_ref()) {
+        if people.len() == MAX_NAMED {
+            break;
+        }
+        if !people.contains(user) {
+            people.push(user.clone());
+        }
+    }
+    futures_util::stream::iter(people)
+        .map(|user| async move {
+            let name = api.names.name(api, &user).await;
+            (user, name)
+        })
+        .buffer_unordered(NAMING_AT_ONCE)
+        .collect()
+        .await
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ impl UserNames {
 }
 
 /// How an author without a name is shown: the way Slack writes a mention.
-fn unnamed(user: &str) -> String {
+pub(crate) fn unnamed(user: &str) -> String {
     format!("<@{user}>")
 }
 
