@@ -1,12 +1,9 @@
-//! Checks the document generators in `common/fixtures.rs` against the real Debian tools
+//! Checks the document generators in `anchorbot_fakes::fixtures` against the real Debian tools
 //! (`pdfinfo`, `pdftotext`, `pdftoppm` from poppler-utils, `tesseract`, `qpdf`).
-
-#[path = "common/fixtures.rs"]
-mod fixtures;
 
 use std::process::{Command, Output};
 
-use fixtures::*;
+use anchorbot_fakes::fixtures::*;
 
 fn tool(prog: &str, args: &[&str], dir: &TempDir) -> Output {
     Command::new(prog)
