@@ -8,6 +8,7 @@ pub mod slack_app;
 
 // The platform fakes and fixture generators live in their own crate, compiled once for every
 // test binary instead of inside each.
+#[allow(unused_imports)]
 pub use anchorbot_fakes::{discord, fixtures, slack};
 
 use std::collections::HashMap;
