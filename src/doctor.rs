@@ -36,7 +36,10 @@ pub const SLACK_SCOPES: &[(&str, &str)] = &[
     ("commands", "the /anchor slash command"),
     ("files:read", "downloading files shared with it"),
     ("reactions:write", "the working-on-it reaction"),
-    ("users:read", "people's names in threads it reads"),
+    (
+        "users:read",
+        "people's names for the model (users.info), and the asker's team for streaming",
+    ),
 ];
 
 /// One check's result.
