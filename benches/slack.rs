@@ -3,10 +3,16 @@
 //! model's first token to the first update a Slack user can see, and the Web API calls one
 //! 1,000-token answer costs, for native streaming and for the post + update fallback.
 //!
-//! Run: `cargo bench --bench slack`.
+//! Then 40 questions at once over 10 channels, with Slack's rate-limit tiers enforced by the
+//! fake and without ([`burst`]).
+//!
+//! Run: `cargo bench --bench slack` (`SLACK_BENCH_PART=burst` for the burst alone).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+#[path = "slack/burst.rs"]
+mod burst;
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +47,34 @@ async fn run() {
         ("native streaming", true),
         ("post + update fallback", false),
     ] {
-        path(name, streaming).await;
+        // SLACK_BENCH_PART=burst runs only the burst below.
+        if std::env::var("SLACK_BENCH_PART").as_deref() != Ok("burst") {
+            path(name, streaming).await;
+        }
+    }
+    println!(
+        "\n== {} questions at once over {} channels, a few hundred characters each",
+        burst::QUESTIONS,
+        burst::CHANNELS
+    );
+    for (name, tiers) in [("Slack's tiers enforced", true), ("no tiers", false)] {
+        let f = burst::run(tiers).await;
+        println!(
+            "  {name}: first answer text p50 {:.2} s, p95 {:.2} s, max {:.2} s; {}/{} answers \
+             complete, all by {:.1} s; every 👀 off by {}; {} calls answered 429, {} into a \
+             running Retry-After; calls: {:?}",
+            f.percentile(50.0),
+            f.percentile(95.0),
+            f.percentile(100.0),
+            f.complete,
+            burst::QUESTIONS,
+            f.all_done,
+            f.all_settled
+                .map_or("never".to_string(), |s| format!("{s:.1} s")),
+            f.limited,
+            f.into_retry_after,
+            f.calls
+        );
     }
 }
 

@@ -4,6 +4,8 @@
 //! - Limits count per method, per workspace and app (the fake is one workspace and one app).
 //!   Tier 2 methods allow about 20 calls a minute, Tier 3 about 50, Tier 4 about 100, "with
 //!   occasional bursts": a token bucket holding one minute's calls, refilled at that rate.
+//!   Tier 1 (`apps.connections.open`) allows about one a minute, "a small amount of burst
+//!   behavior is tolerated": three at once.
 //! - `chat.postMessage` allows about one message a second per channel, with short bursts (a
 //!   bucket of three per channel).
 //! - `assistant.threads.setStatus` has a "special" limit with no published figure; the fake
@@ -55,7 +57,13 @@ const fn tier(per_minute: u32) -> Limit {
 /// The published limit of `method`; `None` for methods the fake does not limit.
 pub fn limit_of(method: &str) -> Option<Limit> {
     Some(match method {
-        "apps.connections.open" => tier(1),
+        // "A small amount of burst behavior is tolerated": slack-morphism opens two Socket
+        // Mode connections at start.
+        "apps.connections.open" => Limit {
+            per_minute: 1,
+            burst: 3,
+            per_channel: false,
+        },
         "chat.startStream" | "chat.stopStream" | "reactions.remove" => tier(20),
         "chat.update"
         | "chat.delete"
