@@ -81,8 +81,8 @@ pub struct FakeSlackConfig {
     /// Time between the `disconnect` message and closing the socket in
     /// [`FakeSlack::disconnect_all`].
     pub disconnect_grace: Duration,
-    /// Enforce Slack's per-method rate-limit tiers ([`crate::slack_tiers`]). Calls into a
-    /// running Retry-After are violations either way.
+    /// Enforce Slack's per-method rate-limit tiers ([`crate::slack_tiers`]); on by default.
+    /// Calls into a running Retry-After are violations either way.
     pub tiers: bool,
 }
 
@@ -119,7 +119,7 @@ impl Default for FakeSlackConfig {
             streaming: true,
             echo_bot_messages: true,
             disconnect_grace: Duration::from_millis(100),
-            tiers: false,
+            tiers: true,
         }
     }
 }

@@ -13,7 +13,8 @@
 //! - A call past its limit is answered HTTP 429 with `{"ok":false,"error":"ratelimited"}` and
 //!   `Retry-After` in whole seconds: how long until the bucket has a call again.
 //!
-//! The tiers are enforced only when [`crate::slack::FakeSlackConfig::tiers`] is on. Whether or
+//! The tiers are enforced while [`crate::slack::FakeSlackConfig::tiers`] is on (the default;
+//! a test about something else that calls faster than Slack allows turns it off). Whether or
 //! not they are, every 429 the fake answers (from a tier, or forced by a test with
 //! `rate_limit`) holds its method (for `chat.postMessage`, its channel) until its Retry-After
 //! has passed, and a call that arrives inside it broke the rule "no call into a running
