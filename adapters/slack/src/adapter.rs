@@ -45,6 +45,10 @@ impl SlackAdapter {
 
     /// Who the bot is, from `auth.test`.
     async fn identity(&self) -> Result<Identity, PlatformError> {
+        let patience = crate::rate::Patience::Wait(std::time::Duration::from_secs(30));
+        crate::rate::before_call(&self.api, "auth.test", None, patience)
+            .await
+            .map_err(|retry_after| PlatformError::RateLimited { retry_after })?;
         let me = self
             .api
             .session()

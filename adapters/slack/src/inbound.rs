@@ -383,13 +383,28 @@ impl Mapper {
             thread.clone(),
             prompts,
         );
-        if let Err(e) = self
+        // Prompts are a nicety: without an allowance now they are skipped rather than hold up
+        // the events queued behind them.
+        const METHOD: &str = "assistant.threads.setSuggestedPrompts";
+        let patience = crate::rate::Patience::Wait(std::time::Duration::from_millis(250));
+        if crate::rate::before_call(&self.api, METHOD, None, patience)
+            .await
+            .is_err()
+        {
+            tracing::info!("no allowance for suggested prompts; skipped");
+            return;
+        }
+        match self
             .api
             .session()
             .assistant_threads_set_suggested_prompts(&req)
             .await
         {
-            tracing::warn!(error = %e, "suggested prompts not set");
+            Ok(_) => {}
+            Err(slack_morphism::errors::SlackClientError::RateLimitError(r)) => {
+                crate::rate::after_429(&self.api, METHOD, None, r.retry_after, patience);
+            }
+            Err(e) => tracing::warn!(error = %e, "suggested prompts not set"),
         }
     }
 
