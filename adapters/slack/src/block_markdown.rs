@@ -136,7 +136,7 @@ fn stable_len(markdown: &str) -> usize {
         let start = offset;
         offset += line.len();
         let quoted = is_quote(text);
-        let body = text.trim_start_matches(|c: char| c == '>' || c == ' ');
+        let body = text.trim_start_matches(['>', ' ']);
         if let Some((f, in_quote)) = &fence {
             if *in_quote && !quoted {
                 fence = None;
