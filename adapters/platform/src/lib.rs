@@ -21,7 +21,7 @@ pub use budget::{LocalBudget, Rate, RateBudget, RateKey};
 pub use key::{ConversationKey, KeyError};
 pub use recent::RecentIds;
 pub use reply::StreamingReply;
-pub use split::split_message;
+pub use split::{fences_balanced, split_message};
 
 use std::time::Duration;
 

@@ -16,6 +16,11 @@ pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
         .collect()
 }
 
+/// Whether every code block opened in `text` is closed in it (CommonMark's fence rules).
+pub fn fences_balanced(text: &str) -> bool {
+    fence_after(None, text).is_none()
+}
+
 /// One piece: a byte range of the original, plus the fence lines added around it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -266,11 +271,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    /// Whether every code block opened in `piece` is closed in it, by CommonMark's rule.
-    fn fences_balanced(piece: &str) -> bool {
-        fence_after(None, piece).is_none()
-    }
 
     /// Checks every promise of the splitter for `text` at `max`: pieces within the limit,
     /// balanced fences, and the pieces put back together give the text, with only the

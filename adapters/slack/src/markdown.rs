@@ -57,21 +57,7 @@ pub fn escape_mrkdwn(text: &str) -> String {
 /// empty piece.
 pub fn split_for_slack(markdown: &str, max_chars: usize) -> Vec<String> {
     let max_chars = max_chars.max(1);
-    // A fence left open (a streamed answer cut mid-block) is closed, as split_message tracks
-    // fences: any line starting with three backticks toggles.
-    let open = markdown
-        .lines()
-        .filter(|l| l.trim_start().starts_with("```"))
-        .count()
-        % 2
-        == 1;
-    let closed;
-    let markdown = if open {
-        closed = format!("{markdown}\n```");
-        closed.as_str()
-    } else {
-        markdown
-    };
+    // A fence left open (a streamed answer cut mid-block) is closed by split_message.
     let mut pieces = Vec::new();
     for piece in split_message(markdown, max_chars) {
         push_within(piece, max_chars, &mut pieces);
@@ -1271,14 +1257,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn fence_lines(s: &str) -> usize {
+    /// mrkdwn has only backtick fences, and any line starting with three toggles.
+    fn balanced(s: &str) -> bool {
         s.lines()
             .filter(|l| l.trim_start().starts_with("```"))
             .count()
+            .is_multiple_of(2)
     }
 
-    fn balanced(s: &str) -> bool {
-        fence_lines(s).is_multiple_of(2)
+    /// Markdown (for `markdown` blocks) follows CommonMark's fence rules, as the splitter does.
+    fn balanced_markdown(s: &str) -> bool {
+        anchorbot_platform::fences_balanced(s)
     }
 
     fn non_ws(s: &str) -> Vec<char> {
@@ -1295,13 +1284,21 @@ mod tests {
                 return want.is_empty();
             };
             let mut fronts = vec![piece.as_str()];
-            if reopened && piece.trim_start().starts_with("```") {
+            let fence = |l: &str| {
+                let l = l.trim_start();
+                l.starts_with("```") || l.starts_with("~~~")
+            };
+            if reopened && fence(piece) {
                 fronts = vec![piece.split_once('\n').map_or("", |(_, body)| body)];
             }
             for front in fronts {
                 let mut options = vec![(front, false)];
-                if let Some(body) = front.strip_suffix("\n```") {
-                    options.push((body, true));
+                // A closing fence the split added: a last line of only backticks or tildes.
+                if let Some((body, last)) = front.rsplit_once('\n') {
+                    let marker = last.chars().next().filter(|c| *c == '`' || *c == '~');
+                    if marker.is_some_and(|m| last.len() >= 3 && last.chars().all(|c| c == m)) {
+                        options.push((body, true));
+                    }
                 }
                 for (body, closed) in options {
                     let chars = non_ws(body);
@@ -1714,7 +1711,7 @@ mod tests {
             let pieces = split_for_slack(&s, max);
             for p in &pieces {
                 prop_assert!(p.chars().count() <= max, "{} > {max}: {p:?}", p.chars().count());
-                prop_assert!(balanced(p), "unbalanced: {p:?}");
+                prop_assert!(balanced_markdown(p), "unbalanced: {p:?}");
             }
             prop_assert!(rejoins(&s, &pieces), "lost text: {s:?} -> {pieces:?}");
         }
