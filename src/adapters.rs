@@ -3,7 +3,9 @@
 //! engine never does.
 
 use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};
-use anchorbot_platform::Adapter;
+use std::sync::Arc;
+
+use anchorbot_platform::{Adapter, LocalBudget, RateBudget};
 use anchorbot_slack::{SlackAdapter, SlackConfig, SlackError};
 
 use crate::settings::Settings;
@@ -27,8 +29,10 @@ pub enum AdaptersError {
     BadListen(String),
 }
 
-/// The adapters whose credentials are set.
+/// The adapters whose credentials are set. They hold their rate limits in one budget (keyed by
+/// platform, workspace and method), the seam where a store shared by replicas would go.
 pub fn configured(settings: &Settings) -> Result<Vec<Box<dyn Adapter>>, AdaptersError> {
+    let budget: Arc<dyn RateBudget> = Arc::new(LocalBudget::new());
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let s = &settings.slack;
     if let Some(bot) = &s.bot_token {
@@ -42,7 +46,7 @@ pub fn configured(settings: &Settings) -> Result<Vec<Box<dyn Adapter>>, Adapters
         cfg.api_url = s.api_url.clone();
         cfg.suggested_prompts = s.suggested_prompts.clone();
         cfg.answer_bots = s.answer_bots;
-        adapters.push(Box::new(SlackAdapter::new(cfg)?));
+        adapters.push(Box::new(SlackAdapter::with_budget(cfg, budget.clone())?));
     }
     let d = &settings.discord;
     if let Some(token) = &d.token {
@@ -50,7 +54,7 @@ pub fn configured(settings: &Settings) -> Result<Vec<Box<dyn Adapter>>, Adapters
         cfg.api_url = d.api_url.clone();
         cfg.guild_id = d.guild_id;
         cfg.reply_in_thread = d.reply_in_thread;
-        adapters.push(Box::new(DiscordAdapter::new(cfg)?));
+        adapters.push(Box::new(DiscordAdapter::with_budget(cfg, budget.clone())?));
     }
     if adapters.is_empty() {
         return Err(AdaptersError::NoneConfigured);

@@ -321,9 +321,14 @@ mod tests {
         b.hold(&k.global(), Duration::from_secs(2));
         assert!(b.held(&k).is_some());
         assert!(b
-            .try_spend(&RateKey::new("discord", "app", "bucket-b"), Rate::per_minute(50))
+            .try_spend(
+                &RateKey::new("discord", "app", "bucket-b"),
+                Rate::per_minute(50)
+            )
             .is_err());
-        assert!(b.held(&RateKey::new("discord", "other", "bucket-a")).is_none());
+        assert!(b
+            .held(&RateKey::new("discord", "other", "bucket-a"))
+            .is_none());
     }
 
     #[tokio::test]
@@ -335,8 +340,14 @@ mod tests {
         spend(&b, &k, rate, Duration::ZERO).await.unwrap();
         let t = Instant::now();
         spend(&b, &k, rate, Duration::from_secs(1)).await.unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(80), "{:?}", t.elapsed());
-        assert!(spend(&b, &k, rate, Duration::from_millis(10)).await.is_err());
+        assert!(
+            t.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(spend(&b, &k, rate, Duration::from_millis(10))
+            .await
+            .is_err());
     }
 
     #[tokio::test]

@@ -33,12 +33,22 @@ pub struct SlackAdapter {
 }
 
 impl SlackAdapter {
-    /// An adapter for `cfg`; nothing is contacted until it runs.
+    /// An adapter for `cfg`; nothing is contacted until it runs. Its rate limits are held in
+    /// a budget of its own.
     pub fn new(cfg: SlackConfig) -> Result<Self, SlackError> {
+        Self::with_budget(cfg, Arc::new(anchorbot_platform::LocalBudget::new()))
+    }
+
+    /// An adapter for `cfg` whose Web API calls spend `budget`, shared with whoever else holds
+    /// it (the process's other adapters, or a store shared by replicas).
+    pub fn with_budget(
+        cfg: SlackConfig,
+        budget: Arc<dyn anchorbot_platform::RateBudget>,
+    ) -> Result<Self, SlackError> {
         if cfg.app_token.is_none() && (cfg.signing_secret.is_none() || cfg.listen.is_none()) {
             return Err(SlackError::NoReceiver);
         }
-        let api = Api::new(&cfg)?;
+        let api = Api::new(&cfg)?.with_budget(budget);
         let platform = Arc::new(SlackPlatform::new(cfg.clone(), api.clone()));
         Ok(Self { cfg, api, platform })
     }
