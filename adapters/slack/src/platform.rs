@@ -695,20 +695,14 @@ impl Platform for SlackPlatform {
         let Some(thread) = &to.thread else {
             return Ok(Vec::new());
         };
-        crate::thread::history(
-            &self.api,
-            &to.channel,
-            thread,
-            to.message.as_deref(),
-            limit,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::thread::ReadError::Budget(retry_after) => {
-                PlatformError::RateLimited { retry_after }
-            }
-            crate::thread::ReadError::Slack(e) => map_error(&self.api, &e),
-        })
+        crate::thread::history(&self.api, &to.channel, thread, to.message.as_deref(), limit)
+            .await
+            .map_err(|e| match e {
+                crate::thread::ReadError::Budget(retry_after) => {
+                    PlatformError::RateLimited { retry_after }
+                }
+                crate::thread::ReadError::Slack(e) => map_error(&self.api, &e),
+            })
     }
 
     async fn fetch(

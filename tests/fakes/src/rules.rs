@@ -34,7 +34,10 @@ impl Violations {
             request: request.into(),
         };
         eprintln!("platform rule broken: {v}");
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(v);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(v);
     }
 
     /// Every rule broken so far, oldest first.
