@@ -51,12 +51,12 @@ pub enum AppError {
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
     /// An adapter failed.
-    #[error("adapter {adapter} failed: {source}")]
+    #[error("adapter {adapter} failed: {error}")]
     Adapter {
         /// Adapter name.
         adapter: &'static str,
-        /// What went wrong.
-        source: PlatformError,
+        /// What went wrong (in the message, not a `source`, so a report prints it once).
+        error: PlatformError,
     },
 }
 
@@ -257,7 +257,10 @@ impl App {
                     None => break,
                     Some(Ok((name, Err(source)))) => {
                         tracing::error!(adapter = name, error = %source, "adapter stopped");
-                        failure = Some(AppError::Adapter { adapter: name, source });
+                        failure = Some(AppError::Adapter {
+                            adapter: name,
+                            error: source,
+                        });
                         break;
                     }
                     Some(Ok((name, Ok(())))) => tracing::info!(adapter = name, "adapter finished"),

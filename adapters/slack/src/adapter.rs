@@ -64,7 +64,14 @@ impl SlackAdapter {
             .session()
             .auth_test()
             .await
-            .map_err(|e| PlatformError::Rejected(format!("auth.test failed: {e}")))?;
+            // Mapped like every other call, so an unreachable Slack is a transport failure,
+            // not a refusal.
+            .map_err(|e| match crate::platform::map_error(&self.api, &e) {
+                PlatformError::Rejected(code) => {
+                    PlatformError::Rejected(format!("auth.test: {code}"))
+                }
+                other => other,
+            })?;
         Ok(Identity {
             team: me.team_id.to_string(),
             bot_user: me.user_id.to_string(),

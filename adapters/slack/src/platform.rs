@@ -1034,7 +1034,7 @@ async fn call<R: for<'de> Deserialize<'de> + Send>(
 
 /// The contract's error for a slack-morphism error; counts rate limits. Only codes and
 /// statuses are kept: response bodies stay out of errors.
-fn map_error(api: &Api, e: &SlackClientError) -> PlatformError {
+pub(crate) fn map_error(api: &Api, e: &SlackClientError) -> PlatformError {
     match e {
         SlackClientError::RateLimitError(r) => {
             api.rate_limited.fetch_add(1, Ordering::Relaxed);
