@@ -50,7 +50,7 @@ use crate::block_markdown;
 use crate::client::Api;
 use crate::markdown::{to_mrkdwn, APPEND_STREAM_MAX, MARKDOWN_BLOCK_MAX, MESSAGE_TEXT_MAX};
 use crate::pace::{self, Writers};
-use crate::rate::{self, Patience};
+use crate::rate::{self, Patience, DEFAULT_RETRY_AFTER};
 use crate::stream_errors::{self, Reach};
 use crate::target::{is_dm, SlackTarget};
 use crate::SlackConfig;
@@ -84,8 +84,6 @@ const REMEMBERED: usize = 4096;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// A `response_url` post.
 const RESPONSE_URL_TIMEOUT: Duration = Duration::from_secs(10);
-/// What a rate limit without `Retry-After` waits.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A write the reply can put off (an append or edit while the answer streams, the first
 /// post): past this wait it is not sent, and the reply writes again later with more text.
 const WRITE: Patience = Patience::Wait(Duration::from_millis(250));
