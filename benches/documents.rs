@@ -155,6 +155,8 @@ async fn run() {
             chunks: 0,
             paged: true,
             page_labels: Vec::new(),
+            partial: None,
+            skipped: Default::default(),
         };
         let t = Instant::now();
         for page in 1..=pages {

@@ -1134,6 +1134,8 @@ fn write_synthetic(
             chunks: 0,
             paged: true,
             page_labels: Vec::new(),
+            partial: None,
+            skipped: Default::default(),
         };
         let rows: Vec<NewChunk> = (0..count)
             .map(|i| {

@@ -466,9 +466,15 @@ async fn ingest_one(
     let (tx, mut rx) = tokio::sync::watch::channel(String::new());
     let show = std::io::stderr().is_terminal();
     let progress = tokio::spawn(async move {
+        // Not on a terminal (a log, a pipe): one line per note, at most one a second.
+        let mut last: Option<std::time::Instant> = None;
         while rx.changed().await.is_ok() {
+            let note = rx.borrow_and_update().clone();
             if show {
-                eprint!("\r\x1b[K{}", rx.borrow_and_update().as_str());
+                eprint!("\r\x1b[K{note}");
+            } else if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                eprintln!("{note}");
+                last = Some(std::time::Instant::now());
             }
         }
     });

@@ -220,8 +220,12 @@ pub struct DocumentSettings {
     pub chunk_tokens: usize,
     /// Overlap between chunks, in the same tokens.
     pub chunk_overlap: usize,
-    /// Chunks embedded per batch.
+    /// Chunks embedded per batch. A batch is embedded, stored and dropped before the next, so
+    /// memory does not grow with the size of a page.
     pub embed_batch: usize,
+    /// Most tokens in one embedding batch (the chunks' own plus their headings), so chunks
+    /// longer than usual make smaller batches.
+    pub embed_batch_tokens: usize,
     /// Chunks retrieved per question.
     pub top_k: usize,
     /// How dense and lexical results are fused.
@@ -285,6 +289,7 @@ impl Default for DocumentSettings {
             chunk_tokens: 96,
             chunk_overlap: 16,
             embed_batch: 64,
+            embed_batch_tokens: 8192,
             top_k: 5,
             context_tokens: 3072,
             max_file_mb: 50,

@@ -1,9 +1,9 @@
 //! Reading is bounded by what it produces: hostile files that are small on disk (a shared
-//! string in 40,000 cells, a cell in the last column of every row, one 8 MB word, a 6 MB line
-//! of commas, a page whose content stream inflates to 1 GiB) are refused or read within
-//! bounds by the real `anchorbot ingest`, whose peak memory (VmHWM) the test measures. A
-//! process still running after [`HANG_GUARD`] is killed and the test fails: a guard against
-//! hangs, not a timing assertion. Also: a UTF-16 text file with a byte-order mark is text.
+//! string in 40,000 cells, a cell in the last column of every row, a page whose content stream
+//! inflates to 1 GiB) are refused or read within bounds, and data with no break (one 8 MB
+//! word, a 6 MB line of commas) is skipped and reported, by the real `anchorbot ingest`, whose
+//! peak memory (VmHWM) the test measures. A process still running after [`HANG_GUARD`] is
+//! killed and the test fails: a guard against hangs, not a timing assertion. Also: a UTF-16 text file with a byte-order mark is text.
 
 mod common;
 
@@ -156,22 +156,54 @@ async fn rows_whose_only_cell_is_in_column_xfd_are_not_padded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_8_mb_word_is_chunked_in_linear_time() {
+async fn an_8_mb_word_between_paragraphs_is_skipped_and_reported_and_the_prose_is_read() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeLlm::start(|_| Reply::text("unused")).await;
     let word = fixtures::one_long_word(8 << 20, 8);
-    let file = write(tmp.path(), "blob.txt", &word);
+    let mut page = b"The offsite happens in Lisbon during June.\n\n".to_vec();
+    page.extend_from_slice(&word);
+    page.extend_from_slice(b"\n\nBudget approvals close on the first Friday of May.\n");
+    let file = write(tmp.path(), "blob.txt", &page);
+    let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
+    assert_bounded("8 MB word", &run);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("; skipped 8 MB of unbroken text (data, not prose)."),
+        "{}",
+        run.stdout
+    );
+    let inputs = embedding_inputs(&server);
+    assert_eq!(inputs.len(), chunk_count(&run.stdout));
+    let text = inputs.join("\n");
+    assert!(text.contains("Lisbon") && text.contains("first Friday"), "{text}");
+    let head = std::str::from_utf8(&word[..40]).unwrap();
+    assert!(!text.contains(head), "the word was embedded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_8_mb_page_of_4_kb_words_is_chunked_in_linear_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    // Just under the length taken as data: these are read, in pieces of at most 64 letters.
+    let letters = fixtures::one_long_word(8 << 20, 8);
+    let words: Vec<u8> = letters
+        .chunks(4000)
+        .flat_map(|w| w.iter().copied().chain([b' ']))
+        .collect();
+    let file = write(tmp.path(), "words.txt", &words);
     // Chunks of 256 tokens keep the 8 MB under the chunk limit: what is measured here is that
     // chunking stays linear, not the limit.
     let env = [("ANCHORBOT_DOCUMENTS_CHUNK_TOKENS", "256")];
     let run = ingest(&tmp.path().join("data"), &server, &file, &env).await;
-    assert_bounded("8 MB word", &run);
+    assert_bounded("8 MB of 4 KB words", &run);
     assert!(run.ok, "{}", run.stderr);
-    assert!(run.stdout.contains("Added blob.txt"), "{}", run.stdout);
-    // All of it was chunked and embedded, in pieces of at most 64 letters.
+    assert!(run.stdout.contains("Added words.txt"), "{}", run.stdout);
+    assert!(!run.stdout.contains("skipped"), "{}", run.stdout);
     let inputs = embedding_inputs(&server);
     assert_eq!(inputs.len(), chunk_count(&run.stdout));
-    let tail = std::str::from_utf8(&word[word.len() - 40..]).unwrap();
+    // The last word's last 32 letters are one piece (608 letters, cut every 64).
+    let tail = std::str::from_utf8(&letters[letters.len() - 32..]).unwrap();
     assert!(inputs.iter().any(|t| t.contains(tail)));
     assert!(inputs
         .iter()
@@ -180,20 +212,24 @@ async fn an_8_mb_word_is_chunked_in_linear_time() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_6_mb_line_of_commas_is_chunked_in_linear_time() {
+async fn a_6_mb_line_of_commas_is_skipped_and_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let server = FakeLlm::start(|_| Reply::text("unused")).await;
     let file = write(tmp.path(), "commas.csv", &vec![b','; 6 << 20]);
     let run = ingest(&tmp.path().join("data"), &server, &file, &[]).await;
     assert_bounded("6 MB of commas", &run);
-    assert!(run.ok, "{}", run.stderr);
-    assert!(run.stdout.contains("Added commas.csv"), "{}", run.stdout);
-    let commas: usize = embedding_inputs(&server)
-        .iter()
-        .map(|t| t.matches(',').count())
-        .sum();
-    // Every comma is in some chunk (overlapping chunks repeat a few).
-    assert!(commas >= 6 << 20, "{commas} commas embedded");
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "commas.csv: the file has no readable text: skipped 6 MB of unbroken text (data, not prose)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        embedding_inputs(&server).is_empty(),
+        "nothing is embedded, the embedder is not even asked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,14 +283,16 @@ async fn a_utf16_text_file_with_a_byte_order_mark_is_read_as_text() {
     );
 }
 
-/// The chunk count in an ingest summary (`…, 12 chunks.`).
+/// The chunk count in an ingest summary (`…, 12 chunks.` or `…, 12 chunks; skipped …`).
 fn chunk_count(summary: &str) -> usize {
     summary
+        .split(';')
+        .next()
+        .unwrap_or(summary)
         .split(", ")
         .find_map(|p| {
-            p.trim()
-                .strip_suffix(" chunks.")
-                .or(p.trim().strip_suffix(" chunk."))
+            let p = p.trim().trim_end_matches('.');
+            p.strip_suffix(" chunks").or(p.strip_suffix(" chunk"))
         })
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no chunk count in {summary}"))

@@ -1,6 +1,9 @@
 //! Token-aware chunking with `text-splitter`, sized by the same tokenizer as the prompt
 //! budget. Every chunk keeps its page and the nearest heading above it.
 //!
+//! Runs of data (4 KB with no break: base64, `data:` URIs, minified blobs) are skipped first
+//! ([`super::data_runs`]), and what was skipped is counted for the report.
+//!
 //! Chunking stays linear in the page's length: runs that a tokenizer would take as one piece
 //! (letters, digits or symbols with no break, or a long stretch of whitespace) are split
 //! before anything is tokenized, because byte-pair encoding of one huge piece is quadratic;
@@ -11,6 +14,7 @@ use std::sync::Arc;
 
 use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter, TryChunkSizer};
 
+use super::data_runs::{skip_data_runs, Skipped};
 use super::extract::Cancel;
 use super::{DocError, PageSource};
 use crate::tokens::TokenCounter;
@@ -69,6 +73,15 @@ pub const MAX_RUN: usize = 64;
 /// or line at every chunk, so one endless line would make chunking quadratic.
 pub const MAX_LINE: usize = 4096;
 
+/// One page's chunks, and what was skipped as data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chunked {
+    /// The chunks, in page order.
+    pub chunks: Vec<PageChunk>,
+    /// The data runs left out.
+    pub skipped: Skipped,
+}
+
 /// Sizes chunks in tokens, and stops when the work is cancelled.
 struct Sizer {
     counter: Arc<dyn TokenCounter>,
@@ -118,6 +131,12 @@ impl Chunker {
     pub fn chunk(&self, page: &str, markdown: bool) -> Vec<PageChunk> {
         self.chunk_within(page, markdown, &Cancel::never())
             .expect("a chunker that is never cancelled does not fail")
+            .chunks
+    }
+
+    /// Tokens in `text`, as chunks are sized.
+    pub fn count(&self, text: &str) -> usize {
+        self.counter.count(text)
     }
 
     /// The chunks of one page read from `source`: none for a page that failed; OCR output is
@@ -128,22 +147,25 @@ impl Chunker {
         source: &PageSource,
         markdown: bool,
         cancel: &Cancel,
-    ) -> Result<Vec<PageChunk>, DocError> {
+    ) -> Result<Chunked, DocError> {
         match source {
-            PageSource::Failed { .. } => Ok(Vec::new()),
+            PageSource::Failed { .. } => Ok(Chunked::default()),
             PageSource::Ocr { .. } => self.chunk_within(text, true, cancel),
             _ => self.chunk_within(text, markdown, cancel),
         }
     }
 
-    /// Chunks one page, stopping with [`DocError::Timeout`] once `cancel` fires.
+    /// Chunks one page without its data runs, stopping with [`DocError::Timeout`] once
+    /// `cancel` fires.
     pub fn chunk_within(
         &self,
         page: &str,
         markdown: bool,
         cancel: &Cancel,
-    ) -> Result<Vec<PageChunk>, DocError> {
-        let page = split_long_runs(page);
+    ) -> Result<Chunked, DocError> {
+        let (page, skipped) = skip_data_runs(page);
+        cancel.check()?;
+        let page = split_long_runs(&page);
         let page = page.as_ref();
         let mut spans: Vec<(usize, &str)> = Vec::new();
         for (start, segment) in segments(page, SEGMENT) {
@@ -160,7 +182,7 @@ impl Chunker {
             spans.extend(found.into_iter().map(|(at, t)| (start + at, t)));
         }
         let headings = Headings::of(page);
-        Ok(spans
+        let chunks = spans
             .into_iter()
             .filter(|(_, t)| !t.trim().is_empty())
             .map(|(offset, t)| PageChunk {
@@ -168,7 +190,8 @@ impl Chunker {
                 offset,
                 heading: headings.before(offset + leading_heading_len(t)),
             })
-            .collect())
+            .collect();
+        Ok(Chunked { chunks, skipped })
     }
 }
 
@@ -414,13 +437,14 @@ mod tests {
     }
 
     #[test]
-    fn a_line_with_no_break_is_chunked_whole_and_within_size() {
+    fn a_run_with_no_break_under_the_data_limit_is_chunked_whole_and_within_size() {
         let c = Chunker::new(Arc::new(Tiktoken::cl100k()), 64, 8);
         let counter = Tiktoken::cl100k();
+        let under = super::super::data_runs::DATA_RUN - 8;
         for (line, markdown) in [
-            ("q".repeat(50_000), false),
-            (",".repeat(50_000), false),
-            ("abc+def/".repeat(6_000), true),
+            ("q".repeat(under), false),
+            (",".repeat(under), false),
+            ("abc+def/".repeat(under / 8), true),
         ] {
             let chunks = c.chunk(&line, markdown);
             assert!(!chunks.is_empty());
@@ -432,6 +456,21 @@ mod tests {
                 .sum();
             assert!(kept >= line.len(), "{kept} of {}", line.len());
         }
+    }
+
+    #[test]
+    fn a_data_run_is_skipped_and_counted_and_the_prose_is_chunked() {
+        let c = Chunker::new(Arc::new(Tiktoken::cl100k()), 64, 8);
+        let page = format!(
+            "# Notes\n\nThe invoice is due in thirty days.\n\n{}\n\nLate fees apply after that.",
+            ",".repeat(50_000)
+        );
+        let out = c.chunk_within(&page, true, &Cancel::never()).unwrap();
+        assert_eq!(out.skipped.bytes, 50_000);
+        assert_eq!(out.skipped.runs, 1);
+        let text: String = out.chunks.iter().map(|ch| ch.text.as_str()).collect();
+        assert!(text.contains("thirty days") && text.contains("Late fees"), "{text}");
+        assert!(!text.contains(",,"), "{text}");
     }
 
     #[test]
@@ -448,7 +487,7 @@ mod tests {
         };
         assert_eq!(
             c.chunk_page("ignored", &failed, false, &Cancel::never()),
-            Ok(Vec::new())
+            Ok(Chunked::default())
         );
     }
 

@@ -6,7 +6,9 @@
 //! `ready` (or `partial`) at the end. A crash leaves it `incomplete`; sharing the same file
 //! again resumes from the pages already stored.
 
+mod batch;
 pub mod chunk;
+pub mod data_runs;
 pub mod embed;
 pub mod extract;
 pub mod index;
@@ -14,6 +16,7 @@ pub mod lexical;
 pub mod ocr;
 pub mod office;
 pub mod rerank;
+mod running;
 pub mod search;
 pub mod sniff;
 pub mod store;
@@ -35,7 +38,8 @@ use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
 use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
-pub use store::{DocRecord, DocStatus, DocStore, PageSource};
+pub use data_runs::Skipped;
+pub use store::{DocRecord, DocStatus, DocStore, PageSource, PartialPage};
 
 use crate::retrieval::Passage;
 
@@ -101,6 +105,17 @@ pub enum DocError {
     /// Read, but no text in it (blank pages, or images OCR could not read).
     #[error("the file has no readable text")]
     NoText,
+    /// Its only text is data with no break (base64, a `data:` URI, a hex dump, a line of
+    /// commas), which is skipped.
+    #[error("the file has no readable text: {}", skipped.describe())]
+    OnlyData {
+        /// What was skipped.
+        skipped: Skipped,
+    },
+    /// Stopped before it finished: the conversation was cleared, or anchorbot is shutting
+    /// down. What was stored stays (unless cleared); sharing the file again resumes.
+    #[error("reading the file was stopped before it finished")]
+    Cancelled,
     /// Not a format anchorbot reads.
     #[error("{mime} files are not supported; share a PDF, a Word, PowerPoint or Excel file (DOCX, PPTX, XLSX), an image (PNG, JPEG, WebP, GIF) or a text, Markdown, CSV, HTML or source file")]
     Unsupported {
@@ -182,6 +197,9 @@ impl IngestReport {
         if !engines.is_empty() {
             s.push_str(&format!(", OCR by {}", engines.join(" and ")));
         }
+        if !d.skipped.is_empty() {
+            s.push_str(&format!("; {}", d.skipped.describe()));
+        }
         if self.resumed_pages > 0 {
             s.push_str(&format!(
                 ", resumed after {} already stored",
@@ -241,6 +259,57 @@ struct ReadPage {
     source: PageSource,
 }
 
+/// One page's chunks waiting for embedding (its text is dropped once chunked).
+struct PageWork {
+    page: u32,
+    source: PageSource,
+    chunks: Vec<chunk::PageChunk>,
+    skipped: Skipped,
+    /// The position of the first chunk (those before were stored by an earlier ingestion).
+    from: u32,
+}
+
+impl PageWork {
+    fn new(page: ReadPage, chunked: chunk::Chunked) -> Self {
+        Self {
+            page: page.page,
+            source: page.source,
+            chunks: chunked.chunks,
+            skipped: chunked.skipped,
+            from: 0,
+        }
+    }
+}
+
+/// The progress note of one ingestion: by chunks embedded, so it moves within a page; by
+/// pages when scanned pages are read (their chunks are not known ahead).
+struct Meter<'a> {
+    name: &'a str,
+    pages: u32,
+    to_embed: usize,
+    by_page: bool,
+}
+
+impl Meter<'_> {
+    fn note(&self, rec: &DocRecord, embedded: usize) -> String {
+        let name = self.name;
+        if self.by_page || self.to_embed == 0 {
+            let done = rec
+                .page_status
+                .iter()
+                .filter(|p| !matches!(p, PageSource::Pending))
+                .count();
+            return format!("Indexing {name}: page {done}/{}", self.pages);
+        }
+        let total = self.to_embed;
+        let done = embedded.min(total);
+        format!(
+            "Indexing {name}: {done} of {total} chunks ({}%)",
+            done * 100 / total
+        )
+    }
+}
+
 /// The documents service.
 pub struct Documents {
     /// Settings.
@@ -260,6 +329,8 @@ pub struct Documents {
     query_embedder: OnceCell<Arc<dyn Embedder>>,
     /// Orders passages with the reasoning model, when `documents.rerank = "llm"`.
     reranker: Option<Arc<rerank::Reranker>>,
+    /// The ingestions running, so `/clear` and shutdown can stop them.
+    running: running::Running,
 }
 
 impl Documents {
@@ -291,6 +362,7 @@ impl Documents {
             embedder: OnceCell::new(),
             query_embedder: OnceCell::new(),
             reranker: None,
+            running: running::Running::default(),
         })
     }
 
@@ -540,6 +612,24 @@ impl Documents {
         Some(Arc::new(ocr))
     }
 
+    /// Stops every ingestion running in `conv` and waits until each has returned (with
+    /// [`DocError::Cancelled`]); after this nothing they started writes. Ingestions started
+    /// later are not affected.
+    pub async fn stop_ingests(&self, conv: &str) {
+        self.running.stop(conv).await;
+    }
+
+    /// Stops every ingestion, running or started from now on (shutdown). Each stops at its
+    /// next step and leaves its document `incomplete`, so sharing it again resumes.
+    pub fn cancel_all_ingests(&self) {
+        self.running.stop_all();
+    }
+
+    /// How many ingestions are running in `conv`.
+    pub fn ingests_running(&self, conv: &str) -> usize {
+        self.running.count(conv)
+    }
+
     /// Ingests one file into conversation `conv`. Progress notes go to `progress`.
     pub async fn ingest(
         &self,
@@ -566,9 +656,13 @@ impl Documents {
             }
         })?;
         let sha = hex(&Sha256::digest(bytes));
+        let ticket = self.running.start(conv);
         // A second share of a file being read waits for the first, then finds it complete or
         // resumes where it stopped.
-        let _one_at_a_time = self.store.ingest_lock(conv, &sha[..16]).await;
+        let _one_at_a_time = tokio::select! {
+            lock = self.store.ingest_lock(conv, &sha[..16]) => lock,
+            _ = ticket.stop.cancelled() => return Err(DocError::Cancelled),
+        };
         let existing = self.store.find_by_sha(conv, &sha)?;
         if let Some(d) = &existing {
             // Only a complete document is a duplicate: one with failed or unread pages resumes.
@@ -660,15 +754,20 @@ impl Documents {
                     Layout::Extracted(p) => p.iter().filter_map(|p| p.label.clone()).collect(),
                     _ => Vec::new(),
                 },
+                partial: None,
+                skipped: Skipped::default(),
             },
         };
         let resumed_pages = rec.page_status.iter().filter(|p| p.is_stored()).count() as u32;
         let retried_pages = rec.failed_pages();
         self.store.put(conv, &rec)?;
         self.flush().await?;
-        let result = self
-            .ingest_pages(conv, name, bytes, kind, &layout, &mut rec, progress)
-            .await;
+        // A stop drops the work at its next await: every commit is one sled transaction and
+        // `rec` is updated with it, so what `rec` says is what is stored.
+        let result = tokio::select! {
+            r = self.ingest_pages(conv, name, bytes, kind, &layout, &mut rec, progress) => r,
+            _ = ticket.stop.cancelled() => Err(DocError::Cancelled),
+        };
         match result {
             Ok(()) => {
                 // Keep the file while pages failed, so `ingest --retry-failed` needs none.
@@ -751,37 +850,50 @@ impl Documents {
         let markdown = matches!(kind, Kind::Text(TextKind::Markdown) | Kind::Office(_));
         let chunker = &self.chunker;
         let chunk_page = move |page: ReadPage| {
-            let chunks = match page.source {
-                PageSource::Failed { .. } => Vec::new(),
-                // OCR output is Markdown (the vision prompt asks for it).
-                PageSource::Ocr { .. } => chunker.chunk(&page.text, true),
-                _ => chunker.chunk(&page.text, markdown),
-            };
-            (page, chunks)
+            let chunked = chunker
+                .chunk_page(&page.text, &page.source, markdown, &extract::Cancel::never())
+                .expect("a chunker that is never cancelled does not fail");
+            PageWork::new(page, chunked)
         };
         // Text layers are chunked before any embedding, so a file with more text than one
         // document may hold is refused at once instead of after minutes of work. Up to 50 MB
-        // of text: off the async workers, and stopped inside at the parse limit.
-        let read: Vec<_> = {
+        // of text: off the async workers, and stopped inside at the parse limit. The pages'
+        // texts are dropped once chunked.
+        let mut read: Vec<PageWork> = {
             let (chunker, limit) = (self.chunker.clone(), self.cfg.parse_timeout_secs);
             extract::blocking(Duration::from_secs(limit), move |cancel| {
                 read.into_iter()
                     .map(|page| {
-                        let chunks =
+                        let chunked =
                             chunker.chunk_page(&page.text, &page.source, markdown, cancel)?;
-                        Ok((page, chunks))
+                        Ok(PageWork::new(page, chunked))
                     })
                     .collect::<Result<_, DocError>>()
             })
             .await?
         };
-        let total = rec.chunks as usize + read.iter().map(|(_, c)| c.len()).sum::<usize>();
+        self.resume_partial(conv, rec, &mut read)?;
+        let to_embed: usize = read.iter().map(|w| w.chunks.len()).sum();
+        let total = rec.chunks as usize + to_embed;
         if total > self.cfg.max_chunks {
             return Err(DocError::TooMuchText {
                 chunks: total,
                 limit: self.cfg.max_chunks,
             });
         }
+        if need_ocr.is_empty() && total == 0 {
+            let mut skipped = rec.skipped;
+            read.iter().for_each(|w| skipped.add(w.skipped));
+            if !skipped.is_empty() {
+                return Err(DocError::OnlyData { skipped });
+            }
+        }
+        let meter = Meter {
+            name,
+            pages,
+            to_embed,
+            by_page: !need_ocr.is_empty(),
+        };
         let scanned = match layout {
             Layout::Pdf(pdf) if !need_ocr.is_empty() => self
                 .ocr_pages(name, pdf, need_ocr, ocr, progress)
@@ -790,32 +902,33 @@ impl Documents {
             _ => futures_util::stream::empty().boxed(),
         };
         let mut pages_in = futures_util::stream::iter(read).chain(scanned);
-        // Embed in large batches and commit page groups atomically. A scanned page is
-        // committed as soon as it is read: OCR is the slow part, and a crash must not lose it.
-        let mut batch: Vec<(ReadPage, Vec<chunk::PageChunk>)> = Vec::new();
-        let mut batch_chunks = 0;
-        while let Some((page, chunks)) = pages_in.next().await {
-            let ocr_page = matches!(
-                page.source,
-                PageSource::Ocr { .. } | PageSource::Failed { .. }
+        // Each batch is embedded and committed (its chunks, and the record saying which pages
+        // and how much of the page in progress are stored) before the next is made, so memory
+        // holds one batch, and a crash loses at most the batch in flight.
+        let mut batcher = batch::Batcher::new(batch::Cap {
+            chunks: self.cfg.embed_batch,
+            tokens: self.cfg.embed_batch_tokens,
+        });
+        let mut embedded = 0;
+        while let Some(w) = pages_in.next().await {
+            let alone = matches!(w.source, PageSource::Ocr { .. } | PageSource::Failed { .. });
+            let ready = batcher.page(
+                w.page,
+                w.source,
+                w.skipped,
+                w.chunks,
+                w.from,
+                |t| self.chunker.count(t),
+                alone,
             );
-            batch_chunks += chunks.len();
-            batch.push((page, chunks));
-            if batch_chunks >= self.cfg.embed_batch || ocr_page {
-                self.commit_batch(conv, rec, std::mem::take(&mut batch), embedder.as_ref())
-                    .await?;
-                batch_chunks = 0;
-                let done = rec
-                    .page_status
-                    .iter()
-                    .filter(|p| !matches!(p, PageSource::Pending))
-                    .count();
-                let _ = progress.send(format!("Indexing {name}: page {done}/{pages}"));
+            for b in ready {
+                embedded += b.chunks.len();
+                self.commit_batch(conv, rec, b, embedder.as_ref()).await?;
+                let _ = progress.send(meter.note(rec, embedded));
             }
         }
-        if !batch.is_empty() {
-            self.commit_batch(conv, rec, batch, embedder.as_ref())
-                .await?;
+        if let Some(b) = batcher.finish() {
+            self.commit_batch(conv, rec, b, embedder.as_ref()).await?;
         }
         let failed = rec.failed_pages().len();
         if failed as u32 == pages && rec.chunks == 0 {
@@ -835,53 +948,108 @@ impl Documents {
             document = name,
             pages,
             chunks = rec.chunks,
+            skipped_bytes = rec.skipped.bytes,
             failed,
             "document ingested"
         );
         Ok(())
     }
 
+    /// Goes on with a page an earlier ingestion stored part of: its stored chunks are dropped
+    /// from `read`, which then starts after them. If the page no longer chunks the way it did
+    /// (the chunk settings changed), its stored chunks are deleted and it starts over.
+    fn resume_partial(
+        &self,
+        conv: &str,
+        rec: &mut DocRecord,
+        read: &mut [PageWork],
+    ) -> Result<(), DocError> {
+        let Some(partial) = rec.partial else {
+            return Ok(());
+        };
+        let stored = partial.chunks as usize;
+        if let Some(w) = read.iter_mut().find(|w| w.page == partial.page) {
+            let last = match stored.checked_sub(1) {
+                Some(i) if i < w.chunks.len() => {
+                    self.store
+                        .chunk_text(conv, &rec.id, partial.page, i as u32)?
+                        .filter(|t| *t == w.chunks[i].text)
+                }
+                _ => None,
+            };
+            if last.is_some() {
+                w.chunks.drain(..stored);
+                w.from = partial.chunks;
+                tracing::info!(
+                    document = %rec.name,
+                    page = partial.page,
+                    stored,
+                    "resuming within a page"
+                );
+                return Ok(());
+            }
+        }
+        tracing::warn!(
+            document = %rec.name,
+            page = partial.page,
+            "the half-stored page no longer chunks the same way; reading it again"
+        );
+        rec.chunks = rec.chunks.saturating_sub(partial.chunks);
+        rec.partial = None;
+        self.store.clear_page(conv, rec, partial.page)
+    }
+
     async fn commit_batch(
         &self,
         conv: &str,
         rec: &mut DocRecord,
-        batch: Vec<(ReadPage, Vec<chunk::PageChunk>)>,
+        batch: batch::Batch,
         embedder: &dyn Embedder,
     ) -> Result<(), DocError> {
-        let texts: Vec<String> = batch
-            .iter()
-            .flat_map(|(_, cs)| {
-                cs.iter().map(|c| match &c.heading {
-                    // The heading gives a chunk its context in the vector, not in the stored text.
-                    Some(h) if !c.text.contains(h.as_str()) => format!("{h}\n{}", c.text),
-                    _ => c.text.clone(),
-                })
+        let batch::Batch {
+            chunks,
+            done,
+            partial,
+            ..
+        } = batch;
+        let (inputs, pending): (Vec<String>, Vec<_>) = chunks
+            .into_iter()
+            .map(|p| (p.input, (p.page, p.position, p.chunk)))
+            .unzip();
+        let vectors = if inputs.is_empty() {
+            Vec::new()
+        } else {
+            embedder.embed(inputs).await?
+        };
+        if vectors.len() != pending.len() {
+            return Err(DocError::Embed(EmbedError::Failed(format!(
+                "{} vectors for {} chunks",
+                vectors.len(),
+                pending.len()
+            ))));
+        }
+        let rows: Vec<NewChunk> = pending
+            .into_iter()
+            .zip(vectors)
+            .map(|((page, position, c), vector)| NewChunk {
+                page,
+                record: ChunkRecord {
+                    doc_id: rec.id.clone(),
+                    name: rec.name.clone(),
+                    page: rec.paged.then_some(page),
+                    label: rec.page_labels.get(page as usize - 1).cloned(),
+                    position,
+                    heading: c.heading,
+                    text: c.text,
+                },
+                vector,
             })
             .collect();
-        let vectors = embedder.embed(texts).await?;
-        let mut vectors = vectors.into_iter();
-        let mut rows = Vec::new();
-        for (page, chunks) in batch {
-            for (pos, c) in chunks.into_iter().enumerate() {
-                let vector = vectors.next().ok_or_else(|| {
-                    DocError::Embed(EmbedError::Failed("fewer vectors than chunks".into()))
-                })?;
-                rows.push(NewChunk {
-                    page: page.page,
-                    record: ChunkRecord {
-                        doc_id: rec.id.clone(),
-                        name: rec.name.clone(),
-                        page: rec.paged.then_some(page.page),
-                        label: rec.page_labels.get(page.page as usize - 1).cloned(),
-                        position: pos as u32,
-                        heading: c.heading,
-                        text: c.text,
-                    },
-                    vector,
-                });
-            }
-            rec.page_status[page.page as usize - 1] = page.source;
+        for d in done {
+            rec.page_status[d.page as usize - 1] = d.source;
+            rec.skipped.add(d.skipped);
         }
+        rec.partial = partial;
         rec.chunks += rows.len() as u32;
         rec.ingested_at_ms = now_ms();
         self.store.commit(conv, rec, &rows)?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::data_runs::Skipped;
 use super::index::{ConvIndex, IndexBuilder};
 use super::DocError;
 
@@ -69,6 +70,22 @@ pub struct DocRecord {
     /// number. Absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub page_labels: Vec<String>,
+    /// A page whose first chunks are stored while the rest are not (an ingestion stopped
+    /// within a page); that page resumes after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialPage>,
+    /// Text of the stored pages skipped as data (base64, `data:` URIs, minified blobs).
+    #[serde(default, skip_serializing_if = "Skipped::is_empty")]
+    pub skipped: Skipped,
+}
+
+/// The chunks of a page stored so far, when a page is stored in several batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialPage {
+    /// The page (1-based).
+    pub page: u32,
+    /// Its chunks stored: positions `0..chunks`.
+    pub chunks: u32,
 }
 
 impl DocRecord {
@@ -441,6 +458,50 @@ impl DocStore {
         self.remove_prefix(&self.vectors, &prefix)?;
         self.invalidate(conv);
         Ok(())
+    }
+
+    /// Deletes the stored chunks of one page of a document, and updates its record in the
+    /// same transaction (an ingestion starting a half-stored page over).
+    pub fn clear_page(&self, conv: &str, rec: &DocRecord, page: u32) -> Result<(), DocError> {
+        let mut prefix = doc_key(conv, &rec.id);
+        prefix.push(0);
+        prefix.extend_from_slice(&page.to_be_bytes());
+        let keys: Vec<sled::IVec> = self
+            .chunks
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(storage)?;
+        let rec_bytes = serde_json::to_vec(rec).expect("records serialize");
+        let dk = doc_key(conv, &rec.id);
+        (&self.docs, &self.chunks, &self.vectors)
+            .transaction(|(d, c, v)| {
+                for k in &keys {
+                    c.remove(k)?;
+                    v.remove(k)?;
+                }
+                d.insert(dk.as_slice(), rec_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        self.invalidate(conv);
+        Ok(())
+    }
+
+    /// The stored text of chunk `position` of `page` of a document, if stored.
+    pub fn chunk_text(
+        &self,
+        conv: &str,
+        doc: &str,
+        page: u32,
+        position: u32,
+    ) -> Result<Option<String>, DocError> {
+        Ok(self
+            .chunks
+            .get(chunk_key(conv, doc, page, position))
+            .map_err(storage)?
+            .and_then(|v| serde_json::from_slice::<ChunkRecord>(&v).ok())
+            .map(|c| c.text))
     }
 
     fn remove_prefix(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<usize, DocError> {
