@@ -848,6 +848,48 @@ pub fn one_long_word(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
 }
 
+/// About `len` bytes of English-like prose (pseudo-random sentences from `seed`), in
+/// paragraphs of four to eight sentences: a text page of any size that reads like text.
+pub fn prose(len: usize, seed: u64) -> String {
+    let mut rng = SplitMix64(seed ^ 0x9805_E000_0000_0001);
+    let mut s = String::with_capacity(len + 200);
+    while s.len() < len {
+        for i in 0..4 + rng.below(5) {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(&random_sentence(&mut rng));
+        }
+        s.push_str("\n\n");
+    }
+    s
+}
+
+/// About `len` bytes of Chinese text with no spaces (pseudo-random sentences from `seed`,
+/// each ending in "。"), in paragraphs: prose in a script written without spaces.
+pub fn chinese_prose(len: usize, seed: u64) -> String {
+    const WORDS: &[&str] = &[
+        "合同", "租金", "每月", "支付", "逾期", "收取", "滞纳金", "房东", "租客", "维修",
+        "押金", "退还", "期限", "通知", "终止", "条款", "双方", "同意", "费用", "电费",
+        "水费", "物业", "管理", "规定", "办公室", "会议", "预算", "项目", "报告", "季度",
+    ];
+    let mut rng = SplitMix64(seed ^ 0xC41_0000_0000_0001);
+    let mut s = String::with_capacity(len + 200);
+    while s.len() < len {
+        for _ in 0..3 + rng.below(4) {
+            for i in 0..4 + rng.below(8) {
+                if i > 0 && rng.below(4) == 0 {
+                    s.push('，');
+                }
+                s.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+            }
+            s.push('。');
+        }
+        s.push_str("\n\n");
+    }
+    s
+}
+
 /// One PDF made of `pages` (each a whole PDF, usually one page), joined in order with qpdf.
 pub fn join_pdfs(pages: &[Vec<u8>]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
