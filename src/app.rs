@@ -1,9 +1,10 @@
 //! Start-up and shutdown: [`App::build`] opens the store and the model endpoint,
 //! [`App::run_until_stopped`] runs the adapters (and the ops endpoints, when
 //! `metrics.listen` is set) until their sources end or the shutdown signal fires, then lets
-//! the queued turns finish within `shutdown_grace_secs`, cuts off the ones still running (their
-//! users are told; nothing partial is stored) and flushes the store. `main` and the tests
-//! start the app the same way.
+//! the queued turns and the files being read finish within `shutdown_grace_secs`, cuts off the
+//! ones still running (their users are told; no partial answer is stored, and a file cut off
+//! resumes when it is shared again) and flushes the store. `main` and the tests start the app
+//! the same way.
 
 use std::collections::HashMap;
 use std::future::Future;

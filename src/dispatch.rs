@@ -1,8 +1,18 @@
-//! Per-conversation queues: events of one conversation are handled one at a time in arrival
+//! Per-conversation queues: events of one conversation are taken one at a time in arrival
 //! order, different conversations run concurrently. Each queue is bounded; a full queue is
 //! refused with a message to the user rather than blocking the adapter. Commands that only
 //! read (`/status`, `/files`, `/help`) skip the queue, so they answer at once even while a
 //! turn is running; `/clear` and feedback wait their turn.
+//!
+//! The ordering rule: a conversation's turns (answers, `/clear`, feedback, regeneration) never
+//! run concurrently, and each starts in arrival order — except the files a message shares,
+//! which the worker hands to the engine's background lane for that conversation
+//! ([`crate::engine::ingests`]) before taking the next event, so questions sent while a big
+//! file is read are answered meanwhile from what is stored. The lane reads the conversation's
+//! files one message at a time, in order; the message's own text is answered after its own
+//! files are in, under the same per-conversation turn lock the worker's turns take (so it may
+//! come after questions sent later). The event's receipt resolves when its files are in and
+//! its text is answered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -17,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Accepted, Engine, Outcome};
 
 /// A queued event and the sender that completes its receipt.
 type Job = (InboundEvent, oneshot::Sender<()>);
@@ -116,14 +126,26 @@ async fn worker(
         let (event, done) = job;
         let reply_to = event.reply_to().clone();
         let author = event.author().clone();
-        let handled = std::panic::AssertUnwindSafe(inner.engine.handle(event, platform.clone()))
+        let handled = std::panic::AssertUnwindSafe(inner.engine.accept(event, platform.clone()))
             .catch_unwind()
             .await;
         match handled {
-            Ok(Outcome::Failed(reason)) => {
+            Ok(Accepted::Background(pending)) => {
+                // The files are read on the engine's lane; this worker goes on with the next
+                // event, and the receipt waits for the files (tracked, so a drain waits too).
+                let key = key.clone();
+                inner.tracker.spawn(async move {
+                    if let Outcome::Failed(reason) = pending.outcome().await {
+                        tracing::debug!(conversation = %key, %reason, "turn failed");
+                    }
+                    let _ = done.send(());
+                });
+                continue;
+            }
+            Ok(Accepted::Done(Outcome::Failed(reason))) => {
                 tracing::debug!(conversation = %key, %reason, "turn failed")
             }
-            Ok(_) => {}
+            Ok(Accepted::Done(_)) => {}
             Err(_) => {
                 tracing::error!(conversation = %key, "a turn panicked; the conversation goes on");
                 let _ = platform

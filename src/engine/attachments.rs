@@ -1,15 +1,95 @@
-//! Shared files: each attachment of a message is fetched through the platform (within the
-//! size limit), ingested into the conversation's documents with progress notes, and listed in
-//! the anchor. Every attachment ends with its own final line: added, resumed or refused.
+//! Shared files, read in the background so the conversation stays usable while a big file is
+//! embedded. A message with files becomes a job on its conversation's lane ([`super::ingests`]
+//! keeps the order and the limits) and the conversation's worker goes on with the next event
+//! at once; questions asked meanwhile are answered from what is already stored.
+//!
+//! The lane reads the message's files one after another, each fetched through the platform
+//! (within the size limit) with its progress status and its own final line (added, resumed,
+//! refused, or not kept), lists each in the anchor, then answers the message's own text, if
+//! any, under the conversation's turn lock, so a question sent with a file sees that file. The
+//! event is marked handled when all of that is done. At most
+//! [`super::ingests::READING_AT_ONCE`] files are read at once across conversations.
+//!
+//! `/clear` stops the file being read and drops the files of earlier messages unread, each
+//! saying it was not kept; at the shutdown deadline a file being read stops where it is and its
+//! user is told that sharing it again resumes it.
 
 use std::sync::Arc;
 
 use anchorbot_platform::{
-    ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
+    Attachment, ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
 };
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::Engine;
-use crate::docs::DocError;
+use super::ingests::{Admitted, Next, Refusal, PER_CONVERSATION};
+use super::{Engine, Outcome};
+use crate::docs::{DocError, IngestReport};
+
+/// A message whose files wait for, or are read by, its conversation's lane.
+pub struct Job {
+    /// The message, files and text.
+    message: IncomingMessage,
+    /// Where its replies go.
+    platform: Arc<dyn Platform>,
+    /// Completes [`Pending`].
+    outcome: oneshot::Sender<Outcome>,
+}
+
+/// The outcome of a message whose files are read in the background, once they are in.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Outcome>);
+
+impl Pending {
+    /// Waits until the message's files are read and its text answered.
+    pub async fn outcome(self) -> Outcome {
+        self.0.await.unwrap_or_else(|_| {
+            Outcome::Failed("reading the shared files ended before it finished".into())
+        })
+    }
+}
+
+/// Why reading stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// `/clear`: nothing of the file is kept.
+    Cleared,
+    /// The shutdown deadline: what was stored stays, and sharing the file again resumes.
+    Restart,
+}
+
+impl Stopped {
+    /// The final line of a file that was not read to its end.
+    fn file_line(self, name: &str) -> String {
+        match self {
+            Stopped::Cleared => format!(
+                "🗑️ I did not keep {name}: this conversation was cleared before I finished reading it."
+            ),
+            Stopped::Restart => format!(
+                "⏸️ Reading {name} was interrupted by a restart of anchorbot. Share the file again and I'll pick up where I stopped."
+            ),
+        }
+    }
+
+    /// The reply to a message's text that was not answered because its files were not read.
+    fn question_line(self) -> &'static str {
+        match self {
+            Stopped::Cleared => "I did not answer the question sent with those files: this conversation was cleared before they were read.",
+            Stopped::Restart => "⚠️ anchorbot is restarting, so I did not answer the question sent with those files. Share them again and ask once they are in.",
+        }
+    }
+}
+
+/// How reading one file ended.
+enum ReadEnd {
+    /// Stored; the summary line.
+    Kept(String),
+    /// Not stored; the message for the user.
+    Refused(String),
+    /// Stopped by `/clear` or the shutdown deadline.
+    Stopped,
+}
 
 impl Engine {
     /// Ingests one file into the conversation and lists it in the anchor.
@@ -19,98 +99,326 @@ impl Engine {
         name: &str,
         bytes: &[u8],
         progress: &tokio::sync::watch::Sender<String>,
-    ) -> Result<crate::docs::IngestReport, DocError> {
+    ) -> Result<IngestReport, DocError> {
         let docs = self
             .docs
             .as_ref()
             .ok_or(DocError::Unsupported { mime: "any".into() })?;
         let report = docs.ingest(&key.to_string(), name, bytes, progress).await?;
-        if !report.duplicate {
-            let doc = report.doc.clone();
-            self.store
-                .update(key, |anchor| {
-                    anchor.documents.retain(|d| d.id != doc.id);
-                    anchor.documents.push(crate::store::DocumentRef {
-                        id: doc.id.clone(),
-                        name: doc.name.clone(),
-                        pages: doc.pages,
-                        status: doc.status,
-                    });
-                })
-                .await
-                .map_err(|e| DocError::Store(e.to_string()))?;
-        }
+        self.list_document(key, &report).await?;
         Ok(report)
     }
 
-    /// Ingests a message's attachments, reporting progress and a summary line each.
-    pub(super) async fn ingest_attachments(
+    /// Lists an ingested document in the conversation's anchor.
+    async fn list_document(
         &self,
-        m: &IncomingMessage,
-        platform: &Arc<dyn Platform>,
-    ) {
-        for a in &m.attachments {
-            let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
-            let (text, state) = match self.ingest_attachment(m, a, platform, &reply).await {
-                Ok(summary) => (summary, FinalState::Notice),
-                Err(message) => (message, FinalState::Failed),
-            };
-            let _ = reply.finish(&text, state).await;
+        key: &ConversationKey,
+        report: &IngestReport,
+    ) -> Result<(), DocError> {
+        if report.duplicate {
+            return Ok(());
+        }
+        let doc = report.doc.clone();
+        self.store
+            .update(key, |anchor| {
+                anchor.documents.retain(|d| d.id != doc.id);
+                anchor.documents.push(crate::store::DocumentRef {
+                    id: doc.id.clone(),
+                    name: doc.name.clone(),
+                    pages: doc.pages,
+                    status: doc.status,
+                });
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| DocError::Store(e.to_string()))
+    }
+
+    /// Hands a message with files to its conversation's lane (starting the lane if it has
+    /// none). `Err` is the outcome of a message that was not taken: a duplicate, or refused
+    /// over the limits (its user is told).
+    pub(super) async fn read_in_background(
+        self: &Arc<Self>,
+        m: IncomingMessage,
+        platform: Arc<dyn Platform>,
+    ) -> Result<Pending, Outcome> {
+        let key = m.key.clone();
+        let event_id = m.event_id.clone();
+        let files = m.attachments.iter().map(|a| a.name.clone()).collect();
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            message: m,
+            platform,
+            outcome: tx,
+        };
+        let admitted = self.board().admit(&key, &event_id, files, job);
+        match admitted {
+            Ok(Admitted::NewLane) => {
+                let engine = self.clone();
+                self.background.spawn(engine.lane(key));
+                Ok(Pending(rx))
+            }
+            Ok(Admitted::Queued { ahead }) => {
+                tracing::info!(conversation = %key, event = %event_id, ahead, "files wait for the conversation's earlier ones");
+                Ok(Pending(rx))
+            }
+            Err((Refusal::Duplicate, _)) => {
+                tracing::info!(conversation = %key, event = %event_id, "files of this event are being read; redelivery dropped");
+                Err(Outcome::Duplicate)
+            }
+            Err((refusal, job)) => Err(self.refuse_files(job, &refusal).await),
         }
     }
 
-    /// Downloads and ingests one attachment, showing progress on `reply`. The error is the
-    /// message for the user (and is logged).
-    async fn ingest_attachment(
+    /// Tells the user their files were not taken (too many are waiting) and marks the event
+    /// handled once they know.
+    async fn refuse_files(&self, job: Job, refusal: &Refusal) -> Outcome {
+        let m = &job.message;
+        let why = match refusal {
+            Refusal::ConversationFull => format!(
+                "I'm still reading the files of {PER_CONVERSATION} earlier messages in this conversation"
+            ),
+            _ => "I'm reading as many files as I can take at once".to_string(),
+        };
+        tracing::warn!(conversation = %m.key, ?refusal, "files refused: too many waiting");
+        let mut delivered = true;
+        for a in &m.attachments {
+            let mut text = format!(
+                "⚠️ {why}, so I did not take {}. Share it again once they are in.",
+                a.name
+            );
+            if !m.text.trim().is_empty() {
+                text.push_str(" Send your question again with it.");
+            }
+            let mut reply = StreamingReply::new(job.platform.clone(), m.reply_to.clone());
+            delivered &= reply.finish(&text, FinalState::Failed).await.is_ok();
+        }
+        if delivered {
+            self.mark_handled(&m.key, &m.event_id);
+        }
+        Outcome::Refused(format!("{why}; files not taken"))
+    }
+
+    /// Stops the files being read in `key` for a `/clear` and waits until the one being read
+    /// has returned; files of messages before the clear are dropped unread when their turn
+    /// comes.
+    pub(super) async fn stop_reading(&self, key: &ConversationKey) {
+        let stopping = self.board().clear(key);
+        // The documents' own stop first: it ends an ingestion at its next step and lets it
+        // record what it stored, which cancelling the job outright would not.
+        if let Some(docs) = &self.docs {
+            docs.stop_ingests(&key.to_string()).await;
+        }
+        if let Some(s) = stopping {
+            s.cancel.cancel();
+            s.finished.cancelled().await;
+        }
+    }
+
+    /// A conversation's lane: runs its jobs one at a time until none is left.
+    async fn lane(self: Arc<Self>, key: ConversationKey) {
+        loop {
+            // Bound first: the board's lock must not be held across the job.
+            let next = self.board().next(&key);
+            let Some(Next {
+                job,
+                cleared,
+                cancel,
+            }) = next
+            else {
+                return;
+            };
+            let Job {
+                message,
+                platform,
+                outcome,
+            } = job;
+            let run = self.run_job(&message, &platform, cleared, &cancel);
+            let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!(conversation = %key, "reading shared files panicked; the conversation goes on");
+                    let _ = platform
+                        .ephemeral(&message.reply_to, &message.author, "⚠️ Something went wrong on my side while reading your files. Please share them again.")
+                        .await;
+                    Outcome::Failed("reading the shared files panicked".into())
+                }
+            };
+            metrics::counter!(crate::ops::metrics::TURNS, "outcome" => result.label()).increment(1);
+            // After the job marked its event handled: a redelivery from now on is caught by
+            // the store instead of the board.
+            self.board().finish(&key);
+            let _ = outcome.send(result);
+        }
+    }
+
+    /// Reads a message's files, then answers its text. `cleared`: a `/clear` came after the
+    /// message, so its files are dropped unread.
+    async fn run_job(
+        self: &Arc<Self>,
+        m: &IncomingMessage,
+        platform: &Arc<dyn Platform>,
+        cleared: bool,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let key = &m.key;
+        let mut stopped = if cleared {
+            Some(Stopped::Cleared)
+        } else if self.is_cutting() {
+            Some(Stopped::Restart)
+        } else {
+            None
+        };
+        for (i, a) in m.attachments.iter().enumerate() {
+            let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
+            let end = match stopped {
+                Some(_) => ReadEnd::Stopped,
+                None => self.read_file(m, i, a, platform, &reply, cancel).await,
+            };
+            self.board().file_done(key, i);
+            let (text, state) = match end {
+                ReadEnd::Kept(summary) => (summary, FinalState::Notice),
+                ReadEnd::Refused(message) => (message, FinalState::Failed),
+                ReadEnd::Stopped => {
+                    let why = *stopped.get_or_insert_with(|| self.stop_reason(key));
+                    tracing::info!(conversation = %key, file = %a.name, ?why, "file not read to its end");
+                    (why.file_line(&a.name), FinalState::Notice)
+                }
+            };
+            if let Err(e) = reply.finish(&text, state).await {
+                tracing::warn!(conversation = %key, error = %e, "file summary not delivered");
+            }
+        }
+        if stopped.is_none() && !m.text.trim().is_empty() {
+            // The answer waits for any turn of the conversation running now; a /clear or the
+            // shutdown deadline ends the wait.
+            let turn = tokio::select! {
+                turn = self.turn_locks.lock(key) => Some(turn),
+                _ = cancel.cancelled() => None,
+            };
+            match turn {
+                Some(_turn) => return self.answer(m, platform.clone()).await,
+                None => stopped = Some(self.stop_reason(key)),
+            }
+        }
+        let Some(why) = stopped else {
+            self.mark_handled(key, &m.event_id);
+            return Outcome::Command;
+        };
+        if !m.text.trim().is_empty() {
+            let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
+            if let Err(e) = reply.finish(why.question_line(), FinalState::Notice).await {
+                tracing::warn!(conversation = %key, error = %e, "note on the unanswered question not delivered");
+            }
+        }
+        match why {
+            Stopped::Cleared => {
+                self.mark_handled(key, &m.event_id);
+                Outcome::Command
+            }
+            // Left unhandled, like a cut turn: a redelivery after the restart reads the files
+            // again, resuming where this stopped.
+            Stopped::Restart => Outcome::Stopped,
+        }
+    }
+
+    /// Why the current job of `key` was stopped.
+    fn stop_reason(&self, key: &ConversationKey) -> Stopped {
+        if self.board().cleared(key) || !self.is_cutting() {
+            Stopped::Cleared
+        } else {
+            Stopped::Restart
+        }
+    }
+
+    /// Fetches and ingests file `index` of a message, showing progress on `reply` and on the
+    /// board (for `/status`).
+    async fn read_file(
         &self,
         m: &IncomingMessage,
-        a: &anchorbot_platform::Attachment,
+        index: usize,
+        a: &Attachment,
         platform: &Arc<dyn Platform>,
         reply: &StreamingReply,
-    ) -> Result<String, String> {
+        cancel: &CancellationToken,
+    ) -> ReadEnd {
+        let key = &m.key;
         let refuse = |what: &str, e: &dyn std::fmt::Display| {
-            tracing::warn!(conversation = %m.key, file = %a.name, error = %e, "{what}");
-            format!("⚠️ I can't read {}: {e}.", a.name)
+            tracing::warn!(conversation = %key, file = %a.name, error = %e, "{what}");
+            ReadEnd::Refused(format!("⚠️ I can't read {}: {e}.", a.name))
         };
         let Some(docs) = &self.docs else {
-            return Err(format!(
+            return ReadEnd::Refused(format!(
                 "⚠️ I can't read shared files in this setup, so I ignored {}.",
                 a.name
             ));
         };
         let limit = docs.settings().max_file_bytes();
         if a.size > limit {
-            return Err(refuse(
-                "file refused",
-                &DocError::TooLarge {
-                    size: a.size,
-                    limit,
-                },
-            ));
+            let e = DocError::TooLarge {
+                size: a.size,
+                limit,
+            };
+            return refuse("file refused", &e);
         }
-        reply
-            .status(Status::Progress(format!("Reading {}…", a.name)))
-            .await;
-        let bytes = platform
-            .fetch(a, limit)
-            .await
-            .map_err(|e| refuse("attachment download failed", &e))?;
+        let show = |note: String| async move {
+            self.board().note(key, index, note.clone());
+            reply.status(Status::Progress(note)).await;
+        };
+        let slot = match self.reading_slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                show(format!(
+                    "Waiting to read {}: other files are being read first…",
+                    a.name
+                ))
+                .await;
+                tokio::select! {
+                    slot = self.reading_slots.acquire() => slot.expect("the reading slots are never closed"),
+                    _ = cancel.cancelled() => return ReadEnd::Stopped,
+                }
+            }
+        };
+        show(format!("Reading {}…", a.name)).await;
+        let fetched = tokio::select! {
+            fetched = platform.fetch(a, limit) => fetched,
+            _ = cancel.cancelled() => return ReadEnd::Stopped,
+        };
+        let bytes = match fetched {
+            Ok(b) => b,
+            Err(e) => return refuse("attachment download failed", &e),
+        };
+        let conv = key.to_string();
         let (tx, mut rx) = tokio::sync::watch::channel(String::new());
-        let ingest = self.ingest_file(&m.key, &a.name, &bytes, &tx);
-        tokio::pin!(ingest);
+        let ingest = docs.ingest(&conv, &a.name, &bytes, &tx);
+        // A cancelled job asks the documents to stop, so the ingestion records what it stored
+        // and returns; if it had not registered yet (the stop found nothing), it is dropped.
+        let stop = async {
+            cancel.cancelled().await;
+            docs.stop_ingests(&conv).await;
+        };
+        tokio::pin!(ingest, stop);
         let result = loop {
             tokio::select! {
-                r = &mut ingest => break r,
+                biased;
+                r = &mut ingest => break Some(r),
+                _ = &mut stop => break None,
                 changed = rx.changed() => {
                     if changed.is_ok() {
                         let note = rx.borrow_and_update().clone();
-                        reply.status(Status::Progress(note)).await;
+                        show(note).await;
                     }
                 }
             }
         };
-        result
-            .map(|report| report.summary())
-            .map_err(|e| refuse("document not ingested", &e))
+        drop(slot);
+        match result {
+            None | Some(Err(DocError::Cancelled)) => ReadEnd::Stopped,
+            Some(Err(e)) => refuse("document not ingested", &e),
+            Some(Ok(report)) => match self.list_document(key, &report).await {
+                Ok(()) => ReadEnd::Kept(report.summary()),
+                Err(e) => refuse("document not listed", &e),
+            },
+        }
     }
 }

@@ -65,8 +65,12 @@ impl Engine {
     }
 
     /// Deletes the conversation's memory, documents, chunks and vectors in one transaction:
-    /// all of it goes, or (on failure) none of it.
+    /// all of it goes, or (on failure) none of it. Files being read in the conversation are
+    /// stopped first, and waited for, so none of them writes after the clear.
     async fn clear(&self, key: &ConversationKey) -> Result<String, CommandError> {
+        // No answer of this conversation runs while it is cleared (and none starts before).
+        let _turn = self.turn_locks.lock(key).await;
+        self.stop_reading(key).await;
         let before = self.store.anchor(key)?;
         let (docs, chunks) = match &self.docs {
             Some(d) => {

@@ -3,18 +3,22 @@
 //!
 //! One job per module: [`driver`] runs the turn state machine, [`budget`] sizes the prompt,
 //! [`memory`] folds old turns into summaries, [`commands`] answers the commands, [`report`]
-//! builds `/status` and `/files`, [`attachments`] ingests shared files, [`feedback`] stores
-//! verdicts on answers, [`regenerate`] answers a question again.
+//! builds `/status` and `/files`, [`attachments`] reads shared files in the background (in the
+//! order and within the limits [`ingests`] keeps), [`turn_lock`] keeps one turn at a time per
+//! conversation, [`feedback`] stores verdicts on answers, [`regenerate`] answers a question
+//! again.
 
 mod attachments;
 mod budget;
 mod commands;
 mod driver;
 mod feedback;
+pub mod ingests;
 pub mod memory;
 mod regenerate;
 mod report;
 mod seed;
+mod turn_lock;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 use crate::tokens::TokenCounter;
 
+pub use attachments::Pending;
 pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};
 pub use report::StatusReport;
 
@@ -73,6 +78,16 @@ impl Outcome {
     }
 }
 
+/// How [`Engine::accept`] took an event.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Handled to its end.
+    Done(Outcome),
+    /// Its files are being read in the background; its outcome comes when they are in (and
+    /// the message's own text is answered).
+    Background(Pending),
+}
+
 /// The conversation engine; shared by all conversations.
 pub struct Engine {
     /// Configuration.
@@ -104,6 +119,12 @@ pub struct Engine {
     /// Set when the shutdown deadline passed: running turns are cut off and new ones end at
     /// once, each telling its user to ask again.
     cutting: std::sync::atomic::AtomicBool,
+    /// Messages whose files are read in the background, by conversation.
+    ingests: std::sync::Mutex<ingests::Board<attachments::Job>>,
+    /// Files read at the same time across conversations ([`ingests::READING_AT_ONCE`]).
+    reading_slots: tokio::sync::Semaphore,
+    /// One turn at a time per conversation: the worker's and the deferred ones.
+    turn_locks: turn_lock::TurnLocks,
 }
 
 impl Engine {
@@ -133,17 +154,30 @@ impl Engine {
             summarizing: std::sync::Mutex::new(HashSet::new()),
             running: std::sync::Mutex::new(std::collections::HashMap::new()),
             cutting: std::sync::atomic::AtomicBool::new(false),
+            ingests: std::sync::Mutex::new(ingests::Board::default()),
+            reading_slots: tokio::sync::Semaphore::new(ingests::READING_AT_ONCE),
+            turn_locks: turn_lock::TurnLocks::default(),
         }
     }
 
     /// Cuts off every running turn and every turn started from now on (the shutdown deadline
-    /// passed). A cut turn tells its user and stores nothing, like a stopped one.
+    /// passed). A cut turn tells its user and stores nothing, like a stopped one. Files being
+    /// read stop too, each telling its user that sharing it again resumes where it stopped.
     pub fn cut_running(&self) {
         self.cutting
             .store(true, std::sync::atomic::Ordering::SeqCst);
         for token in self.running.lock().expect("running lock").values() {
             token.cancel();
         }
+        if let Some(docs) = &self.docs {
+            docs.cancel_all_ingests();
+        }
+        self.board().cut_all();
+    }
+
+    /// The board of files being read (a short lock: never held across I/O).
+    fn board(&self) -> std::sync::MutexGuard<'_, ingests::Board<attachments::Job>> {
+        self.ingests.lock().expect("ingests lock")
     }
 
     /// Whether turns are being cut off for shutdown.
@@ -179,24 +213,40 @@ impl Engine {
         &self.store
     }
 
-    /// Waits for background work (summarization) to finish.
+    /// Waits for background work (summarization, files being read) to finish.
     pub async fn drain_background(&self) {
         self.background.close();
         self.background.wait().await;
         self.background.reopen();
     }
 
-    /// Handles one event to its end: the reply is final (never left "thinking…") when this
-    /// returns. Summarization, if due, continues in the background.
-    ///
-    /// The event is recorded as handled only once its turn is committed (in the same
-    /// transaction) or its failure was told to the user, so a redelivery after a crash is
-    /// answered, and answered once.
+    /// Handles one event to its end, files included: the reply is final (never left
+    /// "thinking…") when this returns. Summarization, if due, continues in the background.
     pub async fn handle(
         self: &Arc<Self>,
         event: InboundEvent,
         platform: Arc<dyn Platform>,
     ) -> Outcome {
+        match self.accept(event, platform).await {
+            Accepted::Done(outcome) => outcome,
+            Accepted::Background(pending) => pending.outcome().await,
+        }
+    }
+
+    /// Handles one event, except that a message's files are handed to the conversation's
+    /// background lane (see [`attachments`]): this returns at once with
+    /// [`Accepted::Background`], and the message's own text is answered there once its files
+    /// are in. Everything else is handled to its end here.
+    ///
+    /// The event is recorded as handled only once its turn is committed (in the same
+    /// transaction), its failure was told to the user, or its files are read, so a redelivery
+    /// after a crash is answered, and answered once; a redelivery while its files are still
+    /// being read is dropped as a duplicate.
+    pub async fn accept(
+        self: &Arc<Self>,
+        event: InboundEvent,
+        platform: Arc<dyn Platform>,
+    ) -> Accepted {
         let key = event.key().clone();
         let event_id = event.event_id().to_string();
         match self.store.was_handled(&key, &event_id) {
@@ -204,7 +254,7 @@ impl Engine {
                 tracing::info!(conversation = %key, event = %event_id, "duplicate event dropped");
                 metrics::counter!(crate::ops::metrics::TURNS, "outcome" => "duplicate")
                     .increment(1);
-                return Outcome::Duplicate;
+                return Accepted::Done(Outcome::Duplicate);
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "could not read the event log; processing anyway"),
@@ -218,22 +268,14 @@ impl Engine {
                 {
                     self.command(cmd, &key, &m.reply_to, &m.author, platform)
                         .await
+                } else if !m.attachments.is_empty() {
+                    match self.read_in_background(m, platform).await {
+                        Ok(pending) => return Accepted::Background(pending),
+                        Err(outcome) => outcome,
+                    }
                 } else {
-                    if !m.attachments.is_empty() {
-                        self.ingest_attachments(&m, &platform).await;
-                    }
-                    if text.is_empty() {
-                        Outcome::Command
-                    } else {
-                        let started = std::time::Instant::now();
-                        let outcome = self.turn(&m, &event_id, platform, None).await;
-                        metrics::histogram!(crate::ops::metrics::TURN_SECONDS)
-                            .record(started.elapsed().as_secs_f64());
-                        if matches!(outcome, Outcome::Answered { .. }) {
-                            self.spawn_summarize(key.clone());
-                        }
-                        outcome
-                    }
+                    let _turn = self.turn_locks.lock(&key).await;
+                    self.answer(&m, platform).await
                 }
             }
             InboundEvent::Command(c) => {
@@ -241,8 +283,12 @@ impl Engine {
                 self.command(cmd, &key, &c.reply_to, &c.author, platform)
                     .await
             }
-            InboundEvent::Feedback(f) => self.feedback(&f).await,
+            InboundEvent::Feedback(f) => {
+                let _turn = self.turn_locks.lock(&key).await;
+                self.feedback(&f).await
+            }
             InboundEvent::Regenerate(r) => {
+                let _turn = self.turn_locks.lock(&key).await;
                 let outcome = self.regenerate(&r, platform).await;
                 if matches!(outcome, Outcome::Answered { .. }) {
                     self.spawn_summarize(key.clone());
@@ -265,6 +311,22 @@ impl Engine {
             self.mark_handled(&key, &event_id);
         }
         metrics::counter!(crate::ops::metrics::TURNS, "outcome" => outcome.label()).increment(1);
+        Accepted::Done(outcome)
+    }
+
+    /// Answers a message's text (the caller holds the conversation's turn lock).
+    async fn answer(
+        self: &Arc<Self>,
+        m: &anchorbot_platform::IncomingMessage,
+        platform: Arc<dyn Platform>,
+    ) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.turn(m, &m.event_id, platform, None).await;
+        metrics::histogram!(crate::ops::metrics::TURN_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        if matches!(outcome, Outcome::Answered { .. }) {
+            self.spawn_summarize(m.key.clone());
+        }
         outcome
     }
 

@@ -29,6 +29,8 @@ pub struct StatusReport {
     pub key_facts: Vec<String>,
     /// Documents shared.
     pub documents: usize,
+    /// Files being read or waiting to be, each with its latest progress note.
+    pub reading: Vec<String>,
     /// Answers marked helpful.
     pub feedback_up: u64,
     /// Answers marked not helpful.
@@ -87,6 +89,12 @@ impl StatusReport {
         }
         for f in &self.key_facts {
             s.push_str(&format!("\n  - {f}"));
+        }
+        if !self.reading.is_empty() {
+            s.push_str("\nFiles being read:");
+            for r in &self.reading {
+                s.push_str(&format!("\n  - {r}"));
+            }
         }
         s
     }
@@ -159,6 +167,7 @@ impl Engine {
             summary_hold: a.summary_hold.clone(),
             key_facts: a.facts.clone(),
             documents,
+            reading: self.board().reading(key),
             feedback_up: a.counters.feedback_up,
             feedback_down: a.counters.feedback_down,
             system_prompt_tokens,

@@ -26,6 +26,10 @@ pub const PLATFORM: &str = "console";
 /// Longest line, in bytes and without its line ending, that the console accepts as a message.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// Most uploads the console lets be read in the background at once; one more waits for the
+/// oldest.
+const UPLOADS_AT_ONCE: usize = 8;
+
 /// Output side of the console: prints replies as they grow.
 pub struct ConsolePlatform {
     /// Where replies go.
@@ -392,12 +396,15 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
             platform,
         } = *self;
         let mut buf = Vec::new();
+        // Receipts of uploads still being read, oldest first.
+        let mut uploads = std::collections::VecDeque::<anchorbot_platform::Receipt>::new();
         loop {
             if interactive {
                 platform.write(&format!("{}> ", user.display_name));
             }
             let read = tokio::select! {
-                _ = shutdown.wait() => break,
+                // The engine's shutdown handles files still being read.
+                _ = shutdown.wait() => return Ok(()),
                 read = read_line(&mut input, &mut buf) => read,
             };
             let line = match read {
@@ -444,11 +451,33 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
                 }
                 _ => message_event(&key, &user, text),
             };
-            // One message at a time, like a person at a prompt: wait for the reply.
+            // One message at a time, like a person at a prompt: wait for the reply. A file is
+            // read in the background (its summary line prints when it is in), so the next line
+            // is taken at once.
+            let upload = matches!(&event, InboundEvent::Message(m) if !m.attachments.is_empty());
             match sink.submit(event) {
+                Ok(receipt) if upload => {
+                    if uploads.len() >= UPLOADS_AT_ONCE {
+                        if let Some(oldest) = uploads.pop_front() {
+                            oldest.done().await;
+                        }
+                    }
+                    uploads.push_back(receipt);
+                }
                 Ok(receipt) => receipt.done().await,
                 Err(e) => platform.write(&format!("{e}\n")),
             }
+        }
+        // End of input (or /quit): the files shared are read before the session ends, unless
+        // anchorbot is stopped meanwhile.
+        let read = async {
+            for receipt in uploads {
+                receipt.done().await;
+            }
+        };
+        tokio::select! {
+            _ = read => {}
+            _ = shutdown.wait() => {}
         }
         Ok(())
     }
