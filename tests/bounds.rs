@@ -3,17 +3,17 @@
 //! inflates to 1 GiB) are refused or read within bounds, and data with no break (one 8 MB
 //! word, a 6 MB line of commas) is skipped and reported, by the real `anchorbot ingest`, whose
 //! peak memory (VmHWM) the test measures. A process still running after [`HANG_GUARD`] is
-//! killed and the test fails: a guard against hangs, not a timing assertion. Also: a UTF-16 text file with a byte-order mark is text.
+//! killed and the test fails: a guard against hangs, not a timing assertion. Also: a UTF-16
+//! text file with a byte-order mark is text.
 
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fixtures;
+use common::peak::{run_measured, Measured};
 use common::*;
-use tokio::io::AsyncReadExt;
 
 /// Kills a child that has not finished by then.
 const HANG_GUARD: Duration = Duration::from_secs(90);
@@ -21,28 +21,9 @@ const HANG_GUARD: Duration = Duration::from_secs(90);
 /// The peak resident memory an ingest may reach.
 const MAX_PEAK_RSS_KB: u64 = 1 << 20;
 
-/// How one `anchorbot ingest` ended.
-struct Ingest {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    /// Peak resident set (VmHWM), in KB.
-    peak_kb: u64,
-}
-
-/// The peak resident set of process `pid` so far, in KB.
-fn vm_hwm_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Runs `anchorbot ingest` on `file` with embeddings from the fake server (the embedding
-/// model is not what is measured), sampling its peak memory every 10 ms until it exits.
-async fn ingest(dir: &Path, server: &FakeLlm, file: &Path, env: &[(&str, &str)]) -> Ingest {
+/// model is not what is measured), measuring its peak memory until it exits.
+async fn ingest(dir: &Path, server: &FakeLlm, file: &Path, env: &[(&str, &str)]) -> Measured {
     let mut cmd = anchorbot(dir, &server.url);
     cmd.env("ANCHORBOT_DOCUMENTS_EMBEDDER", "openai")
         .env(
@@ -50,53 +31,14 @@ async fn ingest(dir: &Path, server: &FakeLlm, file: &Path, env: &[(&str, &str)])
             format!("{{url=\"{}\", model=\"bow-64\"}}", server.url),
         )
         .args(["ingest", "--conversation", "bounds"])
-        .arg(file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .arg(file);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("start anchorbot");
-    let pid = child.id().expect("a running child has a pid");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = tokio::spawn(async move {
-        let mut s = String::new();
-        out.read_to_string(&mut s).await.map(|_| s)
-    });
-    let stderr = tokio::spawn(async move {
-        let mut s = String::new();
-        err.read_to_string(&mut s).await.map(|_| s)
-    });
-    let started = Instant::now();
-    let mut peak_kb = 0;
-    let status = loop {
-        if let Some(kb) = vm_hwm_kb(pid) {
-            peak_kb = peak_kb.max(kb);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > HANG_GUARD {
-            child.kill().await.unwrap();
-            panic!(
-                "anchorbot ingest {} still ran after {HANG_GUARD:?} (peak {} MB)",
-                file.display(),
-                peak_kb >> 10
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert!(peak_kb > 0, "the peak memory was never read");
-    Ingest {
-        ok: status.success(),
-        stdout: stdout.await.unwrap().unwrap(),
-        stderr: stderr.await.unwrap().unwrap(),
-        peak_kb,
-    }
+    run_measured(cmd, HANG_GUARD).await
 }
 
-fn assert_bounded(what: &str, run: &Ingest) {
+fn assert_bounded(what: &str, run: &Measured) {
     assert!(
         run.peak_kb < MAX_PEAK_RSS_KB,
         "{what}: peak RSS {} MB, over 1 GiB",

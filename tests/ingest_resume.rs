@@ -343,3 +343,95 @@ async fn two_shares_of_one_file_at_once_read_it_once() {
     assert_eq!(doc.status, DocStatus::Ready);
     assert_eq!((doc.chunks, docs.store().chunk_count("c")), (2, 2));
 }
+
+/// Every chunk of the conversation's one document, as (page, position, heading, text), and the
+/// number of vectors stored, read from the store on disk.
+fn chunks_on_disk(data: &Path, conv: &str) -> (Vec<(u32, u32, Option<String>, String)>, usize) {
+    let store = reopen_store(data);
+    let docs = DocStore::open(&store.db()).unwrap();
+    let list = docs.list(conv).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let chunks = docs
+        .document_chunks(conv, &list[0].id)
+        .map(|c| {
+            let (page, c) = c.unwrap();
+            (page, c.position, c.heading, c.text)
+        })
+        .collect();
+    (chunks, docs.vector_count(conv))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_within_a_page_resumes_to_the_same_chunks_as_an_uninterrupted_ingest() {
+    use tokio::io::AsyncBufReadExt;
+    ensure_models();
+    let tmp = tempfile::tempdir().unwrap();
+    // One page of about 500 chunks: eight batches of 64 with the real model.
+    let file = write(
+        tmp.path(),
+        "handbook.txt",
+        fixtures::prose(150_000, 21).as_bytes(),
+    );
+    let data = tmp.path().join("data");
+    let mut cmd = ingest(&data, "http://127.0.0.1:9/v1", "k");
+    cmd.arg(&file).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // A progress note is sent once its batch is committed; kill the process after the first.
+    let note = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Indexing handbook.txt: ") && !line.contains(" 0 of ") {
+                return line;
+            }
+        }
+        panic!("the ingest ended before any batch was stored");
+    })
+    .await
+    .expect("no batch was stored within the hang guard");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(!note.contains("(100%)"), "killed too late to test: {note}");
+
+    let (docs, on_disk) = stored(&data, "console:k");
+    let doc = &docs[0];
+    assert_eq!(doc.status, DocStatus::Incomplete);
+    assert_eq!(doc.page_status, [PageSource::Pending], "the page is not done");
+    let partial = doc.partial.expect("how far the page is stored");
+    assert_eq!(partial.page, 1);
+    assert!(partial.chunks > 0 && partial.chunks % 64 == 0, "{partial:?}");
+    assert_eq!(
+        (doc.chunks, on_disk),
+        (partial.chunks, partial.chunks as usize),
+        "the record counts what is on disk"
+    );
+
+    // Sharing it again goes on after the stored chunks.
+    let mut cmd = ingest(&data, "http://127.0.0.1:9/v1", "k");
+    cmd.arg(&file);
+    let (ok, out, err) = run_for(cmd, Duration::from_secs(300)).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "resumed after {} chunks already stored",
+            partial.chunks
+        )),
+        "{out}"
+    );
+
+    // The same file read in one go, elsewhere.
+    let whole = tmp.path().join("whole");
+    let mut cmd = ingest(&whole, "http://127.0.0.1:9/v1", "k");
+    cmd.arg(&file);
+    let (ok, _, err) = run_for(cmd, Duration::from_secs(300)).await;
+    assert!(ok, "{err}");
+
+    let (resumed, resumed_vectors) = chunks_on_disk(&data, "console:k");
+    let (uninterrupted, vectors) = chunks_on_disk(&whole, "console:k");
+    assert!(resumed.len() > partial.chunks as usize);
+    assert_eq!(resumed, uninterrupted, "the same chunks at the same positions");
+    assert_eq!((resumed_vectors, vectors), (resumed.len(), resumed.len()));
+    let (docs, _) = stored(&data, "console:k");
+    assert_eq!(docs[0].status, DocStatus::Ready);
+    assert_eq!(docs[0].chunks as usize, resumed.len());
+    assert_eq!(docs[0].partial, None);
+}

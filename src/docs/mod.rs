@@ -171,6 +171,9 @@ pub struct IngestReport {
     pub duplicate: bool,
     /// Pages skipped because an earlier, interrupted ingestion had stored them.
     pub resumed_pages: u32,
+    /// Chunks an earlier, interrupted ingestion had stored (of those pages, and of a page it
+    /// stopped inside).
+    pub resumed_chunks: u32,
     /// Pages that had failed before and were read again this time.
     pub retried_pages: Vec<u32>,
 }
@@ -204,6 +207,11 @@ impl IngestReport {
             s.push_str(&format!(
                 ", resumed after {} already stored",
                 counted(self.resumed_pages.into(), "page", "pages")
+            ));
+        } else if self.resumed_chunks > 0 {
+            s.push_str(&format!(
+                ", resumed after {} already stored",
+                counted(self.resumed_chunks.into(), "chunk", "chunks")
             ));
         }
         if !self.retried_pages.is_empty() {
@@ -671,6 +679,7 @@ impl Documents {
                     doc: d.clone(),
                     duplicate: true,
                     resumed_pages: 0,
+                    resumed_chunks: 0,
                     retried_pages: Vec::new(),
                 });
             }
@@ -759,6 +768,7 @@ impl Documents {
             },
         };
         let resumed_pages = rec.page_status.iter().filter(|p| p.is_stored()).count() as u32;
+        let resumed_chunks = rec.chunks;
         let retried_pages = rec.failed_pages();
         self.store.put(conv, &rec)?;
         self.flush().await?;
@@ -787,13 +797,14 @@ impl Documents {
                     doc: rec,
                     duplicate: false,
                     resumed_pages,
+                    resumed_chunks,
                     retried_pages,
                 })
             }
             Err(e) => {
-                // Leave nothing half-stored unmarked: drop a document with no stored page, mark
-                // one with stored pages by what they say (sharing it again resumes).
-                if rec.page_status.iter().any(PageSource::is_stored) {
+                // Leave nothing half-stored unmarked: drop a document with nothing stored, mark
+                // one with stored pages or chunks by what they say (sharing it again resumes).
+                if rec.page_status.iter().any(PageSource::is_stored) || rec.partial.is_some() {
                     rec.status = rec.settled_status();
                     self.store.put(conv, &rec)?;
                     self.store.put_source(conv, &rec.id, bytes)?;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod discord_app;
+pub mod peak;
 pub mod slack_app;
 
 // The platform fakes and fixture generators live in their own crate, compiled once for every
@@ -478,10 +479,19 @@ pub fn anchorbot(data_dir: &Path, url: &str) -> tokio::process::Command {
 }
 
 /// Runs the binary and returns (exit ok, stdout, stderr).
-pub async fn run(mut cmd: tokio::process::Command) -> (bool, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+pub async fn run(cmd: tokio::process::Command) -> (bool, String, String) {
+    run_for(cmd, Duration::from_secs(60)).await
+}
+
+/// Runs the binary and returns (exit ok, stdout, stderr); fails the test if it runs longer
+/// than `guard` (a guard against hangs, not a timing assertion).
+pub async fn run_for(
+    mut cmd: tokio::process::Command,
+    guard: Duration,
+) -> (bool, String, String) {
+    let out = tokio::time::timeout(guard, cmd.output())
         .await
-        .expect("anchorbot did not finish within 60 s")
+        .unwrap_or_else(|_| panic!("anchorbot did not finish within {guard:?}"))
         .unwrap();
     (
         out.status.success(),
