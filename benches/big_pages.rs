@@ -39,12 +39,17 @@ async fn run(quick: bool) {
         ("commas-6mb.csv", vec![b','; 6 << 20]),
         (
             "image-2mb.md",
-            format!("# Offsite\n\nIn Lisbon during June.\n\n![map](data:image/png;base64,{image})\n")
-                .into_bytes(),
+            format!(
+                "# Offsite\n\nIn Lisbon during June.\n\n![map](data:image/png;base64,{image})\n"
+            )
+            .into_bytes(),
         ),
         ("prose-1mb.txt", fixtures::prose(1 << 20, 1).into_bytes()),
         ("prose-2mb.txt", fixtures::prose(2 << 20, 2).into_bytes()),
-        ("chinese-1mb.txt", fixtures::chinese_prose(1 << 20, 5).into_bytes()),
+        (
+            "chinese-1mb.txt",
+            fixtures::chinese_prose(1 << 20, 5).into_bytes(),
+        ),
     ];
     if !quick {
         files.push(("prose-8mb.txt", fixtures::prose(8 << 20, 8).into_bytes()));

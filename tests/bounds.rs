@@ -118,7 +118,10 @@ async fn an_8_mb_word_between_paragraphs_is_skipped_and_reported_and_the_prose_i
     let inputs = embedding_inputs(&server);
     assert_eq!(inputs.len(), chunk_count(&run.stdout));
     let text = inputs.join("\n");
-    assert!(text.contains("Lisbon") && text.contains("first Friday"), "{text}");
+    assert!(
+        text.contains("Lisbon") && text.contains("first Friday"),
+        "{text}"
+    );
     let head = std::str::from_utf8(&word[..40]).unwrap();
     assert!(!text.contains(head), "the word was embedded");
 }

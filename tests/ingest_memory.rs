@@ -83,7 +83,10 @@ async fn a_megabyte_of_letters_and_a_6_mb_line_of_commas_are_skipped_and_reporte
         &fixtures::one_long_word(1 << 20, 3),
     );
     let commas = write(tmp.path(), "commas.csv", &vec![b','; 6 << 20]);
-    for (file, name, size) in [(letters, "letters.txt", "1 MB"), (commas, "commas.csv", "6 MB")] {
+    for (file, name, size) in [
+        (letters, "letters.txt", "1 MB"),
+        (commas, "commas.csv", "6 MB"),
+    ] {
         let run = ingest(&tmp.path().join(format!("data-{name}")), &file).await;
         assert!(!run.ok, "{name}: {}", run.stdout);
         let said = format!(

@@ -344,9 +344,12 @@ async fn two_shares_of_one_file_at_once_read_it_once() {
     assert_eq!((doc.chunks, docs.store().chunk_count("c")), (2, 2));
 }
 
-/// Every chunk of the conversation's one document, as (page, position, heading, text), and the
-/// number of vectors stored, read from the store on disk.
-fn chunks_on_disk(data: &Path, conv: &str) -> (Vec<(u32, u32, Option<String>, String)>, usize) {
+/// A stored chunk: page, position, heading, text.
+type Stored = (u32, u32, Option<String>, String);
+
+/// Every chunk of the conversation's one document, and the number of vectors stored, read from
+/// the store on disk.
+fn chunks_on_disk(data: &Path, conv: &str) -> (Vec<Stored>, usize) {
     let store = reopen_store(data);
     let docs = DocStore::open(&store.db()).unwrap();
     let list = docs.list(conv).unwrap();
@@ -395,10 +398,17 @@ async fn a_crash_within_a_page_resumes_to_the_same_chunks_as_an_uninterrupted_in
     let (docs, on_disk) = stored(&data, "console:k");
     let doc = &docs[0];
     assert_eq!(doc.status, DocStatus::Incomplete);
-    assert_eq!(doc.page_status, [PageSource::Pending], "the page is not done");
+    assert_eq!(
+        doc.page_status,
+        [PageSource::Pending],
+        "the page is not done"
+    );
     let partial = doc.partial.expect("how far the page is stored");
     assert_eq!(partial.page, 1);
-    assert!(partial.chunks > 0 && partial.chunks % 64 == 0, "{partial:?}");
+    assert!(
+        partial.chunks > 0 && partial.chunks % 64 == 0,
+        "{partial:?}"
+    );
     assert_eq!(
         (doc.chunks, on_disk),
         (partial.chunks, partial.chunks as usize),
@@ -428,7 +438,10 @@ async fn a_crash_within_a_page_resumes_to_the_same_chunks_as_an_uninterrupted_in
     let (resumed, resumed_vectors) = chunks_on_disk(&data, "console:k");
     let (uninterrupted, vectors) = chunks_on_disk(&whole, "console:k");
     assert!(resumed.len() > partial.chunks as usize);
-    assert_eq!(resumed, uninterrupted, "the same chunks at the same positions");
+    assert_eq!(
+        resumed, uninterrupted,
+        "the same chunks at the same positions"
+    );
     assert_eq!((resumed_vectors, vectors), (resumed.len(), resumed.len()));
     let (docs, _) = stored(&data, "console:k");
     assert_eq!(docs[0].status, DocStatus::Ready);

@@ -72,6 +72,22 @@ pub fn input(c: &PageChunk) -> String {
     }
 }
 
+/// One page's chunks waiting for embedding (its text is dropped once chunked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageChunks {
+    /// The page.
+    pub page: u32,
+    /// How it was read.
+    pub source: PageSource,
+    /// Its chunks still to store.
+    pub chunks: Vec<PageChunk>,
+    /// What of it was skipped as data.
+    pub skipped: Skipped,
+    /// The position of the first of `chunks` (those before were stored by an earlier
+    /// ingestion).
+    pub from: u32,
+}
+
 /// Cuts pages into batches.
 pub struct Batcher {
     cap: Cap,
@@ -90,20 +106,22 @@ impl Batcher {
         }
     }
 
-    /// Adds one page: its `chunks`, the first at position `from` (the ones before were stored
-    /// earlier), each with its token count from `tokens`. Returns the batches now ready, in
-    /// order; with `alone`, the page's last batch is ready too (a scanned page is stored as
-    /// soon as it is read, because OCR is the slow part).
+    /// Adds one page, each chunk with its token count from `tokens`. Returns the batches now
+    /// ready, in order; with `alone`, the page's last batch is ready too (a scanned page is
+    /// stored as soon as it is read, because OCR is the slow part).
     pub fn page(
         &mut self,
-        page: u32,
-        source: PageSource,
-        skipped: Skipped,
-        chunks: Vec<PageChunk>,
-        from: u32,
+        p: PageChunks,
         tokens: impl Fn(&str) -> usize,
         alone: bool,
     ) -> Vec<Batch> {
+        let PageChunks {
+            page,
+            source,
+            chunks,
+            skipped,
+            from,
+        } = p;
         let mut ready = Vec::new();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let position = from + i as u32;
@@ -134,8 +152,8 @@ impl Batcher {
             source,
             skipped,
         });
-        let full = self.current.chunks.len() >= self.cap.chunks
-            || self.current.tokens >= self.cap.tokens;
+        let full =
+            self.current.chunks.len() >= self.cap.chunks || self.current.tokens >= self.cap.tokens;
         if alone || full {
             ready.push(std::mem::take(&mut self.current));
         }
@@ -167,30 +185,26 @@ mod tests {
         1
     }
 
+    fn pc(page: u32, source: PageSource, chunks: Vec<PageChunk>, from: u32) -> PageChunks {
+        PageChunks {
+            page,
+            source,
+            chunks,
+            skipped: Skipped::default(),
+            from,
+        }
+    }
+
     #[test]
     fn a_big_page_is_cut_into_batches_that_mark_how_far_the_page_is_stored() {
         let mut b = Batcher::new(Cap {
             chunks: 4,
             tokens: 1000,
         });
-        let ready = b.page(
-            1,
-            PageSource::Text,
-            Skipped::default(),
-            chunks(10),
-            0,
-            ones,
-            false,
-        );
+        let ready = b.page(pc(1, PageSource::Text, chunks(10), 0), ones, false);
         assert_eq!(ready.len(), 2, "8 of 10 chunks are ready");
-        assert_eq!(
-            ready[0].partial,
-            Some(PartialPage { page: 1, chunks: 4 })
-        );
-        assert_eq!(
-            ready[1].partial,
-            Some(PartialPage { page: 1, chunks: 8 })
-        );
+        assert_eq!(ready[0].partial, Some(PartialPage { page: 1, chunks: 4 }));
+        assert_eq!(ready[1].partial, Some(PartialPage { page: 1, chunks: 8 }));
         assert!(ready.iter().all(|r| r.done.is_empty()));
         let positions: Vec<u32> = ready[1].chunks.iter().map(|p| p.position).collect();
         assert_eq!(positions, [4, 5, 6, 7]);
@@ -209,10 +223,10 @@ mod tests {
         });
         let three = |_: &str| 3;
         assert!(b
-            .page(1, PageSource::Text, Skipped::default(), chunks(2), 0, three, false)
+            .page(pc(1, PageSource::Text, chunks(2), 0), three, false)
             .is_empty());
         // 6 tokens stored so far; two more chunks reach 12, over the cap of 10.
-        let ready = b.page(2, PageSource::Text, Skipped::default(), chunks(2), 0, three, false);
+        let ready = b.page(pc(2, PageSource::Text, chunks(2), 0), three, false);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].chunks.len(), 3);
         assert_eq!(ready[0].tokens, 9);
@@ -232,13 +246,13 @@ mod tests {
             chunks: 3,
             tokens: 1000,
         });
-        let ready = b.page(2, PageSource::Text, Skipped::default(), chunks(4), 6, ones, false);
+        let ready = b.page(pc(2, PageSource::Text, chunks(4), 6), ones, false);
         assert_eq!(ready[0].chunks[0].position, 6);
         assert_eq!(ready[0].partial, Some(PartialPage { page: 2, chunks: 9 }));
         let scanned = PageSource::Ocr {
             engine: "tesseract".into(),
         };
-        let ready = b.page(3, scanned.clone(), Skipped::default(), chunks(1), 0, ones, true);
+        let ready = b.page(pc(3, scanned.clone(), chunks(1), 0), ones, true);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].done.len(), 2, "pages 2 and 3 complete");
         assert_eq!(ready[0].done[1].source, scanned);
@@ -246,7 +260,7 @@ mod tests {
         let failed = PageSource::Failed {
             reason: "unreadable".into(),
         };
-        let ready = b.page(4, failed, Skipped::default(), Vec::new(), 0, ones, true);
+        let ready = b.page(pc(4, failed, Vec::new(), 0), ones, true);
         assert_eq!(ready.len(), 1);
         assert!(ready[0].chunks.is_empty());
     }

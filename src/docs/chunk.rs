@@ -469,7 +469,10 @@ mod tests {
         assert_eq!(out.skipped.bytes, 50_000);
         assert_eq!(out.skipped.runs, 1);
         let text: String = out.chunks.iter().map(|ch| ch.text.as_str()).collect();
-        assert!(text.contains("thirty days") && text.contains("Late fees"), "{text}");
+        assert!(
+            text.contains("thirty days") && text.contains("Late fees"),
+            "{text}"
+        );
         assert!(!text.contains(",,"), "{text}");
     }
 

@@ -133,8 +133,9 @@ mod tests {
 
     #[test]
     fn prose_is_untouched_and_borrowed() {
-        let prose = "The tenant pays monthly. See https://example.com/a/b?c=d for the 2024 figures.\n"
-            .repeat(200);
+        let prose =
+            "The tenant pays monthly. See https://example.com/a/b?c=d for the 2024 figures.\n"
+                .repeat(200);
         let (out, skipped) = skip_data_runs(&prose);
         assert!(matches!(out, Cow::Borrowed(_)));
         assert!(skipped.is_empty());
@@ -157,7 +158,10 @@ mod tests {
 
     #[test]
     fn a_data_uri_in_markdown_goes_and_the_prose_around_it_stays() {
-        let uri = format!("![chart](data:image/png;base64,{})", "iVBORw0KGgo".repeat(500));
+        let uri = format!(
+            "![chart](data:image/png;base64,{})",
+            "iVBORw0KGgo".repeat(500)
+        );
         let text = format!("# Budget\n\nThe chart below shows spending. {uri} It rose in May.");
         let (out, skipped) = skip_data_runs(&text);
         assert_eq!(
@@ -185,7 +189,10 @@ mod tests {
     fn scripts_written_without_spaces_are_prose() {
         for (lang, sample) in [
             ("Chinese", "合同规定租金每月支付，逾期将收取滞纳金。"),
-            ("Japanese", "契約により、家賃は毎月支払われます。カタカナも。"),
+            (
+                "Japanese",
+                "契約により、家賃は毎月支払われます。カタカナも。",
+            ),
             ("Thai", "สัญญากำหนดให้ชำระค่าเช่าทุกเดือน"),
             ("Lao", "ສັນຍາກຳນົດໃຫ້ຈ່າຍຄ່າເຊົ່າທຸກເດືອນ"),
             ("Khmer", "កិច្ចសន្យាកំណត់ឱ្យបង់ថ្លៃឈ្នួលរៀងរាល់ខែ"),

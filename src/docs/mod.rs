@@ -34,11 +34,11 @@ use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, FusionChoice, Re
 use crate::store::now_ms;
 use crate::tokens::TokenCounter;
 use chunk::Chunker;
+pub use data_runs::Skipped;
 use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
 use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
-pub use data_runs::Skipped;
 pub use store::{DocRecord, DocStatus, DocStore, PageSource, PartialPage};
 
 use crate::retrieval::Passage;
@@ -267,25 +267,14 @@ struct ReadPage {
     source: PageSource,
 }
 
-/// One page's chunks waiting for embedding (its text is dropped once chunked).
-struct PageWork {
-    page: u32,
-    source: PageSource,
-    chunks: Vec<chunk::PageChunk>,
-    skipped: Skipped,
-    /// The position of the first chunk (those before were stored by an earlier ingestion).
-    from: u32,
-}
-
-impl PageWork {
-    fn new(page: ReadPage, chunked: chunk::Chunked) -> Self {
-        Self {
-            page: page.page,
-            source: page.source,
-            chunks: chunked.chunks,
-            skipped: chunked.skipped,
-            from: 0,
-        }
+/// A page's chunks, from the chunker's output.
+fn page_chunks(page: ReadPage, chunked: chunk::Chunked) -> batch::PageChunks {
+    batch::PageChunks {
+        page: page.page,
+        source: page.source,
+        chunks: chunked.chunks,
+        skipped: chunked.skipped,
+        from: 0,
     }
 }
 
@@ -862,22 +851,27 @@ impl Documents {
         let chunker = &self.chunker;
         let chunk_page = move |page: ReadPage| {
             let chunked = chunker
-                .chunk_page(&page.text, &page.source, markdown, &extract::Cancel::never())
+                .chunk_page(
+                    &page.text,
+                    &page.source,
+                    markdown,
+                    &extract::Cancel::never(),
+                )
                 .expect("a chunker that is never cancelled does not fail");
-            PageWork::new(page, chunked)
+            page_chunks(page, chunked)
         };
         // Text layers are chunked before any embedding, so a file with more text than one
         // document may hold is refused at once instead of after minutes of work. Up to 50 MB
         // of text: off the async workers, and stopped inside at the parse limit. The pages'
         // texts are dropped once chunked.
-        let mut read: Vec<PageWork> = {
+        let mut read: Vec<batch::PageChunks> = {
             let (chunker, limit) = (self.chunker.clone(), self.cfg.parse_timeout_secs);
             extract::blocking(Duration::from_secs(limit), move |cancel| {
                 read.into_iter()
                     .map(|page| {
                         let chunked =
                             chunker.chunk_page(&page.text, &page.source, markdown, cancel)?;
-                        Ok(PageWork::new(page, chunked))
+                        Ok(page_chunks(page, chunked))
                     })
                     .collect::<Result<_, DocError>>()
             })
@@ -923,15 +917,7 @@ impl Documents {
         let mut embedded = 0;
         while let Some(w) = pages_in.next().await {
             let alone = matches!(w.source, PageSource::Ocr { .. } | PageSource::Failed { .. });
-            let ready = batcher.page(
-                w.page,
-                w.source,
-                w.skipped,
-                w.chunks,
-                w.from,
-                |t| self.chunker.count(t),
-                alone,
-            );
+            let ready = batcher.page(w, |t| self.chunker.count(t), alone);
             for b in ready {
                 embedded += b.chunks.len();
                 self.commit_batch(conv, rec, b, embedder.as_ref()).await?;
@@ -973,7 +959,7 @@ impl Documents {
         &self,
         conv: &str,
         rec: &mut DocRecord,
-        read: &mut [PageWork],
+        read: &mut [batch::PageChunks],
     ) -> Result<(), DocError> {
         let Some(partial) = rec.partial else {
             return Ok(());
@@ -981,11 +967,10 @@ impl Documents {
         let stored = partial.chunks as usize;
         if let Some(w) = read.iter_mut().find(|w| w.page == partial.page) {
             let last = match stored.checked_sub(1) {
-                Some(i) if i < w.chunks.len() => {
-                    self.store
-                        .chunk_text(conv, &rec.id, partial.page, i as u32)?
-                        .filter(|t| *t == w.chunks[i].text)
-                }
+                Some(i) if i < w.chunks.len() => self
+                    .store
+                    .chunk_text(conv, &rec.id, partial.page, i as u32)?
+                    .filter(|t| *t == w.chunks[i].text),
                 _ => None,
             };
             if last.is_some() {

@@ -485,10 +485,7 @@ pub async fn run(cmd: tokio::process::Command) -> (bool, String, String) {
 
 /// Runs the binary and returns (exit ok, stdout, stderr); fails the test if it runs longer
 /// than `guard` (a guard against hangs, not a timing assertion).
-pub async fn run_for(
-    mut cmd: tokio::process::Command,
-    guard: Duration,
-) -> (bool, String, String) {
+pub async fn run_for(mut cmd: tokio::process::Command, guard: Duration) -> (bool, String, String) {
     let out = tokio::time::timeout(guard, cmd.output())
         .await
         .unwrap_or_else(|_| panic!("anchorbot did not finish within {guard:?}"))
