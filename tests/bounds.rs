@@ -178,6 +178,43 @@ async fn a_6_mb_line_of_commas_is_skipped_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_chunk_limit_counts_what_is_left_after_data_is_skipped_and_comes_before_embedding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = FakeLlm::start(|_| Reply::text("unused")).await;
+    let blob = "QUJDRA==".repeat((3 << 20) / 8);
+    let prose = "The offsite happens in Lisbon during June. ".repeat(10);
+    let limit = [("ANCHORBOT_DOCUMENTS_MAX_CHUNKS", "5")];
+    // 3 MB of base64 and a paragraph: a few chunks once the blob is skipped.
+    let small = write(
+        tmp.path(),
+        "small.md",
+        format!("{prose}\n\n![x](data:image/png;base64,{blob})\n").as_bytes(),
+    );
+    let run = ingest(&tmp.path().join("a"), &server, &small, &limit).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("; skipped 3 MB of unbroken text"),
+        "{}",
+        run.stdout
+    );
+    // The same blob with more prose than five chunks hold: refused, and nothing embedded.
+    let big = write(
+        tmp.path(),
+        "big.md",
+        format!("{}\n\n{blob}\n", prose.repeat(20)).as_bytes(),
+    );
+    let before = embedding_inputs(&server).len();
+    let run = ingest(&tmp.path().join("b"), &server, &big, &limit).await;
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("too much text") && run.stderr.contains("over the limit of 5"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(embedding_inputs(&server).len(), before, "nothing embedded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_page_inflating_to_1_gib_is_stopped_and_refused_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
     // The vision model sees a blank page and says nothing.

@@ -1068,7 +1068,10 @@ impl Documents {
             Kind::Text(t) => {
                 // Off the async workers: decoding 50 MB would stall every conversation.
                 let (owned, html) = (bytes.to_vec(), *t == TextKind::Html);
-                let limits = extract::ReadLimits::for_documents(&self.cfg);
+                let mut limits = extract::ReadLimits::for_documents(&self.cfg);
+                // A text file holds no more characters than bytes, and its data runs are skipped
+                // before the chunk limit counts: every text file within the size limit is read.
+                limits.chars = limits.chars.max(self.cfg.max_file_bytes());
                 let text = extract::blocking(parse_limit, move |cancel| {
                     let text = extract::decode_text(&owned, &limits, cancel)?;
                     if html {
