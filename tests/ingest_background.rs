@@ -18,92 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Generous guard against a hang: no step of these tests should come near it.
 const HANG: Duration = Duration::from_secs(300);
 
-/// Deterministic English prose of about `len` bytes: sentences drawn from word lists by a
-/// small xorshift seeded with `seed`, in paragraphs. None of the words the tests look for
-/// (lighthouse, pears, boathouse, notice, weeks) is in the lists.
+/// Deterministic English prose of about `len` bytes ([`fixtures::prose`]). None of the words
+/// the tests look for (lighthouse, pears, boathouse, notice, weeks) is in its word list.
 fn prose(len: usize, seed: u64) -> String {
-    const ADJ: &[&str] = &[
-        "quiet", "ancient", "narrow", "bright", "heavy", "gentle", "wooden", "distant", "crowded",
-        "patient", "careful", "busy", "silver", "hidden", "northern", "muddy", "cheerful", "tired",
-    ];
-    const NOUN: &[&str] = &[
-        "harbour",
-        "river",
-        "garden",
-        "market",
-        "teacher",
-        "farmer",
-        "bridge",
-        "village",
-        "lantern",
-        "council",
-        "library",
-        "orchard",
-        "carpenter",
-        "sailor",
-        "bakery",
-        "meadow",
-        "engineer",
-        "chapel",
-        "ferry",
-        "workshop",
-    ];
-    const VERB: &[&str] = &[
-        "repairs",
-        "visits",
-        "describes",
-        "follows",
-        "paints",
-        "measures",
-        "guards",
-        "opens",
-        "sells",
-        "studies",
-        "remembers",
-        "crosses",
-        "builds",
-        "cleans",
-    ];
-    const END: &[&str] = &[
-        "slowly",
-        "after the storm",
-        "every morning",
-        "before the festival",
-        "with great care",
-        "in the late afternoon",
-        "without a word",
-        "once a year",
-        "for the first time",
-    ];
-    let mut state = seed | 1;
-    let mut next = move |below: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % below as u64) as usize
-    };
-    let mut pick = |words: &[&'static str]| words[next(words.len())];
-    let mut s = String::with_capacity(len + 200);
-    while s.len() < len {
-        // Four to eight sentences a paragraph.
-        let sentences = 4 + pick(&["", "-", "--", "---", "----"]).len();
-        for i in 0..sentences {
-            if i > 0 {
-                s.push(' ');
-            }
-            s.push_str(&format!(
-                "The {} {} {} the {} {} {}.",
-                pick(ADJ),
-                pick(NOUN),
-                pick(VERB),
-                pick(ADJ),
-                pick(NOUN),
-                pick(END)
-            ));
-        }
-        s.push_str("\n\n");
-    }
-    s
+    fixtures::prose(len, seed)
 }
 
 /// Writes `text` to `dir/name`.

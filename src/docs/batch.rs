@@ -26,9 +26,8 @@ pub struct Pending {
     pub page: u32,
     /// Its position in the page.
     pub position: u32,
-    /// What is embedded: the text, with its heading in front when the text lacks it.
-    pub input: String,
-    /// The chunk.
+    /// The chunk; what is embedded is its [`input`], made when its batch is embedded (a
+    /// copy of every chunk of a page made at once would double the page's memory).
     pub chunk: PageChunk,
 }
 
@@ -125,8 +124,7 @@ impl Batcher {
         let mut ready = Vec::new();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let position = from + i as u32;
-            let input = input(&chunk);
-            let n = tokens(&input);
+            let n = tokens(&input(&chunk));
             let fits = self.current.chunks.is_empty()
                 || (self.current.chunks.len() < self.cap.chunks
                     && self.current.tokens + n <= self.cap.tokens);
@@ -143,7 +141,6 @@ impl Batcher {
             self.current.chunks.push(Pending {
                 page,
                 position,
-                input,
                 chunk,
             });
         }

@@ -829,8 +829,12 @@ impl Documents {
         progress: &watch::Sender<String>,
     ) -> Result<(), DocError> {
         let pages = rec.pages;
-        // Fail early, before any OCR work, if embeddings cannot be made.
-        let embedder = self.embedder().await?;
+        // Fail early, before any OCR work, if embeddings cannot be made. An image is OCR'd
+        // while it is read; other files load the model once their text is known to need it
+        // (a file of data only, or with too much text, is refused without it).
+        if matches!(kind, Kind::Image(_)) {
+            self.embedder().await?;
+        }
         let todo: Vec<u32> = (1..=pages)
             .filter(|p| {
                 !matches!(
@@ -893,6 +897,7 @@ impl Documents {
                 return Err(DocError::OnlyData { skipped });
             }
         }
+        let embedder = self.embedder().await?;
         let meter = Meter {
             name,
             pages,
@@ -1008,10 +1013,11 @@ impl Documents {
             partial,
             ..
         } = batch;
-        let (inputs, pending): (Vec<String>, Vec<_>) = chunks
+        let inputs: Vec<String> = chunks.iter().map(|p| batch::input(&p.chunk)).collect();
+        let pending: Vec<_> = chunks
             .into_iter()
-            .map(|p| (p.input, (p.page, p.position, p.chunk)))
-            .unzip();
+            .map(|p| (p.page, p.position, p.chunk))
+            .collect();
         let vectors = if inputs.is_empty() {
             Vec::new()
         } else {
