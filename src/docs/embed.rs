@@ -3,12 +3,12 @@
 //! models). With the `model-download` feature fastembed may fetch its models from the hub.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
+use super::model_thread::ModelThread;
 use crate::settings::Endpoint;
 
 /// Why embeddings are not available.
@@ -61,15 +61,16 @@ pub const MODEL_FILES: &[&str] = &[
     "tokenizer_config.json",
 ];
 
-/// fastembed with a user-defined local ONNX model.
+/// fastembed with a user-defined local ONNX model, run on its own thread.
 pub struct LocalEmbedder {
-    /// The loaded model; fastembed needs `&mut` to embed.
-    model: Arc<Mutex<fastembed::TextEmbedding>>,
+    /// The thread that owns the loaded model.
+    model: ModelThread,
     /// Model directory, for `name()`.
     dir: PathBuf,
-    /// Texts per inference batch.
-    batch: usize,
 }
+
+/// Texts per inference batch.
+const INFERENCE_BATCH: usize = 16;
 
 impl LocalEmbedder {
     /// Loads the model in `dir` with the ONNX Runtime library at `runtime`. Checks every file
@@ -111,9 +112,8 @@ impl LocalEmbedder {
         let model = fastembed::TextEmbedding::try_new_from_user_defined(model, options)
             .map_err(|e| EmbedError::Failed(e.to_string()))?;
         Ok(Self {
-            model: Arc::new(Mutex::new(model)),
+            model: ModelThread::start("anchorbot-embed", model, INFERENCE_BATCH)?,
             dir: dir.to_path_buf(),
-            batch: 16,
         })
     }
 }
@@ -150,9 +150,8 @@ impl LocalEmbedder {
         let model = fastembed::TextEmbedding::try_new(options)
             .map_err(|e| EmbedError::Failed(e.to_string()))?;
         Ok(Self {
-            model: Arc::new(Mutex::new(model)),
+            model: ModelThread::start("anchorbot-embed", model, INFERENCE_BATCH)?,
             dir: PathBuf::from("hub:sentence-transformers/all-MiniLM-L6-v2"),
-            batch: 16,
         })
     }
 
@@ -192,20 +191,7 @@ impl Embedder for LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let model = self.model.clone();
-        let batch = self.batch;
-        tokio::task::spawn_blocking(move || {
-            let mut m = model
-                .lock()
-                .map_err(|_| EmbedError::Failed("model lock poisoned".into()))?;
-            let mut out = m
-                .embed(&texts, Some(batch))
-                .map_err(|e| EmbedError::Failed(e.to_string()))?;
-            out.iter_mut().for_each(|v| normalize(v));
-            Ok(out)
-        })
-        .await
-        .map_err(|e| EmbedError::Failed(e.to_string()))?
+        self.model.embed(texts).await
     }
 }
 

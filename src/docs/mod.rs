@@ -13,6 +13,7 @@ pub mod embed;
 pub mod extract;
 pub mod index;
 pub mod lexical;
+mod model_thread;
 pub mod ocr;
 pub mod office;
 pub mod rerank;
