@@ -303,7 +303,8 @@ async fn an_attachment_from_the_cdn_is_ingested_and_cited_and_an_oversized_one_n
     );
     let with_file = FakeDiscord::with_attachments(discord.dm(dm, USER_ID, ""), vec![doc]);
     discord.dispatch("MESSAGE_CREATE", with_file);
-    bot_says(&discord, dm, "rota.md").await;
+    // The file is read in the background: wait for its summary before asking about it.
+    bot_says(&discord, dm, "Added rota.md").await;
     discord.dispatch(
         "MESSAGE_CREATE",
         discord.dm(dm, USER_ID, "who is on call in March?"),

@@ -129,6 +129,9 @@ impl Engine {
                 };
                 s.push_str(&format!("; OCR by {}{fallback}", engines.join(", ")));
             }
+            if !d.skipped.is_empty() {
+                s.push_str(&format!("; {}", d.skipped.describe()));
+            }
             let failed = d.failed_pages();
             if !failed.is_empty() {
                 s.push_str(&format!(
