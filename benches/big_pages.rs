@@ -93,15 +93,5 @@ async fn run(quick: bool) {
 
 /// The chunk count of a summary line, or "-".
 fn chunks(summary: &str) -> String {
-    summary
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .split(", ")
-        .find_map(|p| {
-            let p = p.trim().trim_end_matches('.');
-            p.strip_suffix(" chunks").or(p.strip_suffix(" chunk"))
-        })
-        .unwrap_or("-")
-        .to_string()
+    common::chunk_count(summary).map_or("-".to_string(), |n| n.to_string())
 }

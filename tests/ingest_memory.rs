@@ -77,19 +77,9 @@ async fn files(data: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The chunk count in an ingest summary (`…, 12 chunks.` or `…, 12 chunks; skipped …`).
+/// The chunk count in an ingest summary.
 fn chunk_count(summary: &str) -> usize {
-    summary
-        .split(';')
-        .next()
-        .unwrap_or(summary)
-        .split(", ")
-        .find_map(|p| {
-            let p = p.trim().trim_end_matches('.');
-            p.strip_suffix(" chunks").or(p.strip_suffix(" chunk"))
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no chunk count in {summary}"))
+    common::chunk_count(summary).unwrap_or_else(|| panic!("no chunk count in {summary}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -478,6 +478,20 @@ pub fn anchorbot(data_dir: &Path, url: &str) -> tokio::process::Command {
     cmd
 }
 
+/// The chunk count in an ingest summary (`…, 12 chunks.` or `…, 12 chunks; skipped …`).
+pub fn chunk_count(summary: &str) -> Option<usize> {
+    summary
+        .split(';')
+        .next()
+        .unwrap_or(summary)
+        .split(", ")
+        .find_map(|p| {
+            let p = p.trim().trim_end_matches('.');
+            p.strip_suffix(" chunks").or(p.strip_suffix(" chunk"))
+        })
+        .and_then(|n| n.parse().ok())
+}
+
 /// Runs the binary and returns (exit ok, stdout, stderr).
 pub async fn run(cmd: tokio::process::Command) -> (bool, String, String) {
     run_for(cmd, Duration::from_secs(60)).await
