@@ -15,8 +15,10 @@ use super::store::{PageSource, PartialPage};
 pub struct Cap {
     /// Chunks.
     pub chunks: usize,
-    /// Tokens of the texts embedded.
+    /// Tokens of the texts embedded, as [`bound`] counts them.
     pub tokens: usize,
+    /// The most tokens the chunker puts in a chunk's text.
+    pub chunk_tokens: usize,
 }
 
 /// A chunk waiting for its vector.
@@ -87,6 +89,17 @@ pub struct PageChunks {
     pub from: u32,
 }
 
+/// The most tokens a chunk's [`input`] can have, without tokenizing it (counting every chunk
+/// of a big page again would cost more than a tenth of the embedding): the chunker keeps the
+/// text within `chunk_tokens`, and a heading put in front adds at most a token per character
+/// and the line break.
+pub fn bound(c: &PageChunk, chunk_tokens: usize) -> usize {
+    match &c.heading {
+        Some(h) if !c.text.contains(h.as_str()) => chunk_tokens + h.chars().count() + 1,
+        _ => chunk_tokens,
+    }
+}
+
 /// Cuts pages into batches.
 pub struct Batcher {
     cap: Cap,
@@ -100,20 +113,16 @@ impl Batcher {
             cap: Cap {
                 chunks: cap.chunks.max(1),
                 tokens: cap.tokens.max(1),
+                chunk_tokens: cap.chunk_tokens,
             },
             current: Batch::default(),
         }
     }
 
-    /// Adds one page, each chunk with its token count from `tokens`. Returns the batches now
-    /// ready, in order; with `alone`, the page's last batch is ready too (a scanned page is
-    /// stored as soon as it is read, because OCR is the slow part).
-    pub fn page(
-        &mut self,
-        p: PageChunks,
-        tokens: impl Fn(&str) -> usize,
-        alone: bool,
-    ) -> Vec<Batch> {
+    /// Adds one page. Returns the batches now ready, in order; with `alone`, the page's last
+    /// batch is ready too (a scanned page is stored as soon as it is read, because OCR is the
+    /// slow part).
+    pub fn page(&mut self, p: PageChunks, alone: bool) -> Vec<Batch> {
         let PageChunks {
             page,
             source,
@@ -124,7 +133,7 @@ impl Batcher {
         let mut ready = Vec::new();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let position = from + i as u32;
-            let n = tokens(&input(&chunk));
+            let n = bound(&chunk, self.cap.chunk_tokens);
             let fits = self.current.chunks.is_empty()
                 || (self.current.chunks.len() < self.cap.chunks
                     && self.current.tokens + n <= self.cap.tokens);
@@ -178,10 +187,6 @@ mod tests {
             .collect()
     }
 
-    fn ones(_: &str) -> usize {
-        1
-    }
-
     fn pc(page: u32, source: PageSource, chunks: Vec<PageChunk>, from: u32) -> PageChunks {
         PageChunks {
             page,
@@ -197,8 +202,9 @@ mod tests {
         let mut b = Batcher::new(Cap {
             chunks: 4,
             tokens: 1000,
+            chunk_tokens: 1,
         });
-        let ready = b.page(pc(1, PageSource::Text, chunks(10), 0), ones, false);
+        let ready = b.page(pc(1, PageSource::Text, chunks(10), 0), false);
         assert_eq!(ready.len(), 2, "8 of 10 chunks are ready");
         assert_eq!(ready[0].partial, Some(PartialPage { page: 1, chunks: 4 }));
         assert_eq!(ready[1].partial, Some(PartialPage { page: 1, chunks: 8 }));
@@ -217,13 +223,13 @@ mod tests {
         let mut b = Batcher::new(Cap {
             chunks: 100,
             tokens: 10,
+            chunk_tokens: 3,
         });
-        let three = |_: &str| 3;
         assert!(b
-            .page(pc(1, PageSource::Text, chunks(2), 0), three, false)
+            .page(pc(1, PageSource::Text, chunks(2), 0), false)
             .is_empty());
         // 6 tokens stored so far; two more chunks reach 12, over the cap of 10.
-        let ready = b.page(pc(2, PageSource::Text, chunks(2), 0), three, false);
+        let ready = b.page(pc(2, PageSource::Text, chunks(2), 0), false);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].chunks.len(), 3);
         assert_eq!(ready[0].tokens, 9);
@@ -242,14 +248,15 @@ mod tests {
         let mut b = Batcher::new(Cap {
             chunks: 3,
             tokens: 1000,
+            chunk_tokens: 1,
         });
-        let ready = b.page(pc(2, PageSource::Text, chunks(4), 6), ones, false);
+        let ready = b.page(pc(2, PageSource::Text, chunks(4), 6), false);
         assert_eq!(ready[0].chunks[0].position, 6);
         assert_eq!(ready[0].partial, Some(PartialPage { page: 2, chunks: 9 }));
         let scanned = PageSource::Ocr {
             engine: "tesseract".into(),
         };
-        let ready = b.page(pc(3, scanned.clone(), chunks(1), 0), ones, true);
+        let ready = b.page(pc(3, scanned.clone(), chunks(1), 0), true);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].done.len(), 2, "pages 2 and 3 complete");
         assert_eq!(ready[0].done[1].source, scanned);
@@ -257,7 +264,7 @@ mod tests {
         let failed = PageSource::Failed {
             reason: "unreadable".into(),
         };
-        let ready = b.page(pc(4, failed, Vec::new(), 0), ones, true);
+        let ready = b.page(pc(4, failed, Vec::new(), 0), true);
         assert_eq!(ready.len(), 1);
         assert!(ready[0].chunks.is_empty());
     }
@@ -270,7 +277,9 @@ mod tests {
             heading: Some("Payment".into()),
         };
         assert_eq!(input(&c), "Payment\nRent is due monthly.");
+        assert_eq!(bound(&c, 96), 96 + 8, "the heading and its line break");
         c.text = "# Payment\nRent is due monthly.".into();
         assert_eq!(input(&c), c.text);
+        assert_eq!(bound(&c, 96), 96);
     }
 }

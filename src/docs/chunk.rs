@@ -134,11 +134,6 @@ impl Chunker {
             .chunks
     }
 
-    /// Tokens in `text`, as chunks are sized.
-    pub fn count(&self, text: &str) -> usize {
-        self.counter.count(text)
-    }
-
     /// The chunks of one page read from `source`: none for a page that failed; OCR output is
     /// Markdown (the vision prompt asks for it), other text when `markdown`.
     pub fn chunk_page(

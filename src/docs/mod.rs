@@ -919,11 +919,12 @@ impl Documents {
         let mut batcher = batch::Batcher::new(batch::Cap {
             chunks: self.cfg.embed_batch,
             tokens: self.cfg.embed_batch_tokens,
+            chunk_tokens: self.cfg.chunk_tokens,
         });
         let mut embedded = 0;
         while let Some(w) = pages_in.next().await {
             let alone = matches!(w.source, PageSource::Ocr { .. } | PageSource::Failed { .. });
-            let ready = batcher.page(w, |t| self.chunker.count(t), alone);
+            let ready = batcher.page(w, alone);
             for b in ready {
                 embedded += b.chunks.len();
                 self.commit_batch(conv, rec, b, embedder.as_ref()).await?;
