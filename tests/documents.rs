@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,20 +46,6 @@ async fn search(dir: &Path, url: &str, conv: &str, q: &str) -> Vec<Value> {
     let (ok, out, err) = run(cmd).await;
     assert!(ok, "{err}");
     serde_json::from_str::<Vec<Value>>(&out).unwrap()
-}
-
-async fn files(dir: &Path, url: &str, conv: &str) -> String {
-    let mut cmd = anchorbot(dir, url);
-    cmd.args(["chat", "--conversation", conv])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"/files\n").await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

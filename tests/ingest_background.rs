@@ -3,7 +3,8 @@
 //! chat` binary), `/clear` during a read keeps nothing of the file and no chunk is written
 //! after it, a question sent with a file is answered from that file once it is in, a
 //! redelivery of a message being read is dropped, and the shutdown deadline stops a read with
-//! a note that sharing the file again resumes it.
+//! a note that sharing the file again resumes it. Big files are [`fixtures::prose`], none of
+//! whose words (lighthouse, pears, boathouse, notice, weeks) the tests look for.
 
 mod common;
 
@@ -17,12 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Generous guard against a hang: no step of these tests should come near it.
 const HANG: Duration = Duration::from_secs(300);
-
-/// Deterministic English prose of about `len` bytes ([`fixtures::prose`]). None of the words
-/// the tests look for (lighthouse, pears, boathouse, notice, weeks) is in its word list.
-fn prose(len: usize, seed: u64) -> String {
-    fixtures::prose(len, seed)
-}
 
 /// Writes `text` to `dir/name`.
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -177,7 +172,7 @@ async fn a_question_sent_while_a_large_file_is_read_is_answered_before_it_is_in(
     // holds the fact asked about, so the first stored batch answers the question.
     let text = format!(
         "The lighthouse keeper is paid in pears by the harbour council.\n\n{}",
-        prose(450_000, 7)
+        fixtures::prose(450_000, 7)
     );
     let big = write(tmp.path(), "big.txt", &text);
     let llm = llm_looking_for("paid in pears").await;
@@ -215,7 +210,7 @@ async fn clear_while_a_file_is_read_keeps_nothing_of_it() {
     ensure_models();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let big = write(tmp.path(), "big.txt", &prose(450_000, 11));
+    let big = write(tmp.path(), "big.txt", &fixtures::prose(450_000, 11));
     let llm = llm_looking_for("never there").await;
     let mut chat = Chat::start(&data, &llm.url, "wipe");
     chat.send(&format!("/upload {}", big.display())).await;
@@ -260,7 +255,7 @@ async fn a_question_sent_with_a_file_is_answered_from_it_once_it_is_in() {
     ensure_models();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let body = prose(60_000, 23);
+    let body = fixtures::prose(60_000, 23);
     let (head, tail) = body.split_at(body.len() / 2);
     let tail = tail.split_once("\n\n").map_or(tail, |(_, t)| t);
     let text =
@@ -303,7 +298,7 @@ async fn the_shutdown_deadline_stops_a_read_and_says_sharing_again_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     // Far more than the grace period can read.
-    let big = write(tmp.path(), "huge.txt", &prose(2_000_000, 31));
+    let big = write(tmp.path(), "huge.txt", &fixtures::prose(2_000_000, 31));
     let llm = llm_looking_for("never there").await;
     let mut s = settings(&data, &llm.url);
     s.shutdown_grace_secs = 1;

@@ -59,24 +59,6 @@ async fn search(data: &Path, query: &str) -> String {
     out
 }
 
-/// What `/files` says in conversation `mem` of `data` (through `anchorbot chat`).
-async fn files(data: &Path) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = anchorbot(data, NO_SERVER);
-    cmd.args(["chat", "--conversation", "mem"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"/files\n").await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("anchorbot chat did not end within 60 s")
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The chunk count in an ingest summary.
 fn chunk_count(summary: &str) -> usize {
     common::chunk_count(summary).unwrap_or_else(|| panic!("no chunk count in {summary}"))
@@ -176,7 +158,7 @@ async fn markdown_with_a_2_mb_data_image_keeps_its_prose_searchable() {
         run.stdout
     );
     assert!(run.peak_mb() < SKIPPED_MAX_MB, "peak {} MB", run.peak_mb());
-    let listing = files(&data).await;
+    let listing = files(&data, NO_SERVER, "mem").await;
     assert!(
         listing.contains("offsite.md") && listing.contains("skipped 2 MB of unbroken text"),
         "/files says what was skipped: {listing}"

@@ -623,11 +623,6 @@ impl Documents {
         self.running.stop_all();
     }
 
-    /// How many ingestions are running in `conv`.
-    pub fn ingests_running(&self, conv: &str) -> usize {
-        self.running.count(conv)
-    }
-
     /// Ingests one file into conversation `conv`. Progress notes go to `progress`.
     pub async fn ingest(
         &self,

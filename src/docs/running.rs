@@ -73,7 +73,8 @@ impl Running {
     }
 
     /// How many ingestions are running in `conv`.
-    pub fn count(&self, conv: &str) -> usize {
+    #[cfg(test)]
+    fn count(&self, conv: &str) -> usize {
         self.conversations
             .lock()
             .expect("running ingestions")

@@ -492,6 +492,24 @@ pub fn chunk_count(summary: &str) -> Option<usize> {
         .and_then(|n| n.parse().ok())
 }
 
+/// What `/files` says in conversation `conv` of the store in `data` (through `anchorbot chat`).
+pub async fn files(data: &Path, url: &str, conv: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = anchorbot(data, url);
+    cmd.args(["chat", "--conversation", conv])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"/files\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("anchorbot chat did not end within 60 s")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs the binary and returns (exit ok, stdout, stderr).
 pub async fn run(cmd: tokio::process::Command) -> (bool, String, String) {
     run_for(cmd, Duration::from_secs(60)).await
