@@ -21,6 +21,7 @@ pub mod prompt;
 pub mod retrieval;
 pub mod rights;
 pub mod settings;
+pub mod storage;
 pub mod store;
 pub mod think;
 pub mod tokens;

@@ -1,0 +1,236 @@
+//! The storage seam: what the engine, the documents and the data-rights commands may ask of
+//! a store, as three traits over bytes and keys, and the backends behind them.
+//!
+//! - [`Conversations`]: each conversation's anchor (its memory), and the de-duplication marks
+//!   of the events it handled;
+//! - [`DocumentRows`]: each conversation's document records, chunks, vectors and kept files;
+//! - [`Maintenance`]: listing, clearing and erasing a conversation (atomic across both),
+//!   readiness, and what the backend is.
+//!
+//! The traits know nothing of anchors or documents: records are opaque bytes (JSON) written
+//! and read by [`crate::store::Store`] and [`crate::docs::DocStore`], which own their types.
+//! A conversation is named by its key as text (`slack:T1/C2/1712345678.000100`).
+//!
+//! Two backends: sled in the data directory (the embedded default, [`sled`]), and PostgreSQL
+//! when `database_url` is a `postgres://` URL ([`postgres`]). What only one backend can do
+//! (sled's backup file and compaction; `pg_dump` for PostgreSQL) is reached through
+//! [`Location`], never through the traits.
+
+pub mod error;
+pub mod location;
+pub mod sled;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use error::StorageError;
+pub use location::Location;
+
+/// One stored chunk: its place in its document, its record (JSON) and its vector (unit
+/// length, little-endian `f32`s; empty when only the record was asked for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRow {
+    /// Document id.
+    pub doc: String,
+    /// Page (1-based; 0 in a document without pages).
+    pub page: u32,
+    /// Position within the page (or within the document, without pages).
+    pub position: u32,
+    /// The chunk record (JSON).
+    pub record: Vec<u8>,
+    /// The vector, as little-endian `f32`s.
+    pub vector: Vec<u8>,
+}
+
+/// One document record (JSON) with the fields the store indexes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocRow {
+    /// Document id.
+    pub doc: String,
+    /// When its ingestion started (Unix ms), for listings and retention.
+    pub ingested_ms: u64,
+    /// The record (JSON).
+    pub record: Vec<u8>,
+}
+
+/// How much a conversation stores: records and bytes (keys and values) across every table or
+/// tree, and its documents and chunks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConvSize {
+    /// The conversation key.
+    pub conv: String,
+    /// Records (rows) of every kind.
+    pub records: u64,
+    /// Bytes of keys and values (the backend's own overhead not counted).
+    pub bytes: u64,
+    /// Documents.
+    pub documents: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Vectors.
+    pub vectors: u64,
+    /// The latest document ingestion (Unix ms); 0 when none.
+    pub last_ingested_ms: u64,
+}
+
+/// Whether a write must be on disk before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk when the call returns (a turn that is about to be shown).
+    Flushed,
+    /// Carried by the next flush (bookkeeping whose loss in a crash costs nothing promised).
+    Lazy,
+}
+
+/// Turns the current anchor (if any) into the new one. May run more than once (a backend
+/// retries a transaction that conflicted), so it must not have side effects.
+pub type AnchorEdit<'a> = &'a (dyn Fn(Option<&[u8]>) -> Result<Vec<u8>, StorageError> + Send + Sync);
+
+/// Anchors and de-duplication marks.
+#[async_trait]
+pub trait Conversations: Send + Sync {
+    /// The anchor of `conv`, if it has one.
+    async fn anchor(&self, conv: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Applies `edit` to `conv`'s anchor and, when `event` is given, marks that event handled,
+    /// in one transaction. Returns the anchor written.
+    async fn update_anchor(
+        &self,
+        conv: &str,
+        event: Option<&str>,
+        durability: Durability,
+        edit: AnchorEdit<'_>,
+    ) -> Result<Vec<u8>, StorageError>;
+
+    /// Deletes `conv`'s anchor (durably).
+    async fn remove_anchor(&self, conv: &str) -> Result<(), StorageError>;
+
+    /// Whether `event` of `conv` was handled.
+    async fn was_handled(&self, conv: &str, event: &str) -> Result<bool, StorageError>;
+
+    /// Marks `event` of `conv` handled (durable with the next flush).
+    async fn mark_handled(&self, conv: &str, event: &str) -> Result<(), StorageError>;
+
+    /// Every conversation with an anchor.
+    async fn anchored(&self) -> Result<Vec<String>, StorageError>;
+
+    /// Puts every write made before this call on disk.
+    async fn flush(&self) -> Result<(), StorageError>;
+}
+
+/// Document records, chunks, vectors and kept files, per conversation.
+#[async_trait]
+pub trait DocumentRows: Send + Sync {
+    /// The conversation's document records, in no particular order.
+    async fn records(&self, conv: &str) -> Result<Vec<DocRow>, StorageError>;
+
+    /// Every conversation's document records, as `(conversation, record)`.
+    async fn all_records(&self) -> Result<Vec<(String, DocRow)>, StorageError>;
+
+    /// Writes a document record.
+    async fn put_record(&self, conv: &str, doc: &DocRow) -> Result<(), StorageError>;
+
+    /// Writes chunks with their vectors and the document's record in one transaction: all of
+    /// it is stored, or none.
+    async fn commit(&self, conv: &str, doc: &DocRow, chunks: &[ChunkRow])
+        -> Result<(), StorageError>;
+
+    /// Deletes one page's chunks and vectors and writes the record, in one transaction.
+    async fn clear_page(&self, conv: &str, doc: &DocRow, page: u32) -> Result<(), StorageError>;
+
+    /// Deletes one document: record, chunks, vectors and kept file.
+    async fn remove_document(&self, conv: &str, doc: &str) -> Result<(), StorageError>;
+
+    /// Keeps the file of a document (for retries without it).
+    async fn put_source(&self, conv: &str, doc: &str, bytes: &[u8]) -> Result<(), StorageError>;
+
+    /// The kept file of a document.
+    async fn source(&self, conv: &str, doc: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Forgets the kept file of a document.
+    async fn remove_source(&self, conv: &str, doc: &str) -> Result<(), StorageError>;
+
+    /// Deletes kept files whose document is gone; returns how many.
+    async fn prune_sources(&self) -> Result<usize, StorageError>;
+
+    /// One chunk's record.
+    async fn chunk(
+        &self,
+        conv: &str,
+        doc: &str,
+        page: u32,
+        position: u32,
+    ) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// A document's chunks in page and position order, without vectors.
+    async fn document_chunks(&self, conv: &str, doc: &str) -> Result<Vec<ChunkRow>, StorageError>;
+
+    /// Every chunk of the conversation with its vector, in key order, handed to `each` one at a
+    /// time (so a conversation with 100k chunks is never held twice).
+    async fn scan_chunks(
+        &self,
+        conv: &str,
+        each: &mut (dyn FnMut(ChunkRow) + Send),
+    ) -> Result<(), StorageError>;
+
+    /// Documents, chunks and vectors stored for the conversation.
+    async fn counts(&self, conv: &str) -> Result<(u64, u64, u64), StorageError>;
+}
+
+/// Listing, clearing and erasing conversations; readiness.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Every conversation with anything stored, with its size.
+    async fn sizes(&self) -> Result<Vec<ConvSize>, StorageError>;
+
+    /// The size of one conversation (all zeros when nothing is stored).
+    async fn size_of(&self, conv: &str) -> Result<ConvSize, StorageError>;
+
+    /// `/clear`: deletes the anchor, documents, chunks, vectors and kept files of `conv` in one
+    /// transaction. The de-duplication marks stay. Returns (documents, chunks) removed.
+    async fn clear(&self, conv: &str) -> Result<(u64, u64), StorageError>;
+
+    /// Forgets `conv`: everything [`Maintenance::clear`] removes and its de-duplication
+    /// marks, in one transaction, durably. Returns what was removed.
+    async fn erase(&self, conv: &str) -> Result<ConvSize, StorageError>;
+
+    /// Answers when the store can serve a read.
+    async fn ready(&self) -> Result<(), StorageError>;
+
+    /// What and where the store is, for logs and `doctor`, without any password.
+    fn describe(&self) -> String;
+}
+
+/// A store: the three seams over one backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    /// Anchors and de-duplication marks.
+    pub conversations: Arc<dyn Conversations>,
+    /// Documents, chunks, vectors and kept files.
+    pub documents: Arc<dyn DocumentRows>,
+    /// Listing, clearing, erasing, readiness.
+    pub maintenance: Arc<dyn Maintenance>,
+}
+
+impl Storage {
+    /// The three seams of one backend value.
+    pub fn of<B>(backend: Arc<B>) -> Self
+    where
+        B: Conversations + DocumentRows + Maintenance + 'static,
+    {
+        Self {
+            conversations: backend.clone(),
+            documents: backend.clone(),
+            maintenance: backend,
+        }
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("backend", &self.maintenance.describe())
+            .finish()
+    }
+}

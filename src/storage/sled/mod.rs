@@ -1,0 +1,1 @@
+//! The sled backend: the embedded default, in the data directory.
