@@ -95,7 +95,9 @@ impl App {
             Some(path) => (Tiktoken::from_file(path)?, true),
             None => (Tiktoken::cl100k(), false),
         };
-        let store = Store::open(&settings.data_dir)?;
+        let storage = settings.store_location().open().await?;
+        tracing::info!(store = %storage.maintenance.describe(), "store open");
+        let store = Store::new(storage);
         let policy = PoolPolicy {
             retries: settings.retries,
             backoff: Duration::from_millis(settings.retry_backoff_ms),
@@ -113,6 +115,10 @@ impl App {
             counter.clone(),
         )
         .map_err(|e| AppError::Documents(e.to_string()))?;
+        docs.store()
+            .recover()
+            .await
+            .map_err(|e| AppError::Documents(e.to_string()))?;
         if settings.documents.rerank == crate::settings::RerankChoice::Llm {
             let limit = Duration::from_millis(settings.documents.rerank_timeout_ms.max(1));
             docs.set_reranker(Arc::new(

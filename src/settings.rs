@@ -14,8 +14,12 @@ use crate::lang_filter::{is_cjk_language, Script};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Settings {
-    /// Where the sled store lives.
+    /// Where the sled store lives (and the embedding model's caches, whatever the store).
     pub data_dir: PathBuf,
+    /// A `postgres://` URL: the store is this PostgreSQL database instead of sled in
+    /// `data_dir` (env `ANCHORBOT_DATABASE_URL`). It may hold a password, which is never shown.
+    #[serde(serialize_with = "redact")]
+    pub database_url: Option<SecretString>,
     /// The language every answer is written in.
     pub language: String,
     /// The opening of the system prompt.
@@ -450,6 +454,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("anchorbot-data"),
+            database_url: None,
             language: "English".into(),
             base_prompt: "You are anchorbot, a helpful, precise AI teammate in a team chat. \
                           Answer clearly and concisely."
@@ -538,6 +543,11 @@ const PLATFORM_ENV: &[(&str, &str)] = &[
 ];
 
 impl Settings {
+    /// Where the store is: PostgreSQL at `database_url` when set, else sled in `data_dir`.
+    pub fn store_location(&self) -> crate::storage::Location {
+        crate::storage::Location::new(&self.data_dir, self.database_url.as_ref())
+    }
+
     /// Loads defaults, then `path` (or `./anchorbot.toml` if present), then the environment.
     pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
@@ -577,6 +587,7 @@ impl Settings {
         // An empty secret (`SLACK_BOT_TOKEN=` in a compose file or .env) is no secret: it
         // must not start an adapter or send an empty bearer token.
         for secret in [
+            &mut settings.database_url,
             &mut settings.slack.bot_token,
             &mut settings.slack.app_token,
             &mut settings.slack.signing_secret,
@@ -599,6 +610,16 @@ impl Settings {
     /// Rejects values that cannot work.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let bad = |m: String| Err(SettingsError::Invalid(m));
+        if let Some(url) = &self.database_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                let scheme = url.split("://").next().filter(|_| url.contains("://"));
+                return bad(format!(
+                    "database_url must be a postgres:// URL (scheme {:?}); unset it to keep the store in data_dir",
+                    scheme.unwrap_or("none")
+                ));
+            }
+        }
         if self.max_input_tokens < 256 {
             return bad(format!(
                 "max_input_tokens must be at least 256, not {}",

@@ -1,10 +1,10 @@
-//! The in-memory index of one conversation's chunks, built from sled when the conversation is
+//! The in-memory index of one conversation's chunks, built from the store when the conversation is
 //! first searched (and again after its documents change): the vectors for dense search, a
 //! BM25 index over the same chunks' words for lexical search, and where each row sits
 //! (document and page), so results can keep one hit per page and reach a hit's neighbours.
 //!
-//! Rows are in key order (`conversation\0document\0page position`), so a chunk's neighbours
-//! in its document are the rows beside it.
+//! Rows are in the store's chunk order (document, page, position), so a chunk's neighbours in
+//! its document are the rows beside it.
 
 use std::collections::HashMap;
 
@@ -19,14 +19,28 @@ pub struct Place {
     pub page: u32,
 }
 
+/// Where a row's chunk is stored: its document (an ordinal into [`ConvIndex::doc_ids`]), and
+/// the page and position it is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkAt {
+    /// The document, as an ordinal within this index.
+    pub doc: u32,
+    /// The stored page (0 in a document without pages).
+    pub page: u32,
+    /// The position.
+    pub position: u32,
+}
+
 /// The vectors of one conversation, loaded once and kept in memory, quantized to `i8`
 /// (unit vectors scaled by 127): a quarter of the memory traffic of `f32`. Past
 /// [`PREFILTER_ROWS`] rows, one bit per dimension (the sign after subtracting the mean vector)
 /// first narrows the scan: 48 bytes a row instead of 384, which is what bounds a scan of 100k
 /// vectors. The candidates are then scored against the unquantized query.
 pub struct ConvIndex {
-    /// Each row's chunk key in sled.
-    pub keys: Vec<sled::IVec>,
+    /// Where each row's chunk is stored.
+    pub keys: Vec<ChunkAt>,
+    /// The documents' ids, by ordinal.
+    pub doc_ids: Vec<String>,
     /// Each row's document and page.
     pub places: Vec<Place>,
     /// Words of each row (the heading and the text), for BM25.
@@ -346,7 +360,8 @@ impl ConvIndex {
     /// Memory held, approximately (the benchmark reports it).
     pub fn heap_bytes(&self) -> usize {
         self.matrix.len()
-            + self.keys.iter().map(|k| k.len() + 24).sum::<usize>()
+            + self.keys.len() * std::mem::size_of::<ChunkAt>()
+            + self.doc_ids.iter().map(|d| d.len() + 24).sum::<usize>()
             + self.places.len() * std::mem::size_of::<Place>()
             + self.lexical.heap_bytes()
             + self.codes.bits.len() * 8
@@ -356,25 +371,26 @@ impl ConvIndex {
 /// Collects rows, then builds the index.
 #[derive(Default)]
 pub struct IndexBuilder {
-    keys: Vec<sled::IVec>,
+    keys: Vec<ChunkAt>,
     places: Vec<Place>,
     dims: usize,
     matrix: Vec<i8>,
     lexical: LexicalIndex,
-    docs: HashMap<Vec<u8>, u32>,
+    docs: HashMap<String, u32>,
 }
 
 impl IndexBuilder {
-    /// Adds a row: its key, document id, page, vector and searchable text. A vector of
-    /// another dimension than the first is skipped (`false`).
+    /// Adds a row: where it is stored (document id, stored page and position), the page it
+    /// counts as for one hit per page, its vector and searchable text. A vector of another
+    /// dimension than the first is skipped (`false`).
     pub fn push(
         &mut self,
-        key: sled::IVec,
-        doc: &[u8],
+        stored: (&str, u32, u32),
         page: u32,
         vector: &[f32],
         text: String,
     ) -> bool {
+        let (doc, stored_page, position) = stored;
         if self.dims == 0 {
             self.dims = vector.len();
         }
@@ -382,8 +398,18 @@ impl IndexBuilder {
             return false;
         }
         let next = self.docs.len() as u32;
-        let doc = *self.docs.entry(doc.to_vec()).or_insert(next);
-        self.keys.push(key);
+        let doc = match self.docs.get(doc) {
+            Some(d) => *d,
+            None => {
+                self.docs.insert(doc.to_string(), next);
+                next
+            }
+        };
+        self.keys.push(ChunkAt {
+            doc,
+            page: stored_page,
+            position,
+        });
         self.places.push(Place { doc, page });
         self.matrix.extend(quantize(vector));
         // Indexed as it comes, so the texts of 100k chunks are never all in memory at once.
@@ -396,8 +422,13 @@ impl IndexBuilder {
         let mut lexical = self.lexical;
         lexical.finish_bulk();
         let codes = Codes::build(&self.matrix, self.dims);
+        let mut doc_ids = vec![String::new(); self.docs.len()];
+        for (id, ordinal) in self.docs {
+            doc_ids[ordinal as usize] = id;
+        }
         ConvIndex {
             keys: self.keys,
+            doc_ids,
             places: self.places,
             lexical,
             dims: self.dims,
@@ -438,7 +469,7 @@ mod tests {
             let c = &centres[i % centres.len()];
             let mut v: Vec<f32> = c.iter().map(|x| x + rnd() * 0.4).collect();
             crate::docs::embed::normalize(&mut v);
-            b.push(sled::IVec::from(&[0u8][..]), b"d", 1, &v, String::new());
+            b.push(("d", 1, i as u32), 1, &v, String::new());
             rows.push(v);
         }
         let idx = b.finish();

@@ -353,7 +353,7 @@ impl Documents {
         };
         Ok(Self {
             chunker: Chunker::new(counter, cfg.chunk_tokens, cfg.chunk_overlap),
-            store: DocStore::open(&anchors.db())?,
+            store: DocStore::new(anchors.storage().clone()),
             anchors,
             cfg,
             vision,
@@ -444,7 +444,7 @@ impl Documents {
         k: usize,
         mode: SearchMode,
     ) -> Result<Vec<Passage>, DocError> {
-        if k == 0 || self.store.list(conv)?.is_empty() {
+        if k == 0 || self.store.list(conv).await?.is_empty() {
             return Ok(Vec::new());
         }
         // The index is fetched (built, on the first search) and the lexical search run on the
@@ -487,11 +487,11 @@ impl Documents {
         let fusion = Fusion::of(&self.cfg);
         let Some(reranker) = rerank else {
             // Ranked and quoted in one task: a hop to the blocking pool less on every search.
-            let store = self.store.clone();
+            let (store, conv) = (self.store.clone(), conv.to_string());
             return tokio::task::spawn_blocking(move || {
                 let mut hits = rank(&idx, vector.as_deref(), &lexical, mode, pool, fusion);
                 hits.truncate(k);
-                search::passages(&store, &idx, &hits)
+                search::passages(&store, &conv, &idx, &hits)
             })
             .await
             .map_err(|e| DocError::Store(e.to_string()))?;
@@ -504,7 +504,7 @@ impl Documents {
         .map_err(|e| DocError::Store(e.to_string()))?;
         let mut candidates = Vec::with_capacity(hits.len());
         for &(_, row) in &hits {
-            if let Some(c) = self.store.chunk(&idx, row)? {
+            if let Some(c) = self.store.chunk(conv, &idx, row).await? {
                 candidates.push(rerank::Candidate {
                     label: c.citation(),
                     text: c.text,
@@ -520,8 +520,8 @@ impl Documents {
             }
         }
         hits.truncate(k);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || search::passages(&store, &idx, &hits))
+        let (store, conv) = (self.store.clone(), conv.to_string());
+        tokio::task::spawn_blocking(move || search::passages(&store, &conv, &idx, &hits))
             .await
             .map_err(|e| DocError::Store(e.to_string()))?
     }
@@ -656,7 +656,7 @@ impl Documents {
             lock = self.store.ingest_lock(conv, &sha[..16]) => lock,
             _ = ticket.stop.cancelled() => return Err(DocError::Cancelled),
         };
-        let existing = self.store.find_by_sha(conv, &sha)?;
+        let existing = self.store.find_by_sha(conv, &sha).await?;
         if let Some(d) = &existing {
             // Only a complete document is a duplicate: one with failed or unread pages resumes.
             if d.status == DocStatus::Ready {
@@ -755,7 +755,7 @@ impl Documents {
         let resumed_pages = rec.page_status.iter().filter(|p| p.is_stored()).count() as u32;
         let resumed_chunks = rec.chunks;
         let retried_pages = rec.failed_pages();
-        self.store.put(conv, &rec)?;
+        self.store.put(conv, &rec).await?;
         self.flush().await?;
         // A stop drops the work at its next await: every commit is one sled transaction and
         // `rec` is updated with it, so what `rec` says is what is stored.
@@ -767,9 +767,9 @@ impl Documents {
             Ok(()) => {
                 // Keep the file while pages failed, so `ingest --retry-failed` needs none.
                 if rec.status == DocStatus::Ready {
-                    self.store.remove_source(conv, &rec.id)?;
+                    self.store.remove_source(conv, &rec.id).await?;
                 } else {
-                    self.store.put_source(conv, &rec.id, bytes)?;
+                    self.store.put_source(conv, &rec.id, bytes).await?;
                 }
                 self.flush().await?;
                 let stored = rec.page_status.iter().filter(|p| p.is_stored()).count() as u32;
@@ -791,10 +791,10 @@ impl Documents {
                 // one with stored pages or chunks by what they say (sharing it again resumes).
                 if rec.page_status.iter().any(PageSource::is_stored) || rec.partial.is_some() {
                     rec.status = rec.settled_status();
-                    self.store.put(conv, &rec)?;
-                    self.store.put_source(conv, &rec.id, bytes)?;
+                    self.store.put(conv, &rec).await?;
+                    self.store.put_source(conv, &rec.id, bytes).await?;
                 } else {
-                    self.store.clear_doc(conv, &rec.id)?;
+                    self.store.clear_doc(conv, &rec.id).await?;
                 }
                 self.flush().await?;
                 Err(e)
@@ -804,10 +804,11 @@ impl Documents {
 
     /// The conversation's documents with failed pages or an interrupted ingestion, oldest
     /// first; [`DocStore::source`] has the file of those whose file was kept.
-    pub fn retry_candidates(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
+    pub async fn retry_candidates(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
         Ok(self
             .store
-            .list(conv)?
+            .list(conv)
+            .await?
             .into_iter()
             .filter(|d| d.status != DocStatus::Ready)
             .collect())
@@ -877,7 +878,7 @@ impl Documents {
             })
             .await?
         };
-        self.resume_partial(conv, rec, &mut read)?;
+        self.resume_partial(conv, rec, &mut read).await?;
         let to_embed: usize = read.iter().map(|w| w.chunks.len()).sum();
         let total = rec.chunks as usize + to_embed;
         if total > self.cfg.max_chunks {
@@ -940,7 +941,7 @@ impl Documents {
         }
         rec.status = rec.settled_status();
         rec.ingested_at_ms = now_ms();
-        self.store.commit(conv, rec, &[])?;
+        self.store.commit(conv, rec, &[]).await?;
         self.flush().await?;
         tracing::info!(
             conversation = conv,
@@ -957,7 +958,7 @@ impl Documents {
     /// Goes on with a page an earlier ingestion stored part of: its stored chunks are dropped
     /// from `read`, which then starts after them. If the page no longer chunks the way it did
     /// (the chunk settings changed), its stored chunks are deleted and it starts over.
-    fn resume_partial(
+    async fn resume_partial(
         &self,
         conv: &str,
         rec: &mut DocRecord,
@@ -971,7 +972,8 @@ impl Documents {
             let last = match stored.checked_sub(1) {
                 Some(i) if i < w.chunks.len() => self
                     .store
-                    .chunk_text(conv, &rec.id, partial.page, i as u32)?
+                    .chunk_text(conv, &rec.id, partial.page, i as u32)
+                    .await?
                     .filter(|t| *t == w.chunks[i].text),
                 _ => None,
             };
@@ -994,7 +996,7 @@ impl Documents {
         );
         rec.chunks = rec.chunks.saturating_sub(partial.chunks);
         rec.partial = None;
-        self.store.clear_page(conv, rec, partial.page)
+        self.store.clear_page(conv, rec, partial.page).await
     }
 
     async fn commit_batch(
@@ -1051,7 +1053,7 @@ impl Documents {
         rec.partial = partial;
         rec.chunks += rows.len() as u32;
         rec.ingested_at_ms = now_ms();
-        self.store.commit(conv, rec, &rows)?;
+        self.store.commit(conv, rec, &rows).await?;
         // On disk before the page is reported done: a crash loses no page it reported.
         self.flush().await
     }

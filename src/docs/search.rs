@@ -142,12 +142,13 @@ pub fn runs_on(text: &str) -> bool {
 /// file and page (a page range when a neighbour is on another page). Scores are the hits'.
 pub fn passages(
     store: &DocStore,
+    conv: &str,
     idx: &ConvIndex,
     hits: &[(f32, usize)],
 ) -> Result<Vec<Passage>, DocError> {
     let mut out = Vec::with_capacity(hits.len());
     for &(score, row) in hits {
-        let Some(hit) = store.chunk(idx, row)? else {
+        let Some(hit) = store.chunk_blocking(conv, idx, row)? else {
             continue;
         };
         let place = idx.places[row];
@@ -160,7 +161,7 @@ pub fn passages(
             if p.doc != place.doc || p.page.abs_diff(place.page) > 1 {
                 return Ok(None);
             }
-            Ok(store.chunk(idx, r)?.map(|c| (p, c.text)))
+            Ok(store.chunk_blocking(conv, idx, r)?.map(|c| (p, c.text)))
         };
         // Across a page break, only a sentence that runs on is worth the wider citation.
         let before =

@@ -1,16 +1,15 @@
-//! Document records, chunks and vectors in sled, scoped to the conversation by key prefix
-//! (`{conversation}\0{document}…`), plus the in-memory vector index used for retrieval.
+//! Document records, chunks and vectors per conversation, typed over the storage seam
+//! ([`crate::storage::DocumentRows`]), plus the in-memory vector index used for retrieval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::data_runs::Skipped;
 use super::index::{ConvIndex, IndexBuilder};
 use super::DocError;
+use crate::storage::{ChunkRow, ConvSize, DocRow, Storage, StorageError};
 
 pub use crate::store::DocStatus;
 
@@ -193,17 +192,13 @@ pub struct NewChunk {
 /// (about a printed page of text at the default chunk size).
 const UNPAGED_BLOCK: u32 = 8;
 
-/// Document storage for every conversation. Cheap to clone (the trees and caches are shared),
-/// so searches can run on the blocking pool.
+/// Document storage for every conversation, over the store's [`DocumentRows`], with the
+/// in-memory search index of each searched conversation. Cheap to clone (the store and the
+/// caches are shared), so searches can run on the blocking pool.
 #[derive(Clone)]
 pub struct DocStore {
-    docs: sled::Tree,
-    chunks: sled::Tree,
-    vectors: sled::Tree,
-    /// The files of documents with failed pages or an interrupted ingestion, under their
-    /// document key, so `ingest --retry-failed` can read them again without the file.
-    sources: sled::Tree,
-    /// Each searched conversation's index, built from sled on first use.
+    storage: Storage,
+    /// Each searched conversation's index, built from the store on first use.
     index: Arc<Mutex<HashMap<String, Arc<ConvIndex>>>>,
     /// Bumped whenever a conversation's documents change, so an index built from what was
     /// read before the change is not cached.
@@ -212,12 +207,12 @@ pub struct DocStore {
     ingesting: IngestLocks,
 }
 
-/// The ingestion locks by document key.
-type IngestLocks = Arc<Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>>;
+/// The ingestion locks by conversation and document.
+type IngestLocks = Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>;
 
 /// Held while one document is ingested; see [`DocStore::ingest_lock`].
 pub struct IngestLock {
-    key: Vec<u8>,
+    key: (String, String),
     lock: Option<Arc<tokio::sync::Mutex<()>>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     locks: IngestLocks,
@@ -234,97 +229,81 @@ impl Drop for IngestLock {
     }
 }
 
-/// The key prefix of everything stored for `conv` in the document trees (`conv\0`).
-pub fn conv_prefix(conv: &str) -> Vec<u8> {
-    let mut p = conv.as_bytes().to_vec();
-    p.push(0);
-    p
-}
-
-fn doc_key(conv: &str, doc: &str) -> Vec<u8> {
-    let mut k = conv_prefix(conv);
-    k.extend_from_slice(doc.as_bytes());
-    k
-}
-
-fn chunk_key(conv: &str, doc: &str, page: u32, position: u32) -> Vec<u8> {
-    let mut k = doc_key(conv, doc);
-    k.push(0);
-    k.extend_from_slice(&page.to_be_bytes());
-    k.extend_from_slice(&position.to_be_bytes());
-    k
-}
-
-fn storage(e: impl std::fmt::Display) -> DocError {
+fn storage(e: StorageError) -> DocError {
     DocError::Store(e.to_string())
 }
 
+fn row_of(rec: &DocRecord) -> DocRow {
+    DocRow {
+        doc: rec.id.clone(),
+        ingested_ms: rec.ingested_at_ms,
+        record: serde_json::to_vec(rec).expect("records serialize"),
+    }
+}
+
+/// Runs a store call from a thread of the blocking pool (an index build or a search).
+fn blocking<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Handle::current().block_on(f)
+}
+
 impl DocStore {
-    /// Opens the document trees and marks documents whose ingestion was interrupted.
-    pub fn open(db: &sled::Db) -> Result<Self, DocError> {
-        let s = Self {
-            docs: db.open_tree("docs").map_err(storage)?,
-            chunks: db.open_tree("chunks").map_err(storage)?,
-            vectors: db.open_tree("vectors").map_err(storage)?,
-            sources: db.open_tree("sources").map_err(storage)?,
+    /// Documents over `storage`. Call [`DocStore::recover`] once at start-up.
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            storage,
             index: Arc::default(),
             generation: Arc::default(),
             ingesting: Arc::default(),
-        };
-        // A clear removes documents by key prefix; a kept file whose document is gone goes too.
-        for key in s.sources.iter().keys() {
-            let key = key.map_err(storage)?;
-            if !s.docs.contains_key(&key).map_err(storage)? {
-                s.sources.remove(&key).map_err(storage)?;
-            }
         }
-        for item in s.docs.iter() {
-            let (k, v) = item.map_err(storage)?;
-            if let Ok(mut rec) = serde_json::from_slice::<DocRecord>(&v) {
+    }
+
+    /// After a start: forgets kept files whose document is gone (a clear removes documents,
+    /// and a crash may leave their files), and marks documents whose ingestion was
+    /// interrupted as incomplete.
+    pub async fn recover(&self) -> Result<(), DocError> {
+        let rows = &self.storage.documents;
+        rows.prune_sources().await.map_err(storage)?;
+        for (conv, row) in rows.all_records().await.map_err(storage)? {
+            if let Ok(mut rec) = serde_json::from_slice::<DocRecord>(&row.record) {
                 if rec.status == DocStatus::Ingesting {
                     tracing::warn!(document = %rec.name, "ingestion was interrupted; marked incomplete");
                     rec.status = DocStatus::Incomplete;
-                    s.docs
-                        .insert(k, serde_json::to_vec(&rec).expect("records serialize"))
-                        .map_err(storage)?;
+                    rows.put_record(&conv, &row_of(&rec)).await.map_err(storage)?;
                 }
             }
         }
-        Ok(s)
+        Ok(())
     }
 
     /// The conversation's documents, oldest first.
-    pub fn list(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
-        let mut v: Vec<DocRecord> = self
-            .docs
-            .scan_prefix(conv_prefix(conv))
-            .filter_map(|r| r.ok())
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+    pub async fn list(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
+        let rows = self.storage.documents.records(conv).await.map_err(storage)?;
+        let mut v: Vec<DocRecord> = rows
+            .iter()
+            .filter_map(|r| serde_json::from_slice(&r.record).ok())
             .collect();
         v.sort_by_key(|d: &DocRecord| d.ingested_at_ms);
         Ok(v)
     }
 
     /// The document with this content in the conversation, if any.
-    pub fn find_by_sha(&self, conv: &str, sha: &str) -> Result<Option<DocRecord>, DocError> {
-        Ok(self.list(conv)?.into_iter().find(|d| d.sha256 == sha))
+    pub async fn find_by_sha(&self, conv: &str, sha: &str) -> Result<Option<DocRecord>, DocError> {
+        Ok(self.list(conv).await?.into_iter().find(|d| d.sha256 == sha))
     }
 
     /// Writes a document record.
-    pub fn put(&self, conv: &str, rec: &DocRecord) -> Result<(), DocError> {
-        self.docs
-            .insert(
-                doc_key(conv, &rec.id),
-                serde_json::to_vec(rec).expect("records serialize"),
-            )
-            .map_err(storage)?;
-        Ok(())
+    pub async fn put(&self, conv: &str, rec: &DocRecord) -> Result<(), DocError> {
+        self.storage
+            .documents
+            .put_record(conv, &row_of(rec))
+            .await
+            .map_err(storage)
     }
 
     /// Waits until no other ingestion of document `doc` in `conv` runs, and holds that until
     /// the lock is dropped.
     pub async fn ingest_lock(&self, conv: &str, doc: &str) -> IngestLock {
-        let key = doc_key(conv, doc);
+        let key = (conv.to_string(), doc.to_string());
         let lock = self
             .ingesting
             .lock()
@@ -342,154 +321,101 @@ impl DocStore {
     }
 
     /// Keeps the file of document `doc`, so its failed pages can be retried without it.
-    pub fn put_source(&self, conv: &str, doc: &str, bytes: &[u8]) -> Result<(), DocError> {
-        self.sources
-            .insert(doc_key(conv, doc), bytes)
-            .map_err(storage)?;
-        Ok(())
+    pub async fn put_source(&self, conv: &str, doc: &str, bytes: &[u8]) -> Result<(), DocError> {
+        self.storage
+            .documents
+            .put_source(conv, doc, bytes)
+            .await
+            .map_err(storage)
     }
 
     /// The kept file of document `doc`, if any.
-    pub fn source(&self, conv: &str, doc: &str) -> Result<Option<Vec<u8>>, DocError> {
-        Ok(self
-            .sources
-            .get(doc_key(conv, doc))
-            .map_err(storage)?
-            .map(|v| v.to_vec()))
+    pub async fn source(&self, conv: &str, doc: &str) -> Result<Option<Vec<u8>>, DocError> {
+        self.storage.documents.source(conv, doc).await.map_err(storage)
     }
 
     /// Forgets the kept file of document `doc` (it is complete, or gone).
-    pub fn remove_source(&self, conv: &str, doc: &str) -> Result<(), DocError> {
-        self.sources.remove(doc_key(conv, doc)).map_err(storage)?;
-        Ok(())
+    pub async fn remove_source(&self, conv: &str, doc: &str) -> Result<(), DocError> {
+        self.storage
+            .documents
+            .remove_source(conv, doc)
+            .await
+            .map_err(storage)
     }
 
-    /// Stores chunks with their vectors and the updated record in one transaction, so a page
-    /// is either fully stored and marked done, or not at all.
-    pub fn commit(&self, conv: &str, rec: &DocRecord, chunks: &[NewChunk]) -> Result<(), DocError> {
-        let rec_bytes = serde_json::to_vec(rec).expect("records serialize");
-        let rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = chunks
-            .iter()
-            .map(|c| {
-                let vec: Vec<u8> = c.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (
-                    chunk_key(conv, &rec.id, c.page, c.record.position),
-                    serde_json::to_vec(&c.record).expect("records serialize"),
-                    vec,
-                )
-            })
-            .collect();
-        let dk = doc_key(conv, &rec.id);
-        (&self.docs, &self.chunks, &self.vectors)
-            .transaction(|(d, c, v)| {
-                for (k, chunk, vec) in &rows {
-                    c.insert(k.as_slice(), chunk.as_slice())?;
-                    v.insert(k.as_slice(), vec.as_slice())?;
-                }
-                d.insert(dk.as_slice(), rec_bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
-        self.invalidate(conv);
-        Ok(())
-    }
-
-    /// Deletes every document, chunk, vector and kept file of the conversation, and `other_key` from
-    /// `other` (the conversation's anchor), in one transaction: all of it goes, or none.
-    /// Returns the documents and chunks removed. The in-memory index is dropped after, so no
-    /// vector can come back from it.
-    pub fn clear_with(
+    /// Stores chunks with their vectors and the updated record in one transaction, so a batch
+    /// is either fully stored and counted in the record, or not at all.
+    pub async fn commit(
         &self,
         conv: &str,
-        other: &sled::Tree,
-        other_key: &[u8],
-    ) -> Result<(usize, usize), DocError> {
-        let prefix = conv_prefix(conv);
-        let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, DocError> {
-            tree.scan_prefix(&prefix)
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(storage)
-        };
-        // Events of one conversation are handled one at a time, so nothing adds to these
-        // prefixes between the scan and the transaction.
-        let (docs, chunks, vectors, sources) = (
-            keys(&self.docs)?,
-            keys(&self.chunks)?,
-            keys(&self.vectors)?,
-            keys(&self.sources)?,
-        );
-        (
-            &self.docs,
-            &self.chunks,
-            &self.vectors,
-            &self.sources,
-            other,
-        )
-            .transaction(|(d, c, v, f, o)| {
-                for k in &docs {
-                    d.remove(k)?;
-                }
-                for k in &chunks {
-                    c.remove(k)?;
-                }
-                for k in &vectors {
-                    v.remove(k)?;
-                }
-                for k in &sources {
-                    f.remove(k)?;
-                }
-                o.remove(other_key)?;
-                Ok::<_, ConflictableTransactionError<()>>(())
+        rec: &DocRecord,
+        chunks: &[NewChunk],
+    ) -> Result<(), DocError> {
+        let rows: Vec<ChunkRow> = chunks
+            .iter()
+            .map(|c| ChunkRow {
+                doc: rec.id.clone(),
+                page: c.page,
+                position: c.record.position,
+                record: serde_json::to_vec(&c.record).expect("records serialize"),
+                vector: c.vector.iter().flat_map(|x| x.to_le_bytes()).collect(),
             })
-            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+            .collect();
+        let result = self
+            .storage
+            .documents
+            .commit(conv, &row_of(rec), &rows)
+            .await
+            .map_err(storage);
         self.invalidate(conv);
-        Ok((docs.len(), chunks.len()))
+        result
     }
 
-    /// Deletes one document with its chunks and vectors.
-    pub fn clear_doc(&self, conv: &str, doc: &str) -> Result<(), DocError> {
-        let key = doc_key(conv, doc);
-        self.docs.remove(&key).map_err(storage)?;
-        self.sources.remove(&key).map_err(storage)?;
-        let mut prefix = key;
-        prefix.push(0);
-        self.remove_prefix(&self.chunks, &prefix)?;
-        self.remove_prefix(&self.vectors, &prefix)?;
+    /// `/clear`: deletes every document, chunk, vector and kept file of the conversation, and
+    /// its anchor, in one transaction: all of it goes, or none. Returns the documents and
+    /// chunks removed. The in-memory index is dropped after, so no vector can come back from
+    /// it.
+    pub async fn clear(&self, conv: &str) -> Result<(u64, u64), DocError> {
+        let result = self.storage.maintenance.clear(conv).await.map_err(storage);
         self.invalidate(conv);
-        Ok(())
+        result
+    }
+
+    /// Forgets the conversation: everything [`DocStore::clear`] removes and its
+    /// de-duplication marks. Returns what was removed.
+    pub async fn erase(&self, conv: &str) -> Result<ConvSize, StorageError> {
+        let result = self.storage.maintenance.erase(conv).await;
+        self.invalidate(conv);
+        result
+    }
+
+    /// Deletes one document with its chunks, vectors and kept file.
+    pub async fn clear_doc(&self, conv: &str, doc: &str) -> Result<(), DocError> {
+        let result = self
+            .storage
+            .documents
+            .remove_document(conv, doc)
+            .await
+            .map_err(storage);
+        self.invalidate(conv);
+        result
     }
 
     /// Deletes the stored chunks of one page of a document, and updates its record in the
     /// same transaction (an ingestion starting a half-stored page over).
-    pub fn clear_page(&self, conv: &str, rec: &DocRecord, page: u32) -> Result<(), DocError> {
-        let mut prefix = doc_key(conv, &rec.id);
-        prefix.push(0);
-        prefix.extend_from_slice(&page.to_be_bytes());
-        let keys: Vec<sled::IVec> = self
-            .chunks
-            .scan_prefix(&prefix)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(storage)?;
-        let rec_bytes = serde_json::to_vec(rec).expect("records serialize");
-        let dk = doc_key(conv, &rec.id);
-        (&self.docs, &self.chunks, &self.vectors)
-            .transaction(|(d, c, v)| {
-                for k in &keys {
-                    c.remove(k)?;
-                    v.remove(k)?;
-                }
-                d.insert(dk.as_slice(), rec_bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+    pub async fn clear_page(&self, conv: &str, rec: &DocRecord, page: u32) -> Result<(), DocError> {
+        let result = self
+            .storage
+            .documents
+            .clear_page(conv, &row_of(rec), page)
+            .await
+            .map_err(storage);
         self.invalidate(conv);
-        Ok(())
+        result
     }
 
     /// The stored text of chunk `position` of `page` of a document, if stored.
-    pub fn chunk_text(
+    pub async fn chunk_text(
         &self,
         conv: &str,
         doc: &str,
@@ -497,82 +423,58 @@ impl DocStore {
         position: u32,
     ) -> Result<Option<String>, DocError> {
         Ok(self
-            .chunks
-            .get(chunk_key(conv, doc, page, position))
+            .storage
+            .documents
+            .chunk(conv, doc, page, position)
+            .await
             .map_err(storage)?
             .and_then(|v| serde_json::from_slice::<ChunkRecord>(&v).ok())
             .map(|c| c.text))
     }
 
-    fn remove_prefix(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<usize, DocError> {
-        let keys: Vec<sled::IVec> = tree
-            .scan_prefix(prefix)
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect();
-        let mut batch = sled::Batch::default();
-        for k in &keys {
-            batch.remove(k.clone());
-        }
-        tree.apply_batch(batch).map_err(storage)?;
-        Ok(keys.len())
+    /// Documents, chunks and vectors stored for the conversation.
+    pub async fn counts(&self, conv: &str) -> Result<(u64, u64, u64), DocError> {
+        self.storage.documents.counts(conv).await.map_err(storage)
     }
 
     /// Chunks stored for the conversation.
-    pub fn chunk_count(&self, conv: &str) -> usize {
-        self.chunks.scan_prefix(conv_prefix(conv)).count()
-    }
-
-    /// Documents stored for the conversation (readable or not).
-    pub fn doc_count(&self, conv: &str) -> usize {
-        self.docs.scan_prefix(conv_prefix(conv)).count()
+    pub async fn chunk_count(&self, conv: &str) -> usize {
+        self.counts(conv).await.map_or(0, |c| c.1 as usize)
     }
 
     /// Each conversation with documents, with its latest ingestion time (Unix ms).
-    pub fn last_ingested(&self) -> Result<HashMap<String, u64>, DocError> {
+    pub async fn last_ingested(&self) -> Result<HashMap<String, u64>, DocError> {
         let mut out: HashMap<String, u64> = HashMap::new();
-        for item in self.docs.iter() {
-            let (k, v) = item.map_err(storage)?;
-            let conv = k.split(|b| *b == 0).next().unwrap_or(&k);
-            let at = serde_json::from_slice::<DocRecord>(&v).map_or(0, |r| r.ingested_at_ms);
-            let latest = out
-                .entry(String::from_utf8_lossy(conv).into_owned())
-                .or_default();
-            *latest = (*latest).max(at);
+        for (conv, row) in self.storage.documents.all_records().await.map_err(storage)? {
+            let latest = out.entry(conv).or_default();
+            *latest = (*latest).max(row.ingested_ms);
         }
         Ok(out)
     }
 
-    /// Vectors stored for the conversation.
-    pub fn vector_count(&self, conv: &str) -> usize {
-        self.vectors.scan_prefix(conv_prefix(conv)).count()
-    }
-
     /// A document's chunks in page and position order, each with the page of its key (a
     /// document without pages has one); an unreadable chunk is logged and left out.
-    pub fn document_chunks<'a>(
-        &'a self,
+    pub async fn document_chunks(
+        &self,
         conv: &str,
         doc: &str,
-    ) -> impl Iterator<Item = Result<(u32, ChunkRecord), DocError>> + 'a {
-        let mut prefix = doc_key(conv, doc);
-        prefix.push(0);
-        let at = prefix.len();
-        self.chunks.scan_prefix(prefix).filter_map(move |item| {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(storage(e))),
-            };
-            let Ok(chunk) = serde_json::from_slice::<ChunkRecord>(&v) else {
-                tracing::warn!("an unreadable chunk was left out");
-                return None;
-            };
-            let page = k
-                .get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u32::from_be_bytes);
-            Some(Ok((page, chunk)))
-        })
+    ) -> Result<Vec<(u32, ChunkRecord)>, DocError> {
+        let rows = self
+            .storage
+            .documents
+            .document_chunks(conv, doc)
+            .await
+            .map_err(storage)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match serde_json::from_slice::<ChunkRecord>(&r.record) {
+                Ok(c) => Some((r.page, c)),
+                Err(_) => {
+                    tracing::warn!("an unreadable chunk was left out");
+                    None
+                }
+            })
+            .collect())
     }
 
     fn invalidate(&self, conv: &str) {
@@ -582,31 +484,22 @@ impl DocStore {
     }
 
     /// The conversation's index: cached, or built from its stored chunks and vectors (about a
-    /// second for 100k chunks; call it off the async workers).
+    /// second for 100k chunks). Call it on the blocking pool: it waits for the store.
     pub fn index(&self, conv: &str) -> Result<Arc<ConvIndex>, DocError> {
         if let Some(i) = self.index.lock().expect("index lock").get(conv) {
             return Ok(i.clone());
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let prefix = conv_prefix(conv);
         let mut builder = IndexBuilder::default();
-        for item in self.vectors.scan_prefix(&prefix) {
-            let (k, v) = item.map_err(storage)?;
-            let Some(c) = self.chunks.get(&k).map_err(storage)? else {
-                continue;
+        let mut each = |row: ChunkRow| {
+            let Ok(c) = serde_json::from_slice::<ChunkRecord>(&row.record) else {
+                return;
             };
-            let Ok(c) = serde_json::from_slice::<ChunkRecord>(&c) else {
-                continue;
-            };
-            let row: Vec<f32> = v
+            let vector: Vec<f32> = row
+                .vector
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            // The key is `conversation\0document\0` and eight bytes of page and position.
-            let doc = k
-                .get(prefix.len()..k.len().saturating_sub(9))
-                .unwrap_or_default()
-                .to_vec();
             let text = match &c.heading {
                 Some(h) => format!("{h}\n{}", c.text),
                 None => c.text,
@@ -614,8 +507,9 @@ impl DocStore {
             // A document without pages is one long page: its blocks of chunks stand in for
             // pages, so it can still give several passages, just not adjacent ones.
             let page = c.page.unwrap_or(c.position / UNPAGED_BLOCK + 1);
-            builder.push(k, &doc, page, &row, text);
-        }
+            builder.push((&row.doc, row.page, row.position), page, &vector, text);
+        };
+        blocking(self.storage.documents.scan_chunks(conv, &mut each)).map_err(storage)?;
         let idx = Arc::new(builder.finish());
         let mut cache = self.index.lock().expect("index lock");
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
@@ -624,15 +518,34 @@ impl DocStore {
         Ok(idx)
     }
 
-    /// The stored chunk of `row`.
-    pub fn chunk(&self, idx: &ConvIndex, row: usize) -> Result<Option<ChunkRecord>, DocError> {
-        let Some(key) = idx.keys.get(row) else {
+    /// The stored chunk of `row` of the conversation's index.
+    pub async fn chunk(
+        &self,
+        conv: &str,
+        idx: &ConvIndex,
+        row: usize,
+    ) -> Result<Option<ChunkRecord>, DocError> {
+        let Some(at) = idx.keys.get(row) else {
             return Ok(None);
         };
-        match self.chunks.get(key).map_err(storage)? {
-            Some(v) => Ok(serde_json::from_slice(&v).ok()),
-            None => Ok(None),
-        }
+        let doc = idx.doc_ids.get(at.doc as usize).map_or("", String::as_str);
+        let found = self
+            .storage
+            .documents
+            .chunk(conv, doc, at.page, at.position)
+            .await
+            .map_err(storage)?;
+        Ok(found.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// [`DocStore::chunk`] from the blocking pool.
+    pub fn chunk_blocking(
+        &self,
+        conv: &str,
+        idx: &ConvIndex,
+        row: usize,
+    ) -> Result<Option<ChunkRecord>, DocError> {
+        blocking(self.chunk(conv, idx, row))
     }
 }
 

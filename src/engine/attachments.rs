@@ -92,7 +92,7 @@ enum ReadEnd {
 }
 
 impl Engine {
-    /// Ingests one file into the conversation and lists it in the anchor.
+    /// Ingests one file into the conversation.
     pub async fn ingest_file(
         &self,
         key: &ConversationKey,
@@ -104,34 +104,8 @@ impl Engine {
             .docs
             .as_ref()
             .ok_or(DocError::Unsupported { mime: "any".into() })?;
-        let report = docs.ingest(&key.to_string(), name, bytes, progress).await?;
-        self.list_document(key, &report).await?;
-        Ok(report)
-    }
-
-    /// Lists an ingested document in the conversation's anchor.
-    async fn list_document(
-        &self,
-        key: &ConversationKey,
-        report: &IngestReport,
-    ) -> Result<(), DocError> {
-        if report.duplicate {
-            return Ok(());
-        }
-        let doc = report.doc.clone();
-        self.store
-            .update(key, |anchor| {
-                anchor.documents.retain(|d| d.id != doc.id);
-                anchor.documents.push(crate::store::DocumentRef {
-                    id: doc.id.clone(),
-                    name: doc.name.clone(),
-                    pages: doc.pages,
-                    status: doc.status,
-                });
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| DocError::Store(e.to_string()))
+        // The document store is the one record of a document: the anchor does not list it.
+        docs.ingest(&key.to_string(), name, bytes, progress).await
     }
 
     /// Hands a message with files to its conversation's lane (starting the lane if it has
@@ -194,7 +168,7 @@ impl Engine {
             delivered &= reply.finish(&text, FinalState::Failed).await.is_ok();
         }
         if delivered {
-            self.mark_handled(&m.key, &m.event_id);
+            self.mark_handled(&m.key, &m.event_id).await;
         }
         Outcome::Refused(format!("{why}; files not taken"))
     }
@@ -302,7 +276,7 @@ impl Engine {
             }
         }
         let Some(why) = stopped else {
-            self.mark_handled(key, &m.event_id);
+            self.mark_handled(key, &m.event_id).await;
             return Outcome::Command;
         };
         if !m.text.trim().is_empty() {
@@ -313,7 +287,7 @@ impl Engine {
         }
         match why {
             Stopped::Cleared => {
-                self.mark_handled(key, &m.event_id);
+                self.mark_handled(key, &m.event_id).await;
                 Outcome::Command
             }
             // Left unhandled, like a cut turn: a redelivery after the restart reads the files
@@ -415,10 +389,7 @@ impl Engine {
         match result {
             None | Some(Err(DocError::Cancelled)) => ReadEnd::Stopped,
             Some(Err(e)) => refuse("document not ingested", &e),
-            Some(Ok(report)) => match self.list_document(key, &report).await {
-                Ok(()) => ReadEnd::Kept(report.summary()),
-                Err(e) => refuse("document not listed", &e),
-            },
+            Some(Ok(report)) => ReadEnd::Kept(report.summary()),
         }
     }
 }

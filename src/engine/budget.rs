@@ -142,12 +142,15 @@ impl Engine {
     }
 
     /// Whether the conversation has documents (for budgets).
-    pub(super) fn has_documents(&self, key: &anchorbot_platform::ConversationKey) -> bool {
-        self.docs.as_ref().is_some_and(|d| {
-            d.store()
+    pub(super) async fn has_documents(&self, key: &anchorbot_platform::ConversationKey) -> bool {
+        match &self.docs {
+            Some(d) => d
+                .store()
                 .list(&key.to_string())
-                .is_ok_and(|l| !l.is_empty())
-        })
+                .await
+                .is_ok_and(|l| !l.is_empty()),
+            None => false,
+        }
     }
 
     /// Tokens of the anchored system prompt built from `anchor`.

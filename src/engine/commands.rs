@@ -54,8 +54,8 @@ impl Engine {
     ) -> Result<String, CommandError> {
         Ok(match cmd {
             Command::Clear => self.clear(key).await?,
-            Command::Files => self.files_text(key)?,
-            Command::Status => self.status(key)?.render(),
+            Command::Files => self.files_text(key).await?,
+            Command::Status => self.status(key).await?.render(),
             Command::Help => help_text(),
             Command::TakesNoArguments(name) => {
                 format!("/{name} takes no arguments, so nothing was done. Send /{name} on its own.")
@@ -71,19 +71,14 @@ impl Engine {
         // No answer of this conversation runs while it is cleared (and none starts before).
         let _turn = self.turn_locks.lock(key).await;
         self.stop_reading(key).await;
-        let before = self.store.anchor(key)?;
+        let before = self.store.anchor(key).await?;
         let (docs, chunks) = match &self.docs {
-            Some(d) => {
-                let (anchors, anchor_key) = self.store.anchor_slot(key);
-                d.store()
-                    .clear_with(&key.to_string(), anchors, &anchor_key)?
-            }
+            Some(d) => d.store().clear(&key.to_string()).await?,
             None => {
                 self.store.reset(key).await?;
                 (0, 0)
             }
         };
-        self.store.flush().await?;
         tracing::info!(conversation = %key, docs, chunks, "conversation cleared");
         Ok(format!(
             "Cleared this conversation: {}, {}, {} and {} ({}) removed.",

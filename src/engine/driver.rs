@@ -77,7 +77,7 @@ impl Engine {
             );
             return self.refuse(&mut reply, key, event_id, msg).await;
         }
-        let anchor = match self.store.anchor(key) {
+        let anchor = match self.store.anchor(key).await {
             Ok(mut a) => {
                 // The answer being replaced would only tempt the model to repeat it.
                 a.turns.retain(|e| Some(e.at_ms) != replaces);
@@ -215,7 +215,7 @@ impl Engine {
                         if let Err(e) = reply.finish(&text, state).await {
                             tracing::warn!(conversation = %key, error = %e, "final reply not delivered");
                         }
-                        self.record_replies(key, at_ms, reply.messages());
+                        self.record_replies(key, at_ms, reply.messages()).await;
                         return Outcome::Answered { truncated };
                     }
                     Effect::Fail(failure) => {
@@ -307,7 +307,7 @@ impl Engine {
         };
         match reply.finish(&text, FinalState::Stopped).await {
             // A cut turn stays unhandled, so a platform that redelivers it gets an answer.
-            Ok(()) if !cut => self.mark_handled(key, event_id),
+            Ok(()) if !cut => self.mark_handled(key, event_id).await,
             Ok(()) => {}
             Err(e) => tracing::warn!(conversation = %key, error = %e, "stop note not delivered"),
         }
@@ -388,7 +388,7 @@ impl Engine {
         message: &str,
     ) {
         match reply.finish(message, FinalState::Failed).await {
-            Ok(()) => self.mark_handled(key, event_id),
+            Ok(()) => self.mark_handled(key, event_id).await,
             Err(e) => {
                 tracing::warn!(conversation = %key, error = %e, "failure message not delivered; a redelivery will be answered");
             }

@@ -10,7 +10,7 @@ use crate::store::{now_ms, Vote};
 impl Engine {
     /// Remembers which platform messages carry the answer committed at `at_ms`, so feedback on
     /// any of them finds its turn. Bookkeeping only: not worth a flush of its own.
-    pub(super) fn record_replies(
+    pub(super) async fn record_replies(
         &self,
         key: &ConversationKey,
         at_ms: u64,
@@ -24,7 +24,7 @@ impl Engine {
             if let Some(e) = a.turns.iter_mut().rev().find(|e| e.at_ms == at_ms) {
                 e.replies = ids.clone();
             }
-        });
+        }).await;
         if let Err(e) = saved {
             tracing::warn!(conversation = %key, error = %e, "reply ids not recorded; feedback on this answer will only be counted");
         }

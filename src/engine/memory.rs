@@ -102,7 +102,7 @@ impl Engine {
     /// Folds the oldest turns into the summary buffer when the recent turns outgrow their
     /// budget. Runs after the reply is delivered; a failure keeps the turns untouched.
     pub async fn maybe_summarize(&self, key: &ConversationKey) -> Result<bool, SummarizeError> {
-        let anchor = self.store.anchor(key)?;
+        let anchor = self.store.anchor(key).await?;
         if let Some(hold) = &anchor.summary_hold {
             if anchor.counters.turns_total < hold.retry_at_turn {
                 tracing::debug!(conversation = %key, retry_at_turn = hold.retry_at_turn, "summarization backing off");
@@ -118,7 +118,7 @@ impl Engine {
         // Against the input budget in effect, which a server's context length may shrink.
         let (input, output) = self.budgets().await;
         let budget =
-            self.recent_budget(input, self.system_tokens(&anchor), self.has_documents(key));
+            self.recent_budget(input, self.system_tokens(&anchor), self.has_documents(key).await);
         let mut remaining: usize = costs.iter().sum();
         if remaining <= budget {
             return Ok(false);

@@ -249,7 +249,7 @@ impl Engine {
     ) -> Accepted {
         let key = event.key().clone();
         let event_id = event.event_id().to_string();
-        match self.store.was_handled(&key, &event_id) {
+        match self.store.was_handled(&key, &event_id).await {
             Ok(true) => {
                 tracing::info!(conversation = %key, event = %event_id, "duplicate event dropped");
                 metrics::counter!(crate::ops::metrics::TURNS, "outcome" => "duplicate")
@@ -308,7 +308,7 @@ impl Engine {
         // A committed turn marked its event in the commit itself, and a failed or refused one
         // once its message was delivered (see `driver`).
         if matches!(outcome, Outcome::Ignored | Outcome::Command) {
-            self.mark_handled(&key, &event_id);
+            self.mark_handled(&key, &event_id).await;
         }
         metrics::counter!(crate::ops::metrics::TURNS, "outcome" => outcome.label()).increment(1);
         Accepted::Done(outcome)
@@ -332,8 +332,8 @@ impl Engine {
 
     /// Records an event as handled; a failure to record is logged (the event may then be
     /// answered again if it is redelivered, which beats losing it).
-    fn mark_handled(&self, key: &anchorbot_platform::ConversationKey, event_id: &str) {
-        if let Err(e) = self.store.mark_handled(key, event_id) {
+    async fn mark_handled(&self, key: &anchorbot_platform::ConversationKey, event_id: &str) {
+        if let Err(e) = self.store.mark_handled(key, event_id).await {
             tracing::warn!(conversation = %key, error = %e, "could not record the event as handled");
         }
     }

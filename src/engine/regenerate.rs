@@ -19,7 +19,7 @@ impl Engine {
         r: &RegenerateRequest,
         platform: Arc<dyn Platform>,
     ) -> Outcome {
-        let found = match self.store.anchor(&r.key) {
+        let found = match self.store.anchor(&r.key).await {
             Ok(a) => a
                 .turns
                 .iter()

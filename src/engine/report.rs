@@ -102,9 +102,9 @@ impl StatusReport {
 
 impl Engine {
     /// The `/files` listing: every document with its pages, status and OCR engine.
-    pub fn files_text(&self, key: &ConversationKey) -> Result<String, DocError> {
+    pub async fn files_text(&self, key: &ConversationKey) -> Result<String, DocError> {
         let docs = match &self.docs {
-            Some(d) => d.store().list(&key.to_string())?,
+            Some(d) => d.store().list(&key.to_string()).await?,
             None => Vec::new(),
         };
         if docs.is_empty() {
@@ -148,8 +148,8 @@ impl Engine {
     }
 
     /// The status of a conversation.
-    pub fn status(&self, key: &ConversationKey) -> Result<StatusReport, StoreError> {
-        let a = self.store.anchor(key)?;
+    pub async fn status(&self, key: &ConversationKey) -> Result<StatusReport, StoreError> {
+        let a = self.store.anchor(key).await?;
         let c = self.counter.as_ref();
         let system_prompt_tokens = self.system_tokens(&a);
         let input = self.settings.max_input_tokens;
@@ -157,6 +157,7 @@ impl Engine {
             Some(d) => d
                 .store()
                 .list(&key.to_string())
+                .await
                 .map(|l| l.len())
                 .unwrap_or(0),
             None => a.documents.len(),

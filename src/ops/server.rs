@@ -46,16 +46,25 @@ pub struct Readiness {
     pub stopping: Arc<AtomicBool>,
 }
 
+/// How long readiness waits for the store to answer.
+const STORE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Readiness {
     /// The checks that fail, each as `name: reason`; empty when ready.
-    pub fn failures(&self) -> Vec<String> {
+    pub async fn failures(&self) -> Vec<String> {
         let mut failed = Vec::new();
         if self.stopping.load(Ordering::SeqCst) {
             failed.push("shutdown: the bot is shutting down".to_string());
         }
-        // A read proves the store is open and answering.
-        if let Err(e) = self.store.db().get(b"readyz") {
-            failed.push(format!("store: {e}"));
+        // A read proves the store is open and answering; a database that hangs is not ready.
+        let ready = self.store.storage().maintenance.ready();
+        match tokio::time::timeout(STORE_READY_WAIT, ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(format!("store: {e}")),
+            Err(_) => failed.push(format!(
+                "store: no answer within {} s",
+                STORE_READY_WAIT.as_secs()
+            )),
         }
         let health = self.reasoning.health();
         if !health.iter().any(|(_, up)| *up) {
@@ -114,11 +123,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
-    // The store read is quick but still disk I/O: keep it off the async workers.
-    let state = ops.clone();
-    let failed = tokio::task::spawn_blocking(move || state.readiness.failures())
-        .await
-        .unwrap_or_else(|e| vec![format!("readiness check panicked: {e}")]);
+    let failed = ops.readiness.failures().await;
     let status = if failed.is_empty() {
         StatusCode::OK
     } else {

@@ -5,11 +5,11 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::backup::{self, BackupSummary};
 use super::export::{self, ExportFormat};
-use super::{erase, list, open, open_all, parse_key, store_exists, swap, RightsError};
+use super::{erase, list, open, parse_key, RightsError};
 use crate::commands::counted;
 use crate::settings::Settings;
+use crate::storage::BackupSummary;
 
 /// Prints to stdout; a closed pipe is not an error.
 fn out(text: &str) {
@@ -25,10 +25,10 @@ pub async fn export(
     output: Option<&Path>,
 ) -> Result<ExitCode, RightsError> {
     let key = parse_key(conversation)?;
-    let dir = &settings.data_dir;
-    let data = if store_exists(dir) {
-        let o = open_all(dir)?;
-        export::collect(&o.store, &o.docs, &key)?
+    let location = settings.store_location();
+    let data = if location.exists() {
+        let o = open(&location).await?;
+        export::collect(&o.store, &o.docs, &key).await?
     } else {
         export::Export::empty(&key)
     };
@@ -73,12 +73,12 @@ pub async fn forget(
     yes: bool,
 ) -> Result<ExitCode, RightsError> {
     let key = parse_key(conversation)?;
-    let dir = &settings.data_dir;
-    if !store_exists(dir) {
+    let location = settings.store_location();
+    if !location.exists() {
         out(&format!("Nothing stored for {key}."));
         return Ok(ExitCode::SUCCESS);
     }
-    let opened = open_all(dir)?;
+    let opened = open(&location).await?;
     if !yes
         && !confirm(&format!(
             "Erase everything stored of {key} (memory, feedback, documents)? This cannot be undone."
@@ -87,31 +87,41 @@ pub async fn forget(
         return Err(RightsError::NotConfirmed);
     }
     let erased = erase::erase(&opened.store, &opened.docs, &key).await?;
-    let db = opened.store.db();
-    let copied = swap::write_new(dir, |new| Ok(swap::copy_trees(&db, new)?))?;
-    // Every handle on the old store goes before the swap.
-    drop(db);
+    // Every handle on the store goes before a compaction rewrites it.
     drop(opened);
-    swap::swap_in(dir)?;
-    let store = open(dir)?;
-    let (left, _) = erase::tree_bytes(&store.db(), &key.to_string())?;
+    let copied = location.compact()?;
+    let opened = open(&location).await?;
+    let left = opened
+        .store
+        .storage()
+        .maintenance
+        .size_of(&key.to_string())
+        .await?
+        .records;
     if left != 0 {
-        return Err(RightsError::Sled(sled::Error::ReportableBug(format!(
-            "{left} records of {key} are still stored after forget"
-        ))));
+        return Err(RightsError::NotErased {
+            key: key.to_string(),
+            records: left,
+        });
     }
+    let after = match copied {
+        Some(kept) => format!("The store was compacted ({kept} records kept)"),
+        None => "Its rows were deleted from the database".to_string(),
+    };
     tracing::info!(
         records = erased.records,
-        kept = copied,
-        "conversation forgotten and store compacted"
+        kept = copied.unwrap_or(0),
+        "conversation forgotten"
     );
     if erased.is_empty() {
-        out(&format!(
-            "Nothing stored for {key}. The store was compacted ({copied} records kept)."
-        ));
+        out(&format!("Nothing stored for {key}. {after}."));
     } else {
+        let gone = match copied {
+            Some(_) => "The store was compacted: nothing of it remains on disk.",
+            None => "Its rows were deleted; PostgreSQL reclaims their space (see the README).",
+        };
         out(&format!(
-            "Forgot {key}: {}, {}, {}, {}, {}, {} ({}, {} bytes). The store was compacted: nothing of it remains on disk.",
+            "Forgot {key}: {}, {}, {}, {}, {}, {} ({}, {} bytes). {gone}",
             counted(erased.turns, "turn", "turns"),
             counted(erased.summaries, "summary", "summaries"),
             counted(erased.facts, "key fact", "key facts"),
@@ -136,13 +146,15 @@ fn describe(s: &BackupSummary) -> String {
 
 /// `anchorbot backup FILE`.
 pub async fn backup(settings: &Settings, file: &Path) -> Result<ExitCode, RightsError> {
-    let dir = &settings.data_dir;
-    if !store_exists(dir) {
-        return Err(RightsError::NoStore { path: dir.clone() });
+    let location = settings.store_location();
+    if !location.exists() {
+        return Err(RightsError::NoStore {
+            path: settings.data_dir.clone(),
+        });
     }
-    let store = open(dir)?;
-    let conversations = list::conversations(&store)?.len();
-    let summary = backup::write(&store.db(), file)?;
+    let opened = open(&location).await?;
+    let conversations = list::conversations(&opened.store).await?.len();
+    let summary = opened.store.storage().maintenance.backup(file).await?;
     out(&format!(
         "Backed up {} ({}) to {}.",
         counted(conversations as u64, "conversation", "conversations"),
@@ -160,44 +172,44 @@ pub async fn restore(
     file: &Path,
     force: bool,
 ) -> Result<ExitCode, RightsError> {
-    let dir = &settings.data_dir;
-    let checked = backup::verify(file)?;
+    let location = settings.store_location();
+    let checked = location.verify_backup(file)?;
     // Held until the swap, so no bot starts on the store being replaced.
-    let existing = if store_exists(dir) {
-        let store = open(dir)?;
-        let conversations = list::conversations(&store)?.len();
+    let existing = if location.exists() {
+        let opened = open(&location).await?;
+        let conversations = list::conversations(&opened.store).await?.len();
         if conversations > 0 && !force {
             return Err(RightsError::NotEmpty {
-                path: dir.clone(),
+                path: settings.data_dir.clone(),
                 conversations,
             });
         }
-        Some(store)
+        Some(opened)
     } else {
         None
     };
-    let restored = backup::restore_into_new(dir, file)?;
+    let restored = location.restore_beside(file)?;
     debug_assert_eq!(restored, checked);
     drop(existing);
-    swap::swap_in(dir)?;
-    let store = open(dir)?;
-    let conversations = list::conversations(&store)?.len();
+    location.swap_restored()?;
+    let opened = open(&location).await?;
+    let conversations = list::conversations(&opened.store).await?.len();
     out(&format!(
         "Restored {} ({}, backed up {}) from {} into {}.",
         counted(conversations as u64, "conversation", "conversations"),
         describe(&restored),
         export::utc(restored.created_ms),
         file.display(),
-        dir.display()
+        settings.data_dir.display()
     ));
     Ok(ExitCode::SUCCESS)
 }
 
 /// `anchorbot conversations [--json]`.
 pub async fn conversations(settings: &Settings, json: bool) -> Result<ExitCode, RightsError> {
-    let dir = &settings.data_dir;
-    let all = if store_exists(dir) {
-        list::conversations(&open(dir)?)?
+    let location = settings.store_location();
+    let all = if location.exists() {
+        list::conversations(&open(&location).await?.store).await?
     } else {
         Vec::new()
     };

@@ -103,13 +103,13 @@ impl Export {
 }
 
 /// Collects everything stored of `key`.
-pub fn collect(
+pub async fn collect(
     store: &Store,
     docs: &DocStore,
     key: &ConversationKey,
 ) -> Result<Export, RightsError> {
     let conv = key.to_string();
-    let anchor = store.anchor(key)?;
+    let anchor = store.anchor(key).await?;
     let feedback = anchor
         .turns
         .iter()
@@ -123,11 +123,11 @@ pub fn collect(
         })
         .collect();
     let mut documents = Vec::new();
-    for record in docs.list(&conv)? {
-        let text = document_text(docs, &conv, &record.id)?;
+    for record in docs.list(&conv).await? {
+        let text = document_text(docs, &conv, &record.id).await?;
         documents.push(DocumentExport { record, text });
     }
-    let (records, _) = super::erase::tree_bytes(&store.db(), &conv)?;
+    let records = store.storage().maintenance.size_of(&conv).await?.records;
     Ok(Export {
         kind: EXPORT_KIND,
         version: EXPORT_VERSION,
@@ -142,11 +142,14 @@ pub fn collect(
 
 /// A document's text from its chunks, in page and position order; overlapping chunk text is
 /// joined without repeating the overlap.
-fn document_text(docs: &DocStore, conv: &str, doc: &str) -> Result<Vec<PageText>, RightsError> {
+async fn document_text(
+    docs: &DocStore,
+    conv: &str,
+    doc: &str,
+) -> Result<Vec<PageText>, RightsError> {
     let mut pages: Vec<PageText> = Vec::new();
     let mut last_page: Option<u32> = None;
-    for item in docs.document_chunks(conv, doc) {
-        let (page, chunk) = item?;
+    for (page, chunk) in docs.document_chunks(conv, doc).await? {
         match pages.last_mut() {
             Some(p) if last_page == Some(page) => p.text = join_overlapping(&p.text, &chunk.text),
             _ => pages.push(PageText {

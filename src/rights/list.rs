@@ -1,8 +1,6 @@
 //! `anchorbot conversations`: every conversation in the store with its last activity and
 //! size, most recent first.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use super::RightsError;
@@ -16,9 +14,9 @@ pub struct ConversationInfo {
     pub key: String,
     /// The latest turn, summary, vote or document ingestion (Unix ms); 0 when unknown.
     pub last_activity_ms: u64,
-    /// Records across every tree.
+    /// Records of every kind.
     pub records: u64,
-    /// Bytes of keys and values across every tree (sled's own overhead not counted).
+    /// Bytes of keys and values (the backend's own overhead not counted).
     pub bytes: u64,
     /// Recent turns kept verbatim.
     pub turns: u64,
@@ -46,22 +44,15 @@ pub fn anchor_activity(a: &Anchor) -> u64 {
         .unwrap_or(0)
 }
 
-/// The conversation part of a record key: all of an anchor key, the part before the first
-/// `\0` elsewhere.
-fn conversation_of(key: &[u8]) -> &[u8] {
-    key.split(|b| *b == 0).next().unwrap_or(key)
-}
-
 /// Each conversation's last activity (Unix ms), from its anchor and its documents only: what
 /// retention needs, without reading every chunk and vector as [`conversations`] does.
-pub fn activity(store: &Store, docs: &DocStore) -> Result<Vec<(String, u64)>, RightsError> {
-    let mut latest = docs.last_ingested()?;
-    for key in store.conversations()? {
-        let at = key
-            .parse()
-            .ok()
-            .and_then(|k| store.anchor(&k).ok())
-            .map_or(0, |a| anchor_activity(&a));
+pub async fn activity(store: &Store, docs: &DocStore) -> Result<Vec<(String, u64)>, RightsError> {
+    let mut latest = docs.last_ingested().await?;
+    for key in store.conversations().await? {
+        let at = match key.parse() {
+            Ok(k) => store.anchor(&k).await.map_or(0, |a| anchor_activity(&a)),
+            Err(_) => 0,
+        };
         let e = latest.entry(key).or_default();
         *e = (*e).max(at);
     }
@@ -69,60 +60,24 @@ pub fn activity(store: &Store, docs: &DocStore) -> Result<Vec<(String, u64)>, Ri
 }
 
 /// Every conversation with something stored, most recently active first.
-pub fn conversations(store: &Store) -> Result<Vec<ConversationInfo>, RightsError> {
-    let db = store.db();
-    // Sizes per conversation in one pass over every tree.
-    let mut sizes: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
-    let mut docs: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    let mut chunks: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    let mut ingested: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for name in db.tree_names() {
-        // The metadata and the default tree hold no conversation.
-        if name.as_ref() == anchorbot_migrations::META_TREE.as_bytes()
-            || name.as_ref() == b"__sled__default"
-        {
-            continue;
-        }
-        let tree = db.open_tree(&name)?;
-        for item in tree.iter() {
-            let (k, v) = item?;
-            let conv = conversation_of(&k).to_vec();
-            let e = sizes.entry(conv.clone()).or_default();
-            e.0 += 1;
-            e.1 += (k.len() + v.len()) as u64;
-            match name.as_ref() {
-                b"docs" => {
-                    *docs.entry(conv.clone()).or_default() += 1;
-                    if let Ok(r) = serde_json::from_slice::<crate::docs::DocRecord>(&v) {
-                        let at = ingested.entry(conv).or_default();
-                        *at = (*at).max(r.ingested_at_ms);
-                    }
-                }
-                b"chunks" => *chunks.entry(conv).or_default() += 1,
-                _ => {}
-            }
-        }
-    }
+pub async fn conversations(store: &Store) -> Result<Vec<ConversationInfo>, RightsError> {
     let mut out = Vec::new();
-    for (conv, (records, bytes)) in sizes {
-        let key = String::from_utf8_lossy(&conv).into_owned();
-        let anchor = key
-            .parse()
-            .ok()
-            .and_then(|k| store.anchor(&k).ok())
-            .unwrap_or_default();
+    for size in store.storage().maintenance.sizes().await? {
+        let anchor = match size.conv.parse() {
+            Ok(k) => store.anchor(&k).await.unwrap_or_default(),
+            Err(_) => Anchor::default(),
+        };
         out.push(ConversationInfo {
-            last_activity_ms: anchor_activity(&anchor)
-                .max(ingested.get(&conv).copied().unwrap_or(0)),
-            records,
-            bytes,
+            last_activity_ms: anchor_activity(&anchor).max(size.last_ingested_ms),
+            records: size.records,
+            bytes: size.bytes,
             turns: anchor.turns.len() as u64,
             turns_total: anchor.counters.turns_total,
             summaries: anchor.summaries.len() as u64,
             facts: anchor.facts.len() as u64,
-            documents: docs.get(&conv).copied().unwrap_or(0),
-            chunks: chunks.get(&conv).copied().unwrap_or(0),
-            key,
+            documents: size.documents,
+            chunks: size.chunks,
+            key: size.conv,
         });
     }
     out.sort_by(|a, b| {

@@ -1,26 +1,26 @@
 //! The team's data rights over what anchorbot stores: export a conversation, forget it
-//! (erased from every tree, then from the disk by compaction), back the store up and restore
-//! it, list the conversations, and forget idle ones after `retention_days`.
+//! (erased from the store, then from the disk by compaction where the backend needs one),
+//! back the store up and restore it, list the conversations, and forget idle ones after
+//! `retention_days`.
 //!
-//! These commands open the store themselves, never through [`crate::App`]: forget and restore
-//! replace the store directory (see [`swap`]), which needs every handle on it closed. sled
+//! These commands open the store themselves, never through [`crate::App`]: on sled, forget
+//! and restore replace the store directory, which needs every handle on it closed, and sled
 //! lets one process at a time open a store, so they refuse with [`RightsError::InUse`] while
-//! the bot runs.
+//! the bot runs. On PostgreSQL they work beside running bots.
 
-pub mod backup;
 pub mod cli;
 pub mod erase;
 pub mod export;
 pub mod list;
 pub mod retention;
-pub mod swap;
 
 use std::path::{Path, PathBuf};
 
 use anchorbot_platform::ConversationKey;
 
 use crate::docs::store::DocStore;
-use crate::store::{Store, StoreError};
+use crate::storage::{Location, StorageError};
+use crate::store::Store;
 
 pub use erase::Erased;
 
@@ -46,14 +46,6 @@ pub enum RightsError {
         /// The data directory.
         path: PathBuf,
     },
-    /// The file given to `restore` is not a backup this anchorbot can read.
-    #[error("{path} is not a usable anchorbot backup: {reason}. Nothing was changed")]
-    BadBackup {
-        /// The backup file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// `restore` would overwrite conversations.
     #[error(
         "the store at {path} already holds {conversations} conversation(s); restoring would replace them. \
@@ -68,15 +60,20 @@ pub enum RightsError {
     /// `forget` was not confirmed.
     #[error("nothing was erased: confirm with --yes (or answer y at the prompt)")]
     NotConfirmed,
-    /// The store failed.
+    /// The store failed (a bad backup file is one of these).
     #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The document trees failed.
+    Store(StorageError),
+    /// The documents failed.
     #[error("document store: {0}")]
     Docs(#[from] crate::docs::DocError),
-    /// sled failed.
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    /// Records of the conversation were still stored after it was forgotten.
+    #[error("{records} records of {key} are still stored after forget")]
+    NotErased {
+        /// The conversation.
+        key: String,
+        /// Records left.
+        records: u64,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -113,37 +110,30 @@ pub fn parse_key(text: &str) -> Result<ConversationKey, RightsError> {
     })
 }
 
-/// Whether a store was ever written in `dir`.
-pub fn store_exists(dir: &Path) -> bool {
-    dir.join("conf").exists() || swap::new_dir(dir).join(swap::COMPLETE).exists()
+impl From<StorageError> for RightsError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Locked { path } => RightsError::InUse { path },
+            e => RightsError::Store(e),
+        }
+    }
 }
 
-/// Opens the store in `dir` (migrating it), with a lock conflict told as [`RightsError::InUse`].
-pub fn open(dir: &Path) -> Result<Store, RightsError> {
-    Store::open(dir).map_err(|e| match e {
-        StoreError::Locked { path } => RightsError::InUse { path },
-        e => RightsError::Store(e),
-    })
-}
-
-/// The store and its document trees.
+/// The store and its documents.
 pub struct Opened {
-    /// The conversation store.
+    /// The conversations.
     pub store: Store,
-    /// The document trees in it.
+    /// The documents.
     pub docs: DocStore,
 }
 
-/// Opens the store and its document trees.
-pub fn open_all(dir: &Path) -> Result<Opened, RightsError> {
-    let store = open(dir)?;
-    let docs = DocStore::open(&store.db())?;
-    Ok(Opened { store, docs })
-}
-
-/// Whether `key` holds `conv`'s records: its anchor (exactly `conv`) or a record under the
-/// `conv\0` prefix every other tree uses.
-pub fn belongs(key: &[u8], conv: &str) -> bool {
-    let c = conv.as_bytes();
-    key == c || (key.len() > c.len() && key.starts_with(c) && key[c.len()] == 0)
+/// Opens the store at `location` (migrating it), with a lock conflict told as
+/// [`RightsError::InUse`].
+pub async fn open(location: &Location) -> Result<Opened, RightsError> {
+    let storage = location.open().await?;
+    let docs = DocStore::new(storage.clone());
+    Ok(Opened {
+        store: Store::new(storage),
+        docs,
+    })
 }

@@ -2,9 +2,10 @@
 //! the same code as `anchorbot forget`, when `run` or `chat` starts and then hourly. Only the
 //! number forgotten is logged, never a key or any content.
 //!
-//! The running bot cannot compact its own open store, so a sweep erases the records from
-//! every tree and marks the store: the next open compacts it (the bot's next start, or any
-//! `anchorbot` command once the bot has stopped), and then the bytes are gone from disk.
+//! The running bot cannot compact its own open sled store, so a sweep erases the records and
+//! marks the store: the next open compacts it (the bot's next start, or any `anchorbot`
+//! command once the bot has stopped), and then the bytes are gone from disk. PostgreSQL
+//! reclaims the space of deleted rows itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +27,7 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 pub async fn sweep(store: &Store, docs: &DocStore, days: u32) -> Result<usize, RightsError> {
     let cutoff = now_ms().saturating_sub(u64::from(days) * DAY_MS);
     let mut forgotten = 0;
-    let (s, d) = (store.clone(), docs.clone());
-    let all = tokio::task::spawn_blocking(move || list::activity(&s, &d))
-        .await
-        .map_err(|e| {
-            RightsError::Sled(sled::Error::ReportableBug(format!("listing task: {e}")))
-        })??;
+    let all = list::activity(store, docs).await?;
     for (conv, last_activity_ms) in all {
         if last_activity_ms == 0 || last_activity_ms >= cutoff {
             continue;
@@ -43,9 +39,9 @@ pub async fn sweep(store: &Store, docs: &DocStore, days: u32) -> Result<usize, R
         erase::erase(store, docs, &key).await?;
         forgotten += 1;
     }
-    // `erase` flushed each one.
+    // `erase` made each one durable; the space is reclaimed later (sled: at its next open).
     if forgotten > 0 {
-        super::swap::mark_compaction(store.dir()).map_err(|e| RightsError::io(store.dir(), e))?;
+        store.storage().maintenance.reclaim_later().await?;
     }
     Ok(forgotten)
 }

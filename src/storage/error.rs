@@ -64,12 +64,36 @@ pub enum StorageError {
         /// What to use instead.
         hint: &'static str,
     },
+    /// A file beside the store (a backup, a compaction marker) could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A backup file cannot be restored.
+    #[error("{path} is not a usable anchorbot backup: {reason}. Nothing was changed")]
+    BadBackup {
+        /// The backup file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Any other failure of the backend.
     #[error("storage error: {0}")]
     Backend(String),
 }
 
 impl StorageError {
+    /// An I/O failure on `path`.
+    pub fn file(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// A failure of the backend, from its own error.
     pub fn backend(e: impl std::fmt::Display) -> Self {
         Self::Backend(e.to_string())

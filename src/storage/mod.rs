@@ -18,14 +18,25 @@
 
 pub mod error;
 pub mod location;
+pub mod postgres;
 pub mod sled;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use error::StorageError;
+pub use self::sled::backup::BackupSummary;
 pub use location::Location;
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// One stored chunk: its place in its document, its record (JSON) and its vector (unit
 /// length, little-endian `f32`s; empty when only the record was asked for).
@@ -194,6 +205,14 @@ pub trait Maintenance: Send + Sync {
     /// Forgets `conv`: everything [`Maintenance::clear`] removes and its de-duplication
     /// marks, in one transaction, durably. Returns what was removed.
     async fn erase(&self, conv: &str) -> Result<ConvSize, StorageError>;
+
+    /// Called after conversations were erased from the running store: sled marks itself for
+    /// compaction at its next open (it cannot rewrite its own open files); a database reclaims
+    /// the space itself.
+    async fn reclaim_later(&self) -> Result<(), StorageError>;
+
+    /// Writes a backup of the whole store to `file`, where the backend has its own format.
+    async fn backup(&self, file: &Path) -> Result<BackupSummary, StorageError>;
 
     /// Answers when the store can serve a read.
     async fn ready(&self) -> Result<(), StorageError>;

@@ -22,6 +22,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::storage::StorageError;
+
 /// Marks a new store as completely written and flushed; only then may it replace the old one.
 pub const COMPLETE: &str = "ANCHORBOT-SWAP-COMPLETE";
 
@@ -64,13 +66,13 @@ pub fn compaction_pending(dir: &Path) -> bool {
 
 /// Compacts the store in `dir`, whose only handle is `db`, and clears its mark. A crash
 /// before the mark is cleared only means compacting once more at the next open.
-pub fn compact(dir: &Path, db: sled::Db) -> Result<u64, super::RightsError> {
+pub fn compact(dir: &Path, db: sled::Db) -> Result<u64, StorageError> {
     let copied = write_new(dir, |new| Ok(copy_trees(&db, new)?))?;
     drop(db);
     swap_in(dir)?;
     let mark = pending_mark(dir);
-    fs::remove_file(&mark).map_err(|e| super::RightsError::io(&mark, e))?;
-    sync_dir(&parent(dir)).map_err(|e| super::RightsError::io(dir, e))?;
+    fs::remove_file(&mark).map_err(|e| StorageError::file(&mark, e))?;
+    sync_dir(&parent(dir)).map_err(|e| StorageError::file(dir, e))?;
     Ok(copied)
 }
 
@@ -172,28 +174,28 @@ pub fn copy_trees(from: &sled::Db, to: &sled::Db) -> sled::Result<u64> {
 /// Any earlier unfinished copy is discarded first.
 pub fn write_new<T>(
     dir: &Path,
-    fill: impl FnOnce(&sled::Db) -> Result<T, super::RightsError>,
-) -> Result<T, super::RightsError> {
+    fill: impl FnOnce(&sled::Db) -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
     let new = new_dir(dir);
-    remove_all(&new).map_err(|e| super::RightsError::io(&new, e))?;
-    let db = crate::store::sled_config(&new).open()?;
+    remove_all(&new).map_err(|e| StorageError::file(&new, e))?;
+    let db = super::sled_config(&new).open()?;
     let out = fill(&db)?;
     db.flush()?;
     drop(db);
     let marker = new.join(COMPLETE);
     fs::File::create(&marker)
         .and_then(|f| f.sync_all())
-        .map_err(|e| super::RightsError::io(&marker, e))?;
-    sync_dir(&new).map_err(|e| super::RightsError::io(&new, e))?;
-    sync_dir(&parent(dir)).map_err(|e| super::RightsError::io(dir, e))?;
+        .map_err(|e| StorageError::file(&marker, e))?;
+    sync_dir(&new).map_err(|e| StorageError::file(&new, e))?;
+    sync_dir(&parent(dir)).map_err(|e| StorageError::file(dir, e))?;
     Ok(out)
 }
 
 /// Puts the complete new store in place of `dir` (see the module doc). Every handle on the
 /// store in `dir` must be dropped first.
-pub fn swap_in(dir: &Path) -> Result<(), super::RightsError> {
+pub fn swap_in(dir: &Path) -> Result<(), StorageError> {
     let (new, old) = (new_dir(dir), old_dir(dir));
-    let io = |p: &Path, e| super::RightsError::io(p, e);
+    let io = |p: &Path, e| StorageError::file(p, e);
     remove_all(&old).map_err(|e| io(&old, e))?;
     if dir.exists() {
         fs::rename(dir, &old).map_err(|e| io(dir, e))?;
@@ -211,13 +213,13 @@ mod tests {
     use super::*;
 
     fn store_with(dir: &Path, key: &[u8], value: &[u8]) {
-        let db = crate::store::sled_config(dir).open().unwrap();
+        let db = crate::storage::sled::sled_config(dir).open().unwrap();
         db.open_tree("t").unwrap().insert(key, value).unwrap();
         db.flush().unwrap();
     }
 
     fn value(dir: &Path, key: &[u8]) -> Option<Vec<u8>> {
-        let db = crate::store::sled_config(dir).open().unwrap();
+        let db = crate::storage::sled::sled_config(dir).open().unwrap();
         let v = db.open_tree("t").unwrap().get(key).unwrap();
         v.map(|v| v.to_vec())
     }

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{swap, RightsError};
+use super::swap;
+use crate::storage::StorageError;
 
 /// The file's first bytes.
 pub const MAGIC: &[u8] = b"ANCHORBOT-BACKUP\n";
@@ -67,12 +68,12 @@ impl<W: Write> HashWriter<W> {
 }
 
 /// Writes a backup of `db` to `file`.
-pub fn write(db: &sled::Db, file: &Path) -> Result<BackupSummary, RightsError> {
+pub fn write(db: &sled::Db, file: &Path) -> Result<BackupSummary, StorageError> {
     let partial = partial_path(file);
     let result = write_to(db, &partial);
     match result {
         Ok(summary) => {
-            std::fs::rename(&partial, file).map_err(|e| RightsError::io(file, e))?;
+            std::fs::rename(&partial, file).map_err(|e| StorageError::file(file, e))?;
             Ok(summary)
         }
         Err(e) => {
@@ -88,8 +89,8 @@ fn partial_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn write_to(db: &sled::Db, path: &Path) -> Result<BackupSummary, RightsError> {
-    let io = |e| RightsError::io(path, e);
+fn write_to(db: &sled::Db, path: &Path) -> Result<BackupSummary, StorageError> {
+    let io = |e| StorageError::file(path, e);
     let f = File::create(path).map_err(io)?;
     let mut w = HashWriter {
         inner: BufWriter::new(f),
@@ -97,8 +98,8 @@ fn write_to(db: &sled::Db, path: &Path) -> Result<BackupSummary, RightsError> {
     };
     let mut summary = BackupSummary {
         schema_version: anchorbot_migrations::stored_version(db)
-            .map_err(crate::store::StoreError::from)?,
-        created_ms: crate::store::now_ms(),
+            .map_err(StorageError::from)?,
+        created_ms: crate::storage::now_ms(),
         ..Default::default()
     };
     w.put(MAGIC).map_err(io)?;
@@ -172,14 +173,14 @@ impl Reader {
 /// writing anything.
 fn read(
     file: &Path,
-    mut sink: impl FnMut(&[u8], Vec<u8>, Vec<u8>) -> Result<(), RightsError>,
-) -> Result<BackupSummary, RightsError> {
-    let bad = |reason: String| RightsError::BadBackup {
+    mut sink: impl FnMut(&[u8], Vec<u8>, Vec<u8>) -> Result<(), StorageError>,
+) -> Result<BackupSummary, StorageError> {
+    let bad = |reason: String| StorageError::BadBackup {
         path: file.to_path_buf(),
         reason,
     };
-    let f = File::open(file).map_err(|e| RightsError::io(file, e))?;
-    let len = f.metadata().map_err(|e| RightsError::io(file, e))?.len();
+    let f = File::open(file).map_err(|e| StorageError::file(file, e))?;
+    let len = f.metadata().map_err(|e| StorageError::file(file, e))?.len();
     let mut r = Reader {
         inner: BufReader::new(f),
         hash: Sha256::new(),
@@ -254,15 +255,15 @@ fn read(
 }
 
 /// Checks the backup at `file` whole, without writing anything.
-pub fn verify(file: &Path) -> Result<BackupSummary, RightsError> {
+pub fn verify(file: &Path) -> Result<BackupSummary, StorageError> {
     read(file, |_, _, _| Ok(()))
 }
 
 /// Builds a new store beside `dir` from the (verified) backup at `file` and migrates it; the
 /// caller swaps it in.
-pub fn restore_into_new(dir: &Path, file: &Path) -> Result<BackupSummary, RightsError> {
+pub fn restore_into_new(dir: &Path, file: &Path) -> Result<BackupSummary, StorageError> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| RightsError::io(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| StorageError::file(parent, e))?;
     }
     swap::write_new(dir, |db| {
         let mut current: Option<(Vec<u8>, sled::Tree)> = None;
@@ -290,7 +291,7 @@ pub fn restore_into_new(dir: &Path, file: &Path) -> Result<BackupSummary, Rights
             t.apply_batch(batch)?;
         }
         // A backup of an older schema is brought up to date before it goes into place.
-        anchorbot_migrations::migrate(db).map_err(crate::store::StoreError::from)?;
+        anchorbot_migrations::migrate(db).map_err(StorageError::from)?;
         Ok(summary)
     })
 }
