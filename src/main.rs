@@ -152,6 +152,28 @@ enum Cmd {
     },
     /// Production entry point: run the configured platform adapters until stopped.
     Run,
+    /// Manage the store itself.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
+}
+
+/// `anchorbot store …`.
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Copy the sled store of data_dir (anchors, documents, chunks, vectors, kept files) into
+    /// a PostgreSQL database (stop the bot first).
+    Copy {
+        /// The database: a postgres:// URL (pass "$ANCHORBOT_DATABASE_URL" to keep the
+        /// password out of your shell history).
+        #[arg(long)]
+        to: String,
+        /// Copy into a database that already holds conversations, overwriting what both hold.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -224,6 +246,17 @@ async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitC
         Cmd::Backup { file } => return Ok(rights::backup(&settings, file).await?),
         Cmd::Restore { file, force } => return Ok(rights::restore(&settings, file, *force).await?),
         Cmd::Conversations { json } => return Ok(rights::conversations(&settings, *json).await?),
+        Cmd::Store {
+            action: StoreCmd::Copy { to, force },
+        } => {
+            redactor.set_secrets(
+                ops::logging::secrets_of(&settings)
+                    .into_iter()
+                    .chain([to.clone()])
+                    .collect::<Vec<_>>(),
+            );
+            return Ok(rights::store_copy(&settings, to, *force).await?);
+        }
         _ => {}
     }
     let user = settings.console_user.clone();
@@ -253,7 +286,7 @@ async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitC
             question,
         } => ask(app, &conversation, &user, &question, show_reasoning).await,
         Cmd::Status { conversation, json } => {
-            let report = app.engine().status(&key(&conversation)?)?;
+            let report = app.engine().status(&key(&conversation)?).await?;
             if json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -286,7 +319,8 @@ async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitC
         | Cmd::Forget { .. }
         | Cmd::Backup { .. }
         | Cmd::Restore { .. }
-        | Cmd::Conversations { .. } => unreachable!("handled above"),
+        | Cmd::Conversations { .. }
+        | Cmd::Store { .. } => unreachable!("handled above"),
     }
 }
 
@@ -413,7 +447,8 @@ async fn ingest(
         let conv = key.to_string();
         // Documents just shared above were resumed already.
         let todo: Vec<_> = docs
-            .retry_candidates(&conv)?
+            .retry_candidates(&conv)
+            .await?
             .into_iter()
             .filter(|d| !done.contains(&d.id))
             .collect();
@@ -421,7 +456,7 @@ async fn ingest(
             out!("Nothing to retry: no document in {conversation:?} has failed or unread pages.");
         }
         for doc in todo {
-            let Some(bytes) = docs.store().source(&conv, &doc.id)? else {
+            let Some(bytes) = docs.store().source(&conv, &doc.id).await? else {
                 eprintln!(
                     "error: {}: its file was not kept; share it again to resume it",
                     doc.name

@@ -150,7 +150,6 @@ impl DocStatus {
     }
 }
 
-
 /// The conversations' memory over a store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -260,7 +259,11 @@ impl Store {
     }
 
     /// Records `event_id` of `key` as handled (durable with the next flush).
-    pub async fn mark_handled(&self, key: &ConversationKey, event_id: &str) -> Result<(), StoreError> {
+    pub async fn mark_handled(
+        &self,
+        key: &ConversationKey,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
         self.storage
             .conversations
             .mark_handled(&key.to_string(), event_id)

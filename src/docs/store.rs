@@ -268,7 +268,9 @@ impl DocStore {
                 if rec.status == DocStatus::Ingesting {
                     tracing::warn!(document = %rec.name, "ingestion was interrupted; marked incomplete");
                     rec.status = DocStatus::Incomplete;
-                    rows.put_record(&conv, &row_of(&rec)).await.map_err(storage)?;
+                    rows.put_record(&conv, &row_of(&rec))
+                        .await
+                        .map_err(storage)?;
                 }
             }
         }
@@ -277,7 +279,12 @@ impl DocStore {
 
     /// The conversation's documents, oldest first.
     pub async fn list(&self, conv: &str) -> Result<Vec<DocRecord>, DocError> {
-        let rows = self.storage.documents.records(conv).await.map_err(storage)?;
+        let rows = self
+            .storage
+            .documents
+            .records(conv)
+            .await
+            .map_err(storage)?;
         let mut v: Vec<DocRecord> = rows
             .iter()
             .filter_map(|r| serde_json::from_slice(&r.record).ok())
@@ -331,7 +338,11 @@ impl DocStore {
 
     /// The kept file of document `doc`, if any.
     pub async fn source(&self, conv: &str, doc: &str) -> Result<Option<Vec<u8>>, DocError> {
-        self.storage.documents.source(conv, doc).await.map_err(storage)
+        self.storage
+            .documents
+            .source(conv, doc)
+            .await
+            .map_err(storage)
     }
 
     /// Forgets the kept file of document `doc` (it is complete, or gone).
@@ -445,7 +456,13 @@ impl DocStore {
     /// Each conversation with documents, with its latest ingestion time (Unix ms).
     pub async fn last_ingested(&self) -> Result<HashMap<String, u64>, DocError> {
         let mut out: HashMap<String, u64> = HashMap::new();
-        for (conv, row) in self.storage.documents.all_records().await.map_err(storage)? {
+        for (conv, row) in self
+            .storage
+            .documents
+            .all_records()
+            .await
+            .map_err(storage)?
+        {
             let latest = out.entry(conv).or_default();
             *latest = (*latest).max(row.ingested_ms);
         }

@@ -20,11 +20,14 @@ impl Engine {
             return;
         }
         let ids: Vec<String> = messages.into_iter().map(|m| m.id).collect();
-        let saved = self.store.update_lazy(key, |a| {
-            if let Some(e) = a.turns.iter_mut().rev().find(|e| e.at_ms == at_ms) {
-                e.replies = ids.clone();
-            }
-        }).await;
+        let saved = self
+            .store
+            .update_lazy(key, |a| {
+                if let Some(e) = a.turns.iter_mut().rev().find(|e| e.at_ms == at_ms) {
+                    e.replies = ids.clone();
+                }
+            })
+            .await;
         if let Err(e) = saved {
             tracing::warn!(conversation = %key, error = %e, "reply ids not recorded; feedback on this answer will only be counted");
         }

@@ -117,8 +117,11 @@ impl Engine {
             .collect();
         // Against the input budget in effect, which a server's context length may shrink.
         let (input, output) = self.budgets().await;
-        let budget =
-            self.recent_budget(input, self.system_tokens(&anchor), self.has_documents(key).await);
+        let budget = self.recent_budget(
+            input,
+            self.system_tokens(&anchor),
+            self.has_documents(key).await,
+        );
         let mut remaining: usize = costs.iter().sum();
         if remaining <= budget {
             return Ok(false);

@@ -9,7 +9,7 @@ use super::export::{self, ExportFormat};
 use super::{erase, list, open, parse_key, RightsError};
 use crate::commands::counted;
 use crate::settings::Settings;
-use crate::storage::BackupSummary;
+use crate::storage::{BackupSummary, Location};
 
 /// Prints to stdout; a closed pipe is not an error.
 fn out(text: &str) {
@@ -234,5 +234,52 @@ pub async fn conversations(settings: &Settings, json: bool) -> Result<ExitCode, 
             ));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `anchorbot store copy --to URL [--force]`: copies the sled store of the data directory into
+/// the PostgreSQL database at `to`, prints progress on stderr (at most once a second) and
+/// what it copied on stdout.
+pub async fn store_copy(
+    settings: &Settings,
+    to: &str,
+    force: bool,
+) -> Result<ExitCode, RightsError> {
+    let source = Location::Sled(settings.data_dir.clone());
+    if !source.exists() {
+        return Err(RightsError::NoStore {
+            path: settings.data_dir.clone(),
+        });
+    }
+    let target = Location::Postgres(secrecy::SecretString::from(to.to_string()));
+    let from = source.open().await?;
+    let into = target.open().await?;
+    let mut last = std::time::Instant::now();
+    let report = crate::storage::copy::copy(&from, &into, force, |r| {
+        if last.elapsed() >= std::time::Duration::from_secs(1) {
+            last = std::time::Instant::now();
+            eprintln!(
+                "copying: {}, {} so far",
+                counted(r.documents, "document", "documents"),
+                counted(r.chunks, "chunk", "chunks")
+            );
+        }
+    })
+    .await?;
+    let secs = report.elapsed_ms as f64 / 1000.0;
+    out(&format!(
+        "Copied {} ({}), {}, {} with their vectors and {} ({}) from {} to {} in {secs:.1} s ({:.0} chunks/s). \
+         De-duplication marks were not copied (they expire within a day). \
+         Set ANCHORBOT_DATABASE_URL (or database_url) to that database for the bot to use it.",
+        counted(report.conversations, "conversation", "conversations"),
+        counted(report.anchors, "memory", "memories"),
+        counted(report.documents, "document", "documents"),
+        counted(report.chunks, "chunk", "chunks"),
+        counted(report.sources, "kept file", "kept files"),
+        crate::docs::data_runs::size_text(report.bytes),
+        source.describe(),
+        target.describe(),
+        report.chunks as f64 / secs.max(0.001),
+    ));
     Ok(ExitCode::SUCCESS)
 }

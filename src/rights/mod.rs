@@ -66,6 +66,9 @@ pub enum RightsError {
     /// The documents failed.
     #[error("document store: {0}")]
     Docs(#[from] crate::docs::DocError),
+    /// `store copy` failed.
+    #[error(transparent)]
+    Copy(#[from] crate::storage::copy::CopyError),
     /// Records of the conversation were still stored after it was forgotten.
     #[error("{records} records of {key} are still stored after forget")]
     NotErased {

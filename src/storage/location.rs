@@ -56,7 +56,10 @@ impl Location {
         match self {
             Location::Sled(dir) => format!("sled in {}", dir.display()),
             Location::Postgres(url) => {
-                format!("PostgreSQL at {}", super::postgres::redact(url.expose_secret()))
+                format!(
+                    "PostgreSQL at {}",
+                    super::postgres::redact(url.expose_secret())
+                )
             }
         }
     }

@@ -16,6 +16,7 @@
 //! (sled's backup file and compaction; `pg_dump` for PostgreSQL) is reached through
 //! [`Location`], never through the traits.
 
+pub mod copy;
 pub mod error;
 pub mod location;
 pub mod postgres;
@@ -26,8 +27,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use error::StorageError;
 pub use self::sled::backup::BackupSummary;
+pub use error::StorageError;
 pub use location::Location;
 
 /// Current time in Unix milliseconds.
@@ -96,7 +97,8 @@ pub enum Durability {
 
 /// Turns the current anchor (if any) into the new one. May run more than once (a backend
 /// retries a transaction that conflicted), so it must not have side effects.
-pub type AnchorEdit<'a> = &'a (dyn Fn(Option<&[u8]>) -> Result<Vec<u8>, StorageError> + Send + Sync);
+pub type AnchorEdit<'a> =
+    &'a (dyn Fn(Option<&[u8]>) -> Result<Vec<u8>, StorageError> + Send + Sync);
 
 /// Anchors and de-duplication marks.
 #[async_trait]
@@ -144,8 +146,12 @@ pub trait DocumentRows: Send + Sync {
 
     /// Writes chunks with their vectors and the document's record in one transaction: all of
     /// it is stored, or none.
-    async fn commit(&self, conv: &str, doc: &DocRow, chunks: &[ChunkRow])
-        -> Result<(), StorageError>;
+    async fn commit(
+        &self,
+        conv: &str,
+        doc: &DocRow,
+        chunks: &[ChunkRow],
+    ) -> Result<(), StorageError>;
 
     /// Deletes one page's chunks and vectors and writes the record, in one transaction.
     async fn clear_page(&self, conv: &str, doc: &DocRow, page: u32) -> Result<(), StorageError>;
@@ -174,7 +180,7 @@ pub trait DocumentRows: Send + Sync {
         position: u32,
     ) -> Result<Option<Vec<u8>>, StorageError>;
 
-    /// A document's chunks in page and position order, without vectors.
+    /// A document's chunks in page and position order, with their vectors.
     async fn document_chunks(&self, conv: &str, doc: &str) -> Result<Vec<ChunkRow>, StorageError>;
 
     /// Every chunk of the conversation with its vector, in key order, handed to `each` one at a

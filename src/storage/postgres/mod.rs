@@ -10,7 +10,9 @@ pub struct PgStore;
 impl PgStore {
     /// Not yet.
     pub async fn connect(_url: &SecretString) -> Result<super::sled::SledStore, StorageError> {
-        Err(StorageError::Backend("PostgreSQL is not built in yet".into()))
+        Err(StorageError::Backend(
+            "PostgreSQL is not built in yet".into(),
+        ))
     }
 }
 

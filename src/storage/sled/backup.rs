@@ -97,8 +97,7 @@ fn write_to(db: &sled::Db, path: &Path) -> Result<BackupSummary, StorageError> {
         hash: Sha256::new(),
     };
     let mut summary = BackupSummary {
-        schema_version: anchorbot_migrations::stored_version(db)
-            .map_err(StorageError::from)?,
+        schema_version: anchorbot_migrations::stored_version(db).map_err(StorageError::from)?,
         created_ms: crate::storage::now_ms(),
         ..Default::default()
     };

@@ -443,12 +443,13 @@ impl DocumentRows for SledStore {
             let Some((doc, page, position)) = keys::split_chunk(conv, &k) else {
                 continue;
             };
+            let vector = self.vectors.get(&k)?.map_or_else(Vec::new, |v| v.to_vec());
             out.push(ChunkRow {
                 doc,
                 page,
                 position,
                 record: v.to_vec(),
-                vector: Vec::new(),
+                vector,
             });
         }
         Ok(out)
@@ -592,5 +593,60 @@ impl Maintenance for SledStore {
 
     fn describe(&self) -> String {
         format!("sled in {}", self.dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_open_reports_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_commits_share_flushes_and_all_reach_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let body = format!("{{\"n\":{i}}}").into_bytes();
+                    let edit = |_: Option<&[u8]>| Ok(body.clone());
+                    store
+                        .update_anchor(&format!("console:c{i}"), None, Durability::Flushed, &edit)
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Every ticket was covered, without error.
+        let (covered, error) = store.flusher().covered();
+        assert_eq!(covered, 40);
+        assert!(error.is_none());
+        drop(store);
+        let store = loop {
+            match SledStore::open(dir.path()) {
+                Ok(s) => break s,
+                Err(StorageError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        for i in 0..40 {
+            let got = store.anchor(&format!("console:c{i}")).await.unwrap();
+            assert_eq!(got, Some(format!("{{\"n\":{i}}}").into_bytes()));
+        }
     }
 }
