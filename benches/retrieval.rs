@@ -55,6 +55,7 @@ use anchorbot::docs::{DocRecord, DocStatus, Documents, PageSource, SearchMode};
 use anchorbot::llm::{ChatBackend, ChatRequest, Completion, ItemStream, LlmError, ServerFacts};
 use anchorbot::pool::{EndpointPool, PoolPolicy};
 use anchorbot::settings::Settings;
+use anchorbot::storage::Location;
 use anchorbot::store::Store;
 use anchorbot::tokens::Tiktoken;
 use figment::providers::{Format, Toml};
@@ -188,6 +189,11 @@ fn settings() -> Settings {
     settings
 }
 
+/// The sled store in `dir`.
+async fn open_store(dir: &Path) -> Store {
+    Store::new(Location::Sled(dir.to_path_buf()).open().await.unwrap())
+}
+
 fn documents(store: &Store, settings: &Settings) -> Documents {
     Documents::new(
         store.clone(),
@@ -271,7 +277,7 @@ async fn run() {
 
     // Ingest through the real pipeline into one conversation.
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("data")).unwrap();
+    let store = open_store(&tmp.path().join("data")).await;
     let mut docs = documents(&store, &settings);
     let llm_url = std::env::var("ANCHORBOT_BENCH_LLM_URL")
         .ok()
@@ -866,7 +872,8 @@ async fn quality_part(docs: &Documents, questions: &[Question], llm: Option<&Rer
         .search_mode(CONV, "warm-up", K, SearchMode::Dense)
         .await;
     if let Ok(path) = std::env::var("RETRIEVAL_EXPLORE") {
-        let idx = docs.store().index(CONV).unwrap();
+        // The index is built on the blocking pool (it waits for the store).
+        let idx = tokio::task::block_in_place(|| docs.store().index(CONV)).unwrap();
         let embedder = docs.embedder().await.unwrap();
         let mut out = String::new();
         for q in questions {
@@ -880,7 +887,7 @@ async fn quality_part(docs: &Documents, questions: &[Question], llm: Option<&Rer
             for list in [idx.dense_scored(&v, 50), idx.lexical(&q.text, 50)] {
                 let mut items = Vec::new();
                 for (score, row) in list {
-                    let c = docs.store().chunk(&idx, row).unwrap().unwrap();
+                    let c = docs.store().chunk(CONV, &idx, row).await.unwrap().unwrap();
                     let hit = c.name == q.file && c.page.is_some_and(|n| q.pages.contains(&n));
                     let pl = idx.places[row];
                     let cos = idx.similarity(&v, &[row])[0].0;
@@ -1037,31 +1044,28 @@ async fn quality_part(docs: &Documents, questions: &[Question], llm: Option<&Rer
 /// The corpus' stored chunks with their embeddings: read from the store when its vectors are
 /// plain `f32` rows of the model's dimension, embedded again otherwise.
 async fn corpus_chunks(store: &Store, docs: &Documents) -> Vec<(ChunkRecord, Vec<f32>)> {
-    let db = store.db();
-    let chunks = db.open_tree("chunks").unwrap();
-    let vectors = db.open_tree("vectors").unwrap();
     let mut out = Vec::new();
     let mut missing = Vec::new();
-    for item in chunks.scan_prefix(format!("{CONV}\0").as_bytes()) {
-        let (key, val) = item.unwrap();
-        let Ok(c) = serde_json::from_slice::<ChunkRecord>(&val) else {
-            continue;
-        };
-        let v: Option<Vec<f32>> = vectors
-            .get(&key)
-            .ok()
-            .flatten()
-            .filter(|v| v.len() == 384 * 4)
-            .map(|v| {
-                v.chunks_exact(4)
+    store
+        .storage()
+        .documents
+        .scan_chunks(CONV, &mut |row| {
+            let Ok(c) = serde_json::from_slice::<ChunkRecord>(&row.record) else {
+                return;
+            };
+            let v: Option<Vec<f32>> = (row.vector.len() == 384 * 4).then(|| {
+                row.vector
+                    .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect()
             });
-        match v {
-            Some(v) => out.push((c, v)),
-            None => missing.push(c),
-        }
-    }
+            match v {
+                Some(v) => out.push((c, v)),
+                None => missing.push(c),
+            }
+        })
+        .await
+        .unwrap();
     if !missing.is_empty() {
         let embedder = docs.embedder().await.unwrap();
         for batch in missing.chunks(64) {
@@ -1108,7 +1112,7 @@ fn a_sentence(text: &str) -> &str {
 
 /// Writes `n` chunks into `conv`: documents of 1,000 chunks (10 pages of 100), each chunk a
 /// corpus chunk's text with a sentence of another appended, and its embedding with noise.
-fn write_synthetic(
+async fn write_synthetic(
     docs: &Documents,
     conv: &str,
     n: usize,
@@ -1160,7 +1164,7 @@ fn write_synthetic(
             })
             .collect();
         rec.chunks = rows.len() as u32;
-        docs.store().commit(conv, &rec, &rows).unwrap();
+        docs.store().commit(conv, &rec, &rows).await.unwrap();
     }
     t.elapsed().as_secs_f64()
 }
@@ -1215,12 +1219,12 @@ async fn latency_part(
     let mut restarted = Vec::new();
     for &n in &sizes {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("data")).unwrap();
+        let store = open_store(&tmp.path().join("data")).await;
         let docs = documents(&store, settings);
         docs.embedder().await.unwrap();
         let rss_before = rss_mb("VmRSS:");
         let conv = format!("bench:latency{n}");
-        let write_secs = write_synthetic(&docs, &conv, n, base);
+        let write_secs = write_synthetic(&docs, &conv, n, base).await;
         let t = Instant::now();
         let hits = docs
             .search_mode(
@@ -1305,7 +1309,7 @@ async fn reopen_part() {
         .map(str::to_string)
         .collect();
     let settings = settings();
-    let store = Store::open(&dir).unwrap();
+    let store = open_store(&dir).await;
     let docs = documents(&store, &settings);
     // Loads the model that embeds questions (and only that one: nothing is ingested here).
     docs.embed_query("warm-up").await.unwrap();
@@ -1327,7 +1331,7 @@ async fn reopen_part() {
         assert!(!hits.is_empty());
     }
     lat.sort_by(|a, b| a.total_cmp(b));
-    let idx = docs.store().index(&conv).unwrap();
+    let idx = tokio::task::block_in_place(|| docs.store().index(&conv)).unwrap();
     let (mut found, mut total) = (0usize, 0usize);
     for q in queries.iter().take(100) {
         let v = docs.embed_query(q).await.unwrap();

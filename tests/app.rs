@@ -118,12 +118,12 @@ async fn twenty_conversations_run_in_parallel_without_mixing() {
     app.shutdown().await;
 
     // The anchors on disk are just as separate.
-    let store = reopen_store(&data);
+    let store = reopen_store(&data).await;
     for c in 0..20 {
         let key =
             anchorbot_platform::ConversationKey::new("test", Some("W1"), &format!("C{c}"), None)
                 .unwrap();
-        let a = store.anchor(&key).unwrap();
+        let a = store.anchor(&key).await.unwrap();
         assert_eq!(a.turns.len(), 2);
         assert!(a
             .turns
@@ -255,9 +255,9 @@ async fn long_answers_are_split_at_the_platform_limit() {
     assert_eq!(posted.join(" "), expected);
     let store_answer = {
         app.shutdown().await;
-        let store = reopen_store(&tmp.path().join("data"));
+        let store = reopen_store(&tmp.path().join("data")).await;
         let key = anchorbot_platform::ConversationKey::new("test", Some("W1"), "L", None).unwrap();
-        store.anchor(&key).unwrap().turns[0].answer.clone()
+        store.anchor(&key).await.unwrap().turns[0].answer.clone()
     };
     assert_eq!(store_answer, expected);
 }
@@ -354,9 +354,9 @@ async fn stop_ends_a_streaming_answer_keeps_what_was_written_and_stores_nothing(
     );
     assert!(!stopped.contains("w199"));
     app.shutdown().await;
-    let store = reopen_store(&data);
+    let store = reopen_store(&data).await;
     assert!(
-        store.anchor(&key).unwrap().turns.is_empty(),
+        store.anchor(&key).await.unwrap().turns.is_empty(),
         "a stopped answer is not stored"
     );
 }

@@ -109,7 +109,7 @@ fn grep(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// Records of `conv` in any tree (its anchor key, or the `conv\0` prefix), and records
 /// anywhere whose bytes contain `needle`.
 fn scan(dir: &Path, conv: &str, needle: &str) -> (usize, usize) {
-    let store = reopen_store(dir);
+    let store = reopen_sled(dir);
     let db = store.db();
     let mut prefix = conv.as_bytes().to_vec();
     prefix.push(0);
@@ -333,7 +333,7 @@ async fn keys_of_other_platforms_as_listed_are_accepted() {
     let llm = FakeLlm::start(echo).await;
     let key: ConversationKey = "slack:T1/C2/1712345678.000100".parse().unwrap();
     {
-        let store = reopen_store(&dir);
+        let store = reopen_store(&dir).await;
         store
             .update(&key, |a| {
                 a.facts.push("the launch is on Tuesday".into());
@@ -575,17 +575,16 @@ async fn retention_forgets_conversations_idle_longer_than_retention_days_at_star
     .await;
     // Age the old conversation through the store's public API: 40 days ago.
     {
-        let store = reopen_store(&dir);
+        let (store, docs) = reopen(&dir).await;
         let then = anchorbot::store::now_ms() - 40 * 24 * 3600 * 1000;
         let key = ConversationKey::console("old").unwrap();
         store
             .update(&key, |a| a.turns.iter_mut().for_each(|t| t.at_ms = then))
             .await
             .unwrap();
-        let docs = anchorbot::docs::DocStore::open(&store.db()).unwrap();
-        for mut d in docs.list("console:old").unwrap() {
+        for mut d in docs.list("console:old").await.unwrap() {
             d.ingested_at_ms = then;
-            docs.put("console:old", &d).unwrap();
+            docs.put("console:old", &d).await.unwrap();
         }
         store.flush().await.unwrap();
     }

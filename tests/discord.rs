@@ -232,9 +232,9 @@ async fn the_stop_button_cuts_a_slow_stream_and_feedback_is_stored() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     app.stop().await;
-    let store = reopen_store(&dir);
+    let store = reopen_store(&dir).await;
     let key = anchorbot_platform::ConversationKey::new("discord", None, dm, None).unwrap();
-    let anchor = store.anchor(&key).unwrap();
+    let anchor = store.anchor(&key).await.unwrap();
     assert_eq!(anchor.turns.len(), 1, "the stopped answer was not stored");
 }
 
@@ -412,9 +412,9 @@ async fn regenerate_answers_the_same_question_again_and_replaces_the_old_answer_
     );
     app.stop().await;
     assert_eq!(llm.turn_requests().len(), 2);
-    let store = reopen_store(&dir);
+    let store = reopen_store(&dir).await;
     let key = anchorbot_platform::ConversationKey::new("discord", None, dm, None).unwrap();
-    let anchor = store.anchor(&key).unwrap();
+    let anchor = store.anchor(&key).await.unwrap();
     assert_eq!(anchor.turns.len(), 1, "{:?}", anchor.turns);
     assert!(anchor.turns[0].answer.starts_with("Take 2"));
     assert_eq!(

@@ -195,14 +195,14 @@ async fn a_forum_post_that_mentions_the_bot_is_answered_in_the_post_as_its_conve
     );
     app.stop().await;
     // The conversation is the post: discord:GUILD/FORUM/POST.
-    let store = reopen_store(&dir);
+    let store = reopen_store(&dir).await;
     let key =
         ConversationKey::new("discord", Some(GUILD_ID), FORUM_CHANNEL_ID, Some(&post)).unwrap();
     assert_eq!(
         key.to_string(),
         format!("discord:{GUILD_ID}/{FORUM_CHANNEL_ID}/{post}")
     );
-    let turns = store.anchor(&key).unwrap().turns;
+    let turns = store.anchor(&key).await.unwrap().turns;
     assert_eq!(turns.len(), 2);
     assert!(turns[0].query.contains("KESTREL"), "{:?}", turns[0].query);
 }
@@ -276,10 +276,10 @@ async fn a_mention_in_a_thread_the_bot_did_not_create_seeds_it_with_the_earlier_
     assert!(all_text(&turns[1]).contains("roll back on Friday"));
     assert_eq!(calls_in(&discord, HISTORY, &thread).len(), 1);
     app.stop().await;
-    let store = reopen_store(&dir);
+    let store = reopen_store(&dir).await;
     let key =
         ConversationKey::new("discord", Some(GUILD_ID), TEXT_CHANNEL_ID, Some(&thread)).unwrap();
-    assert_eq!(store.anchor(&key).unwrap().turns.len(), 2);
+    assert_eq!(store.anchor(&key).await.unwrap().turns.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -289,10 +289,9 @@ async fn duplicates_are_not_stored_twice_and_clear_removes_chunks() {
     assert!(eph[0].contains("1 document (4 chunks) removed"), "{eph:?}");
     assert!(eph[1].contains("No documents"), "{eph:?}");
     app.shutdown().await;
-    let store = reopen_store(&data);
-    let docs = anchorbot::docs::DocStore::open(&store.db()).unwrap();
-    assert_eq!(docs.chunk_count("test:W1/D"), 0);
-    assert!(docs.list("test:W1/D").unwrap().is_empty());
+    let (_store, docs) = reopen(&data).await;
+    assert_eq!(docs.chunk_count("test:W1/D").await, 0);
+    assert!(docs.list("test:W1/D").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -372,10 +371,9 @@ async fn documents_never_cross_conversations_under_any_interleaving() {
         + app.platform.finals("C").len();
     assert!(docs >= reqs.len());
     app.shutdown().await;
-    let store = reopen_store(&data);
-    let ds = anchorbot::docs::DocStore::open(&store.db()).unwrap();
+    let (_store, ds) = reopen(&data).await;
     for (i, c) in convs.iter().enumerate() {
-        let list = ds.list(&format!("test:W1/{c}")).unwrap();
+        let list = ds.list(&format!("test:W1/{c}")).await.unwrap();
         assert_eq!(list.len(), usize::from(uploaded[i]), "{c}");
         assert!(list.iter().all(|d| d.name == format!("{c}.md")));
     }
@@ -536,16 +534,15 @@ async fn a_crash_mid_ingest_is_marked_incomplete_and_resumes() {
     assert!(listing.contains("incomplete"), "{listing}");
     // Every stored chunk belongs to a page marked done.
     {
-        let store = anchorbot::store::Store::open(&dir).unwrap();
-        let ds = anchorbot::docs::DocStore::open(&store.db()).unwrap();
-        let doc = &ds.list("console:k").unwrap()[0];
+        let (_store, ds) = reopen(&dir).await;
+        let doc = &ds.list("console:k").await.unwrap()[0];
         let done = doc
             .page_status
             .iter()
             .filter(|p| matches!(p, anchorbot::docs::PageSource::Ocr { .. }))
             .count();
         assert!(done < 6, "the kill came too late: {done} pages done");
-        assert_eq!(ds.chunk_count("console:k"), doc.chunks as usize);
+        assert_eq!(ds.chunk_count("console:k").await, doc.chunks as usize);
         assert_eq!(doc.chunks as usize, done, "one chunk per stored page");
     }
     let before = vision.requests().len();

@@ -117,9 +117,9 @@ async fn a_summary_cut_refused_or_empty_leaves_every_turn_in_the_anchor() {
         let (ok, out, _) = run(cmd).await;
         assert!(ok);
         assert!(out.contains("Summarizing is paused"), "{case}: {out}");
-        let store = reopen_store(&dir);
+        let store = reopen_store(&dir).await;
         let key = anchorbot_platform::ConversationKey::console("memo").unwrap();
-        let anchor = store.anchor(&key).unwrap();
+        let anchor = store.anchor(&key).await.unwrap();
         let queries: Vec<&str> = anchor.turns.iter().map(|t| t.query.as_str()).collect();
         for i in 0..n {
             assert!(
@@ -412,9 +412,9 @@ async fn a_process_killed_before_the_commit_answers_the_redelivery_once() {
         "E2 was committed before the crash"
     );
     app.shutdown().await;
-    let store = reopen_store(&dir);
+    let store = reopen_store(&dir).await;
     let a = anchorbot_platform::ConversationKey::new("test", Some("W1"), "A", None).unwrap();
-    assert_eq!(store.anchor(&a).unwrap().turns.len(), 1);
+    assert_eq!(store.anchor(&a).await.unwrap().turns.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -143,9 +143,8 @@ impl Chat {
 }
 
 /// The document store of a data dir whose process has exited.
-fn doc_store(data: &Path) -> anchorbot::docs::DocStore {
-    let store = reopen_store(data);
-    anchorbot::docs::DocStore::open(&store.db()).unwrap()
+async fn doc_store(data: &Path) -> anchorbot::docs::DocStore {
+    reopen(data).await.1
 }
 
 /// A fake model that says whether the prompt held `needle`.
@@ -242,12 +241,12 @@ async fn clear_while_a_file_is_read_keeps_nothing_of_it() {
     assert!(!out.contains("Added big.txt"), "{out}");
 
     // Nothing was written after the clear: the store the process left has no trace of it.
-    let docs = doc_store(&data);
+    let docs = doc_store(&data).await;
     let conv = anchorbot_platform::ConversationKey::console("wipe")
         .unwrap()
         .to_string();
-    assert_eq!(docs.chunk_count(&conv), 0);
-    assert!(docs.list(&conv).unwrap().is_empty());
+    assert_eq!(docs.chunk_count(&conv).await, 0);
+    assert!(docs.list(&conv).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,8 +287,8 @@ async fn a_question_sent_with_a_file_is_answered_from_it_once_it_is_in() {
     assert_eq!(finals[1], "Found it: eleven weeks.", "{finals:?}");
     assert_eq!(llm.turn_requests().len(), 1);
     app.shutdown().await;
-    let docs = doc_store(&data);
-    assert_eq!(docs.list("test:W1/F").unwrap().len(), 1);
+    let docs = doc_store(&data).await;
+    assert_eq!(docs.list("test:W1/F").await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -335,8 +334,8 @@ async fn the_shutdown_deadline_stops_a_read_and_says_sharing_again_resumes() {
         ["⏸️ Reading huge.txt was interrupted by a restart of anchorbot. Share the file again and I'll pick up where I stopped."],
     );
     // Nothing claims the file is complete.
-    let docs = doc_store(&data);
-    let list = docs.list("test:W1/S").unwrap();
+    let docs = doc_store(&data).await;
+    let list = docs.list("test:W1/S").await.unwrap();
     assert!(
         list.iter()
             .all(|d| d.status != anchorbot::docs::DocStatus::Ready),

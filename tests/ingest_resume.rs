@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchorbot::docs::{DocRecord, DocStatus, DocStore, PageSource};
+use anchorbot::docs::{DocRecord, DocStatus, PageSource};
 use common::fixtures;
 use common::*;
 use serde_json::Value;
@@ -68,10 +68,9 @@ fn transcript(n: usize) -> Reply {
 }
 
 /// The conversation's documents and chunk count, read from the store on disk.
-fn stored(data: &Path, conv: &str) -> (Vec<DocRecord>, usize) {
-    let store = reopen_store(data);
-    let docs = DocStore::open(&store.db()).unwrap();
-    (docs.list(conv).unwrap(), docs.chunk_count(conv))
+async fn stored(data: &Path, conv: &str) -> (Vec<DocRecord>, usize) {
+    let (_store, docs) = reopen(data).await;
+    (docs.list(conv).await.unwrap(), docs.chunk_count(conv).await)
 }
 
 fn engines(doc: &DocRecord) -> Vec<String> {
@@ -160,7 +159,7 @@ async fn a_partly_read_document_resumes_when_shared_again_and_is_not_a_duplicate
     // Only the failed page was read again.
     assert_eq!(ocr_requests.load(Ordering::SeqCst), 4);
     app.shutdown().await;
-    let (docs, chunks) = stored(&data, "test:W1/P");
+    let (docs, chunks) = stored(&data, "test:W1/P").await;
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].status, DocStatus::Ready);
     assert!(docs[0].failed_pages().is_empty(), "{docs:?}");
@@ -200,7 +199,7 @@ async fn ingest_retry_failed_reads_the_failed_pages_again_without_the_file() {
         "{out}"
     );
     assert_eq!(ocr_requests.load(Ordering::SeqCst), 4, "only page 3 again");
-    let (docs, chunks) = stored(&data, "console:r");
+    let (docs, chunks) = stored(&data, "console:r").await;
     assert_eq!(docs[0].status, DocStatus::Ready);
     assert_eq!((docs[0].chunks, chunks), (3, 3));
     // Nothing is left to retry.
@@ -239,7 +238,7 @@ async fn ocr_falls_back_to_tesseract_page_by_page_when_the_vision_endpoint_fails
     assert!(!out.contains("Could not read"), "{out}");
     // Page 2 tried the vision model once; page 3 went straight to tesseract.
     assert_eq!(ocr_requests.load(Ordering::SeqCst), 2);
-    let (docs, _) = stored(&data, "console:m");
+    let (docs, _) = stored(&data, "console:m").await;
     assert_eq!(docs[0].status, DocStatus::Ready);
     assert_eq!(
         engines(&docs[0]),
@@ -277,7 +276,7 @@ async fn pages_reported_before_a_crash_are_kept_and_sharing_again_resumes() {
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let (docs, chunks) = stored(&data, "console:k");
+    let (docs, chunks) = stored(&data, "console:k").await;
     assert_eq!(docs.len(), 1, "the interrupted document is listed");
     assert_eq!(docs[0].status, DocStatus::Incomplete);
     assert_eq!(
@@ -302,7 +301,7 @@ async fn pages_reported_before_a_crash_are_kept_and_sharing_again_resumes() {
         6,
         "pages 3, 4 and 5 only"
     );
-    let (docs, chunks) = stored(&data, "console:k");
+    let (docs, chunks) = stored(&data, "console:k").await;
     assert_eq!(docs[0].status, DocStatus::Ready);
     assert_eq!((docs[0].chunks, chunks), (5, 5), "every page stored once");
 }
@@ -315,7 +314,7 @@ async fn two_shares_of_one_file_at_once_read_it_once() {
     let pdf = std::fs::read(scanned_pdf(tmp.path(), "scan2.pdf", &["ONE", "TWO"])).unwrap();
     let (llm, ocr_requests) = vision(|n| transcript(n).slow(Duration::from_millis(200))).await;
     let s = settings(&data, &llm.url);
-    let store = anchorbot::store::Store::open(&data).unwrap();
+    let (store, _) = reopen(&data).await;
     let docs = anchorbot::docs::Documents::new(
         store,
         s.documents.clone(),
@@ -339,9 +338,9 @@ async fn two_shares_of_one_file_at_once_read_it_once() {
         2,
         "each page read once"
     );
-    let doc = &docs.store().list("c").unwrap()[0];
+    let doc = &docs.store().list("c").await.unwrap()[0];
     assert_eq!(doc.status, DocStatus::Ready);
-    assert_eq!((doc.chunks, docs.store().chunk_count("c")), (2, 2));
+    assert_eq!((doc.chunks, docs.store().chunk_count("c").await), (2, 2));
 }
 
 /// A stored chunk: page, position, heading, text.
@@ -349,19 +348,19 @@ type Stored = (u32, u32, Option<String>, String);
 
 /// Every chunk of the conversation's one document, and the number of vectors stored, read from
 /// the store on disk.
-fn chunks_on_disk(data: &Path, conv: &str) -> (Vec<Stored>, usize) {
-    let store = reopen_store(data);
-    let docs = DocStore::open(&store.db()).unwrap();
-    let list = docs.list(conv).unwrap();
+async fn chunks_on_disk(data: &Path, conv: &str) -> (Vec<Stored>, usize) {
+    let (_store, docs) = reopen(data).await;
+    let list = docs.list(conv).await.unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     let chunks = docs
         .document_chunks(conv, &list[0].id)
-        .map(|c| {
-            let (page, c) = c.unwrap();
-            (page, c.position, c.heading, c.text)
-        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(page, c)| (page, c.position, c.heading, c.text))
         .collect();
-    (chunks, docs.vector_count(conv))
+    let (_, _, vectors) = docs.counts(conv).await.unwrap();
+    (chunks, vectors as usize)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -395,7 +394,7 @@ async fn a_crash_within_a_page_resumes_to_the_same_chunks_as_an_uninterrupted_in
     child.wait().await.unwrap();
     assert!(!note.contains("(100%)"), "killed too late to test: {note}");
 
-    let (docs, on_disk) = stored(&data, "console:k");
+    let (docs, on_disk) = stored(&data, "console:k").await;
     let doc = &docs[0];
     assert_eq!(doc.status, DocStatus::Incomplete);
     assert_eq!(
@@ -435,15 +434,15 @@ async fn a_crash_within_a_page_resumes_to_the_same_chunks_as_an_uninterrupted_in
     let (ok, _, err) = run_for(cmd, Duration::from_secs(300)).await;
     assert!(ok, "{err}");
 
-    let (resumed, resumed_vectors) = chunks_on_disk(&data, "console:k");
-    let (uninterrupted, vectors) = chunks_on_disk(&whole, "console:k");
+    let (resumed, resumed_vectors) = chunks_on_disk(&data, "console:k").await;
+    let (uninterrupted, vectors) = chunks_on_disk(&whole, "console:k").await;
     assert!(resumed.len() > partial.chunks as usize);
     assert_eq!(
         resumed, uninterrupted,
         "the same chunks at the same positions"
     );
     assert_eq!((resumed_vectors, vectors), (resumed.len(), resumed.len()));
-    let (docs, _) = stored(&data, "console:k");
+    let (docs, _) = stored(&data, "console:k").await;
     assert_eq!(docs[0].status, DocStatus::Ready);
     assert_eq!(docs[0].chunks as usize, resumed.len());
     assert_eq!(docs[0].partial, None);

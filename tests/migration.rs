@@ -79,8 +79,8 @@ fn write_v1_fixture() {
     db.flush().unwrap();
 }
 
-#[test]
-fn v1_fixture_upgrades_without_loss() {
+#[tokio::test]
+async fn v1_fixture_upgrades_without_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     copy_dir(&fixture(), &dir);
@@ -92,9 +92,9 @@ fn v1_fixture_upgrades_without_loss() {
             "fixture must stay at v1"
         );
     }
-    let store = reopen_store(&dir);
+    let store = reopen_store(&dir).await;
     let key = ConversationKey::console("legacy").unwrap();
-    let a = store.anchor(&key).unwrap();
+    let a = store.anchor(&key).await.unwrap();
     assert_eq!(a.summaries.len(), 1);
     assert_eq!(
         a.summaries[0].text,
@@ -110,7 +110,7 @@ fn v1_fixture_upgrades_without_loss() {
     assert_eq!(a.turns[0].at_ms, 1_700_000_000_000);
     assert_eq!(a.turns[1].answer, "The venue is Hall 4.");
     assert_eq!(a.counters.turns_total, 9);
-    let mut convs = store.conversations().unwrap();
+    let mut convs = store.conversations().await.unwrap();
     convs.sort();
     assert_eq!(
         convs,

@@ -334,9 +334,9 @@ async fn a_turn_outliving_the_grace_is_cut_told_and_not_stored() {
     );
     assert!(!out.contains("word199"), "{out}");
 
-    let store = reopen_store(&data);
+    let store = reopen_store(&data).await;
     let key = anchorbot_platform::ConversationKey::console("default").unwrap();
-    let anchor = store.anchor(&key).unwrap();
+    let anchor = store.anchor(&key).await.unwrap();
     assert!(
         anchor.turns.is_empty(),
         "a cut answer was stored: {:?}",

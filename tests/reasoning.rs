@@ -23,11 +23,12 @@ fn key(channel: &str) -> ConversationKey {
 /// Stops the app and returns the stored turns of `channel`.
 async fn stored(app: Running, data: &std::path::Path, channels: &[&str]) -> Vec<Vec<Exchange>> {
     app.shutdown().await;
-    let store = reopen_store(data);
-    channels
-        .iter()
-        .map(|c| store.anchor(&key(c)).unwrap().turns)
-        .collect()
+    let store = reopen_store(data).await;
+    let mut turns = Vec::new();
+    for c in channels {
+        turns.push(store.anchor(&key(c)).await.unwrap().turns);
+    }
+    turns
 }
 
 fn is_continuation(req: &Value) -> bool {

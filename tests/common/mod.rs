@@ -830,19 +830,48 @@ pub fn message(
     })
 }
 
-/// Opens the store after an app in this process shut down. sled's I/O threads can hold the
-/// directory lock for a moment after the last handle is dropped, so a `Locked` is retried.
-pub fn reopen_store(dir: &Path) -> anchorbot::store::Store {
+/// Opens the store (and its documents) after an app in this process shut down. sled's I/O
+/// threads can hold the directory lock for a moment after the last handle is dropped, so a
+/// `Locked` is retried for up to 10 s.
+pub async fn reopen(dir: &Path) -> (anchorbot::store::Store, anchorbot::docs::DocStore) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let location = anchorbot::storage::Location::Sled(dir.to_path_buf());
+    loop {
+        match location.open().await {
+            Ok(storage) => {
+                return (
+                    anchorbot::store::Store::new(storage.clone()),
+                    anchorbot::docs::DocStore::new(storage),
+                )
+            }
+            Err(anchorbot::storage::StorageError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot reopen the store: {e}"),
+        }
+    }
+}
+
+/// The conversation memory of the store in `dir`; see [`reopen`].
+pub async fn reopen_store(dir: &Path) -> anchorbot::store::Store {
+    reopen(dir).await.0
+}
+
+/// The sled backend of the store in `dir` itself, for tests that look at its trees on disk;
+/// a `Locked` is retried for up to 10 s, as in [`reopen`].
+pub fn reopen_sled(dir: &Path) -> anchorbot::storage::sled::SledStore {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match anchorbot::store::Store::open(dir) {
+        match anchorbot::storage::sled::SledStore::open(dir) {
             Ok(s) => return s,
-            Err(anchorbot::store::StoreError::Locked { .. })
+            Err(anchorbot::storage::StorageError::Locked { .. })
                 if std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => panic!("cannot reopen the store: {e}"),
+            Err(e) => panic!("cannot reopen the sled store: {e}"),
         }
     }
 }
