@@ -10,6 +10,12 @@ need=()
 for tool in pdftotext:poppler-utils tesseract:tesseract-ocr qpdf:qpdf; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
+# PostgreSQL for the store tests' second backend (.ci/postgres.sh runs a throwaway cluster),
+# and openssl for its TLS certificate.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -56,6 +56,9 @@ pub struct Check {
 /// Runs every check.
 pub async fn run(settings: &Settings) -> Vec<Check> {
     let mut checks = vec![data_dir(&settings.data_dir)];
+    if settings.store_location().is_database() {
+        checks.push(database(settings).await);
+    }
     if let Some(path) = &settings.reasoning.tokenizer {
         let name = format!("tokenizer {}", path.display());
         checks.push(match crate::tokens::Tiktoken::from_file(path) {
@@ -217,6 +220,44 @@ async fn document_tools(settings: &Settings) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// How long the database check waits for a connection.
+const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Checks that the database answers (connecting runs its migrations, as the bot's start
+/// does), and counts its conversations. The password is never in the detail.
+async fn database(settings: &Settings) -> Check {
+    let location = settings.store_location();
+    let name = location.describe();
+    let check = async {
+        let storage = location.open().await?;
+        storage.maintenance.ready().await?;
+        let conversations = storage.maintenance.sizes().await?.len();
+        Ok::<_, crate::storage::StorageError>(conversations)
+    };
+    let (ok, detail) = match tokio::time::timeout(DATABASE_WAIT, check).await {
+        Ok(Ok(n)) => (
+            true,
+            format!(
+                "connected; schema up to date; {} stored",
+                crate::commands::counted(n as u64, "conversation", "conversations")
+            ),
+        ),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (
+            false,
+            format!(
+                "no answer within {} s; check the host, port and firewall",
+                DATABASE_WAIT.as_secs()
+            ),
+        ),
+    };
+    // A driver may quote what it was given; the password never leaves in a report.
+    let detail = crate::ops::logging::secrets_of(settings)
+        .iter()
+        .fold(detail, |d, secret| d.replace(secret.as_str(), "[redacted]"));
+    Check { name, ok, detail }
 }
 
 /// Checks that the data directory exists (or can be created) and is writable.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::sled::{self as sled_backend, backup, swap, SledStore};
 use super::{BackupSummary, Storage, StorageError};
@@ -56,10 +56,7 @@ impl Location {
         match self {
             Location::Sled(dir) => format!("sled in {}", dir.display()),
             Location::Postgres(url) => {
-                format!(
-                    "PostgreSQL at {}",
-                    super::postgres::redact(url.expose_secret())
-                )
+                format!("PostgreSQL at {}", super::postgres::redact(url))
             }
         }
     }

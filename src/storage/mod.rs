@@ -60,7 +60,8 @@ pub struct ChunkRow {
 pub struct DocRow {
     /// Document id.
     pub doc: String,
-    /// When its ingestion started (Unix ms), for listings and retention.
+    /// When its ingestion started (Unix ms), for listings and retention: the record's own
+    /// `ingested_at_ms` (sled reads it from the record; a database keeps it in a column).
     pub ingested_ms: u64,
     /// The record (JSON).
     pub record: Vec<u8>,
