@@ -1,0 +1,358 @@
+//! End to end, on every backend: the same scenarios through the real `App` and the real
+//! binary, on sled in the data directory and on PostgreSQL (a fresh database per test, from
+//! `common::pg`; skipped without a cluster unless `ANCHORBOT_REQUIRE_POSTGRES=1`). They cover
+//! memory across restarts, documents and their search, `/clear`, duplicate events, and the
+//! data-rights commands. On PostgreSQL every start gets a new, empty data directory: nothing
+//! the bot remembers may live there.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anchorbot_platform::ConversationKey;
+use common::*;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+/// A store under test.
+struct Backend {
+    /// The database, on PostgreSQL.
+    db: Option<pg::TestDb>,
+    /// Holds every data directory of the test.
+    tmp: tempfile::TempDir,
+    /// Starts so far (each gets its own data dir on PostgreSQL).
+    starts: std::sync::atomic::AtomicUsize,
+}
+
+impl Backend {
+    fn sled() -> Option<Self> {
+        Some(Self {
+            db: None,
+            tmp: tempfile::tempdir().unwrap(),
+            starts: Default::default(),
+        })
+    }
+
+    async fn postgres() -> Option<Self> {
+        let db = pg::database().await?;
+        Some(Self {
+            db: Some(db),
+            tmp: tempfile::tempdir().unwrap(),
+            starts: Default::default(),
+        })
+    }
+
+    /// The data directory for the next start: always the same on sled, a new empty one on
+    /// PostgreSQL.
+    fn data_dir(&self) -> PathBuf {
+        let n = self
+            .starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.db {
+            None => self.tmp.path().join("data"),
+            Some(_) => self.tmp.path().join(format!("data-{n}")),
+        }
+    }
+
+    /// A folder for files to share.
+    fn files(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn settings(&self, url: &str) -> anchorbot::Settings {
+        let mut s = settings(&self.data_dir(), url);
+        s.database_url = self.db.as_ref().map(|d| d.url.clone());
+        s
+    }
+
+    /// The real binary on this store.
+    fn command(&self, url: &str) -> tokio::process::Command {
+        let mut cmd = anchorbot(&self.data_dir(), url);
+        if let Some(db) = &self.db {
+            cmd.env("ANCHORBOT_DATABASE_URL", db.url.expose_secret());
+        }
+        cmd
+    }
+
+    async fn start(&self, url: &str) -> Running {
+        start_app(self.settings(url)).await
+    }
+}
+
+fn key(channel: &str) -> ConversationKey {
+    ConversationKey::new("test", Some("W1"), channel, None).unwrap()
+}
+
+async fn say(app: &Running, channel: &str, id: &str, text: &str) {
+    app.sink
+        .submit(message(channel, id, "ann", text))
+        .unwrap()
+        .done()
+        .await;
+}
+
+fn ephemerals(app: &Running) -> Vec<String> {
+    app.platform
+        .all()
+        .iter()
+        .filter_map(|r| match r {
+            Record::Ephemeral(_, t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const LEASE: [&str; 3] = [
+    "The monthly rent is 1200 euros, due on the first day of each month.",
+    "Pets are allowed with the landlord's written consent; dogs need a deposit.",
+    "Either party may end the lease with three months' notice in writing.",
+];
+
+async fn memory_survives_restarts_on_an_empty_data_dir(b: Backend) {
+    let llm = FakeLlm::start(|req| Reply::text(&format!("noted: {}", last_user(req)))).await;
+    let app = b.start(&llm.url).await;
+    say(&app, "M", "m1", "our launch code name is BLUEHERON").await;
+    say(&app, "N", "n1", "the other team's budget is 40k").await;
+    app.shutdown().await;
+
+    // A new process: on PostgreSQL its data dir is empty, so memory comes from the database.
+    let app = b.start(&llm.url).await;
+    say(&app, "M", "m2", "what is the code name?").await;
+    app.shutdown().await;
+    let last = llm.turn_requests().last().cloned().unwrap();
+    let prompt = all_text(&last);
+    assert!(prompt.contains("BLUEHERON"), "the follow-up remembers: {prompt}");
+    assert!(
+        !prompt.contains("40k"),
+        "another conversation's memory leaked: {prompt}"
+    );
+    let (store, _) = reopen_backend(&b).await;
+    let a = store.anchor(&key("M")).await.unwrap();
+    assert_eq!(a.turns.len(), 2);
+    assert_eq!(a.turns[1].answer, "noted: ann: what is the code name?");
+}
+
+async fn documents_are_cited_and_clear_removes_them_with_the_memory(b: Backend) {
+    ensure_models();
+    let pdf = b.files().join("lease.pdf");
+    let pages: Vec<Vec<&str>> = LEASE.iter().map(|p| vec![*p]).collect();
+    std::fs::write(&pdf, fixtures::text_pdf(&pages)).unwrap();
+    let llm = FakeLlm::start(|req| Reply::text(&format!("seen {} chars", all_text(req).len()))).await;
+    let app = b.start(&llm.url).await;
+    app.sink
+        .submit(upload("D", "u1", "ann", "", &pdf))
+        .unwrap()
+        .done()
+        .await;
+    say(&app, "D", "q1", "Can I keep a dog in the flat?").await;
+    app.shutdown().await;
+    let finals_prompt = all_text(llm.turn_requests().last().unwrap());
+    assert!(
+        finals_prompt.contains("lease.pdf p.2") && finals_prompt.contains("written consent"),
+        "the passage and its citation reach the model: {finals_prompt}"
+    );
+
+    // After a restart (an empty data dir on PostgreSQL), the documents are still there, and
+    // /clear takes them and the memory in one go.
+    let app = b.start(&llm.url).await;
+    say(&app, "D", "f1", "/files").await;
+    say(&app, "D", "c1", "/clear").await;
+    say(&app, "D", "f2", "/files").await;
+    let eph = ephemerals(&app);
+    app.shutdown().await;
+    assert!(eph[0].contains("lease.pdf"), "{eph:?}");
+    assert!(
+        eph[1].contains("1 turn") && eph[1].contains("1 document (3 chunks) removed"),
+        "{eph:?}"
+    );
+    assert!(eph[2].contains("No documents"), "{eph:?}");
+    let (store, docs) = reopen_backend(&b).await;
+    assert_eq!(store.anchor(&key("D")).await.unwrap().turns.len(), 0);
+    assert_eq!(docs.counts("test:W1/D").await.unwrap(), (0, 0, 0));
+}
+
+async fn a_duplicate_event_is_answered_once_even_after_a_restart(b: Backend) {
+    let llm = FakeLlm::start(|req| Reply::text(&format!("hi {}", last_user(req)))).await;
+    let app = b.start(&llm.url).await;
+    say(&app, "E", "same-id", "hello").await;
+    say(&app, "E", "same-id", "hello").await;
+    app.shutdown().await;
+    // A platform redelivering the event to the next process: still a duplicate.
+    let app = b.start(&llm.url).await;
+    say(&app, "E", "same-id", "hello").await;
+    let finals = app.platform.finals("E");
+    app.shutdown().await;
+    assert_eq!(llm.turn_requests().len(), 1);
+    assert!(finals.is_empty(), "the redelivery was answered: {finals:?}");
+}
+
+async fn data_rights_commands_list_export_and_forget(b: Backend) {
+    let llm = FakeLlm::start(|req| Reply::text(&format!("ok {}", last_user(req)))).await;
+    let app = b.start(&llm.url).await;
+    say(&app, "R", "r1", "remember the vendor is ACME").await;
+    say(&app, "K", "k1", "keep this one").await;
+    app.shutdown().await;
+
+    let mut cmd = b.command(&llm.url);
+    cmd.args(["conversations", "--json"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = listed.iter().map(|c| c["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 2, "{out}");
+    assert!(keys.contains(&"test:W1/R") && keys.contains(&"test:W1/K"), "{out}");
+
+    let mut cmd = b.command(&llm.url);
+    cmd.args(["export", "--conversation", "test:W1/R", "--format", "json"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    let export: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(export["stored"], true);
+    assert_eq!(
+        export["anchor"]["turns"][0]["query"],
+        "remember the vendor is ACME"
+    );
+
+    let mut cmd = b.command(&llm.url);
+    cmd.args(["forget", "--conversation", "test:W1/R", "--yes"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Forgot test:W1/R: 1 turn"), "{out}");
+
+    let mut cmd = b.command(&llm.url);
+    cmd.args(["conversations", "--json"]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = listed.iter().map(|c| c["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, vec!["test:W1/K"], "{out}");
+
+    // The bot that starts next has no memory of it.
+    let app = b.start(&llm.url).await;
+    say(&app, "R", "r2", "who is the vendor?").await;
+    app.shutdown().await;
+    let prompt = all_text(llm.turn_requests().last().unwrap());
+    assert!(!prompt.contains("ACME"), "forgotten memory came back: {prompt}");
+}
+
+/// The store as a test reads it after the app stopped.
+async fn reopen_backend(b: &Backend) -> (anchorbot::store::Store, anchorbot::docs::DocStore) {
+    match &b.db {
+        None => reopen(&b.tmp.path().join("data")).await,
+        Some(db) => {
+            let storage = anchorbot::storage::Location::Postgres(db.url.clone())
+                .open()
+                .await
+                .expect("open the database");
+            (
+                anchorbot::store::Store::new(storage.clone()),
+                anchorbot::docs::DocStore::new(storage),
+            )
+        }
+    }
+}
+
+/// One test per scenario for a backend.
+macro_rules! backend_tests {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            backend_tests!(@each $open;
+                memory_survives_restarts_on_an_empty_data_dir,
+                documents_are_cited_and_clear_removes_them_with_the_memory,
+                a_duplicate_event_is_answered_once_even_after_a_restart,
+                data_rights_commands_list_export_and_forget,
+            );
+        }
+    };
+    (@each $open:expr; $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $scenario() {
+                if let Some(b) = $open {
+                    super::$scenario(b).await;
+                }
+            }
+        )*
+    };
+}
+
+backend_tests!(sled, super::Backend::sled());
+backend_tests!(postgres, super::Backend::postgres().await);
+
+/// The acceptance path from sled to PostgreSQL: a sled store with documents is copied with
+/// `anchorbot store copy`, and `search` returns the same passages from both; then the bot on
+/// the database, with an empty data dir, remembers the conversation.
+#[tokio::test(flavor = "multi_thread")]
+async fn store_copy_moves_a_sled_store_and_search_agrees() {
+    ensure_models();
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sled_dir = tmp.path().join("data");
+    let pdf = tmp.path().join("lease.pdf");
+    let pages: Vec<Vec<&str>> = LEASE.iter().map(|p| vec![*p]).collect();
+    std::fs::write(&pdf, fixtures::text_pdf(&pages)).unwrap();
+    let llm = FakeLlm::start(|req| Reply::text(&format!("ok {}", last_user(req)))).await;
+
+    let app = start_app(settings(&sled_dir, &llm.url)).await;
+    say(&app, "S", "s1", "our office is in Lyon").await;
+    app.shutdown().await;
+    let mut cmd = anchorbot(&sled_dir, &llm.url);
+    cmd.args(["ingest", "--conversation", "flat"]).arg(&pdf);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Added lease.pdf: 3 pages"), "{out}");
+
+    let search = |on_db: bool, q: &'static str| {
+        let mut cmd = anchorbot(&sled_dir, &llm.url);
+        if on_db {
+            cmd.env("ANCHORBOT_DATABASE_URL", db.url.expose_secret());
+        }
+        cmd.args(["search", "--conversation", "flat", "--json", "--top-k", "3", q]);
+        async move {
+            let (ok, out, err) = run_for(cmd, Duration::from_secs(120)).await;
+            assert!(ok, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()
+        }
+    };
+    let questions = ["Can I keep a dog?", "How much is the rent?", "How do I move out?"];
+    let mut before = Vec::new();
+    for q in questions {
+        before.push(search(false, q).await);
+    }
+
+    let mut cmd = anchorbot(&sled_dir, &llm.url);
+    cmd.args(["store", "copy", "--to", &db.url_text()]);
+    let (ok, out, err) = run(cmd).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("Copied 2 conversations (1 memory), 1 document, 3 chunks"),
+        "{out}"
+    );
+    assert!(!out.contains(&db.password()), "the password was printed: {out}");
+    assert!(!err.contains(&db.password()), "the password was logged: {err}");
+
+    for (q, expected) in questions.iter().zip(&before) {
+        let got = search(true, q).await;
+        assert_eq!(&got, expected, "{q}");
+        assert!(!got.as_array().unwrap().is_empty(), "{q}: no passages");
+    }
+
+    // A second copy into the same database is refused: it would mix two stores.
+    let mut cmd = anchorbot(&sled_dir, &llm.url);
+    cmd.args(["store", "copy", "--to", &db.url_text()]);
+    let (ok, _, err) = run(cmd).await;
+    assert!(!ok);
+    assert!(err.contains("already holds 2 conversation(s)"), "{err}");
+
+    // The bot on the database, with an empty data dir, remembers.
+    let mut s = settings(&tmp.path().join("empty"), &llm.url);
+    s.database_url = Some(db.url.clone());
+    let app = start_app(s).await;
+    say(&app, "S", "s2", "where is our office?").await;
+    app.shutdown().await;
+    let prompt = all_text(llm.turn_requests().last().unwrap());
+    assert!(prompt.contains("Lyon"), "{prompt}");
+}
