@@ -5,6 +5,7 @@
 
 pub mod discord_app;
 pub mod peak;
+pub mod pg;
 pub mod slack_app;
 
 // The platform fakes and fixture generators live in their own crate, compiled once for every
@@ -830,7 +831,8 @@ pub fn message(
     })
 }
 
-/// Opens the store (and its documents) after an app in this process shut down. sled's I/O
+/// Opens the store (and its documents) after an app in this process shut down, as a start of
+/// the bot would: documents whose ingestion was interrupted are marked incomplete. sled's I/O
 /// threads can hold the directory lock for a moment after the last handle is dropped, so a
 /// `Locked` is retried for up to 10 s.
 pub async fn reopen(dir: &Path) -> (anchorbot::store::Store, anchorbot::docs::DocStore) {
@@ -839,10 +841,9 @@ pub async fn reopen(dir: &Path) -> (anchorbot::store::Store, anchorbot::docs::Do
     loop {
         match location.open().await {
             Ok(storage) => {
-                return (
-                    anchorbot::store::Store::new(storage.clone()),
-                    anchorbot::docs::DocStore::new(storage),
-                )
+                let docs = anchorbot::docs::DocStore::new(storage.clone());
+                docs.recover().await.expect("recovering the documents");
+                return (anchorbot::store::Store::new(storage), docs);
             }
             Err(anchorbot::storage::StorageError::Locked { .. })
                 if std::time::Instant::now() < deadline =>
