@@ -8,7 +8,8 @@
 # package creates it); otherwise as the current user. It listens on a free port of 127.0.0.1
 # only, with password (scram) authentication and a random password, and TLS with a
 # certificate signed by a CA made for it (ANCHORBOT_TEST_DATABASE_CA), so `sslmode=require`
-# and `verify-full` can be tested. Durability is off: nothing in it outlives the run.
+# and `verify-full` can be tested. Durability is off (nothing in it outlives the run), unless
+# ANCHORBOT_PG_DURABLE=1 (benchmarks).
 set -euo pipefail
 
 bindir() {
@@ -97,12 +98,16 @@ start() {
     as_owner "${init[@]}" >"$dir/initdb.log" 2>&1 || fail "$dir" "initdb"
   fi
   rm -f "$dir/pwfile"
+  # Durability off for tests (nothing outlives the run); ANCHORBOT_PG_DURABLE=1 keeps
+  # PostgreSQL's defaults, for benchmarks whose figures must include the commit's fsync.
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${ANCHORBOT_PG_DURABLE:-}" = "1" ] && durability=""
   local tries=0
   while :; do
     port=$(free_port)
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir \
-          -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+          -c max_connections=200 $durability \
           -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" \
       start >/dev/null; then
       break

@@ -135,6 +135,11 @@ pub struct Opened {
 pub async fn open(location: &Location) -> Result<Opened, RightsError> {
     let storage = location.open().await?;
     let docs = DocStore::new(storage.clone());
+    // sled: no bot holds the store now, so a document still "being read" was interrupted. A
+    // database may be shared with a running bot whose reads are live: left as they are.
+    if !location.is_database() {
+        docs.recover().await?;
+    }
     Ok(Opened {
         store: Store::new(storage),
         docs,
