@@ -122,7 +122,10 @@ async fn memory_survives_restarts_on_an_empty_data_dir(b: Backend) {
     app.shutdown().await;
     let last = llm.turn_requests().last().cloned().unwrap();
     let prompt = all_text(&last);
-    assert!(prompt.contains("BLUEHERON"), "the follow-up remembers: {prompt}");
+    assert!(
+        prompt.contains("BLUEHERON"),
+        "the follow-up remembers: {prompt}"
+    );
     assert!(
         !prompt.contains("40k"),
         "another conversation's memory leaked: {prompt}"
@@ -138,7 +141,8 @@ async fn documents_are_cited_and_clear_removes_them_with_the_memory(b: Backend) 
     let pdf = b.files().join("lease.pdf");
     let pages: Vec<Vec<&str>> = LEASE.iter().map(|p| vec![*p]).collect();
     std::fs::write(&pdf, fixtures::text_pdf(&pages)).unwrap();
-    let llm = FakeLlm::start(|req| Reply::text(&format!("seen {} chars", all_text(req).len()))).await;
+    let llm =
+        FakeLlm::start(|req| Reply::text(&format!("seen {} chars", all_text(req).len()))).await;
     let app = b.start(&llm.url).await;
     app.sink
         .submit(upload("D", "u1", "ann", "", &pdf))
@@ -201,7 +205,10 @@ async fn data_rights_commands_list_export_and_forget(b: Backend) {
     let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
     let keys: Vec<&str> = listed.iter().map(|c| c["key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), 2, "{out}");
-    assert!(keys.contains(&"test:W1/R") && keys.contains(&"test:W1/K"), "{out}");
+    assert!(
+        keys.contains(&"test:W1/R") && keys.contains(&"test:W1/K"),
+        "{out}"
+    );
 
     let mut cmd = b.command(&llm.url);
     cmd.args(["export", "--conversation", "test:W1/R", "--format", "json"]);
@@ -233,7 +240,10 @@ async fn data_rights_commands_list_export_and_forget(b: Backend) {
     say(&app, "R", "r2", "who is the vendor?").await;
     app.shutdown().await;
     let prompt = all_text(llm.turn_requests().last().unwrap());
-    assert!(!prompt.contains("ACME"), "forgotten memory came back: {prompt}");
+    assert!(
+        !prompt.contains("ACME"),
+        "forgotten memory came back: {prompt}"
+    );
 }
 
 /// The store as a test reads it after the app stopped.
@@ -310,14 +320,26 @@ async fn store_copy_moves_a_sled_store_and_search_agrees() {
         if on_db {
             cmd.env("ANCHORBOT_DATABASE_URL", db.url.expose_secret());
         }
-        cmd.args(["search", "--conversation", "flat", "--json", "--top-k", "3", q]);
+        cmd.args([
+            "search",
+            "--conversation",
+            "flat",
+            "--json",
+            "--top-k",
+            "3",
+            q,
+        ]);
         async move {
             let (ok, out, err) = run_for(cmd, Duration::from_secs(120)).await;
             assert!(ok, "{err}");
             serde_json::from_str::<Value>(&out).unwrap()
         }
     };
-    let questions = ["Can I keep a dog?", "How much is the rent?", "How do I move out?"];
+    let questions = [
+        "Can I keep a dog?",
+        "How much is the rent?",
+        "How do I move out?",
+    ];
     let mut before = Vec::new();
     for q in questions {
         before.push(search(false, q).await);
@@ -331,8 +353,14 @@ async fn store_copy_moves_a_sled_store_and_search_agrees() {
         out.starts_with("Copied 2 conversations (1 memory), 1 document, 3 chunks"),
         "{out}"
     );
-    assert!(!out.contains(&db.password()), "the password was printed: {out}");
-    assert!(!err.contains(&db.password()), "the password was logged: {err}");
+    assert!(
+        !out.contains(&db.password()),
+        "the password was printed: {out}"
+    );
+    assert!(
+        !err.contains(&db.password()),
+        "the password was logged: {err}"
+    );
 
     for (q, expected) in questions.iter().zip(&before) {
         let got = search(true, q).await;
