@@ -700,6 +700,39 @@ mod tests {
     }
 
     #[test]
+    fn database_url_selects_postgres_and_is_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ANCHORBOT_DATABASE_URL",
+                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
+            );
+            let s = Settings::load(None).unwrap();
+            assert!(s.store_location().is_database());
+            let shown = format!(
+                "{s:?} {} {}",
+                serde_json::to_string(&s).unwrap(),
+                s.store_location().describe()
+            );
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+            assert!(
+                s.store_location()
+                    .describe()
+                    .contains("postgres://bot@db.internal:5432/anchorbot"),
+                "{}",
+                s.store_location().describe()
+            );
+            jail.set_env("ANCHORBOT_DATABASE_URL", "mysql://bot:s3cr3t-pw@db/anchorbot");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("database_url must be a postgres:// URL"), "{err}");
+            assert!(!err.contains("s3cr3t-pw"), "{err}");
+            // Empty, as a compose file leaves it: the default store.
+            jail.set_env("ANCHORBOT_DATABASE_URL", "");
+            assert!(!Settings::load(None).unwrap().store_location().is_database());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn filter_and_think_defaults_follow_language_and_model() {
         let mut s = Settings::default();
         assert_eq!(s.active_filter(), Script::CJK.to_vec());

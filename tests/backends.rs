@@ -222,10 +222,17 @@ async fn data_rights_commands_list_export_and_forget(b: Backend) {
     );
 
     let mut cmd = b.command(&llm.url);
-    cmd.args(["forget", "--conversation", "test:W1/R", "--yes"]);
+    cmd.args(["forget", "--conversation", "test:W1/R", "--yes"])
+        .env("ANCHORBOT_LOG", "debug");
     let (ok, out, err) = run(cmd).await;
     assert!(ok, "{err}");
     assert!(out.starts_with("Forgot test:W1/R: 1 turn"), "{out}");
+    if let Some(db) = &b.db {
+        assert!(out.contains("Its rows were deleted"), "{out}");
+        for text in [&out, &err] {
+            assert!(!text.contains(&db.password()), "the password was shown: {text}");
+        }
+    }
 
     let mut cmd = b.command(&llm.url);
     cmd.args(["conversations", "--json"]);
@@ -244,6 +251,43 @@ async fn data_rights_commands_list_export_and_forget(b: Backend) {
         !prompt.contains("ACME"),
         "forgotten memory came back: {prompt}"
     );
+}
+
+/// `doctor` on PostgreSQL: the database check connects and counts, and a wrong password fails
+/// the check without showing either password.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_database_without_showing_its_password() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let url = closed_port_url();
+    let mut cmd = anchorbot(&tmp.path().join("data"), &url);
+    cmd.arg("doctor")
+        .env("ANCHORBOT_DATABASE_URL", db.url.expose_secret());
+    let (_, out, err) = run(cmd).await;
+    let line = out
+        .lines()
+        .find(|l| l.contains("PostgreSQL at postgres://"))
+        .unwrap_or_else(|| panic!("no database check: {out}"));
+    assert!(line.contains("connected") && line.contains("0 conversations"), "{line}");
+    assert!(!out.contains(&db.password()) && !err.contains(&db.password()), "{out}{err}");
+
+    let wrong = db.url_text().replace(&db.password(), "not-the-password-42");
+    assert_ne!(wrong, db.url_text());
+    let mut cmd = anchorbot(&tmp.path().join("data"), &url);
+    cmd.arg("doctor").env("ANCHORBOT_DATABASE_URL", &wrong);
+    let (ok, out, err) = run(cmd).await;
+    assert!(!ok, "doctor passed with a wrong password: {out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("PostgreSQL at postgres://"))
+        .unwrap_or_else(|| panic!("no database check: {out}"));
+    assert!(line.contains("password authentication failed"), "{line}");
+    for text in [&out, &err] {
+        assert!(!text.contains("not-the-password-42"), "{text}");
+        assert!(!text.contains(&db.password()), "{text}");
+    }
 }
 
 /// The store as a test reads it after the app stopped.

@@ -85,8 +85,8 @@ impl Engine {
             counted(before.counters.turns_total, "turn", "turns"),
             counted(before.summaries.len() as u64, "summary", "summaries"),
             counted(before.facts.len() as u64, "key fact", "key facts"),
-            counted(docs as u64, "document", "documents"),
-            counted(chunks as u64, "chunk", "chunks"),
+            counted(docs, "document", "documents"),
+            counted(chunks, "chunk", "chunks"),
         ))
     }
 }
