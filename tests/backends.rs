@@ -230,7 +230,10 @@ async fn data_rights_commands_list_export_and_forget(b: Backend) {
     if let Some(db) = &b.db {
         assert!(out.contains("Its rows were deleted"), "{out}");
         for text in [&out, &err] {
-            assert!(!text.contains(&db.password()), "the password was shown: {text}");
+            assert!(
+                !text.contains(&db.password()),
+                "the password was shown: {text}"
+            );
         }
     }
 
@@ -270,8 +273,14 @@ async fn doctor_checks_the_database_without_showing_its_password() {
         .lines()
         .find(|l| l.contains("PostgreSQL at postgres://"))
         .unwrap_or_else(|| panic!("no database check: {out}"));
-    assert!(line.contains("connected") && line.contains("0 conversations"), "{line}");
-    assert!(!out.contains(&db.password()) && !err.contains(&db.password()), "{out}{err}");
+    assert!(
+        line.contains("connected") && line.contains("0 conversations"),
+        "{line}"
+    );
+    assert!(
+        !out.contains(&db.password()) && !err.contains(&db.password()),
+        "{out}{err}"
+    );
 
     let wrong = db.url_text().replace(&db.password(), "not-the-password-42");
     assert_ne!(wrong, db.url_text());
@@ -288,6 +297,84 @@ async fn doctor_checks_the_database_without_showing_its_password() {
         assert!(!text.contains("not-the-password-42"), "{text}");
         assert!(!text.contains(&db.password()), "{text}");
     }
+}
+
+async fn retention_forgets_idle_conversations_with_their_documents(b: Backend) {
+    ensure_models();
+    let llm = FakeLlm::start(|req| Reply::text(&format!("ok {}", last_user(req)))).await;
+    let app = b.start(&llm.url).await;
+    let txt = b.files().join("orchard.txt");
+    std::fs::write(&txt, LEASE.join("\n\n")).unwrap();
+    app.sink
+        .submit(upload("OLD", "o1", "ann", "about the orchard", &txt))
+        .unwrap()
+        .done()
+        .await;
+    say(&app, "OLD", "o2", "the orchard lease").await;
+    say(&app, "NEW", "n1", "recent talk").await;
+    app.shutdown().await;
+    // Age one conversation through the store's API: 40 days ago.
+    {
+        let (store, docs) = reopen_backend(&b).await;
+        let then = anchorbot::store::now_ms() - 40 * 24 * 3600 * 1000;
+        store
+            .update(&key("OLD"), |a| {
+                a.turns.iter_mut().for_each(|t| t.at_ms = then)
+            })
+            .await
+            .unwrap();
+        let listed = docs.list("test:W1/OLD").await.unwrap();
+        assert_eq!(listed.len(), 1, "the file was not stored");
+        for mut d in listed {
+            d.ingested_at_ms = then;
+            docs.put("test:W1/OLD", &d).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    let mut s = b.settings(&llm.url);
+    s.retention_days = Some(30);
+    let app = start_app(s).await;
+    app.shutdown().await;
+    let (store, docs) = reopen_backend(&b).await;
+    assert_eq!(store.anchor(&key("OLD")).await.unwrap().turns.len(), 0);
+    assert_eq!(docs.counts("test:W1/OLD").await.unwrap(), (0, 0, 0));
+    assert_eq!(store.anchor(&key("NEW")).await.unwrap().turns.len(), 1);
+    let left: Vec<String> = store
+        .storage()
+        .maintenance
+        .sizes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.conv)
+        .collect();
+    assert_eq!(left, vec!["test:W1/NEW".to_string()]);
+}
+
+/// On PostgreSQL `backup` and `restore` are refused with the way to do it: `pg_dump`.
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_on_postgres_points_to_pg_dump() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("anchorbot.backup");
+    for args in [
+        vec!["backup", file.to_str().unwrap()],
+        vec!["restore", file.to_str().unwrap()],
+    ] {
+        let mut cmd = anchorbot(&tmp.path().join("data"), &closed_port_url());
+        cmd.args(&args)
+            .env("ANCHORBOT_DATABASE_URL", db.url.expose_secret());
+        let (ok, out, err) = run(cmd).await;
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            err.contains("not available with PostgreSQL") && err.contains("pg_dump"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains(&db.password()), "{err}");
+    }
+    assert!(!file.exists());
 }
 
 /// The store as a test reads it after the app stopped.
@@ -316,6 +403,7 @@ macro_rules! backend_tests {
                 documents_are_cited_and_clear_removes_them_with_the_memory,
                 a_duplicate_event_is_answered_once_even_after_a_restart,
                 data_rights_commands_list_export_and_forget,
+                retention_forgets_idle_conversations_with_their_documents,
             );
         }
     };
