@@ -36,23 +36,6 @@ fn main() {
     tokenizer_gap();
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!(
-        "{cpu}, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    )
-}
-
 /// Text made of English prose with CJK characters sprinkled in at `cjk_every` characters.
 fn corpus(bytes: usize, cjk_every: Option<usize>) -> String {
     let prose = "The quarterly budget review covers travel, hardware and the new onboarding plan. ";

@@ -721,9 +721,15 @@ mod tests {
                 "{}",
                 s.store_location().describe()
             );
-            jail.set_env("ANCHORBOT_DATABASE_URL", "mysql://bot:s3cr3t-pw@db/anchorbot");
+            jail.set_env(
+                "ANCHORBOT_DATABASE_URL",
+                "mysql://bot:s3cr3t-pw@db/anchorbot",
+            );
             let err = Settings::load(None).unwrap_err().to_string();
-            assert!(err.contains("database_url must be a postgres:// URL"), "{err}");
+            assert!(
+                err.contains("database_url must be a postgres:// URL"),
+                "{err}"
+            );
             assert!(!err.contains("s3cr3t-pw"), "{err}");
             // Empty, as a compose file leaves it: the default store.
             jail.set_env("ANCHORBOT_DATABASE_URL", "");
