@@ -104,13 +104,32 @@ async fn pages_of_1_and_2_mb_of_prose_peak_within_ten_percent_of_each_other() {
         "two.txt",
         fixtures::prose(2 << 20, 2).as_bytes(),
     );
-    // Side by side: each process has its own peak, and the test takes half the time.
-    let (data_one, data_two) = (tmp.path().join("one"), tmp.path().join("two"));
-    let (a, b) = tokio::join!(ingest(&data_one, &one), ingest(&data_two, &two));
-    for run in [&a, &b] {
-        assert!(run.ok, "{}", run.stderr);
-        assert!(!run.stdout.contains("skipped"), "{}", run.stdout);
+    // Side by side: each process has its own peak, and the test takes half the time. Twice:
+    // glibc's per-thread malloc arenas add up to about 30 MB to a process's peak from one run
+    // to the next (one binary measured 6% and 10% apart on the same files), never less, so
+    // the lower peak of two runs is what the ingestion itself needs.
+    let mut runs = Vec::new();
+    for round in 0..2 {
+        let data_one = tmp.path().join(format!("one-{round}"));
+        let data_two = tmp.path().join(format!("two-{round}"));
+        runs.push(tokio::join!(
+            ingest(&data_one, &one),
+            ingest(&data_two, &two)
+        ));
     }
+    for (a, b) in &runs {
+        for run in [a, b] {
+            assert!(run.ok, "{}", run.stderr);
+            assert!(!run.stdout.contains("skipped"), "{}", run.stdout);
+        }
+    }
+    let lower = |pick: fn(&(Measured, Measured)) -> &Measured| {
+        runs.iter()
+            .map(pick)
+            .min_by_key(|m| m.peak_kb)
+            .expect("two runs")
+    };
+    let (a, b) = (lower(|r| &r.0), lower(|r| &r.1));
     let (ca, cb) = (chunk_count(&a.stdout), chunk_count(&b.stdout));
     assert!(
         cb > ca * 19 / 10,
