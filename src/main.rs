@@ -252,6 +252,9 @@ async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitC
             redactor.set_secrets(
                 ops::logging::secrets_of(&settings)
                     .into_iter()
+                    .chain(anchorbot::storage::postgres::secrets(
+                        &secrecy::SecretString::from(to.clone()),
+                    ))
                     .chain([to.clone()])
                     .collect::<Vec<_>>(),
             );

@@ -611,13 +611,8 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let bad = |m: String| Err(SettingsError::Invalid(m));
         if let Some(url) = &self.database_url {
-            let url = url.expose_secret();
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                let scheme = url.split("://").next().filter(|_| url.contains("://"));
-                return bad(format!(
-                    "database_url must be a postgres:// URL (scheme {:?}); unset it to keep the store in data_dir",
-                    scheme.unwrap_or("none")
-                ));
+            if let Err(reason) = crate::storage::postgres::check_url(url) {
+                return bad(format!("{reason}; unset it to keep the store in data_dir"));
             }
         }
         if self.max_input_tokens < 256 {

@@ -153,18 +153,13 @@ pub fn secrets_of(settings: &Settings) -> Vec<String> {
     .into_iter()
     .flatten()
     .map(|s| s.expose_secret().to_string())
-    .chain(database_password(settings))
+    .chain(
+        settings
+            .database_url
+            .iter()
+            .flat_map(crate::storage::postgres::secrets),
+    )
     .collect()
-}
-
-/// The password in `database_url`, if it has one (the whole URL is never logged either, but a
-/// driver's message may quote the password alone).
-fn database_password(settings: &Settings) -> Option<String> {
-    let url = settings.database_url.as_ref()?.expose_secret();
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split('/').next()?.rsplit_once('@')?.0;
-    let password = userinfo.split_once(':')?.1;
-    (!password.is_empty()).then(|| password.to_string())
 }
 
 /// A [`MakeWriter`] that redacts each formatted event before it reaches `inner`.

@@ -34,6 +34,24 @@ pub fn redact(url: &SecretString) -> String {
     }
 }
 
+/// Checks that `url` is a `postgres://` URL the driver reads; the error names what is wrong,
+/// never the URL.
+pub fn check_url(url: &SecretString) -> Result<(), String> {
+    match url::DbUrl::parse(url) {
+        Ok(_) => Ok(()),
+        Err(StorageError::Open { reason, .. }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What must be kept out of logs for `url`: its password (as written and decoded) and the
+/// whole URL. Nothing for a URL that does not parse (the settings refuse it).
+pub fn secrets(url: &SecretString) -> Vec<String> {
+    url::DbUrl::parse(url)
+        .map(|u| u.secrets().to_vec())
+        .unwrap_or_default()
+}
+
 /// How long processed event ids are remembered (as in the sled store).
 const SEEN_TTL_MS: i64 = 24 * 3600 * 1000;
 

@@ -66,6 +66,11 @@ impl DbUrl {
         })
     }
 
+    /// The password (as written and decoded) and the whole URL.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
     /// `text` with the password and the URL replaced by `***`.
     pub fn scrub(&self, text: &str) -> String {
         scrub_with(text, &self.secrets)
