@@ -221,20 +221,28 @@ impl Store {
     where
         F: Fn(&mut Anchor) + Send + Sync,
     {
+        // The anchor the last run of the edit made is the one written (a backend may run the
+        // edit again after a conflict), so it need not be decoded back from the bytes.
+        let made = std::sync::Mutex::new(None);
         let edit = |current: Option<&[u8]>| -> Result<Vec<u8>, StoreError> {
             let mut anchor = match current {
                 Some(bytes) => decode(key, bytes)?,
                 None => Anchor::default(),
             };
             f(&mut anchor);
-            Ok(serde_json::to_vec(&anchor).expect("anchors serialize"))
+            let bytes = serde_json::to_vec(&anchor).expect("anchors serialize");
+            *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(anchor);
+            Ok(bytes)
         };
         let written = self
             .storage
             .conversations
             .update_anchor(&key.to_string(), event_id, durability, &edit)
             .await?;
-        decode(key, &written)
+        match made.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(anchor) => Ok(anchor),
+            None => decode(key, &written),
+        }
     }
 
     /// Deletes the conversation's anchor, durably.
