@@ -273,11 +273,7 @@ impl DocumentRows for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        let get = |name: &str| {
-            row.try_get::<i64, _>(name)
-                .map(from_db)
-                .map_err(|e| self.err(e))
-        };
+        let get = |name: &str| self.count(&row, name);
         Ok((get("documents")?, get("chunks")?, get("vectors")?))
     }
 }

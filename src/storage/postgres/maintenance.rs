@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::{from_db, PgStore};
+use super::PgStore;
 use crate::storage::{BackupSummary, ConvSize, Maintenance, StorageError};
 
 /// Each table's share of a conversation's size, per row: records, bytes, documents, chunks,
@@ -95,11 +95,7 @@ static ERASE: LazyLock<String> = LazyLock::new(|| {
 impl PgStore {
     /// A row of [`TOTALS`] as the size of `conv`.
     fn conv_size(&self, conv: String, row: &PgRow) -> Result<ConvSize, StorageError> {
-        let get = |name: &str| {
-            row.try_get::<i64, _>(name)
-                .map(from_db)
-                .map_err(|e| self.err(e))
-        };
+        let get = |name: &str| self.count(row, name);
         Ok(ConvSize {
             conv,
             records: get("records")?,
@@ -159,11 +155,7 @@ impl Maintenance for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        let get = |name: &str| {
-            row.try_get::<i64, _>(name)
-                .map(from_db)
-                .map_err(|e| self.err(e))
-        };
+        let get = |name: &str| self.count(&row, name);
         Ok((get("documents")?, get("chunks")?))
     }
 

@@ -136,6 +136,14 @@ impl PgStore {
         Ok(pruned)
     }
 
+    /// The count in column `name` of `row`.
+    fn count(&self, row: &sqlx::postgres::PgRow, name: &str) -> Result<u64, StorageError> {
+        use sqlx::Row;
+        row.try_get::<i64, _>(name)
+            .map(from_db)
+            .map_err(|e| self.err(e))
+    }
+
     /// `e` without anything secret in it.
     fn err(&self, e: sqlx::Error) -> StorageError {
         self.errors.map(e)

@@ -89,6 +89,21 @@ fn ingested_ms(record: &[u8]) -> u64 {
     serde_json::from_slice::<Stamp>(record).map_or(0, |s| s.ingested_at_ms)
 }
 
+/// Counts one record of tree `tree` in `size`: a record and its bytes, and what kind it is.
+fn tally(size: &mut ConvSize, tree: &[u8], key: &[u8], value: &[u8]) {
+    size.records += 1;
+    size.bytes += (key.len() + value.len()) as u64;
+    match tree {
+        n if n == keys::DOCS_TREE.as_bytes() => {
+            size.documents += 1;
+            size.last_ingested_ms = size.last_ingested_ms.max(ingested_ms(value));
+        }
+        n if n == keys::CHUNKS_TREE.as_bytes() => size.chunks += 1,
+        n if n == keys::VECTORS_TREE.as_bytes() => size.vectors += 1,
+        _ => {}
+    }
+}
+
 fn tx_error(e: TransactionError<StorageError>) -> StorageError {
     match e {
         TransactionError::Abort(e) => e,
@@ -163,11 +178,6 @@ impl SledStore {
     /// The database (for a backup or a compaction copy).
     pub fn db(&self) -> &sled::Db {
         &self.db
-    }
-
-    /// The group-commit state (for its tests).
-    pub fn flusher(&self) -> &Flusher {
-        &self.flusher
     }
 
     /// Forgets event ids older than a day, so the log stays small.
@@ -494,18 +504,7 @@ impl Maintenance for SledStore {
             for item in tree.iter() {
                 let (k, v) = item?;
                 let conv = keys::conversation_of(&k).to_vec();
-                let e = all.entry(conv).or_default();
-                e.records += 1;
-                e.bytes += (k.len() + v.len()) as u64;
-                match name.as_ref() {
-                    n if n == keys::DOCS_TREE.as_bytes() => {
-                        e.documents += 1;
-                        e.last_ingested_ms = e.last_ingested_ms.max(ingested_ms(&v));
-                    }
-                    n if n == keys::CHUNKS_TREE.as_bytes() => e.chunks += 1,
-                    n if n == keys::VECTORS_TREE.as_bytes() => e.vectors += 1,
-                    _ => {}
-                }
+                tally(all.entry(conv).or_default(), &name, &k, &v);
             }
         }
         Ok(all
@@ -525,22 +524,11 @@ impl Maintenance for SledStore {
         let prefix = keys::conv_prefix(conv);
         for (name, tree) in self.data_trees()? {
             if let Some(v) = tree.get(conv.as_bytes())? {
-                size.records += 1;
-                size.bytes += (conv.len() + v.len()) as u64;
+                tally(&mut size, &name, conv.as_bytes(), &v);
             }
             for item in tree.scan_prefix(&prefix) {
                 let (k, v) = item?;
-                size.records += 1;
-                size.bytes += (k.len() + v.len()) as u64;
-                match name.as_ref() {
-                    n if n == keys::DOCS_TREE.as_bytes() => {
-                        size.documents += 1;
-                        size.last_ingested_ms = size.last_ingested_ms.max(ingested_ms(&v));
-                    }
-                    n if n == keys::CHUNKS_TREE.as_bytes() => size.chunks += 1,
-                    n if n == keys::VECTORS_TREE.as_bytes() => size.vectors += 1,
-                    _ => {}
-                }
+                tally(&mut size, &name, &k, &v);
             }
         }
         Ok(size)
@@ -631,7 +619,7 @@ mod tests {
             t.await.unwrap();
         }
         // Every ticket was covered, without error.
-        let (covered, error) = store.flusher().covered();
+        let (covered, error) = store.flusher.covered();
         assert_eq!(covered, 40);
         assert!(error.is_none());
         drop(store);
