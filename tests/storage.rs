@@ -234,6 +234,131 @@ async fn events_are_deduplicated_per_conversation(b: &dyn Backend) {
     assert!(s.conversations.anchored().await.unwrap().is_empty());
 }
 
+async fn an_event_is_claimed_once_journaled_until_its_turn_commits(b: &dyn Backend) {
+    use anchorbot::storage::Claim;
+    {
+        let s = b.open().await;
+        let j = &s.journal;
+        assert_eq!(j.claim(CONV, "ev1", b"first").await.unwrap(), Claim::New);
+        // A redelivery, or its twin reaching the same store: taken.
+        assert_eq!(j.claim(CONV, "ev1", b"again").await.unwrap(), Claim::Taken);
+        assert_eq!(j.claim(OTHER, "ev1", b"other").await.unwrap(), Claim::New);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(j.claim(CONV, "ev2", b"second").await.unwrap(), Claim::New);
+    }
+    // Claims survive a restart (a crash before the answer), oldest first, with their events.
+    let s = b.open().await;
+    let pending = s.journal.pending().await.unwrap();
+    let seen: Vec<(&str, &str, &[u8])> = pending
+        .iter()
+        .map(|p| (p.conv.as_str(), p.event.as_str(), p.payload.as_slice()))
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2], (CONV, "ev2", &b"second"[..]));
+    assert!(seen.contains(&(CONV, "ev1", &b"first"[..])), "{seen:?}");
+    assert!(seen.contains(&(OTHER, "ev1", &b"other"[..])), "{seen:?}");
+    assert!(pending[0].at_ms <= pending[2].at_ms);
+    // The turn's commit marks it done, in the same transaction.
+    s.conversations
+        .update_anchor(CONV, Some("ev1"), Durability::Flushed, &|_| {
+            Ok(bytes(json!({ "turns": 1 })))
+        })
+        .await
+        .unwrap();
+    // A failure told to the user marks it done too.
+    s.conversations.mark_handled(OTHER, "ev1").await.unwrap();
+    let left: Vec<String> = s
+        .journal
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event)
+        .collect();
+    assert_eq!(left, vec!["ev2"]);
+    // Done events stay taken.
+    assert_eq!(
+        s.journal.claim(CONV, "ev1", b"late").await.unwrap(),
+        Claim::Taken
+    );
+    assert_eq!(
+        s.journal.claim(OTHER, "ev1", b"late").await.unwrap(),
+        Claim::Taken
+    );
+    assert!(s.conversations.was_handled(CONV, "ev1").await.unwrap());
+    // A failed turn leaves the claim pending.
+    s.conversations
+        .update_anchor(CONV, Some("ev2"), Durability::Flushed, &refuse)
+        .await
+        .unwrap_err();
+    assert_eq!(s.journal.pending().await.unwrap().len(), 1);
+    // Forgetting the conversation takes its journal too.
+    s.maintenance.erase(CONV).await.unwrap();
+    assert!(s.journal.pending().await.unwrap().is_empty());
+}
+
+async fn twenty_claims_of_one_event_at_once_make_one_winner(b: &dyn Backend) {
+    use anchorbot::storage::Claim;
+    let s = b.open().await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.journal
+                    .claim(CONV, "twin", format!("copy {i}").as_bytes())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() == Claim::New {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(s.journal.pending().await.unwrap().len(), 1);
+}
+
+async fn a_lease_is_held_by_one_until_released_or_expired(b: &dyn Backend) {
+    use std::time::Duration;
+    let s = b.open().await;
+    let l = &s.leases;
+    let long = Duration::from_secs(30);
+    assert_eq!(l.holder("turn:a").await.unwrap(), None);
+    assert!(l.try_acquire("turn:a", "replica-1", long).await.unwrap());
+    assert!(!l.try_acquire("turn:a", "replica-2", long).await.unwrap());
+    // The holder renews.
+    assert!(l.try_acquire("turn:a", "replica-1", long).await.unwrap());
+    assert_eq!(
+        l.holder("turn:a").await.unwrap().as_deref(),
+        Some("replica-1")
+    );
+    // Another name is another lease.
+    assert!(l.try_acquire("jobs", "replica-2", long).await.unwrap());
+    // Only the holder releases.
+    l.release("turn:a", "replica-2").await.unwrap();
+    assert_eq!(
+        l.holder("turn:a").await.unwrap().as_deref(),
+        Some("replica-1")
+    );
+    l.release("turn:a", "replica-1").await.unwrap();
+    assert_eq!(l.holder("turn:a").await.unwrap(), None);
+    assert!(l.try_acquire("turn:a", "replica-2", long).await.unwrap());
+    // A holder that stops renewing loses it at expiry.
+    assert!(l
+        .try_acquire("gateway", "replica-1", Duration::from_millis(200))
+        .await
+        .unwrap());
+    assert!(!l.try_acquire("gateway", "replica-2", long).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(l.holder("gateway").await.unwrap(), None);
+    assert!(l.try_acquire("gateway", "replica-2", long).await.unwrap());
+    // Leases are not conversations.
+    assert!(s.maintenance.sizes().await.unwrap().is_empty());
+}
+
 async fn concurrent_updates_of_one_anchor_lose_nothing(b: &dyn Backend) {
     let s = b.open().await;
     let tasks: Vec<_> = (0..20)
@@ -617,6 +742,9 @@ macro_rules! backend_tests {
                 anchors_round_trip_and_survive_reopen,
                 an_update_with_an_event_marks_both_or_neither,
                 events_are_deduplicated_per_conversation,
+                an_event_is_claimed_once_journaled_until_its_turn_commits,
+                twenty_claims_of_one_event_at_once_make_one_winner,
+                a_lease_is_held_by_one_until_released_or_expired,
                 concurrent_updates_of_one_anchor_lose_nothing,
                 documents_chunks_and_vectors_round_trip_in_key_order,
                 clear_page_drops_one_page_and_writes_the_record,

@@ -196,6 +196,63 @@ pub trait DocumentRows: Send + Sync {
     async fn counts(&self, conv: &str) -> Result<(u64, u64, u64), StorageError>;
 }
 
+/// Whether a claim made the event this process's to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// No process claimed or handled it before: it is journaled, and this process answers it.
+    New,
+    /// Claimed or handled already (a redelivery, or its twin reached another process).
+    Taken,
+}
+
+/// An accepted event whose answer is not committed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journaled {
+    /// The conversation key.
+    pub conv: String,
+    /// The event id (its claim).
+    pub event: String,
+    /// The event as the engine journaled it (JSON).
+    pub payload: Vec<u8>,
+    /// When it was claimed (Unix ms).
+    pub at_ms: u64,
+}
+
+/// The journal of accepted events: an event is claimed (and journaled) before the platform
+/// is told it arrived, and its claim is marked done in the transaction that commits its turn
+/// ([`Conversations::update_anchor`] with the event) or by [`Conversations::mark_handled`].
+/// Whatever is still pending after a crash is answered by the next process.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Claims `event` of `conv` and journals `payload` with it, durably, in one write: one
+    /// claim per event, whichever process asks first.
+    async fn claim(&self, conv: &str, event: &str, payload: &[u8]) -> Result<Claim, StorageError>;
+
+    /// Every claimed event not yet done, oldest first.
+    async fn pending(&self) -> Result<Vec<Journaled>, StorageError>;
+}
+
+/// Named leases with an expiry: what one process at a time may do (answer one conversation,
+/// run the hourly jobs, hold the Discord gateway). A holder renews its lease before it
+/// expires; a holder that dies leaves it to expire.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes `name` for `holder` for `ttl` when it is free, expired, or already `holder`'s (a
+    /// renewal). Returns whether `holder` holds it now.
+    async fn try_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StorageError>;
+
+    /// Gives `name` up, if `holder` holds it.
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StorageError>;
+
+    /// Who holds `name` now, if anyone (an expired lease is held by no one).
+    async fn holder(&self, name: &str) -> Result<Option<String>, StorageError>;
+}
+
 /// Listing, clearing and erasing conversations; readiness.
 #[async_trait]
 pub trait Maintenance: Send + Sync {
@@ -237,18 +294,24 @@ pub struct Storage {
     pub documents: Arc<dyn DocumentRows>,
     /// Listing, clearing, erasing, readiness.
     pub maintenance: Arc<dyn Maintenance>,
+    /// Accepted events not answered yet.
+    pub journal: Arc<dyn Journal>,
+    /// Leases shared by every process on the store.
+    pub leases: Arc<dyn Leases>,
 }
 
 impl Storage {
     /// The three seams of one backend value.
     pub fn of<B>(backend: Arc<B>) -> Self
     where
-        B: Conversations + DocumentRows + Maintenance + 'static,
+        B: Conversations + DocumentRows + Maintenance + Journal + Leases + 'static,
     {
         Self {
             conversations: backend.clone(),
             documents: backend.clone(),
-            maintenance: backend,
+            maintenance: backend.clone(),
+            journal: backend.clone(),
+            leases: backend,
         }
     }
 }

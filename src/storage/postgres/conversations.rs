@@ -15,6 +15,9 @@ const UPDATE_ATTEMPTS: u32 = 5;
 const MARK_SEEN: &str = "INSERT INTO seen (conv, event_id, at_ms) VALUES ($1, $2, $3)
      ON CONFLICT (conv, event_id) DO UPDATE SET at_ms = excluded.at_ms";
 
+/// The event's journal entry goes with its mark, in the same transaction.
+const UNJOURNAL: &str = "DELETE FROM journal WHERE conv = $1 AND event_id = $2";
+
 impl PgStore {
     /// One attempt of [`Conversations::update_anchor`].
     async fn update_anchor_once(
@@ -52,6 +55,11 @@ impl PgStore {
                 .bind(conv)
                 .bind(event)
                 .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(UNJOURNAL)
+                .bind(conv)
+                .bind(event)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -128,14 +136,22 @@ impl Conversations for PgStore {
     }
 
     async fn mark_handled(&self, conv: &str, event: &str) -> Result<(), StorageError> {
-        sqlx::query(MARK_SEEN)
-            .bind(conv)
-            .bind(event)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        let mark = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(MARK_SEEN)
+                .bind(conv)
+                .bind(event)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(UNJOURNAL)
+                .bind(conv)
+                .bind(event)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        mark.await.map_err(|e| self.err(e))
     }
 
     async fn anchored(&self) -> Result<Vec<String>, StorageError> {

@@ -1,7 +1,7 @@
 //! Listing, clearing and erasing conversations in PostgreSQL; readiness.
 //!
 //! Sizes count what the sled backend counts, so both report the same numbers for the same
-//! data: one record per anchor, mark, document, chunk, vector and kept file (a chunk row with
+//! data: one record per anchor, mark, journaled event, document, chunk, vector and kept file (a chunk row with
 //! its vector is two), and the bytes of each record's sled key and value.
 
 use std::sync::LazyLock;
@@ -16,7 +16,7 @@ use crate::storage::{BackupSummary, ConvSize, Maintenance, StorageError};
 /// Each table's share of a conversation's size, per row: records, bytes, documents, chunks,
 /// vectors and ingestion time. The bytes are those of the sled key (`conv`, `conv\0event`,
 /// `conv\0doc`, `conv\0doc\0` and eight bytes of page and position) and value.
-const PARTS: [(&str, &str); 5] = [
+const PARTS: [(&str, &str); 6] = [
     (
         "anchors",
         "conv, 1 AS records, octet_length(conv) + coalesce(octet_length(body), 0) AS bytes,
@@ -25,6 +25,11 @@ const PARTS: [(&str, &str); 5] = [
     (
         "seen",
         "conv, 1, octet_length(conv) + 1 + octet_length(event_id) + 8, 0, 0, 0, 0",
+    ),
+    (
+        "journal",
+        "conv, 1, octet_length(conv) + 1 + octet_length(event_id) + 8 + octet_length(payload),
+         0, 0, 0, 0",
     ),
     (
         "documents",

@@ -10,6 +10,7 @@
 mod conversations;
 mod documents;
 mod error;
+mod journal;
 mod maintenance;
 mod schema;
 mod url;

@@ -9,7 +9,10 @@ use super::now_ms;
 use crate::storage::StorageError;
 
 /// The migrations, by version. A version is never edited once released: changes are new files.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sql/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sql/0001_init.sql")),
+    (2, include_str!("sql/0002_journal_leases.sql")),
+];
 
 /// The newest schema this binary knows (a database at a newer one is refused).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -18,8 +18,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::{
-    now_ms, AnchorEdit, ChunkRow, ConvSize, Conversations, DocRow, DocumentRows, Durability,
-    Maintenance, StorageError,
+    now_ms, AnchorEdit, ChunkRow, Claim, ConvSize, Conversations, DocRow, DocumentRows, Durability,
+    Journal, Journaled, Leases, Maintenance, StorageError,
 };
 use flush::Flusher;
 
@@ -75,6 +75,8 @@ pub struct SledStore {
     chunks: sled::Tree,
     vectors: sled::Tree,
     sources: sled::Tree,
+    journal: sled::Tree,
+    leases: sled::Tree,
     flusher: Flusher,
 }
 
@@ -163,6 +165,8 @@ impl SledStore {
             chunks: db.open_tree(keys::CHUNKS_TREE)?,
             vectors: db.open_tree(keys::VECTORS_TREE)?,
             sources: db.open_tree(keys::SOURCES_TREE)?,
+            journal: db.open_tree(keys::JOURNAL_TREE)?,
+            leases: db.open_tree(keys::LEASES_TREE)?,
             db,
             flusher: Flusher::default(),
         };
@@ -203,7 +207,10 @@ impl SledStore {
     fn data_trees(&self) -> Result<Vec<(sled::IVec, sled::Tree)>, StorageError> {
         let mut out = Vec::new();
         for name in self.db.tree_names() {
-            if name.as_ref() == keys::META_TREE.as_bytes() || name.as_ref() == keys::DEFAULT_TREE {
+            if name.as_ref() == keys::META_TREE.as_bytes()
+                || name.as_ref() == keys::LEASES_TREE.as_bytes()
+                || name.as_ref() == keys::DEFAULT_TREE
+            {
                 continue;
             }
             let tree = self.db.open_tree(&name)?;
@@ -266,13 +273,14 @@ impl Conversations for SledStore {
     ) -> Result<Vec<u8>, StorageError> {
         let k = keys::anchor(conv);
         let seen_key = event.map(|id| keys::seen(conv, id));
-        let written = (&self.anchors, &self.seen)
-            .transaction(|(t, seen)| {
+        let written = (&self.anchors, &self.seen, &self.journal)
+            .transaction(|(t, seen, journal)| {
                 let current = t.get(k.as_slice())?;
                 let next = edit(current.as_deref()).map_err(ConflictableTransactionError::Abort)?;
                 t.insert(k.as_slice(), next.as_slice())?;
                 if let Some(sk) = &seen_key {
                     seen.insert(sk.as_slice(), &now_ms().to_be_bytes()[..])?;
+                    journal.remove(sk.as_slice())?;
                 }
                 Ok(next)
             })
@@ -293,9 +301,14 @@ impl Conversations for SledStore {
     }
 
     async fn mark_handled(&self, conv: &str, event: &str) -> Result<(), StorageError> {
-        self.seen
-            .insert(keys::seen(conv, event), &now_ms().to_be_bytes()[..])?;
-        Ok(())
+        let k = keys::seen(conv, event);
+        (&self.seen, &self.journal)
+            .transaction(|(seen, journal)| {
+                seen.insert(k.as_slice(), &now_ms().to_be_bytes()[..])?;
+                journal.remove(k.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StorageError>>(())
+            })
+            .map_err(tx_error)
     }
 
     async fn anchored(&self) -> Result<Vec<String>, StorageError> {
@@ -493,6 +506,113 @@ impl DocumentRows for SledStore {
         let prefix = keys::conv_prefix(conv);
         let count = |t: &sled::Tree| t.scan_prefix(&prefix).count() as u64;
         Ok((count(&self.docs), count(&self.chunks), count(&self.vectors)))
+    }
+}
+
+#[async_trait]
+impl Journal for SledStore {
+    async fn claim(&self, conv: &str, event: &str, payload: &[u8]) -> Result<Claim, StorageError> {
+        let k = keys::seen(conv, event);
+        let mut value = now_ms().to_be_bytes().to_vec();
+        value.extend_from_slice(payload);
+        let claim = (&self.seen, &self.journal)
+            .transaction(|(seen, journal)| {
+                if seen.get(k.as_slice())?.is_some() || journal.get(k.as_slice())?.is_some() {
+                    return Ok(Claim::Taken);
+                }
+                journal.insert(k.as_slice(), value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StorageError>>(Claim::New)
+            })
+            .map_err(tx_error)?;
+        if claim == Claim::New {
+            // It precedes the platform's ack: on disk before the event counts as received.
+            self.flush().await?;
+        }
+        Ok(claim)
+    }
+
+    async fn pending(&self) -> Result<Vec<Journaled>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.journal.iter() {
+            let (k, v) = item?;
+            let conv = keys::conversation_of(&k);
+            let event = k.get(conv.len() + 1..).unwrap_or_default();
+            let at_ms = v
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            out.push(Journaled {
+                conv: String::from_utf8_lossy(conv).into_owned(),
+                event: String::from_utf8_lossy(event).into_owned(),
+                payload: v.get(8..).unwrap_or_default().to_vec(),
+                at_ms,
+            });
+        }
+        out.sort_by_key(|j| j.at_ms);
+        Ok(out)
+    }
+}
+
+/// A lease's value: its expiry (Unix ms, big endian), then its holder.
+fn lease_value(expires_ms: u64, holder: &str) -> Vec<u8> {
+    let mut v = expires_ms.to_be_bytes().to_vec();
+    v.extend_from_slice(holder.as_bytes());
+    v
+}
+
+/// The holder of a lease value, if it has not expired at `now`.
+fn live_holder(value: &[u8], now: u64) -> Option<String> {
+    let expires = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    (expires > now).then(|| String::from_utf8_lossy(&value[8..]).into_owned())
+}
+
+#[async_trait]
+impl Leases for SledStore {
+    async fn try_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StorageError> {
+        let now = now_ms();
+        let value = lease_value(now + ttl.as_millis() as u64, holder);
+        self.leases
+            .transaction(|t| {
+                let current = t.get(name.as_bytes())?;
+                match current.as_deref().and_then(|v| live_holder(v, now)) {
+                    Some(other) if other != holder => Ok(false),
+                    _ => {
+                        t.insert(name.as_bytes(), value.as_slice())?;
+                        Ok::<_, ConflictableTransactionError<StorageError>>(true)
+                    }
+                }
+            })
+            .map_err(tx_error)
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StorageError> {
+        let now = now_ms();
+        self.leases
+            .transaction(|t| {
+                let current = t.get(name.as_bytes())?;
+                if current
+                    .as_deref()
+                    .and_then(|v| live_holder(v, now))
+                    .as_deref()
+                    == Some(holder)
+                {
+                    t.remove(name.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<StorageError>>(())
+            })
+            .map_err(tx_error)
+    }
+
+    async fn holder(&self, name: &str) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .leases
+            .get(name.as_bytes())?
+            .and_then(|v| live_holder(&v, now_ms())))
     }
 }
 
