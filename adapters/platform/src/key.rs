@@ -136,6 +136,20 @@ impl fmt::Display for ConversationKey {
     }
 }
 
+/// Written as its text (`slack:T1/C2/1712345678.000100`), so a journaled event reads back.
+impl serde::Serialize for ConversationKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConversationKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for ConversationKey {
     type Err = KeyError;
 

@@ -52,7 +52,7 @@ pub struct Attachment {
 }
 
 /// A message as the engine sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncomingMessage {
     /// The conversation this message belongs to.
     pub key: ConversationKey,
@@ -73,7 +73,7 @@ pub struct IncomingMessage {
 }
 
 /// A message that was in a thread before the bot joined it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriorMessage {
     /// Who wrote it.
     pub author: Author,
@@ -87,7 +87,7 @@ pub struct PriorMessage {
 
 /// A person's verdict on one of the bot's answers (Slack's feedback buttons, a Discord
 /// button), tied to the message that carried the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Feedback {
     /// The conversation the answer belongs to.
     pub key: ConversationKey,
@@ -106,7 +106,7 @@ pub struct Feedback {
 /// A request to answer a question again (a Regenerate button on one of the bot's answers).
 /// The engine finds the question by the answer's message; the new answer replaces the old one
 /// in memory once it completes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegenerateRequest {
     /// The conversation the answer belongs to.
     pub key: ConversationKey,
@@ -122,7 +122,7 @@ pub struct RegenerateRequest {
 
 /// A native command invocation (Slack slash command, Discord application command). Text
 /// commands typed into a message arrive as [`IncomingMessage`]s instead; the engine parses both.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandInvocation {
     /// The conversation the command was issued in.
     pub key: ConversationKey,
@@ -139,7 +139,10 @@ pub struct CommandInvocation {
 }
 
 /// Everything an adapter can hand to the engine: a closed set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized with a `kind` tag (`{"kind":"message",…}`): the engine journals accepted events
+/// so that a process that starts after a crash can answer them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InboundEvent {
     /// A message in a conversation.
     Message(IncomingMessage),
@@ -155,7 +158,7 @@ pub enum InboundEvent {
 
 /// A request to stop the answer that is streaming in a conversation. The reply keeps what was
 /// written and says it was stopped; the turn is not stored (it did not complete).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopRequest {
     /// The conversation.
     pub key: ConversationKey,
@@ -499,5 +502,51 @@ impl Shutdown {
     /// Resolves once shutdown starts (or the app is gone).
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    #[test]
+    fn events_read_back_as_they_were_journaled() {
+        let key =
+            ConversationKey::new("slack", Some("T1"), "C2", Some("1712345678.000100")).unwrap();
+        let author = Author {
+            id: "U1".into(),
+            display_name: "Ann".into(),
+        };
+        let events = vec![
+            InboundEvent::Message(IncomingMessage {
+                key: key.clone(),
+                event_id: "C2:1712345678.000200".into(),
+                author: author.clone(),
+                text: "what is the rent?".into(),
+                attachments: Vec::new(),
+                reply_to: ReplyTarget {
+                    channel: "C2".into(),
+                    ..ReplyTarget::default()
+                },
+                mentions_bot: true,
+                from_bot: false,
+            }),
+            InboundEvent::Command(CommandInvocation {
+                key,
+                event_id: "cmd:1".into(),
+                author,
+                name: "status".into(),
+                args: String::new(),
+                reply_to: ReplyTarget::default(),
+            }),
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert!(json.contains("slack:T1/C2/1712345678.000100"), "{json}");
+            let back: InboundEvent = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, event);
+        }
+        let bad = r#"{"kind":"command","key":"nope","event_id":"e","author":{"id":"u","display_name":"a"},"name":"x","args":"","reply_to":{}}"#;
+        assert!(serde_json::from_str::<InboundEvent>(bad).is_err());
     }
 }
