@@ -234,6 +234,8 @@ impl App {
             let signal = shutdown_signal.clone();
             running.spawn(async move { (name, adapter.run(sink, SPECS, signal).await) });
         }
+        // What was accepted before a crash or a restart, and not answered, is answered now.
+        dispatcher.replay().await;
         // Periodic endpoint health checks, so failover order follows reality between turns.
         let engine = self.engine.clone();
         let interval = self.health_interval;

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
+use crate::storage::Claim;
 use crate::engine::{Accepted, Engine, Outcome};
 
 /// A queued event and the sender that completes its receipt.
@@ -179,7 +180,73 @@ fn reads_only(event: &InboundEvent) -> bool {
     )
 }
 
+impl Dispatcher {
+    /// Queues again every event accepted before this process started and not answered (a
+    /// crash, a kill, an answer cut at shutdown), oldest first; returns how many. An event
+    /// whose platform has no adapter here stays journaled.
+    pub async fn replay(&self) -> usize {
+        let pending = match self.inner.engine.store().storage().journal.pending().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "the journal of accepted events is unreadable; nothing replayed");
+                return 0;
+            }
+        };
+        let mut replayed = 0;
+        for entry in pending {
+            let event: InboundEvent = match serde_json::from_slice(&entry.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a journaled event is unreadable; marked handled");
+                    if let Ok(key) = entry.conv.parse::<ConversationKey>() {
+                        let _ = self.inner.engine.store().mark_handled(&key, &entry.event).await;
+                    }
+                    continue;
+                }
+            };
+            if !self.inner.platforms.contains_key(event.key().platform()) {
+                continue;
+            }
+            match self.submit(event) {
+                Ok(_) => replayed += 1,
+                Err(e) => tracing::warn!(error = %e, "an accepted event could not be queued again"),
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(events = replayed, "answering events accepted before a restart");
+        }
+        replayed
+    }
+}
+
+#[async_trait::async_trait]
 impl EventSink for Dispatcher {
+    async fn accept(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let key = event.key().clone();
+        let payload = serde_json::to_vec(&event).expect("events serialize");
+        let journal = &self.inner.engine.store().storage().journal;
+        match journal.claim(&key.to_string(), event.event_id(), &payload).await {
+            Ok(Claim::New) => {}
+            Ok(Claim::Taken) => {
+                tracing::info!(conversation = %key, event = %event.event_id(), "event accepted before; dropped");
+                return Err(SubmitError::Duplicate);
+            }
+            // Answering beats losing the question: without the journal it is the
+            // de-duplication log alone, as before.
+            Err(e) => tracing::warn!(error = %e, "the event could not be journaled; answering it anyway"),
+        }
+        let event_id = event.event_id().to_string();
+        let queued = self.submit(event);
+        if queued.is_err() {
+            // Refused (and the user told): nothing is owed, so nothing stays journaled.
+            let _ = self.inner.engine.store().mark_handled(&key, &event_id).await;
+        }
+        queued
+    }
+
     fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);

@@ -518,3 +518,60 @@ async fn store_copy_moves_a_sled_store_and_search_agrees() {
     let prompt = all_text(llm.turn_requests().last().unwrap());
     assert!(prompt.contains("Lyon"), "{prompt}");
 }
+
+/// An event accepted (journaled) by a process that dies before answering is answered by the
+/// next process on the same database, whose data dir is empty; a redelivery of it is a
+/// duplicate meanwhile and after.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() {
+    let Some(b) = Backend::postgres().await else {
+        return;
+    };
+    // The first process's model never finishes: it dies mid-answer.
+    let stuck = FakeLlm::start(|_| {
+        Reply::chunks(vec!["Thinking about".into(), " it".into()], Some("stop"))
+            .slow(Duration::from_secs(3600))
+    })
+    .await;
+    let first = b.start(&stuck.url).await;
+    let _receipt = first
+        .sink
+        .accept(message("J", "j1", "ann", "what is our deploy day?"))
+        .await
+        .unwrap();
+    // Its twin (the same message seen again) is a duplicate, even while unanswered.
+    assert_eq!(
+        first
+            .sink
+            .accept(message("J", "j1", "ann", "what is our deploy day?"))
+            .await
+            .unwrap_err(),
+        anchorbot_platform::SubmitError::Duplicate
+    );
+    // "Dies": its task is gone and it never answers (its model never finishes).
+    first.task.abort();
+
+    let llm = FakeLlm::start(|req| Reply::text(&format!("answer to {}", last_user(req)))).await;
+    let second = b.start(&llm.url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while second.platform.finals("J").is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        second.platform.finals("J"),
+        vec!["answer to ann: what is our deploy day?".to_string()]
+    );
+    // Answered once: a redelivery now is a duplicate, and nothing is left to replay.
+    assert_eq!(
+        second
+            .sink
+            .accept(message("J", "j1", "ann", "what is our deploy day?"))
+            .await
+            .unwrap_err(),
+        anchorbot_platform::SubmitError::Duplicate
+    );
+    second.shutdown().await;
+    let (store, _) = reopen_backend(&b).await;
+    assert!(store.storage().journal.pending().await.unwrap().is_empty());
+    assert_eq!(store.anchor(&key("J")).await.unwrap().turns.len(), 1);
+}

@@ -424,13 +424,27 @@ pub enum SubmitError {
     /// The engine is shutting down.
     #[error("anchorbot is shutting down")]
     ShuttingDown,
+    /// The event was accepted before (a redelivery, or its twin reached this or another
+    /// process): it is answered once, there. Acknowledge it and drop it.
+    #[error("this event was already accepted")]
+    Duplicate,
 }
 
 /// Where adapters deliver inbound events. Never blocks: a full queue is reported, and the
 /// engine tells the user.
+#[async_trait::async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// Queues an event for its conversation. The receipt resolves once the event is handled.
     fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError>;
+
+    /// Journals the event where the engine keeps accepted events, then queues it: once this
+    /// returns `Ok`, the event is answered even if this process dies before it is (the next
+    /// process to start answers it). An adapter calls it before it acknowledges the event to
+    /// its platform. An event accepted before is [`SubmitError::Duplicate`]. Without a journal
+    /// it is [`EventSink::submit`].
+    async fn accept(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
+        self.submit(event)
+    }
 }
 
 /// Resolves when a submitted event has been fully handled (reply final, turn stored).
