@@ -575,3 +575,60 @@ async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() 
     assert!(store.storage().journal.pending().await.unwrap().is_empty());
     assert_eq!(store.anchor(&key("J")).await.unwrap().turns.len(), 1);
 }
+
+/// A single sled process killed (SIGKILL) mid-answer answers that question after its restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sled_process_killed_mid_answer_answers_after_its_restart() {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let stuck = FakeLlm::start(|_| {
+        Reply::chunks(vec!["Let me".into(), " think".into()], Some("stop"))
+            .slow(Duration::from_secs(3600))
+    })
+    .await;
+    let mut cmd = anchorbot(&data, &stuck.url);
+    cmd.args(["chat", "--conversation", "ops"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"which day do we deploy?\n").await.unwrap();
+    // Killed once the model has the question: the answer is under way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stuck.turn_requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the question never reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    drop(stdin);
+
+    let llm = FakeLlm::start(|req| Reply::text(&format!("answer to {}", last_user(req)))).await;
+    let mut cmd = anchorbot(&data, &llm.url);
+    cmd.args(["chat", "--conversation", "ops"])
+        .stdin(std::process::Stdio::null());
+    let (ok, out, err) = run_for(cmd, Duration::from_secs(120)).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("answer to ") && out.contains("which day do we deploy?"),
+        "the question was not answered after the restart: {out}\n{err}"
+    );
+    assert_eq!(llm.turn_requests().len(), 1, "answered once");
+    let (store, _) = reopen(&data).await;
+    let a = store
+        .anchor(&ConversationKey::console("ops").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(a.turns.len(), 1);
+    assert!(
+        a.turns[0].answer.starts_with("answer to "),
+        "{:?}",
+        a.turns[0]
+    );
+    assert!(store.storage().journal.pending().await.unwrap().is_empty());
+}

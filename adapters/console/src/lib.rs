@@ -455,7 +455,9 @@ impl<R: AsyncBufRead + Unpin + Send + 'static> Adapter for Console<R> {
             // read in the background (its summary line prints when it is in), so the next line
             // is taken at once.
             let upload = matches!(&event, InboundEvent::Message(m) if !m.attachments.is_empty());
-            match sink.submit(event) {
+            // Journaled first: a question typed here is answered even if the process dies
+            // before it is (by the next `chat` or `run` on the same store).
+            match sink.accept(event).await {
                 Ok(receipt) if upload => {
                     if uploads.len() >= UPLOADS_AT_ONCE {
                         if let Some(oldest) = uploads.pop_front() {
