@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
-use crate::storage::Claim;
 use crate::engine::{Accepted, Engine, Outcome};
+use crate::storage::Claim;
 
 /// A queued event and the sender that completes its receipt.
 type Job = (InboundEvent, oneshot::Sender<()>);
@@ -199,7 +199,12 @@ impl Dispatcher {
                 Err(e) => {
                     tracing::warn!(error = %e, "a journaled event is unreadable; marked handled");
                     if let Ok(key) = entry.conv.parse::<ConversationKey>() {
-                        let _ = self.inner.engine.store().mark_handled(&key, &entry.event).await;
+                        let _ = self
+                            .inner
+                            .engine
+                            .store()
+                            .mark_handled(&key, &entry.event)
+                            .await;
                     }
                     continue;
                 }
@@ -213,7 +218,10 @@ impl Dispatcher {
             }
         }
         if replayed > 0 {
-            tracing::info!(events = replayed, "answering events accepted before a restart");
+            tracing::info!(
+                events = replayed,
+                "answering events accepted before a restart"
+            );
         }
         replayed
     }
@@ -228,7 +236,10 @@ impl EventSink for Dispatcher {
         let key = event.key().clone();
         let payload = serde_json::to_vec(&event).expect("events serialize");
         let journal = &self.inner.engine.store().storage().journal;
-        match journal.claim(&key.to_string(), event.event_id(), &payload).await {
+        match journal
+            .claim(&key.to_string(), event.event_id(), &payload)
+            .await
+        {
             Ok(Claim::New) => {}
             Ok(Claim::Taken) => {
                 tracing::info!(conversation = %key, event = %event.event_id(), "event accepted before; dropped");
@@ -236,13 +247,20 @@ impl EventSink for Dispatcher {
             }
             // Answering beats losing the question: without the journal it is the
             // de-duplication log alone, as before.
-            Err(e) => tracing::warn!(error = %e, "the event could not be journaled; answering it anyway"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the event could not be journaled; answering it anyway")
+            }
         }
         let event_id = event.event_id().to_string();
         let queued = self.submit(event);
         if queued.is_err() {
             // Refused (and the user told): nothing is owed, so nothing stays journaled.
-            let _ = self.inner.engine.store().mark_handled(&key, &event_id).await;
+            let _ = self
+                .inner
+                .engine
+                .store()
+                .mark_handled(&key, &event_id)
+                .await;
         }
         queued
     }
