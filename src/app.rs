@@ -81,6 +81,9 @@ pub struct App {
     grace: Duration,
     /// Idle conversations are forgotten after this many days (`retention_days`).
     retention_days: Option<u32>,
+    /// The store is a database other processes may share (so their events are theirs while
+    /// they live).
+    shared_store: bool,
 }
 
 impl App {
@@ -131,6 +134,7 @@ impl App {
         let ops_listen = settings.metrics.listen.clone();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let retention_days = settings.retention_days;
+        let shared_store = settings.store_location().is_database();
         let reasoning = llm.clone();
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);
         engine.set_documents(Arc::new(docs));
@@ -145,6 +149,7 @@ impl App {
             ops_listener: None,
             grace,
             retention_days,
+            shared_store,
         })
     }
 
@@ -234,8 +239,30 @@ impl App {
             let signal = shutdown_signal.clone();
             running.spawn(async move { (name, adapter.run(sink, SPECS, signal).await) });
         }
-        // What was accepted before a crash or a restart, and not answered, is answered now.
-        dispatcher.replay().await;
+        // What was accepted and not answered by a process that is gone is answered here: at
+        // once on a store only this process opens; on a shared database once the process that
+        // took it stops renewing its liveness lease, checked every few seconds.
+        let liveness = self.shared_store.then(|| {
+            let (engine, dispatcher) = (self.engine.clone(), dispatcher.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                let lease = crate::dispatch::liveness_lease(engine.replica());
+                let mut tick = tokio::time::interval(LIVENESS_RENEW);
+                loop {
+                    tick.tick().await;
+                    let leases = &engine.store().storage().leases;
+                    if let Err(e) = leases
+                        .try_acquire(&lease, engine.replica(), LIVENESS_TTL)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "liveness lease not renewed");
+                    }
+                    dispatcher.replay(false).await;
+                }
+            }))
+        });
+        if !self.shared_store {
+            dispatcher.replay(true).await;
+        }
         // Periodic endpoint health checks, so failover order follows reality between turns.
         let engine = self.engine.clone();
         let interval = self.health_interval;
@@ -317,6 +344,7 @@ impl App {
             }
         }
         health.abort();
+        drop(liveness);
         if let Some(r) = retention {
             r.abort();
         }
@@ -328,5 +356,22 @@ impl App {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// How often a process on a shared database renews its liveness lease and looks for events
+/// whose process is gone.
+const LIVENESS_RENEW: Duration = Duration::from_secs(5);
+
+/// How long a liveness lease lasts unrenewed: a process dead this long has its events taken
+/// over (so within this plus [`LIVENESS_RENEW`] of its death).
+const LIVENESS_TTL: Duration = Duration::from_secs(15);
+
+/// Aborts a background task when dropped (with the run it belongs to).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

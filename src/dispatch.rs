@@ -181,10 +181,14 @@ fn reads_only(event: &InboundEvent) -> bool {
 }
 
 impl Dispatcher {
-    /// Queues again every event accepted before this process started and not answered (a
-    /// crash, a kill, an answer cut at shutdown), oldest first; returns how many. An event
-    /// whose platform has no adapter here stays journaled.
-    pub async fn replay(&self) -> usize {
+    /// Takes over and queues every accepted, unanswered event whose process is gone (a
+    /// crash, a kill, an answer cut at shutdown), oldest first; returns how many. `all`: every
+    /// other process is gone (a store only one process can open); otherwise a process is gone
+    /// when its liveness lease ([`liveness_lease`]) expired. An event whose platform has no
+    /// adapter here stays journaled.
+    pub async fn replay(&self, all: bool) -> usize {
+        let engine = &self.inner.engine;
+        let me = engine.replica().to_string();
         let pending = match self.inner.engine.store().storage().journal.pending().await {
             Ok(p) => p,
             Err(e) => {
@@ -209,8 +213,31 @@ impl Dispatcher {
                     continue;
                 }
             };
-            if !self.inner.platforms.contains_key(event.key().platform()) {
+            if !self.inner.platforms.contains_key(event.key().platform()) || entry.owner == me {
                 continue;
+            }
+            if !all {
+                let lease = liveness_lease(&entry.owner);
+                match engine.store().storage().leases.holder(&lease).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot tell whether a process is alive; its events wait");
+                        continue;
+                    }
+                }
+            }
+            let journal = &engine.store().storage().journal;
+            match journal
+                .adopt(&entry.conv, &entry.event, &entry.owner, &me)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an accepted event could not be taken over");
+                    continue;
+                }
             }
             match self.submit(event) {
                 Ok(_) => replayed += 1,
@@ -227,6 +254,11 @@ impl Dispatcher {
     }
 }
 
+/// The lease a process renews while it runs: its events are its own while it holds it.
+pub fn liveness_lease(replica: &str) -> String {
+    format!("replica:{replica}")
+}
+
 #[async_trait::async_trait]
 impl EventSink for Dispatcher {
     async fn accept(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
@@ -236,8 +268,9 @@ impl EventSink for Dispatcher {
         let key = event.key().clone();
         let payload = serde_json::to_vec(&event).expect("events serialize");
         let journal = &self.inner.engine.store().storage().journal;
+        let owner = self.inner.engine.replica();
         match journal
-            .claim(&key.to_string(), event.event_id(), &payload)
+            .claim(&key.to_string(), event.event_id(), owner, &payload)
             .await
         {
             Ok(Claim::New) => {}

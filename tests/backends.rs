@@ -548,8 +548,21 @@ async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() 
             .unwrap_err(),
         anchorbot_platform::SubmitError::Duplicate
     );
-    // "Dies": its task is gone and it never answers (its model never finishes).
+    // It is alive: it holds its liveness lease. Then it "dies": its task is gone, its lease is
+    // no longer renewed, and it never answers (its model never finishes).
+    let storage = anchorbot::storage::Location::Postgres(b.db.as_ref().unwrap().url.clone())
+        .open()
+        .await
+        .unwrap();
+    let owner = storage.journal.pending().await.unwrap()[0].owner.clone();
+    let lease = anchorbot::dispatch::liveness_lease(&owner);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while storage.leases.holder(&lease).await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no liveness lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     first.task.abort();
+    let died = std::time::Instant::now();
 
     let llm = FakeLlm::start(|req| Reply::text(&format!("answer to {}", last_user(req)))).await;
     let second = b.start(&llm.url).await;
@@ -561,6 +574,10 @@ async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() 
         second.platform.finals("J"),
         vec!["answer to ann: what is our deploy day?".to_string()]
     );
+    let took = died.elapsed();
+    eprintln!("answered {took:?} after the first process died");
+    // It waited for the dead process's lease to expire: not taken while it could be alive.
+    assert!(took >= Duration::from_secs(5), "taken over after {took:?}");
     // Answered once: a redelivery now is a duplicate, and nothing is left to replay.
     assert_eq!(
         second

@@ -239,12 +239,24 @@ async fn an_event_is_claimed_once_journaled_until_its_turn_commits(b: &dyn Backe
     {
         let s = b.open().await;
         let j = &s.journal;
-        assert_eq!(j.claim(CONV, "ev1", b"first").await.unwrap(), Claim::New);
+        assert_eq!(
+            j.claim(CONV, "ev1", "r1", b"first").await.unwrap(),
+            Claim::New
+        );
         // A redelivery, or its twin reaching the same store: taken.
-        assert_eq!(j.claim(CONV, "ev1", b"again").await.unwrap(), Claim::Taken);
-        assert_eq!(j.claim(OTHER, "ev1", b"other").await.unwrap(), Claim::New);
+        assert_eq!(
+            j.claim(CONV, "ev1", "r1", b"again").await.unwrap(),
+            Claim::Taken
+        );
+        assert_eq!(
+            j.claim(OTHER, "ev1", "r1", b"other").await.unwrap(),
+            Claim::New
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_eq!(j.claim(CONV, "ev2", b"second").await.unwrap(), Claim::New);
+        assert_eq!(
+            j.claim(CONV, "ev2", "r1", b"second").await.unwrap(),
+            Claim::New
+        );
     }
     // Claims survive a restart (a crash before the answer), oldest first, with their events.
     let s = b.open().await;
@@ -258,6 +270,24 @@ async fn an_event_is_claimed_once_journaled_until_its_turn_commits(b: &dyn Backe
     assert!(seen.contains(&(CONV, "ev1", &b"first"[..])), "{seen:?}");
     assert!(seen.contains(&(OTHER, "ev1", &b"other"[..])), "{seen:?}");
     assert!(pending[0].at_ms <= pending[2].at_ms);
+    assert!(pending.iter().all(|p| p.owner == "r1"));
+    // Another process takes over an event of one that died: only from its owner, once.
+    let j = &s.journal;
+    assert!(!j.adopt(CONV, "ev2", "r9", "r2").await.unwrap());
+    assert!(j.adopt(CONV, "ev2", "r1", "r2").await.unwrap());
+    assert!(!j.adopt(CONV, "ev2", "r1", "r3").await.unwrap());
+    assert!(!j.adopt(CONV, "nothing", "r1", "r2").await.unwrap());
+    let ev2 = j
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.event == "ev2")
+        .unwrap();
+    assert_eq!(
+        (ev2.owner.as_str(), ev2.payload.as_slice()),
+        ("r2", &b"second"[..])
+    );
     // The turn's commit marks it done, in the same transaction.
     s.conversations
         .update_anchor(CONV, Some("ev1"), Durability::Flushed, &|_| {
@@ -278,11 +308,11 @@ async fn an_event_is_claimed_once_journaled_until_its_turn_commits(b: &dyn Backe
     assert_eq!(left, vec!["ev2"]);
     // Done events stay taken.
     assert_eq!(
-        s.journal.claim(CONV, "ev1", b"late").await.unwrap(),
+        s.journal.claim(CONV, "ev1", "r1", b"late").await.unwrap(),
         Claim::Taken
     );
     assert_eq!(
-        s.journal.claim(OTHER, "ev1", b"late").await.unwrap(),
+        s.journal.claim(OTHER, "ev1", "r1", b"late").await.unwrap(),
         Claim::Taken
     );
     assert!(s.conversations.was_handled(CONV, "ev1").await.unwrap());
@@ -305,7 +335,7 @@ async fn twenty_claims_of_one_event_at_once_make_one_winner(b: &dyn Backend) {
             let s = s.clone();
             tokio::spawn(async move {
                 s.journal
-                    .claim(CONV, "twin", format!("copy {i}").as_bytes())
+                    .claim(CONV, "twin", "r1", format!("copy {i}").as_bytes())
                     .await
                     .unwrap()
             })

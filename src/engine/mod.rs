@@ -90,6 +90,8 @@ pub enum Accepted {
 
 /// The conversation engine; shared by all conversations.
 pub struct Engine {
+    /// This process's name among the processes on one store (host, process id, start).
+    replica: String,
     /// Configuration.
     settings: Arc<Settings>,
     /// Durable anchors.
@@ -141,6 +143,7 @@ impl Engine {
             language: settings.language.clone(),
         };
         Self {
+            replica: replica_name(),
             settings,
             store,
             llm,
@@ -206,6 +209,11 @@ impl Engine {
     pub async fn health_check(&self) {
         self.llm.health_check().await;
         self.facts.refresh(self.llm.as_ref()).await;
+    }
+
+    /// This process's name among the processes on one store.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The store.
@@ -337,4 +345,22 @@ impl Engine {
             tracing::warn!(conversation = %key, error = %e, "could not record the event as handled");
         }
     }
+}
+
+/// A name for this process among those sharing a store: its host, process id, start time and
+/// a sequence number (two engines in one process, as in tests, differ by it).
+fn replica_name() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}-{}-{}-{}",
+        std::process::id(),
+        crate::store::now_ms(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }

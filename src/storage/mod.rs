@@ -212,6 +212,8 @@ pub struct Journaled {
     pub conv: String,
     /// The event id (its claim).
     pub event: String,
+    /// The process answering it (its replica id).
+    pub owner: String,
     /// The event as the engine journaled it (JSON).
     pub payload: Vec<u8>,
     /// When it was claimed (Unix ms).
@@ -224,12 +226,28 @@ pub struct Journaled {
 /// Whatever is still pending after a crash is answered by the next process.
 #[async_trait]
 pub trait Journal: Send + Sync {
-    /// Claims `event` of `conv` and journals `payload` with it, durably, in one write: one
-    /// claim per event, whichever process asks first.
-    async fn claim(&self, conv: &str, event: &str, payload: &[u8]) -> Result<Claim, StorageError>;
+    /// Claims `event` of `conv` for `owner` (a replica id) and journals `payload` with it,
+    /// durably, in one write: one claim per event, whichever process asks first.
+    async fn claim(
+        &self,
+        conv: &str,
+        event: &str,
+        owner: &str,
+        payload: &[u8],
+    ) -> Result<Claim, StorageError>;
 
     /// Every claimed event not yet done, oldest first.
     async fn pending(&self) -> Result<Vec<Journaled>, StorageError>;
+
+    /// Moves a pending event from `from` (a process that died) to `to`, if it is still
+    /// `from`'s: whether `to` owns it now. Two processes adopting the same event: one wins.
+    async fn adopt(
+        &self,
+        conv: &str,
+        event: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StorageError>;
 }
 
 /// Named leases with an expiry: what one process at a time may do (answer one conversation,

@@ -10,19 +10,27 @@ use crate::storage::{Claim, Journal, Journaled, Leases, StorageError};
 
 #[async_trait]
 impl Journal for PgStore {
-    async fn claim(&self, conv: &str, event: &str, payload: &[u8]) -> Result<Claim, StorageError> {
+    async fn claim(
+        &self,
+        conv: &str,
+        event: &str,
+        owner: &str,
+        payload: &[u8],
+    ) -> Result<Claim, StorageError> {
         let claim = async {
             let mut tx = self.pool.begin().await?;
             // The row first: a claim racing a commit that moves the same event from `journal`
             // to `seen` waits here for that commit, and the check below, a statement of its
             // own, then sees its mark.
             let inserted = sqlx::query(
-                "INSERT INTO journal (conv, event_id, at_ms, payload) VALUES ($1, $2, $3, $4)
+                "INSERT INTO journal (conv, event_id, at_ms, owner, payload)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (conv, event_id) DO NOTHING",
             )
             .bind(conv)
             .bind(event)
             .bind(now_ms())
+            .bind(owner)
             .bind(payload)
             .execute(&mut *tx)
             .await?
@@ -49,7 +57,8 @@ impl Journal for PgStore {
 
     async fn pending(&self) -> Result<Vec<Journaled>, StorageError> {
         let rows = sqlx::query(
-            "SELECT conv, event_id, at_ms, payload FROM journal ORDER BY at_ms, conv, event_id",
+            "SELECT conv, event_id, at_ms, owner, payload FROM journal
+             ORDER BY at_ms, conv, event_id",
         )
         .fetch_all(&self.pool)
         .await
@@ -59,12 +68,34 @@ impl Journal for PgStore {
                 Ok(Journaled {
                     conv: r.try_get("conv")?,
                     event: r.try_get("event_id")?,
+                    owner: r.try_get("owner")?,
                     at_ms: from_db(r.try_get("at_ms")?),
                     payload: r.try_get("payload")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.err(e))
+    }
+
+    async fn adopt(
+        &self,
+        conv: &str,
+        event: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StorageError> {
+        let moved = sqlx::query(
+            "UPDATE journal SET owner = $4 WHERE conv = $1 AND event_id = $2 AND owner = $3",
+        )
+        .bind(conv)
+        .bind(event)
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?
+        .rows_affected();
+        Ok(moved == 1)
     }
 }
 

@@ -28,7 +28,8 @@ const PARTS: [(&str, &str); 6] = [
     ),
     (
         "journal",
-        "conv, 1, octet_length(conv) + 1 + octet_length(event_id) + 8 + octet_length(payload),
+        "conv, 1, octet_length(conv) + 1 + octet_length(event_id) + 10 + octet_length(owner)
+           + octet_length(payload),
          0, 0, 0, 0",
     ),
     (

@@ -511,10 +511,15 @@ impl DocumentRows for SledStore {
 
 #[async_trait]
 impl Journal for SledStore {
-    async fn claim(&self, conv: &str, event: &str, payload: &[u8]) -> Result<Claim, StorageError> {
+    async fn claim(
+        &self,
+        conv: &str,
+        event: &str,
+        owner: &str,
+        payload: &[u8],
+    ) -> Result<Claim, StorageError> {
         let k = keys::seen(conv, event);
-        let mut value = now_ms().to_be_bytes().to_vec();
-        value.extend_from_slice(payload);
+        let value = journal_value(now_ms(), owner, payload);
         let claim = (&self.seen, &self.journal)
             .transaction(|(seen, journal)| {
                 if seen.get(k.as_slice())?.is_some() || journal.get(k.as_slice())?.is_some() {
@@ -537,20 +542,64 @@ impl Journal for SledStore {
             let (k, v) = item?;
             let conv = keys::conversation_of(&k);
             let event = k.get(conv.len() + 1..).unwrap_or_default();
-            let at_ms = v
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_be_bytes);
+            let Some((at_ms, owner, payload)) = split_journal_value(&v) else {
+                tracing::warn!("an unreadable journal entry was left out");
+                continue;
+            };
             out.push(Journaled {
                 conv: String::from_utf8_lossy(conv).into_owned(),
                 event: String::from_utf8_lossy(event).into_owned(),
-                payload: v.get(8..).unwrap_or_default().to_vec(),
+                owner,
+                payload: payload.to_vec(),
                 at_ms,
             });
         }
         out.sort_by_key(|j| j.at_ms);
         Ok(out)
     }
+
+    async fn adopt(
+        &self,
+        conv: &str,
+        event: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StorageError> {
+        let k = keys::seen(conv, event);
+        self.journal
+            .transaction(|j| {
+                let Some(v) = j.get(k.as_slice())? else {
+                    return Ok(false);
+                };
+                match split_journal_value(&v) {
+                    Some((at_ms, owner, payload)) if owner == from => {
+                        j.insert(k.as_slice(), journal_value(at_ms, to, payload))?;
+                        Ok::<_, ConflictableTransactionError<StorageError>>(true)
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .map_err(tx_error)
+    }
+}
+
+/// A journal entry's value: when it was claimed (Unix ms, big endian), its owner's length (two
+/// bytes, big endian) and owner, then the event.
+fn journal_value(at_ms: u64, owner: &str, payload: &[u8]) -> Vec<u8> {
+    let owner = &owner.as_bytes()[..owner.len().min(u16::MAX as usize)];
+    let mut v = Vec::with_capacity(10 + owner.len() + payload.len());
+    v.extend_from_slice(&at_ms.to_be_bytes());
+    v.extend_from_slice(&(owner.len() as u16).to_be_bytes());
+    v.extend_from_slice(owner);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn split_journal_value(v: &[u8]) -> Option<(u64, String, &[u8])> {
+    let at_ms = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let len = u16::from_be_bytes(v.get(8..10)?.try_into().ok()?) as usize;
+    let owner = String::from_utf8_lossy(v.get(10..10 + len)?).into_owned();
+    Some((at_ms, owner, v.get(10 + len..)?))
 }
 
 /// A lease's value: its expiry (Unix ms, big endian), then its holder.

@@ -6,6 +6,7 @@ CREATE TABLE journal (
     conv     text COLLATE "C" NOT NULL,
     event_id text COLLATE "C" NOT NULL,
     at_ms    bigint NOT NULL,
+    owner    text NOT NULL,
     payload  bytea NOT NULL,
     PRIMARY KEY (conv, event_id)
 );
