@@ -20,6 +20,9 @@ use crate::store::{now_ms, Store};
 /// Time between sweeps while the bot runs.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
+/// The lease under which one process at a time sweeps a shared store.
+pub const SWEEP_LEASE: &str = "jobs:retention";
+
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// Forgets every conversation whose last activity is older than `days` days; returns how
@@ -68,6 +71,23 @@ async fn run_once(engine: &Engine, days: u32) {
         tracing::warn!("retention needs the document store; the sweep was skipped");
         return;
     };
+    // One process at a time sweeps a shared store: the one that holds the lease for the
+    // hour. Another process's sweep this hour covers this one's.
+    let leases = &engine.store().storage().leases;
+    match leases
+        .try_acquire(SWEEP_LEASE, engine.replica(), SWEEP_EVERY)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!("retention: another process sweeps this hour");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "retention lease unavailable; the sweep was skipped");
+            return;
+        }
+    }
     match sweep(engine.store(), docs, days).await {
         Ok(0) => tracing::debug!(retention_days = days, "retention: no idle conversation"),
         Ok(n) => tracing::info!(

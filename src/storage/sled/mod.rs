@@ -171,6 +171,9 @@ impl SledStore {
             flusher: Flusher::default(),
         };
         store.prune_seen()?;
+        // sled lets one process open the store, so every lease in it belongs to a process
+        // that is gone.
+        store.leases.clear()?;
         Ok(store)
     }
 
