@@ -245,13 +245,13 @@ impl App {
         let liveness = self.shared_store.then(|| {
             let (engine, dispatcher) = (self.engine.clone(), dispatcher.clone());
             AbortOnDrop(tokio::spawn(async move {
-                let lease = crate::dispatch::liveness_lease(engine.replica());
-                let mut tick = tokio::time::interval(LIVENESS_RENEW);
+                let lease = crate::replica::liveness_lease(engine.replica());
+                let mut tick = tokio::time::interval(crate::replica::LIVENESS_RENEW);
                 loop {
                     tick.tick().await;
                     let leases = &engine.store().storage().leases;
                     if let Err(e) = leases
-                        .try_acquire(&lease, engine.replica(), LIVENESS_TTL)
+                        .try_acquire(&lease, engine.replica(), crate::replica::LIVENESS_TTL)
                         .await
                     {
                         tracing::warn!(error = %e, "liveness lease not renewed");
@@ -358,14 +358,6 @@ impl App {
         }
     }
 }
-
-/// How often a process on a shared database renews its liveness lease and looks for events
-/// whose process is gone.
-const LIVENESS_RENEW: Duration = Duration::from_secs(5);
-
-/// How long a liveness lease lasts unrenewed: a process dead this long has its events taken
-/// over (so within this plus [`LIVENESS_RENEW`] of its death).
-const LIVENESS_TTL: Duration = Duration::from_secs(15);
 
 /// Aborts a background task when dropped (with the run it belongs to).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

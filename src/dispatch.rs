@@ -184,7 +184,7 @@ impl Dispatcher {
     /// Takes over and queues every accepted, unanswered event whose process is gone (a
     /// crash, a kill, an answer cut at shutdown), oldest first; returns how many. `all`: every
     /// other process is gone (a store only one process can open); otherwise a process is gone
-    /// when its liveness lease ([`liveness_lease`]) expired. An event whose platform has no
+    /// when its liveness lease ([`crate::replica::liveness_lease`]) expired. An event whose platform has no
     /// adapter here stays journaled.
     pub async fn replay(&self, all: bool) -> usize {
         let engine = &self.inner.engine;
@@ -217,7 +217,7 @@ impl Dispatcher {
                 continue;
             }
             if !all {
-                let lease = liveness_lease(&entry.owner);
+                let lease = crate::replica::liveness_lease(&entry.owner);
                 match engine.store().storage().leases.holder(&lease).await {
                     Ok(None) => {}
                     Ok(Some(_)) => continue,
@@ -252,11 +252,6 @@ impl Dispatcher {
         }
         replayed
     }
-}
-
-/// The lease a process renews while it runs: its events are its own while it holds it.
-pub fn liveness_lease(replica: &str) -> String {
-    format!("replica:{replica}")
 }
 
 #[async_trait::async_trait]

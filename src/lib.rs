@@ -18,6 +18,7 @@ pub mod llm;
 pub mod ops;
 pub mod pool;
 pub mod prompt;
+pub mod replica;
 pub mod retrieval;
 pub mod rights;
 pub mod settings;

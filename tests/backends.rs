@@ -555,7 +555,7 @@ async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() 
         .await
         .unwrap();
     let owner = storage.journal.pending().await.unwrap()[0].owner.clone();
-    let lease = anchorbot::dispatch::liveness_lease(&owner);
+    let lease = anchorbot::replica::liveness_lease(&owner);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while storage.leases.holder(&lease).await.unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "no liveness lease");
