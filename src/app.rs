@@ -229,7 +229,12 @@ impl App {
                 readiness,
             ))
         });
-        let dispatcher = Dispatcher::new(self.engine.clone(), platforms, self.queue_capacity);
+        let dispatcher = Dispatcher::new(
+            self.engine.clone(),
+            platforms,
+            self.queue_capacity,
+            self.shared_store,
+        );
         let sink: Arc<dyn EventSink> = Arc::new(dispatcher.clone());
         let (stop_adapters, shutdown_signal) = Shutdown::new();
         let mut running = JoinSet::new();

@@ -58,6 +58,8 @@ struct Inner {
     closed: AtomicBool,
     /// Events waiting in all queues (not yet taken up by their worker), for the metric.
     queued: AtomicI64,
+    /// The store is a database other processes share: roles are leases there.
+    shared_store: bool,
 }
 
 impl Inner {
@@ -69,11 +71,14 @@ impl Inner {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `engine` replying through `platforms`.
+    /// A dispatcher over `engine` replying through `platforms`. `shared_store`: the store is
+    /// a database other processes share, so [`EventSink::lead`] takes roles as leases there
+    /// (otherwise every role is this process's).
     pub fn new(
         engine: Arc<Engine>,
         platforms: HashMap<String, Arc<dyn Platform>>,
         capacity: usize,
+        shared_store: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -84,6 +89,7 @@ impl Dispatcher {
                 tracker: TaskTracker::new(),
                 closed: AtomicBool::new(false),
                 queued: AtomicI64::new(0),
+                shared_store,
             }),
         }
     }
@@ -256,6 +262,41 @@ impl Dispatcher {
 
 #[async_trait::async_trait]
 impl EventSink for Dispatcher {
+    async fn lead(&self, role: &str, ttl: Duration) -> bool {
+        if !self.inner.shared_store {
+            return true;
+        }
+        let engine = &self.inner.engine;
+        let leases = &engine.store().storage().leases;
+        let lease = crate::replica::role_lease(role);
+        match leases.try_acquire(&lease, engine.replica(), ttl).await {
+            Ok(held) => held,
+            // Not known to be this process's: the adapter keeps what it holds until the
+            // lease's last known expiry, and takes nothing new.
+            Err(e) => {
+                tracing::warn!(role, error = %e, "a role could not be taken or renewed");
+                false
+            }
+        }
+    }
+
+    async fn resign(&self, role: &str) {
+        if !self.inner.shared_store {
+            return;
+        }
+        let engine = &self.inner.engine;
+        let lease = crate::replica::role_lease(role);
+        if let Err(e) = engine
+            .store()
+            .storage()
+            .leases
+            .release(&lease, engine.replica())
+            .await
+        {
+            tracing::debug!(role, error = %e, "a role was not given up; it expires");
+        }
+    }
+
     async fn accept(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);

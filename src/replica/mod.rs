@@ -25,3 +25,9 @@ pub const LIVENESS_TTL: Duration = Duration::from_secs(15);
 pub fn liveness_lease(replica: &str) -> String {
     format!("replica:{replica}")
 }
+
+/// The lease behind a role an adapter takes through [`anchorbot_platform::EventSink::lead`]
+/// (the Discord gateway: `role:discord:gateway:{application}:{shard}`).
+pub fn role_lease(role: &str) -> String {
+    format!("role:{role}")
+}

@@ -10,6 +10,7 @@
 //! Nothing in here knows about LLMs, prompts or storage.
 #![forbid(unsafe_code)]
 
+mod arrival;
 pub mod budget;
 mod key;
 pub mod metrics;
@@ -17,6 +18,7 @@ mod recent;
 mod reply;
 mod split;
 
+pub use arrival::{Arrival, REDELIVERY_QUEUE};
 pub use budget::{LocalBudget, Rate, RateBudget, RateKey};
 pub use key::{ConversationKey, KeyError};
 pub use recent::RecentIds;
@@ -307,6 +309,15 @@ pub trait AppendStream: Send + Sync {
 
     /// Ends the stream; returns the message that holds the text.
     async fn stop(&mut self) -> Result<MessageRef, PlatformError>;
+
+    /// The message the stream writes into, once the platform made one (before [`stop`]), so
+    /// that a process taking the answer over can replace it. `None` until then, or when the
+    /// platform does not say.
+    ///
+    /// [`stop`]: AppendStream::stop
+    fn message(&self) -> Option<MessageRef> {
+        None
+    }
 }
 
 /// Outbound primitives an adapter implements. The engine never learns which platform it is.
@@ -403,6 +414,13 @@ pub trait Platform: Send + Sync + 'static {
         true
     }
 
+    /// Whether the adapter is standing by while another replica of the bot holds its platform
+    /// connection (see [`EventSink::lead`]): it is healthy and ready to take over, so `/readyz`
+    /// does not count it as disconnected.
+    fn standby(&self) -> bool {
+        false
+    }
+
     /// Fetches an attachment's bytes with the adapter's own auth, refusing more than
     /// `max_bytes`.
     async fn fetch(
@@ -445,6 +463,47 @@ pub trait EventSink: Send + Sync + 'static {
     async fn accept(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
         self.submit(event)
     }
+
+    /// Journals an event as it arrived, before the adapter acknowledges and maps it (see
+    /// [`Arrival`]): once this returns `Ok`, the arrival is this process's to map and answer,
+    /// and another process maps it again if this one dies first. A redelivery or a twin is
+    /// [`SubmitError::Duplicate`]. Without a journal it claims nothing.
+    async fn claim(&self, _arrival: &Arrival) -> Result<(), SubmitError> {
+        Ok(())
+    }
+
+    /// Says what a claimed arrival became: `Some(event)` is queued (journaled in the
+    /// arrival's place when its identity differs) and its receipt returned; `None` (not for the
+    /// bot) ends the claim.
+    async fn mapped(
+        &self,
+        arrival: &Arrival,
+        event: Option<InboundEvent>,
+    ) -> Result<Option<Receipt>, SubmitError> {
+        let _ = arrival;
+        event.map(|e| self.submit(e)).transpose()
+    }
+
+    /// The arrivals of `platform` that this process took over from one that died before it
+    /// mapped them; the adapter maps each as if it had just arrived, then calls
+    /// [`EventSink::mapped`]. Taken once per platform (`None` after, or without a journal).
+    fn arrivals(&self, _platform: &str) -> Option<tokio::sync::mpsc::Receiver<Arrival>> {
+        None
+    }
+
+    /// Takes `role` (e.g. `discord:gateway:{application}:{shard}`: something only one process
+    /// of the bot may do at a time) for this process for `ttl`, or renews it: `true` while it
+    /// is this process's. A holder that stops calling loses it `ttl` after its last call; one
+    /// that gets `false` after holding it stops doing what the role guards (another process
+    /// may have taken it). Without a store shared with other processes every role is this
+    /// process's.
+    async fn lead(&self, _role: &str, _ttl: Duration) -> bool {
+        true
+    }
+
+    /// Gives `role` up (at shutdown), so a process standing by takes it at once instead of
+    /// after its time to live.
+    async fn resign(&self, _role: &str) {}
 }
 
 /// Resolves when a submitted event has been fully handled (reply final, turn stored).
