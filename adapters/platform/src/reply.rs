@@ -56,6 +56,10 @@ pub struct StreamingReply {
     rate_limited: u32,
     /// The full reply text as of the latest update.
     latest: String,
+    /// Told the messages that carry the reply whenever one more appears.
+    noter: Option<Box<dyn Fn(Vec<MessageRef>) + Send + Sync>>,
+    /// How many messages the noter was told of.
+    noted: usize,
 }
 
 impl StreamingReply {
@@ -71,6 +75,33 @@ impl StreamingReply {
             hold_until: None,
             rate_limited: 0,
             latest: String::new(),
+            noter: None,
+            noted: 0,
+        }
+    }
+
+    /// Calls `noter` with the messages that carry the reply each time one more appears (the
+    /// first post, the native stream's message, a follow-up), so they can be found again if
+    /// the process dies mid-answer.
+    pub fn noting(mut self, noter: impl Fn(Vec<MessageRef>) + Send + Sync + 'static) -> Self {
+        self.noter = Some(Box::new(noter));
+        self
+    }
+
+    /// Tells the noter of a new message, if one appeared.
+    fn note_messages(&mut self) {
+        let Some(noter) = &self.noter else {
+            return;
+        };
+        let mut refs = self.messages();
+        if let Some(m) = self.native.as_ref().and_then(|n| n.stream.message()) {
+            if !refs.contains(&m) {
+                refs.insert(0, m);
+            }
+        }
+        if refs.len() > self.noted {
+            self.noted = refs.len();
+            noter(refs);
         }
     }
 
@@ -113,6 +144,7 @@ impl StreamingReply {
                 self.note_error(&e);
                 tracing::debug!(error = %e, "streaming write skipped");
             }
+            self.note_messages();
         }
     }
 
@@ -144,6 +176,7 @@ impl StreamingReply {
             tokio::time::sleep(wait).await;
             result = self.write_final().await;
         }
+        self.note_messages();
         self.status(Status::Clear).await;
         let messages = self.messages();
         if let Err(e) = self
@@ -517,5 +550,27 @@ mod tests {
         r.finish("one two", FinalState::Complete).await.unwrap();
         assert_eq!(calls(&p), ["post one", "edit m1 one two"]);
         assert_eq!(r.rate_limited(), 6);
+    }
+
+    #[tokio::test]
+    async fn the_noter_hears_of_each_new_message_once() {
+        let p = Arc::new(Recorder::default());
+        let heard = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let h = heard.clone();
+        let mut r = StreamingReply::new(p.clone(), ReplyTarget::default()).noting(move |refs| {
+            h.lock()
+                .unwrap()
+                .push(refs.into_iter().map(|m| m.id).collect())
+        });
+        r.update("one").await;
+        r.update("one two").await;
+        // Past the 40-character limit: a second message follows the first.
+        let long = "word ".repeat(12);
+        r.finish(&long, FinalState::Complete).await.unwrap();
+        let heard = heard.lock().unwrap().clone();
+        assert_eq!(heard.len(), 2, "{heard:?}");
+        assert_eq!(heard[0], ["m1"]);
+        assert_eq!(heard[1].len(), 2);
+        assert_eq!(heard[1][0], "m1");
     }
 }
