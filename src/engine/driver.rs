@@ -67,7 +67,19 @@ impl Engine {
     ) -> Outcome {
         let key = &m.key;
         let started = std::time::Instant::now();
-        let mut reply = StreamingReply::new(platform.clone(), m.reply_to.clone());
+        // The messages carrying the answer are noted on its journaled event, so a process that
+        // takes the event over (this one died mid-answer) replaces them.
+        let journal = self.store.storage().journal.clone();
+        let (noted_key, noted_event) = (key.clone(), event_id.to_string());
+        let mut reply =
+            StreamingReply::new(platform.clone(), m.reply_to.clone()).noting(move |messages| {
+                crate::replica::journal::note_reply(
+                    journal.clone(),
+                    &noted_key,
+                    &noted_event,
+                    messages,
+                )
+            });
         let query = m.text.trim();
         if query.len() > MAX_MESSAGE_BYTES {
             let msg = format!(

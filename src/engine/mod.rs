@@ -142,8 +142,18 @@ impl Engine {
             base_prompt: settings.base_prompt.clone(),
             language: settings.language.clone(),
         };
+        let replica = replica_name();
+        // On a store other processes share, a conversation's turns also take its lease there.
+        let shared_turns =
+            settings
+                .store_location()
+                .is_database()
+                .then(|| turn_lock::SharedTurns {
+                    leases: store.storage().leases.clone(),
+                    holder: replica.clone(),
+                });
         Self {
-            replica: replica_name(),
+            replica,
             settings,
             store,
             llm,
@@ -159,7 +169,7 @@ impl Engine {
             cutting: std::sync::atomic::AtomicBool::new(false),
             ingests: std::sync::Mutex::new(ingests::Board::default()),
             reading_slots: tokio::sync::Semaphore::new(ingests::READING_AT_ONCE),
-            turn_locks: turn_lock::TurnLocks::default(),
+            turn_locks: turn_lock::TurnLocks::new(shared_turns),
         }
     }
 

@@ -2,18 +2,45 @@
 //! and the deferred turn of a message whose files were read in the background both take the
 //! conversation's turn lock, so two answers (or an answer and a `/clear`) of one conversation
 //! never run together, while the files themselves are read without it.
+//!
+//! On a store other processes share, the lock also holds the conversation's lease
+//! (`conv:{key}`, see [`crate::replica::lease`]), renewed while the turn streams, so replicas
+//! take one conversation's turns one at a time too. The lease passes from one turn to the next
+//! of this process while more are waiting here, and is given up when none is; a process that
+//! dies leaves it to expire ([`TURN_LEASE_TTL`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anchorbot_platform::ConversationKey;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use crate::replica::lease::{self, Held};
+use crate::storage::Leases;
+
+/// How long a conversation's lease outlives its holder's last renewal (renewed every third of
+/// it): a replica that dies mid-answer holds its conversations this long at most.
+pub const TURN_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// A lock's state: the conversation's lease while this process holds it.
+type Slot = Arc<AsyncMutex<Option<Held>>>;
+
+/// The store's leases and this process's name in them.
+pub struct SharedTurns {
+    /// The store's leases.
+    pub leases: Arc<dyn Leases>,
+    /// This process's replica id.
+    pub holder: String,
+}
 
 /// The turn locks of every conversation that has a turn running or waiting.
 #[derive(Default)]
 pub struct TurnLocks {
     /// A conversation's entry lives while someone holds or waits for its lock.
-    locks: Mutex<HashMap<ConversationKey, Arc<AsyncMutex<()>>>>,
+    locks: Mutex<HashMap<ConversationKey, Slot>>,
+    /// Set on a shared store: turns take the conversation's lease as well.
+    shared: Option<SharedTurns>,
 }
 
 /// Holds (or, while [`TurnLocks::lock`] waits, waits for) a conversation's turn lock; the
@@ -21,13 +48,26 @@ pub struct TurnLocks {
 pub struct TurnGuard<'a> {
     locks: &'a TurnLocks,
     key: ConversationKey,
-    lock: Arc<AsyncMutex<()>>,
-    held: Option<OwnedMutexGuard<()>>,
+    lock: Slot,
+    held: Option<OwnedMutexGuard<Option<Held>>>,
+}
+
+/// The name of a conversation's lease.
+pub fn conversation_lease(key: &ConversationKey) -> String {
+    format!("conv:{key}")
 }
 
 impl TurnLocks {
-    /// Waits for `key`'s turn lock (first come, first served). Dropping the future while it
-    /// waits gives up its place.
+    /// Locks for a store other processes share (`Some`) or for this process alone.
+    pub fn new(shared: Option<SharedTurns>) -> Self {
+        Self {
+            locks: Mutex::default(),
+            shared,
+        }
+    }
+
+    /// Waits for `key`'s turn lock (first come, first served), and on a shared store for its
+    /// lease. Dropping the future while it waits gives up its place.
     pub async fn lock(&self, key: &ConversationKey) -> TurnGuard<'_> {
         let lock = self
             .locks
@@ -43,7 +83,16 @@ impl TurnLocks {
             lock,
             held: None,
         };
-        turn.held = Some(turn.lock.clone().lock_owned().await);
+        let mut slot = turn.lock.clone().lock_owned().await;
+        if let Some(shared) = &self.shared {
+            if slot.as_ref().is_none_or(|held| held.lost()) {
+                let name = conversation_lease(key);
+                *slot = Some(
+                    lease::acquire(&shared.leases, &name, &shared.holder, TURN_LEASE_TTL).await,
+                );
+            }
+        }
+        turn.held = Some(slot);
         turn
     }
 
@@ -57,10 +106,17 @@ impl TurnLocks {
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
         let mut locks = self.locks.locks.lock().expect("turn locks");
-        self.held = None;
-        // The map and this guard hold the only references: nobody else holds or waits (they
-        // clone from the map under this same lock, so none can appear meanwhile).
-        if Arc::strong_count(&self.lock) == 2
+        // The map, this guard and its mutex guard (which keeps a clone) hold the only
+        // references: nobody else holds or waits (they clone from the map under this same
+        // lock, so none can appear meanwhile).
+        let alone = Arc::strong_count(&self.lock) == 2 + usize::from(self.held.is_some());
+        if let Some(mut slot) = self.held.take() {
+            if alone {
+                // Nobody here waits for the conversation: its lease goes back to the store.
+                slot.take();
+            }
+        }
+        if alone
             && locks
                 .get(&self.key)
                 .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
@@ -111,5 +167,48 @@ mod tests {
         drop(gave_up);
         drop(holder);
         assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn on_a_shared_store_turns_of_two_processes_take_the_conversation_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let leases = crate::storage::Location::Sled(dir.path().to_path_buf())
+            .open()
+            .await
+            .unwrap()
+            .leases;
+        let of = |holder: &str| {
+            TurnLocks::new(Some(SharedTurns {
+                leases: leases.clone(),
+                holder: holder.into(),
+            }))
+        };
+        let (one, two) = (of("r1"), of("r2"));
+        let a = key("a");
+        let first = one.lock(&a).await;
+        let name = conversation_lease(&a);
+        assert_eq!(leases.holder(&name).await.unwrap().as_deref(), Some("r1"));
+        // The other process waits for the conversation, not for another one.
+        let mut waiting = Box::pin(two.lock(&a));
+        let waited = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+        assert!(waited.is_err(), "r2 must wait while r1 answers");
+        let other = tokio::time::timeout(Duration::from_secs(2), two.lock(&key("b"))).await;
+        assert!(other.is_ok(), "another conversation goes on");
+        drop(other);
+        // A second turn waiting in r1 keeps the lease within r1.
+        let mut next_here = Box::pin(one.lock(&a));
+        assert!((&mut next_here).now_or_never().is_none());
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(2), &mut next_here)
+            .await
+            .expect("handed over within the process");
+        assert_eq!(leases.holder(&name).await.unwrap().as_deref(), Some("r1"));
+        drop(next_here);
+        drop(second);
+        let got = tokio::time::timeout(Duration::from_secs(3), &mut waiting)
+            .await
+            .expect("r2 takes the conversation once r1 has no turn for it");
+        assert_eq!(leases.holder(&name).await.unwrap().as_deref(), Some("r2"));
+        drop(got);
     }
 }

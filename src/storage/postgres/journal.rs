@@ -57,7 +57,7 @@ impl Journal for PgStore {
 
     async fn pending(&self) -> Result<Vec<Journaled>, StorageError> {
         let rows = sqlx::query(
-            "SELECT conv, event_id, at_ms, owner, payload FROM journal
+            "SELECT conv, event_id, at_ms, owner, payload, reply FROM journal
              ORDER BY at_ms, conv, event_id",
         )
         .fetch_all(&self.pool)
@@ -71,6 +71,7 @@ impl Journal for PgStore {
                     owner: r.try_get("owner")?,
                     at_ms: from_db(r.try_get("at_ms")?),
                     payload: r.try_get("payload")?,
+                    reply: r.try_get("reply")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -96,6 +97,17 @@ impl Journal for PgStore {
         .map_err(|e| self.err(e))?
         .rows_affected();
         Ok(moved == 1)
+    }
+
+    async fn note_reply(&self, conv: &str, event: &str, reply: &[u8]) -> Result<(), StorageError> {
+        sqlx::query("UPDATE journal SET reply = $3 WHERE conv = $1 AND event_id = $2")
+            .bind(conv)
+            .bind(event)
+            .bind(reply)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }
 
@@ -142,5 +154,17 @@ impl Leases for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.err(e))
+    }
+
+    async fn count(&self, prefix: &str) -> Result<usize, StorageError> {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM leases
+             WHERE starts_with(name, $1) AND expires_at > clock_timestamp()",
+        )
+        .bind(prefix)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(usize::try_from(live).unwrap_or(0))
     }
 }

@@ -9,7 +9,7 @@
 //! | `chunks`  | `conversation \0 document \0 page position`   | chunk record JSON          |
 //! | `vectors` | same as `chunks`                              | little-endian `f32`s       |
 //! | `sources` | `conversation \0 document`                    | the kept file              |
-//! | `journal` | `conversation \0 event id`                    | claimed at, owner, event   |
+//! | `journal` | `conversation \0 event id`                    | at, owner, reply, event    |
 //! | `leases`  | lease name                                    | expiry (BE) + holder       |
 //! | `meta`    | `schema_version`                              | the schema version         |
 //!
@@ -26,7 +26,8 @@ pub const VECTORS_TREE: &str = "vectors";
 /// Kept files.
 pub const SOURCES_TREE: &str = "sources";
 /// Accepted events not answered yet (`conversation \0 event id` → claimed at, Unix ms BE, the
-/// owner's length, BE u16, and owner, then the journaled event).
+/// owner's length, BE u16, and owner, the noted reply's length, BE u32, and reply, then the
+/// journaled event).
 pub const JOURNAL_TREE: &str = "journal";
 /// Leases by name (→ expiry, Unix ms BE, then the holder). Holds no conversation's data.
 pub const LEASES_TREE: &str = "leases";
