@@ -389,6 +389,83 @@ async fn a_lease_is_held_by_one_until_released_or_expired(b: &dyn Backend) {
     assert!(s.maintenance.sizes().await.unwrap().is_empty());
 }
 
+async fn leases_are_counted_by_prefix_while_unexpired(b: &dyn Backend) {
+    use std::time::Duration;
+    let s = b.open().await;
+    let l = &s.leases;
+    let long = Duration::from_secs(30);
+    assert_eq!(l.count("replica:").await.unwrap(), 0);
+    assert!(l.try_acquire("replica:a", "a", long).await.unwrap());
+    assert!(l.try_acquire("replica:b", "b", long).await.unwrap());
+    assert!(l
+        .try_acquire("replica:c", "c", Duration::from_millis(200))
+        .await
+        .unwrap());
+    // Other names, including one that merely contains the prefix, are not counted.
+    assert!(l.try_acquire("role:gateway", "a", long).await.unwrap());
+    assert!(l.try_acquire("x-replica:d", "d", long).await.unwrap());
+    assert_eq!(l.count("replica:").await.unwrap(), 3);
+    assert_eq!(l.count("role:").await.unwrap(), 1);
+    // An expired lease is no longer counted, nor one given up.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(l.count("replica:").await.unwrap(), 2);
+    l.release("replica:b", "b").await.unwrap();
+    assert_eq!(l.count("replica:").await.unwrap(), 1);
+    // A renewal is still one lease.
+    assert!(l.try_acquire("replica:a", "a", long).await.unwrap());
+    assert_eq!(l.count("replica:").await.unwrap(), 1);
+}
+
+async fn rate_holds_are_shared_until_they_expire(b: &dyn Backend) {
+    use std::time::Duration;
+    let s = b.open().await;
+    let h = &s.holds;
+    assert!(h.active().await.unwrap().is_empty());
+    h.hold(
+        r#"["slack","T1","chat.update",null]"#,
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    h.hold(r#"["slack","T1","*",null]"#, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // A shorter hold of a held key leaves the longer one.
+    h.hold(r#"["slack","T1","*",null]"#, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut active = h.active().await.unwrap();
+    active.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<&str> = active.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            r#"["slack","T1","*",null]"#,
+            r#"["slack","T1","chat.update",null]"#
+        ]
+    );
+    assert!(
+        active[0].left > Duration::from_secs(25) && active[0].left <= Duration::from_secs(30),
+        "{:?}",
+        active[0].left
+    );
+    assert!(
+        active[1].left <= Duration::from_millis(300),
+        "{:?}",
+        active[1].left
+    );
+    // Past its expiry a hold is gone; a longer hold replaces a shorter one.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let active = h.active().await.unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+    h.hold(r#"["slack","T1","*",null]"#, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(h.active().await.unwrap()[0].left > Duration::from_secs(55));
+    // Holds are not conversations.
+    assert!(s.maintenance.sizes().await.unwrap().is_empty());
+}
+
 async fn concurrent_updates_of_one_anchor_lose_nothing(b: &dyn Backend) {
     let s = b.open().await;
     let tasks: Vec<_> = (0..20)
@@ -775,6 +852,8 @@ macro_rules! backend_tests {
                 an_event_is_claimed_once_journaled_until_its_turn_commits,
                 twenty_claims_of_one_event_at_once_make_one_winner,
                 a_lease_is_held_by_one_until_released_or_expired,
+                leases_are_counted_by_prefix_while_unexpired,
+                rate_holds_are_shared_until_they_expire,
                 concurrent_updates_of_one_anchor_lose_nothing,
                 documents_chunks_and_vectors_round_trip_in_key_order,
                 clear_page_drops_one_page_and_writes_the_record,

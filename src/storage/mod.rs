@@ -18,6 +18,7 @@
 
 pub mod copy;
 pub mod error;
+pub mod holds;
 pub mod location;
 pub mod postgres;
 pub mod sled;
@@ -29,6 +30,7 @@ use async_trait::async_trait;
 
 pub use self::sled::backup::BackupSummary;
 pub use error::StorageError;
+pub use holds::{RateHold, RateHolds};
 pub use location::Location;
 
 /// Current time in Unix milliseconds.
@@ -216,6 +218,8 @@ pub struct Journaled {
     pub owner: String,
     /// The event as the engine journaled it (JSON).
     pub payload: Vec<u8>,
+    /// The messages its answer posted so far, as the engine noted them (empty: none).
+    pub reply: Vec<u8>,
     /// When it was claimed (Unix ms).
     pub at_ms: u64,
 }
@@ -248,6 +252,10 @@ pub trait Journal: Send + Sync {
         from: &str,
         to: &str,
     ) -> Result<bool, StorageError>;
+
+    /// Notes `reply` (the messages the answer posted so far) on a pending event, replacing
+    /// what was noted before; nothing when the event is no longer pending.
+    async fn note_reply(&self, conv: &str, event: &str, reply: &[u8]) -> Result<(), StorageError>;
 }
 
 /// Named leases with an expiry: what one process at a time may do (answer one conversation,
@@ -269,6 +277,10 @@ pub trait Leases: Send + Sync {
 
     /// Who holds `name` now, if anyone (an expired lease is held by no one).
     async fn holder(&self, name: &str) -> Result<Option<String>, StorageError>;
+
+    /// How many unexpired leases have a name starting with `prefix` (`replica:` counts the
+    /// live replicas).
+    async fn count(&self, prefix: &str) -> Result<usize, StorageError>;
 }
 
 /// Listing, clearing and erasing conversations; readiness.
@@ -316,20 +328,23 @@ pub struct Storage {
     pub journal: Arc<dyn Journal>,
     /// Leases shared by every process on the store.
     pub leases: Arc<dyn Leases>,
+    /// Rate-limit holds shared by every process on the store.
+    pub holds: Arc<dyn RateHolds>,
 }
 
 impl Storage {
     /// The three seams of one backend value.
     pub fn of<B>(backend: Arc<B>) -> Self
     where
-        B: Conversations + DocumentRows + Maintenance + Journal + Leases + 'static,
+        B: Conversations + DocumentRows + Maintenance + Journal + Leases + RateHolds + 'static,
     {
         Self {
             conversations: backend.clone(),
             documents: backend.clone(),
             maintenance: backend.clone(),
             journal: backend.clone(),
-            leases: backend,
+            leases: backend.clone(),
+            holds: backend,
         }
     }
 }

@@ -10,6 +10,7 @@
 mod conversations;
 mod documents;
 mod error;
+mod holds;
 mod journal;
 mod maintenance;
 mod schema;

@@ -12,6 +12,8 @@ use crate::storage::StorageError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sql/0001_init.sql")),
     (2, include_str!("sql/0002_journal_leases.sql")),
+    (3, include_str!("sql/0003_journal_reply.sql")),
+    (4, include_str!("sql/0004_rate_holds.sql")),
 ];
 
 /// The newest schema this binary knows (a database at a newer one is refused).
@@ -53,20 +55,23 @@ pub(super) async fn migrate(pool: &PgPool, errors: &Errors) -> Result<Migrated, 
     )
     .await
     .map_err(schema)?;
-    let from: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
-        .fetch_one(&mut *tx)
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
         .await
         .map_err(schema)?;
+    let from = applied.iter().copied().max().unwrap_or(0);
     if from > SCHEMA_VERSION {
         return Err(StorageError::SchemaTooNew {
             found: from,
             supported: SCHEMA_VERSION,
         });
     }
-    // A plain loop: an iterator adapter's closure held across these awaits makes the future
-    // not `Send` (the compiler cannot prove it for every lifetime).
+    // Every version not applied yet runs, also one below the newest applied: migrations
+    // written side by side (each on its own tables) may land in either order. A plain loop:
+    // an iterator adapter's closure held across these awaits makes the future not `Send`
+    // (the compiler cannot prove it for every lifetime).
     for &(version, sql) in MIGRATIONS {
-        if version <= from {
+        if applied.contains(&version) {
             continue;
         }
         tx.execute(sql).await.map_err(|e| {

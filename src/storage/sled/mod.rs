@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod flush;
+pub mod holds;
 pub mod keys;
 pub mod swap;
 
@@ -77,6 +78,8 @@ pub struct SledStore {
     sources: sled::Tree,
     journal: sled::Tree,
     leases: sled::Tree,
+    /// Rate-limit holds, in memory (see [`holds`]).
+    holds: holds::MemoryHolds,
     flusher: Flusher,
 }
 
@@ -168,6 +171,7 @@ impl SledStore {
             journal: db.open_tree(keys::JOURNAL_TREE)?,
             leases: db.open_tree(keys::LEASES_TREE)?,
             db,
+            holds: holds::MemoryHolds::default(),
             flusher: Flusher::default(),
         };
         store.prune_seen()?;
@@ -522,7 +526,12 @@ impl Journal for SledStore {
         payload: &[u8],
     ) -> Result<Claim, StorageError> {
         let k = keys::seen(conv, event);
-        let value = journal_value(now_ms(), owner, payload);
+        let value = journal_value(&JournalValue {
+            at_ms: now_ms(),
+            owner: owner.to_string(),
+            reply: &[],
+            payload,
+        });
         let claim = (&self.seen, &self.journal)
             .transaction(|(seen, journal)| {
                 if seen.get(k.as_slice())?.is_some() || journal.get(k.as_slice())?.is_some() {
@@ -545,16 +554,17 @@ impl Journal for SledStore {
             let (k, v) = item?;
             let conv = keys::conversation_of(&k);
             let event = k.get(conv.len() + 1..).unwrap_or_default();
-            let Some((at_ms, owner, payload)) = split_journal_value(&v) else {
+            let Some(e) = split_journal_value(&v) else {
                 tracing::warn!("an unreadable journal entry was left out");
                 continue;
             };
             out.push(Journaled {
                 conv: String::from_utf8_lossy(conv).into_owned(),
                 event: String::from_utf8_lossy(event).into_owned(),
-                owner,
-                payload: payload.to_vec(),
-                at_ms,
+                owner: e.owner,
+                payload: e.payload.to_vec(),
+                reply: e.reply.to_vec(),
+                at_ms: e.at_ms,
             });
         }
         out.sort_by_key(|j| j.at_ms);
@@ -575,8 +585,9 @@ impl Journal for SledStore {
                     return Ok(false);
                 };
                 match split_journal_value(&v) {
-                    Some((at_ms, owner, payload)) if owner == from => {
-                        j.insert(k.as_slice(), journal_value(at_ms, to, payload))?;
+                    Some(mut e) if e.owner == from => {
+                        e.owner = to.to_string();
+                        j.insert(k.as_slice(), journal_value(&e))?;
                         Ok::<_, ConflictableTransactionError<StorageError>>(true)
                     }
                     _ => Ok(false),
@@ -584,25 +595,62 @@ impl Journal for SledStore {
             })
             .map_err(tx_error)
     }
+
+    async fn note_reply(&self, conv: &str, event: &str, reply: &[u8]) -> Result<(), StorageError> {
+        let k = keys::seen(conv, event);
+        self.journal
+            .transaction(|j| {
+                let Some(v) = j.get(k.as_slice())? else {
+                    return Ok(());
+                };
+                if let Some(mut e) = split_journal_value(&v) {
+                    e.reply = reply;
+                    j.insert(k.as_slice(), journal_value(&e))?;
+                }
+                Ok::<_, ConflictableTransactionError<StorageError>>(())
+            })
+            .map_err(tx_error)?;
+        // Lazily durable: a reply lost in a crash only leaves its message behind.
+        Ok(())
+    }
 }
 
 /// A journal entry's value: when it was claimed (Unix ms, big endian), its owner's length (two
-/// bytes, big endian) and owner, then the event.
-fn journal_value(at_ms: u64, owner: &str, payload: &[u8]) -> Vec<u8> {
-    let owner = &owner.as_bytes()[..owner.len().min(u16::MAX as usize)];
-    let mut v = Vec::with_capacity(10 + owner.len() + payload.len());
-    v.extend_from_slice(&at_ms.to_be_bytes());
+/// bytes, big endian) and owner, the noted reply's length (four bytes, big endian) and reply,
+/// then the event.
+fn journal_value(e: &JournalValue<'_>) -> Vec<u8> {
+    let owner = &e.owner.as_bytes()[..e.owner.len().min(u16::MAX as usize)];
+    let reply = &e.reply[..e.reply.len().min(u32::MAX as usize)];
+    let mut v = Vec::with_capacity(14 + owner.len() + reply.len() + e.payload.len());
+    v.extend_from_slice(&e.at_ms.to_be_bytes());
     v.extend_from_slice(&(owner.len() as u16).to_be_bytes());
     v.extend_from_slice(owner);
-    v.extend_from_slice(payload);
+    v.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+    v.extend_from_slice(reply);
+    v.extend_from_slice(e.payload);
     v
 }
 
-fn split_journal_value(v: &[u8]) -> Option<(u64, String, &[u8])> {
+/// A journal entry's value, read.
+struct JournalValue<'a> {
+    at_ms: u64,
+    owner: String,
+    reply: &'a [u8],
+    payload: &'a [u8],
+}
+
+fn split_journal_value(v: &[u8]) -> Option<JournalValue<'_>> {
     let at_ms = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
     let len = u16::from_be_bytes(v.get(8..10)?.try_into().ok()?) as usize;
     let owner = String::from_utf8_lossy(v.get(10..10 + len)?).into_owned();
-    Some((at_ms, owner, v.get(10 + len..)?))
+    let rest = v.get(10 + len..)?;
+    let reply_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    Some(JournalValue {
+        at_ms,
+        owner,
+        reply: rest.get(4..4 + reply_len)?,
+        payload: rest.get(4 + reply_len..)?,
+    })
 }
 
 /// A lease's value: its expiry (Unix ms, big endian), then its holder.
@@ -665,6 +713,18 @@ impl Leases for SledStore {
             .leases
             .get(name.as_bytes())?
             .and_then(|v| live_holder(&v, now_ms())))
+    }
+
+    async fn count(&self, prefix: &str) -> Result<usize, StorageError> {
+        let now = now_ms();
+        let mut live = 0;
+        for item in self.leases.scan_prefix(prefix.as_bytes()) {
+            let (_, v) = item?;
+            if live_holder(&v, now).is_some() {
+                live += 1;
+            }
+        }
+        Ok(live)
     }
 }
 
