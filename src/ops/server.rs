@@ -1,6 +1,7 @@
 //! The ops HTTP server: `/healthz` (200 while the process serves), `/readyz` (200 only when
-//! the store is open, a reasoning endpoint is healthy and every platform is connected; 503
-//! naming the failed checks otherwise) and `/metrics` (Prometheus text).
+//! the store is open, a reasoning endpoint is healthy and every platform is connected or
+//! standing by while another replica holds its connection; 503 naming the failed checks
+//! otherwise; `notes` names the platforms standing by) and `/metrics` (Prometheus text).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,10 +50,26 @@ pub struct Readiness {
 /// How long readiness waits for the store to answer.
 const STORE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// What `/readyz` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The checks that fail, each as `name: reason`; empty when ready.
+    pub failed: Vec<String>,
+    /// Checks that pass in a way worth knowing, each as `name: what`: a platform standing
+    /// by while another replica holds its connection.
+    pub notes: Vec<String>,
+}
+
 impl Readiness {
     /// The checks that fail, each as `name: reason`; empty when ready.
     pub async fn failures(&self) -> Vec<String> {
+        self.report().await.failed
+    }
+
+    /// Every check: what fails, and what passes standing by.
+    pub async fn report(&self) -> Report {
         let mut failed = Vec::new();
+        let mut notes = Vec::new();
         if self.stopping.load(Ordering::SeqCst) {
             failed.push("shutdown: the bot is shutting down".to_string());
         }
@@ -75,11 +92,16 @@ impl Readiness {
             ));
         }
         for (name, platform) in &self.platforms {
-            if !platform.connected() {
+            // A replica standing by is ready: it takes over when the holder goes.
+            if platform.standby() {
+                notes.push(format!(
+                    "platform {name}: standby, another replica holds the connection"
+                ));
+            } else if !platform.connected() {
                 failed.push(format!("platform {name}: not connected"));
             }
         }
-        failed
+        Report { failed, notes }
     }
 }
 
@@ -123,13 +145,14 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
-    let failed = ops.readiness.failures().await;
+    let Report { failed, notes } = ops.readiness.report().await;
     let status = if failed.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({ "ready": failed.is_empty(), "failed": failed }).to_string();
+    let body = serde_json::json!({ "ready": failed.is_empty(), "failed": failed, "notes": notes })
+        .to_string();
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

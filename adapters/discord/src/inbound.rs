@@ -183,9 +183,16 @@ impl Mapper {
         }
     }
 
-    fn submit(&self, event: InboundEvent) {
-        match self.sink.submit(event) {
+    /// Hands `event` to the engine, journaled (so another replica answers it if this one
+    /// dies first). Discord acknowledges nothing, so a refusal only needs a log line.
+    async fn submit(&self, event: InboundEvent) {
+        match self.sink.accept(event).await {
             Ok(_) => {}
+            // Another replica's gateway delivered it too (sessions overlapping at a takeover),
+            // or a RESUME replayed it: answered once, elsewhere or already.
+            Err(SubmitError::Duplicate) => {
+                tracing::debug!("Discord event accepted before; dropped")
+            }
             Err(SubmitError::QueueFull { capacity }) => {
                 tracing::warn!(capacity, "conversation queue full; the user was told")
             }
@@ -242,7 +249,8 @@ impl Mapper {
         let mentions_bot = m.mentions.iter().any(|u| u.id.get() == me.bot);
         let channel = m.channel_id.get();
         let Some(guild) = m.guild_id.map(|g| g.get()) else {
-            self.incoming(&m, me, None, channel, None, mentions_bot);
+            self.incoming(&m, me, None, channel, None, mentions_bot)
+                .await;
             return;
         };
         let info = self.channel_info(channel).await;
@@ -252,18 +260,28 @@ impl Mapper {
                 bot_owned,
             }) => {
                 if bot_owned || mentions_bot {
-                    self.incoming(&m, me, Some(guild), parent, Some(channel), mentions_bot);
+                    self.incoming(&m, me, Some(guild), parent, Some(channel), mentions_bot)
+                        .await;
                 }
             }
             _ if !mentions_bot => {}
             _ if self.cfg.reply_in_thread => {
                 let thread = self.create_thread(&m, me, channel).await;
                 match thread {
-                    Some(t) => self.incoming(&m, me, Some(guild), channel, Some(t), true),
-                    None => self.incoming(&m, me, Some(guild), channel, None, true),
+                    Some(t) => {
+                        self.incoming(&m, me, Some(guild), channel, Some(t), true)
+                            .await
+                    }
+                    None => {
+                        self.incoming(&m, me, Some(guild), channel, None, true)
+                            .await
+                    }
                 }
             }
-            _ => self.incoming(&m, me, Some(guild), channel, None, true),
+            _ => {
+                self.incoming(&m, me, Some(guild), channel, None, true)
+                    .await
+            }
         }
     }
 
@@ -296,7 +314,7 @@ impl Mapper {
     }
 
     /// Submits `m` as a message of the conversation in `channel` (`thread` when it is one).
-    fn incoming(
+    async fn incoming(
         &self,
         m: &Message,
         me: Identity,
@@ -339,7 +357,8 @@ impl Mapper {
             reply_to: target,
             mentions_bot,
             from_bot: false,
-        }));
+        }))
+        .await;
     }
 
     /// The conversation an interaction happened in: its channel, or the thread it is.
@@ -406,7 +425,8 @@ impl Mapper {
             name: c.data.name.clone(),
             args,
             reply_to: target,
-        }));
+        }))
+        .await;
     }
 
     /// A press of Stop, of a feedback button or of Regenerate (already acknowledged). Each
@@ -440,23 +460,29 @@ impl Mapper {
         let event_id = format!("i:{}", c.id.get());
         let who = author(&c.user);
         match c.data.custom_id.as_str() {
-            STOP_ID => self.submit(InboundEvent::Stop(StopRequest {
-                key,
-                event_id,
-                author: who,
-                reply_to: target,
-            })),
-            id @ (GOOD_ID | BAD_ID) => self.submit(InboundEvent::Feedback(Feedback {
-                key,
-                event_id,
-                author: who,
-                message: MessageRef {
-                    channel: c.message.channel_id.get().to_string(),
-                    id: c.message.id.get().to_string(),
-                },
-                positive: id == GOOD_ID,
-                reply_to: target,
-            })),
+            STOP_ID => {
+                self.submit(InboundEvent::Stop(StopRequest {
+                    key,
+                    event_id,
+                    author: who,
+                    reply_to: target,
+                }))
+                .await
+            }
+            id @ (GOOD_ID | BAD_ID) => {
+                self.submit(InboundEvent::Feedback(Feedback {
+                    key,
+                    event_id,
+                    author: who,
+                    message: MessageRef {
+                        channel: c.message.channel_id.get().to_string(),
+                        id: c.message.id.get().to_string(),
+                    },
+                    positive: id == GOOD_ID,
+                    reply_to: target,
+                }))
+                .await
+            }
             REGENERATE_ID => {
                 // The new answer replies to the question the old one replied to.
                 let question = c
@@ -484,6 +510,7 @@ impl Mapper {
                     },
                     reply_to: target,
                 }))
+                .await
             }
             other => tracing::debug!(custom_id = other, "unknown button ignored"),
         }

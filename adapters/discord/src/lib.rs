@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod limits;
 pub mod platform;
 pub mod rest;
+pub mod role;
 pub mod target;
 
 pub use config::DiscordConfig;

@@ -85,6 +85,8 @@ struct Shared {
     answered: Mutex<Bounded<String, ()>>,
     /// The gateway session is up (READY or RESUMED seen, and no drop since).
     connected: std::sync::atomic::AtomicBool,
+    /// Another replica of the bot holds the gateway; this one stands by.
+    standby: std::sync::atomic::AtomicBool,
 }
 
 /// A map that forgets its oldest entries past [`REMEMBERED`].
@@ -138,6 +140,13 @@ impl DiscordPlatform {
         self.shared
             .connected
             .store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Records whether this replica stands by while another holds the gateway (readiness).
+    pub(crate) fn set_standby(&self, standby: bool) {
+        self.shared
+            .standby
+            .store(standby, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The platform for `cfg`, calling Discord through `rest`.
@@ -339,6 +348,12 @@ impl Platform for DiscordPlatform {
     fn connected(&self) -> bool {
         self.shared
             .connected
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn standby(&self) -> bool {
+        self.shared
+            .standby
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
