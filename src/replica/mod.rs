@@ -9,6 +9,8 @@
 //! On a store only one process can open (sled) the same code runs with leases that are
 //! always free, so a single process behaves as before.
 
+pub mod budget;
+pub mod journal;
 pub mod lease;
 
 use std::time::Duration;
