@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anchorbot_platform::{Adapter, LocalBudget, RateBudget};
 use anchorbot_slack::{SlackAdapter, SlackConfig, SlackError};
 
+use crate::replica::budget::SharedBudget;
 use crate::settings::Settings;
+use crate::storage::Storage;
 
 /// Why the configured adapters cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +31,36 @@ pub enum AdaptersError {
     BadListen(String),
 }
 
-/// The adapters whose credentials are set. They hold their rate limits in one budget (keyed by
-/// platform, workspace and method), the seam where a store shared by replicas would go.
+/// The adapters whose credentials are set, for a process alone on its store. They hold their
+/// rate limits in one budget in this process (keyed by platform, workspace and method).
 pub fn configured(settings: &Settings) -> Result<Vec<Box<dyn Adapter>>, AdaptersError> {
-    let budget: Arc<dyn RateBudget> = Arc::new(LocalBudget::new());
+    with_budget(settings, Arc::new(LocalBudget::new()))
+}
+
+/// The adapters whose credentials are set, for a process on `storage`: on a database, which
+/// other replicas may share, their budget is a [`SharedBudget`] (holds shared through the
+/// store, allowances split among the live replicas); on sled, this process's own. Must be
+/// called inside a Tokio runtime.
+pub fn configured_on(
+    settings: &Settings,
+    storage: &Storage,
+) -> Result<Vec<Box<dyn Adapter>>, AdaptersError> {
+    let budget: Arc<dyn RateBudget> = if settings.store_location().is_database() {
+        Arc::new(SharedBudget::start(
+            storage.holds.clone(),
+            storage.leases.clone(),
+        ))
+    } else {
+        Arc::new(LocalBudget::new())
+    };
+    with_budget(settings, budget)
+}
+
+/// The adapters whose credentials are set, all spending `budget`.
+fn with_budget(
+    settings: &Settings,
+    budget: Arc<dyn RateBudget>,
+) -> Result<Vec<Box<dyn Adapter>>, AdaptersError> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let s = &settings.slack;
     if let Some(bot) = &s.bot_token {

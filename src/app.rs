@@ -180,6 +180,12 @@ impl App {
         self.engine.clone()
     }
 
+    /// The store the app opened (the adapters' budget is shared through it on a database,
+    /// [`crate::adapters::configured_on`]).
+    pub fn storage(&self) -> &crate::storage::Storage {
+        self.engine.store().storage()
+    }
+
     /// Adds the document retriever used when the reasoning model is offline.
     pub fn with_retriever(mut self, retriever: Arc<dyn Retriever>) -> Self {
         Arc::get_mut(&mut self.engine)

@@ -266,13 +266,13 @@ async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitC
     if matches!(command, Cmd::Chat { .. } | Cmd::Run) {
         probe_model_server(&settings, &redactor).await;
     }
-    let adapters = match command {
-        Cmd::Run => anchorbot::adapters::configured(&settings)?,
-        _ => Vec::new(),
-    };
+    // The adapters' rate budget is shared through the store, so they follow its opening.
+    let adapter_settings = matches!(command, Cmd::Run).then(|| settings.clone());
     let mut app = App::build(settings).await?;
-    for adapter in adapters {
-        app = app.with_adapter(adapter);
+    if let Some(s) = adapter_settings {
+        for adapter in anchorbot::adapters::configured_on(&s, app.storage())? {
+            app = app.with_adapter(adapter);
+        }
     }
     match command {
         Cmd::Chat {
