@@ -492,6 +492,8 @@ struct St {
     frames: Vec<GatewayFrame>,
     session: Option<Session>,
     sessions_started: usize,
+    /// The most connections that received dispatches at the same time.
+    most_ready: usize,
     /// Dispatches made before any session existed; delivered after the first READY.
     pending: Vec<(String, Value)>,
     last_snowflake: u64,
@@ -972,6 +974,12 @@ impl FakeDiscord {
             .iter()
             .filter(|c| c.intents.is_some())
             .count()
+    }
+
+    /// The most connections that identified or resumed and received dispatches at the same
+    /// time (two sessions of one shard each get every event, as on Discord).
+    pub fn most_ready_connections(&self) -> usize {
+        self.st().most_ready
     }
 
     /// Waits until a connection has identified or resumed.
@@ -2391,6 +2399,7 @@ fn on_frame(
             if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) {
                 c.intents = Some(wanted);
             }
+            note_ready(&mut st);
             let guilds: Vec<Value> = cfg
                 .guilds
                 .iter()
@@ -2467,6 +2476,7 @@ fn on_frame(
             if let Some(c) = st.conns.iter_mut().find(|c| c.id == conn) {
                 c.intents = Some(session_intents);
             }
+            note_ready(&mut st);
             None
         }
         3 | 4 | 8 | 31 => {
@@ -2477,6 +2487,12 @@ fn on_frame(
         }
         _ => Some(4001),
     }
+}
+
+/// Records how many connections receive dispatches now, if that is the most yet.
+fn note_ready(st: &mut St) {
+    let ready = st.conns.iter().filter(|c| c.intents.is_some()).count();
+    st.most_ready = st.most_ready.max(ready);
 }
 
 // ---- JSON shapes ----
