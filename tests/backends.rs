@@ -10,7 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anchorbot_platform::ConversationKey;
+use std::sync::Arc;
+
+use anchorbot_platform::{ConversationKey, EventSink};
 use common::*;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -533,23 +535,23 @@ async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() 
             .slow(Duration::from_secs(3600))
     })
     .await;
-    let first = b.start(&stuck.url).await;
-    let _receipt = first
-        .sink
-        .accept(message("J", "j1", "ann", "what is our deploy day?"))
-        .await
-        .unwrap();
+    // The first process runs in a runtime of its own, killed below as a `kill -9` would.
+    let process = common::isolated::Isolated::new();
+    let settings = b.settings(&stuck.url);
+    let first = process.run(async move { start_app(settings).await }).await;
+    let accept = |sink: Arc<dyn EventSink>| async move {
+        sink.accept(message("J", "j1", "ann", "what is our deploy day?"))
+            .await
+            .map(|_| ())
+    };
+    process.run(accept(first.sink.clone())).await.unwrap();
     // Its twin (the same message seen again) is a duplicate, even while unanswered.
     assert_eq!(
-        first
-            .sink
-            .accept(message("J", "j1", "ann", "what is our deploy day?"))
-            .await
-            .unwrap_err(),
+        process.run(accept(first.sink.clone())).await.unwrap_err(),
         anchorbot_platform::SubmitError::Duplicate
     );
-    // It is alive: it holds its liveness lease. Then it "dies": its task is gone, its lease is
-    // no longer renewed, and it never answers (its model never finishes).
+    // It is alive: it holds its liveness lease. Then it "dies": its runtime ends at once, its
+    // lease is no longer renewed, and it never answers (its model never finishes).
     let storage = anchorbot::storage::Location::Postgres(b.db.as_ref().unwrap().url.clone())
         .open()
         .await
@@ -561,7 +563,7 @@ async fn an_accepted_question_is_answered_after_the_process_that_took_it_dies() 
         assert!(std::time::Instant::now() < deadline, "no liveness lease");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.task.abort();
+    process.kill();
     let died = std::time::Instant::now();
 
     let llm = FakeLlm::start(|req| Reply::text(&format!("answer to {}", last_user(req)))).await;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod discord_app;
+pub mod isolated;
 pub mod peak;
 pub mod pg;
 pub mod slack_app;

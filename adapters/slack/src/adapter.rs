@@ -182,7 +182,7 @@ async fn on_push(
 ) -> UserCallbackResult<()> {
     if let Some(inbox) = inbox(&states).await {
         let id = event.event_id.to_string();
-        inbox.offer(Some(&id), Work::Push(Box::new(event)));
+        inbox.offer(Some(&id), Work::Push(Box::new(event))).await;
     }
     Ok(())
 }
@@ -194,7 +194,7 @@ async fn on_command(
 ) -> UserCallbackResult<SlackCommandEventResponse> {
     if let Some(inbox) = inbox(&states).await {
         let id = format!("cmd:{}", event.trigger_id);
-        inbox.offer(Some(&id), Work::Command(Box::new(event)));
+        inbox.offer(Some(&id), Work::Command(Box::new(event))).await;
     }
     // The answer follows through the command's response_url; the ack only says it arrived.
     Ok(SlackCommandEventResponse::new(SlackMessageContent::new()))
@@ -206,7 +206,7 @@ async fn on_interaction(
     states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
     if let Some(inbox) = inbox(&states).await {
-        inbox.offer(None, Work::Interaction(Box::new(event)));
+        inbox.offer(None, Work::Interaction(Box::new(event))).await;
     }
     Ok(())
 }

@@ -227,7 +227,7 @@ async fn events(
         }
         Ok(SlackPushEvent::EventCallback(cb)) => {
             let id = cb.event_id.to_string();
-            ctx.inbox.offer(Some(&id), Work::Push(Box::new(cb)));
+            ctx.inbox.offer(Some(&id), Work::Push(Box::new(cb))).await;
             StatusCode::OK.into_response()
         }
         Ok(SlackPushEvent::AppRateLimited(r)) => {
@@ -275,7 +275,7 @@ async fn commands(
     match command(&form(body)) {
         Some(c) => {
             let id = format!("cmd:{}", c.trigger_id);
-            ctx.inbox.offer(Some(&id), Work::Command(Box::new(c)));
+            ctx.inbox.offer(Some(&id), Work::Command(Box::new(c))).await;
         }
         None => tracing::warn!("slash command from Slack without its fields; ignored"),
     }
@@ -318,7 +318,7 @@ async fn interactivity(
         return StatusCode::OK.into_response();
     };
     match serde_json::from_str::<SlackInteractionEvent>(payload) {
-        Ok(i) => ctx.inbox.offer(None, Work::Interaction(Box::new(i))),
+        Ok(i) => ctx.inbox.offer(None, Work::Interaction(Box::new(i))).await,
         Err(e) => tracing::warn!(error = %e, "unreadable interaction from Slack; ignored"),
     }
     StatusCode::OK.into_response()
@@ -379,7 +379,7 @@ mod tests {
 
     struct Server {
         url: String,
-        rx: mpsc::Receiver<Work>,
+        rx: mpsc::Receiver<crate::inbound::Queued>,
         stop: tokio::sync::watch::Sender<bool>,
         task: tokio::task::JoinHandle<Result<(), PlatformError>>,
         http: reqwest::Client,
@@ -442,6 +442,7 @@ mod tests {
                 .await
                 .ok()
                 .flatten()
+                .map(|q| q.work)
         }
     }
 

@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anchorbot_platform::{
-    Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
-    IncomingMessage, MessageRef, RecentIds, Shutdown, SubmitError,
+    Arrival, Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback,
+    InboundEvent, IncomingMessage, MessageRef, RecentIds, Shutdown, SubmitError,
 };
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
@@ -31,6 +31,9 @@ use crate::SlackConfig;
 
 /// Work waiting for the mapping worker; bounded, so a flood cannot exhaust memory.
 const QUEUE: usize = 1024;
+
+/// How long "the bot is not in this thread" is believed before Slack is asked again.
+const NOT_IN_THREAD_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Recent event ids remembered for de-duplication (across reconnects and both sockets).
 const RECENT: usize = 4096;
@@ -63,25 +66,58 @@ pub enum Work {
     Interaction(Box<SlackInteractionEvent>),
 }
 
-/// The receiving half: queues work from the handlers.
+/// Work queued for the mapper, with its claim when it has one (see [`crate::arrival`]).
+#[derive(Debug)]
+pub struct Queued {
+    /// What Slack sent.
+    pub work: Work,
+    /// The claim journaled for it before it was acknowledged.
+    pub arrival: Option<Arrival>,
+}
+
+/// The receiving half: claims and queues work from the handlers.
 #[derive(Clone)]
 pub struct Inbox {
-    tx: mpsc::Sender<Work>,
+    tx: mpsc::Sender<Queued>,
     /// Event ids seen lately (envelope-level de-duplication).
     recent: Arc<Mutex<RecentIds>>,
+    /// Where claims are journaled.
+    sink: Arc<dyn EventSink>,
+    /// Who the bot is, to tell what may be owed an answer.
+    me: Identity,
+    /// Settings (`answer_bots`).
+    cfg: SlackConfig,
 }
 
 impl Inbox {
-    /// Queues `work` unless its event id was seen lately; never waits.
-    pub fn offer(&self, event_id: Option<&str>, work: Work) {
+    /// Claims `work` if it may be owed an answer (one journal write, so it is answered even
+    /// if this process dies before mapping it) and queues it, unless its event id was seen
+    /// lately or its claim was taken (a redelivery, or its twin reached this or another
+    /// replica). Returns when Slack may be told the event arrived; never waits for mapping.
+    pub async fn offer(&self, event_id: Option<&str>, work: Work) {
         if let Some(id) = event_id {
             if !self.recent.lock().expect("recent lock").insert(id) {
                 tracing::debug!(event = id, "duplicate Slack delivery dropped");
                 return;
             }
         }
-        if let Err(e) = self.tx.try_send(work) {
-            tracing::warn!(error = %e, "Slack inbound queue full; event dropped");
+        let arrival = crate::arrival::of(&self.me, &self.cfg, &work);
+        if let Some(a) = &arrival {
+            match self.sink.claim(a).await {
+                Ok(()) => {}
+                Err(SubmitError::Duplicate) => {
+                    tracing::debug!(event = %a.event_id, "Slack event claimed before; dropped");
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "Slack event not taken");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.tx.try_send(Queued { work, arrival }) {
+            // A claimed event stays journaled: the next start of this process answers it.
+            tracing::warn!(error = %e, "Slack inbound queue full; event left for a restart");
         }
     }
 }
@@ -93,10 +129,14 @@ pub struct Mapper {
     me: Identity,
     sink: Arc<dyn EventSink>,
     /// Threads the bot is in (it answered there), by `CHANNEL:THREAD_TS`; others are asked of
-    /// Slack once and remembered either way.
+    /// Slack, and a "no" is asked again after [`NOT_IN_THREAD_FOR`].
     threads: HashMap<String, bool>,
+    /// When each thread the bot is not in was last asked about.
+    not_in_since: HashMap<String, std::time::Instant>,
     /// Assistant threads (the split view), by `CHANNEL:THREAD_TS`.
     assistant: HashSet<String>,
+    /// The claim of the work being mapped: what it maps to is told against it.
+    claim: Option<Arrival>,
 }
 
 /// A connected inbox and mapper.
@@ -105,12 +145,15 @@ pub fn channel(
     api: Api,
     me: Identity,
     sink: Arc<dyn EventSink>,
-) -> (Inbox, Mapper, mpsc::Receiver<Work>) {
+) -> (Inbox, Mapper, mpsc::Receiver<Queued>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     (
         Inbox {
             tx,
             recent: Arc::new(Mutex::new(RecentIds::new(RECENT))),
+            sink: sink.clone(),
+            me: me.clone(),
+            cfg: cfg.clone(),
         },
         Mapper {
             cfg,
@@ -118,7 +161,9 @@ pub fn channel(
             me,
             sink,
             threads: HashMap::new(),
+            not_in_since: HashMap::new(),
             assistant: HashSet::new(),
+            claim: None,
         },
         rx,
     )
@@ -126,37 +171,59 @@ pub fn channel(
 
 impl Mapper {
     /// Maps queued work until the inbox closes, or until shutdown: then nothing new is
-    /// queued, and what was already acknowledged to Slack is still submitted.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: Shutdown) {
+    /// queued, and what was already acknowledged to Slack is still submitted. Events another
+    /// replica claimed and died before mapping are handed here by the engine and mapped the
+    /// same way.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Queued>, mut shutdown: Shutdown) {
+        let mut taken_over = self.sink.arrivals("slack");
         loop {
             tokio::select! {
-                work = rx.recv() => match work {
-                    Some(work) => self.handle(work).await,
+                queued = rx.recv() => match queued {
+                    Some(q) => self.handle(q).await,
                     None => return,
                 },
+                Some(arrival) = recv(&mut taken_over) => {
+                    if let Some(work) = crate::arrival::work_of(&arrival) {
+                        self.handle(Queued { work, arrival: Some(arrival) }).await;
+                    } else {
+                        let _ = self.sink.mapped(&arrival, None).await;
+                    }
+                }
                 _ = shutdown.wait() => break,
             }
         }
         rx.close();
-        while let Some(work) = rx.recv().await {
-            self.handle(work).await;
+        while let Some(q) = rx.recv().await {
+            self.handle(q).await;
         }
     }
 
-    async fn handle(&mut self, work: Work) {
-        match work {
+    async fn handle(&mut self, q: Queued) {
+        self.claim = q.arrival;
+        match q.work {
             Work::Push(p) => self.push(*p).await,
-            Work::Command(c) => self.command(*c),
-            Work::Interaction(i) => self.interaction(*i),
+            Work::Command(c) => self.command(*c).await,
+            Work::Interaction(i) => self.interaction(*i).await,
+        }
+        // Mapped to nothing: the claim ends, nothing is owed.
+        if let Some(claim) = self.claim.take() {
+            let _ = self.sink.mapped(&claim, None).await;
         }
     }
 
-    fn submit(&self, event: InboundEvent) {
-        match self.sink.submit(event) {
-            Ok(_) => {}
+    /// Hands `event` to the engine: against the claim of the work being mapped, or journaled
+    /// now (a click).
+    async fn submit(&mut self, event: InboundEvent) {
+        let queued = match self.claim.take() {
+            Some(claim) => self.sink.mapped(&claim, Some(event)).await.map(|_| ()),
+            None => self.sink.accept(event).await.map(|_| ()),
+        };
+        match queued {
+            Ok(()) => {}
             Err(SubmitError::QueueFull { capacity }) => {
                 tracing::warn!(capacity, "conversation queue full; the user was told")
             }
+            Err(SubmitError::Duplicate) => tracing::debug!("event handled before; dropped"),
             Err(e) => tracing::warn!(error = %e, "event not submitted"),
         }
     }
@@ -282,8 +349,19 @@ impl Mapper {
     /// page until one is found ([`crate::thread::Pager`], up to its cap).
     async fn in_thread(&mut self, channel: &str, root: &str) -> bool {
         let key = format!("{channel}:{root}");
-        if let Some(known) = self.threads.get(&key) {
-            return *known;
+        match self.threads.get(&key) {
+            Some(true) => return true,
+            // Not in it when last asked: another replica may have answered there since (a
+            // mention it took), so "no" is only believed for a while.
+            Some(false)
+                if self
+                    .not_in_since
+                    .get(&key)
+                    .is_some_and(|t| t.elapsed() < NOT_IN_THREAD_FOR) =>
+            {
+                return false
+            }
+            _ => {}
         }
         let mut pager = Pager::new(&self.api, channel, root);
         let found = loop {
@@ -307,6 +385,12 @@ impl Mapper {
                 "the thread is longer than the pages read; the bot's replies further down are not seen"
             );
         }
+        if found {
+            self.not_in_since.remove(&key);
+        } else {
+            self.not_in_since
+                .insert(key.clone(), std::time::Instant::now());
+        }
         self.threads.insert(key, found);
         found
     }
@@ -319,7 +403,7 @@ impl Mapper {
 
     /// Submits a person's message, its author named (`users.info`, cached; the id when that
     /// fails).
-    async fn message(&self, m: Incoming) {
+    async fn message(&mut self, m: Incoming) {
         let Some(key) = self.key(&m.team, &m.channel, m.root.as_deref()) else {
             return;
         };
@@ -364,7 +448,8 @@ impl Mapper {
             reply_to: target,
             mentions_bot: m.mentions_bot,
             from_bot: false,
-        }));
+        }))
+        .await;
     }
 
     async fn suggest_prompts(&self, channel: &SlackChannelId, thread: &SlackTs) {
@@ -409,7 +494,7 @@ impl Mapper {
     }
 
     /// `/anchor status` and friends: answered privately through the command's `response_url`.
-    fn command(&self, c: SlackCommandEvent) {
+    async fn command(&mut self, c: SlackCommandEvent) {
         let text = c.text.clone().unwrap_or_default();
         let (name, args) = match text.trim().split_once(char::is_whitespace) {
             Some((n, a)) => (n.to_string(), a.trim().to_string()),
@@ -442,11 +527,12 @@ impl Mapper {
             name,
             args,
             reply_to: target,
-        }));
+        }))
+        .await;
     }
 
     /// A click on an answer's feedback buttons.
-    fn interaction(&self, i: SlackInteractionEvent) {
+    async fn interaction(&mut self, i: SlackInteractionEvent) {
         let SlackInteractionEvent::BlockActions(b) = i else {
             return;
         };
@@ -510,7 +596,16 @@ impl Mapper {
                 response_url: b.response_url.as_ref().map(|u| u.0.to_string()),
             }
             .into_target(&channel, thread.as_deref(), None),
-        }));
+        }))
+        .await;
+    }
+}
+
+/// The next arrival handed back, or never when there is no such channel.
+async fn recv(rx: &mut Option<mpsc::Receiver<Arrival>>) -> Option<Arrival> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! update), in Slack's own Markdown. It knows nothing about LLMs, prompts or storage.
 #![forbid(unsafe_code)]
 
+pub mod arrival;
 pub mod auth;
 pub mod block_markdown;
 pub mod client;

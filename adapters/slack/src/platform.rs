@@ -773,6 +773,10 @@ impl AppendStream for SlackStream {
     async fn stop(&mut self) -> Result<MessageRef, PlatformError> {
         Ok(self.message.clone())
     }
+
+    fn message(&self) -> Option<MessageRef> {
+        Some(self.message.clone())
+    }
 }
 
 /// What is remembered of a message the adapter wrote.
