@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorbot_platform::{
-    ConversationKey, EventSink, InboundEvent, Platform, Receipt, SubmitError,
+    Arrival, ConversationKey, EventSink, InboundEvent, Platform, Receipt, SubmitError,
 };
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
 use crate::engine::{Accepted, Engine, Outcome};
+use crate::replica::journal::Entry;
 use crate::storage::Claim;
 
 /// A queued event and the sender that completes its receipt.
@@ -60,6 +61,15 @@ struct Inner {
     queued: AtomicI64,
     /// The store is a database other processes share: roles are leases there.
     shared_store: bool,
+    /// Per platform: where arrivals taken over from a dead process go, and the receiving end
+    /// until its adapter takes it ([`EventSink::arrivals`]).
+    arrivals: HashMap<String, Redelivery>,
+}
+
+/// The channel that hands a platform's taken-over arrivals to its adapter.
+struct Redelivery {
+    tx: mpsc::Sender<Arrival>,
+    rx: Mutex<Option<mpsc::Receiver<Arrival>>>,
 }
 
 impl Inner {
@@ -80,10 +90,19 @@ impl Dispatcher {
         capacity: usize,
         shared_store: bool,
     ) -> Self {
+        let arrivals = platforms
+            .keys()
+            .map(|name| {
+                let (tx, rx) = mpsc::channel(anchorbot_platform::REDELIVERY_QUEUE);
+                let rx = Mutex::new(Some(rx));
+                (name.clone(), Redelivery { tx, rx })
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 engine,
                 platforms,
+                arrivals,
                 queues: Mutex::new(HashMap::new()),
                 capacity,
                 tracker: TaskTracker::new(),
@@ -204,7 +223,7 @@ impl Dispatcher {
         };
         let mut replayed = 0;
         for entry in pending {
-            let event: InboundEvent = match serde_json::from_slice(&entry.payload) {
+            let decoded = match Entry::decode(&entry.payload) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "a journaled event is unreadable; marked handled");
@@ -219,7 +238,10 @@ impl Dispatcher {
                     continue;
                 }
             };
-            if !self.inner.platforms.contains_key(event.key().platform()) || entry.owner == me {
+            let Some(platform) = self.inner.platforms.get(decoded.platform()).cloned() else {
+                continue;
+            };
+            if entry.owner == me {
                 continue;
             }
             if !all {
@@ -245,9 +267,33 @@ impl Dispatcher {
                     continue;
                 }
             }
-            match self.submit(event) {
-                Ok(_) => replayed += 1,
-                Err(e) => tracing::warn!(error = %e, "an accepted event could not be queued again"),
+            let cleared = crate::replica::journal::clear_partial(&platform, &entry.reply).await;
+            if cleared > 0 {
+                tracing::info!(
+                    conversation = %entry.conv,
+                    messages = cleared,
+                    "the cut-off answer of a process that died was taken away"
+                );
+            }
+            match decoded {
+                Entry::Event(event) => match self.submit(event) {
+                    Ok(_) => replayed += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an accepted event could not be queued again")
+                    }
+                },
+                Entry::Arrival { arrival } => {
+                    let Some(redelivery) = self.inner.arrivals.get(arrival.key.platform()) else {
+                        continue;
+                    };
+                    match redelivery.tx.try_send(arrival) {
+                        Ok(()) => replayed += 1,
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "an accepted event could not be handed to its adapter again; it is answered at the next start"
+                        ),
+                    }
+                }
             }
         }
         if replayed > 0 {
@@ -302,7 +348,7 @@ impl EventSink for Dispatcher {
             return Err(SubmitError::ShuttingDown);
         }
         let key = event.key().clone();
-        let payload = serde_json::to_vec(&event).expect("events serialize");
+        let payload = Entry::Event(event.clone()).encode();
         let journal = &self.inner.engine.store().storage().journal;
         let owner = self.inner.engine.replica();
         match journal
@@ -332,6 +378,69 @@ impl EventSink for Dispatcher {
                 .await;
         }
         queued
+    }
+
+    async fn claim(&self, arrival: &Arrival) -> Result<(), SubmitError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let payload = Entry::Arrival {
+            arrival: arrival.clone(),
+        }
+        .encode();
+        let journal = &self.inner.engine.store().storage().journal;
+        let owner = self.inner.engine.replica();
+        match journal
+            .claim(&arrival.key.to_string(), &arrival.event_id, owner, &payload)
+            .await
+        {
+            Ok(Claim::New) => Ok(()),
+            Ok(Claim::Taken) => {
+                tracing::debug!(conversation = %arrival.key, event = %arrival.event_id, "arrival claimed before; dropped");
+                Err(SubmitError::Duplicate)
+            }
+            // As in `accept`: answering beats losing the question.
+            Err(e) => {
+                tracing::warn!(error = %e, "an arrival could not be journaled; answering it anyway");
+                Ok(())
+            }
+        }
+    }
+
+    async fn mapped(
+        &self,
+        arrival: &Arrival,
+        event: Option<InboundEvent>,
+    ) -> Result<Option<Receipt>, SubmitError> {
+        let store = self.inner.engine.store();
+        let Some(event) = event else {
+            // Not for the bot: nothing is owed, and a redelivery is dropped.
+            let _ = store.mark_handled(&arrival.key, &arrival.event_id).await;
+            return Ok(None);
+        };
+        if event.key() == &arrival.key && event.event_id() == arrival.event_id {
+            let event_id = event.event_id().to_string();
+            let queued = self.submit(event);
+            if queued.is_err() {
+                let _ = store.mark_handled(&arrival.key, &event_id).await;
+            }
+            return queued.map(Some);
+        }
+        // It became another event (another conversation or id): journaled in its own name,
+        // then the arrival's claim ends.
+        let queued = self.accept(event).await;
+        let _ = store.mark_handled(&arrival.key, &arrival.event_id).await;
+        queued.map(Some)
+    }
+
+    fn arrivals(&self, platform: &str) -> Option<mpsc::Receiver<Arrival>> {
+        self.inner
+            .arrivals
+            .get(platform)?
+            .rx
+            .lock()
+            .expect("arrivals lock")
+            .take()
     }
 
     fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
