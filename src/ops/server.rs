@@ -169,3 +169,109 @@ async fn render(State(ops): State<Arc<Ops>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anchorbot_platform::{
+        Attachment, Author, Limits, MessageRef, PlatformError, ReplyTarget, Status,
+    };
+
+    /// A platform that is only its connection state.
+    struct Link {
+        connected: bool,
+        standby: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Platform for Link {
+        fn limits(&self) -> Limits {
+            Limits {
+                max_message_chars: 2000,
+                min_edit_interval: std::time::Duration::from_secs(1),
+            }
+        }
+        async fn post(&self, _: &ReplyTarget, _: &str) -> Result<MessageRef, PlatformError> {
+            Err(PlatformError::Rejected("not in this test".into()))
+        }
+        async fn edit(&self, _: &MessageRef, _: &str) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn ephemeral(
+            &self,
+            _: &ReplyTarget,
+            _: &Author,
+            _: &str,
+        ) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        async fn status(&self, _: &ReplyTarget, _: &Status) -> Result<(), PlatformError> {
+            Ok(())
+        }
+        fn connected(&self) -> bool {
+            self.connected
+        }
+        fn standby(&self) -> bool {
+            self.standby
+        }
+        async fn fetch(&self, _: &Attachment, _: u64) -> Result<Vec<u8>, PlatformError> {
+            Ok(Vec::new())
+        }
+    }
+
+    async fn readiness(dir: &std::path::Path, link: Link) -> Readiness {
+        let storage = crate::storage::Location::Sled(dir.to_path_buf())
+            .open()
+            .await
+            .unwrap();
+        let policy = crate::pool::PoolPolicy {
+            retries: 0,
+            backoff: std::time::Duration::ZERO,
+            cooldown: std::time::Duration::from_secs(1),
+        };
+        let endpoints = crate::settings::Settings::default()
+            .reasoning
+            .with_fallbacks();
+        Readiness {
+            store: Store::new(storage),
+            reasoning: Arc::new(EndpointPool::new(endpoints, policy)),
+            platforms: vec![("discord".into(), Arc::new(link) as Arc<dyn Platform>)],
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standby_is_ready_and_a_holder_without_its_session_is_not() {
+        let cases = [
+            (true, false, Report::default()),
+            (
+                false,
+                true,
+                Report {
+                    failed: Vec::new(),
+                    notes: vec![
+                        "platform discord: standby, another replica holds the connection".into(),
+                    ],
+                },
+            ),
+            (
+                false,
+                false,
+                Report {
+                    failed: vec!["platform discord: not connected".into()],
+                    notes: Vec::new(),
+                },
+            ),
+        ];
+        for (connected, standby, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let r = readiness(dir.path(), Link { connected, standby }).await;
+            assert_eq!(
+                r.report().await,
+                expected,
+                "connected {connected}, standby {standby}"
+            );
+            assert_eq!(r.failures().await, expected.failed);
+        }
+    }
+}
