@@ -26,6 +26,68 @@ fn compose(path: &str) -> Value {
     v
 }
 
+/// `over` merged into `base` as `docker compose -f base -f over` merges them (the Compose
+/// specification's merge rules): maps by key, lists appended, except the shell commands
+/// (`command`, `entrypoint`, `healthcheck.test`), which the override replaces, and a service's
+/// `volumes` and `ports`, where an entry replaces the one with the same container path (or the
+/// same text). `at` is the path of keys down to `base`.
+fn merge(base: &mut Value, over: Value, at: &mut Vec<String>) {
+    let in_service = at.len() >= 3 && at[0] == "services";
+    let field = at.get(2).map(String::as_str);
+    let replaced = in_service
+        && match at.len() {
+            3 => matches!(field, Some("command" | "entrypoint")),
+            4 => field == Some("healthcheck") && at[3] == "test",
+            _ => false,
+        };
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                let name = text(&k).expect("a map key");
+                match b.get_mut(&k) {
+                    Some(existing) => {
+                        at.push(name);
+                        merge(existing, v, at);
+                        at.pop();
+                    }
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (Value::Sequence(b), Value::Sequence(o)) if !replaced => {
+            let unique = in_service && at.len() == 3 && matches!(field, Some("volumes" | "ports"));
+            for v in o {
+                // The container path: `volume:/path[:mode]`, or `/path` alone.
+                let key = |x: &Value| -> Option<String> {
+                    let t = text(x)?;
+                    if field == Some("volumes") {
+                        t.split(':').nth(1).or(Some(t.as_str())).map(str::to_string)
+                    } else {
+                        Some(t)
+                    }
+                };
+                let same = unique
+                    .then(|| b.iter().position(|x| key(x).is_some() && key(x) == key(&v)))
+                    .flatten();
+                match same {
+                    Some(i) => b[i] = v,
+                    None => b.push(v),
+                }
+            }
+        }
+        (b, o) if (b.is_mapping() && o.is_sequence()) || (b.is_sequence() && o.is_mapping()) => {
+            // Compose would convert one form into the other; these files keep to one form.
+            panic!(
+                "{}: written as a map in one file and a list in the other ({b:?} / {o:?})",
+                at.join(".")
+            )
+        }
+        (b, o) => *b = o,
+    }
+}
+
 /// A scalar as text (Compose accepts numbers where it means strings).
 fn text(v: &Value) -> Option<String> {
     match v {
@@ -65,6 +127,16 @@ impl Stack {
             file,
             doc: compose(file),
         }
+    }
+
+    /// Compose files merged in order, as `docker compose -f A -f B` reads them; `label` names
+    /// the result in messages.
+    fn merged(label: &'static str, files: &[&'static str]) -> Self {
+        let mut doc = compose(files[0]);
+        for file in &files[1..] {
+            merge(&mut doc, compose(file), &mut Vec::new());
+        }
+        Self { file: label, doc }
     }
 
     fn service(&self, name: &str) -> &Value {
@@ -492,6 +564,278 @@ fn two_gpu_compose_file_splits_the_reasoning_model() {
     assert!(s.gpu_devices(r).contains(&vision_gpu[0]));
 }
 
+/// The replicas option: an override of the reference deployment.
+const REPLICAS: &str = "deploy/docker-compose.replicas.yml";
+
+/// What `docker compose -f deploy/docker-compose.yml -f deploy/docker-compose.replicas.yml`
+/// runs.
+fn replicas_stack() -> Stack {
+    Stack::merged(
+        "docker-compose.yml + docker-compose.replicas.yml",
+        &["deploy/docker-compose.yml", REPLICAS],
+    )
+}
+
+#[test]
+fn the_replicas_option_leaves_the_single_bot_path_alone() {
+    // Without the override: one bot, on sled, no database service.
+    let single = Stack::load("deploy/docker-compose.yml");
+    let services = names(single.doc.get("services").expect("services"), "services");
+    for svc in &services {
+        assert!(
+            !single
+                .env(svc)
+                .iter()
+                .any(|(k, _)| k == "ANCHORBOT_DATABASE_URL"),
+            "docker-compose.yml: {svc} must stay on sled (no ANCHORBOT_DATABASE_URL)"
+        );
+    }
+    assert_eq!(
+        services
+            .iter()
+            .filter(|svc| single.command(svc) == ["run"])
+            .count(),
+        1,
+        "docker-compose.yml runs one bot"
+    );
+    assert!(!services.contains("postgres"));
+
+    // The override keeps the project (so its volumes: the weights and the sled store replica 1
+    // copies from) and the model servers as they are.
+    let over = compose(REPLICAS);
+    assert!(
+        over.get("name").is_none(),
+        "{REPLICAS} must not rename the project: its volumes would be new, empty ones"
+    );
+    let over_services = names(over.get("services").expect("services"), "services");
+    for svc in ["vllm-vision", "vllm-reasoning", "fetch-models"] {
+        assert!(
+            !over_services.contains(svc),
+            "{REPLICAS} leaves {svc} to docker-compose.yml"
+        );
+    }
+    assert_eq!(
+        replicas_stack().doc.get("name").and_then(text).as_deref(),
+        Some("anchorbot")
+    );
+}
+
+#[test]
+fn the_replicas_option_runs_two_bots_on_one_database() {
+    let s = replicas_stack();
+    let file = s.file;
+    let db = "postgres";
+
+    // The database: an official image, pinned; its password from .env with no default.
+    let image = s
+        .service(db)
+        .get("image")
+        .and_then(text)
+        .unwrap_or_default();
+    let tag = image
+        .strip_prefix("postgres:")
+        .unwrap_or_else(|| panic!("{file}: {db} runs postgres:TAG, not {image:?}"));
+    assert!(
+        !tag.is_empty() && tag != "latest",
+        "{file}: pin a PostgreSQL tag"
+    );
+    let password = s.env_value(db, "POSTGRES_PASSWORD");
+    assert!(
+        password.starts_with("${POSTGRES_PASSWORD:?")
+            || password.starts_with("${POSTGRES_PASSWORD?"),
+        "{file}: the password comes from deploy/.env and is required, no default: {password}"
+    );
+    assert!(
+        password.ends_with('}'),
+        "{file}: one interpolation: {password}"
+    );
+    let (user, dbname) = (
+        s.env_value(db, "POSTGRES_USER"),
+        s.env_value(db, "POSTGRES_DB"),
+    );
+    let health = s.healthcheck(db);
+    assert!(
+        health.contains("pg_isready") && health.contains(&user) && health.contains(&dbname),
+        "{file}: {db}'s health check is pg_isready for its user and database: {health}"
+    );
+    assert!(
+        s.named_volumes(db)
+            .iter()
+            .any(|(_, dst)| dst == "/var/lib/postgresql/data"),
+        "{file}: {db} keeps its data in a named volume"
+    );
+    assert!(
+        s.service(db).get("ports").is_none(),
+        "{file}: {db} publishes no port"
+    );
+    let db_nets = s.networks(db);
+    assert!(
+        db_nets.iter().all(|n| s.network_is_internal(n)),
+        "{file}: {db} is on internal networks only: {db_nets:?}"
+    );
+
+    // The replicas: every service with a database URL.
+    let services = names(s.doc.get("services").expect("services"), "services");
+    let replicas: Vec<String> = services
+        .iter()
+        .filter(|svc| {
+            s.env(svc)
+                .iter()
+                .any(|(k, _)| k == "ANCHORBOT_DATABASE_URL")
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        replicas,
+        ["anchorbot", "anchorbot-2"],
+        "{file}: two replicas"
+    );
+    let bots: Vec<String> = services
+        .iter()
+        .filter(|svc| s.service(svc).get("command").is_some() && s.command(svc) == ["run"])
+        .cloned()
+        .collect();
+    assert_eq!(bots, replicas, "{file}: every bot is on the database");
+
+    let url = s.env_value("anchorbot", "ANCHORBOT_DATABASE_URL");
+    let rest = url
+        .strip_prefix("postgres://")
+        .unwrap_or_else(|| panic!("{file}: a postgres:// URL, not {url}"));
+    let (userinfo, hostpart) = rest.rsplit_once('@').expect("user:password@host");
+    let (url_user, url_password) = userinfo.split_once(':').expect("user:password");
+    assert_eq!(url_user, user, "{file}: the URL's user is {db}'s");
+    assert_eq!(
+        url_password.split(['?', ':', '}']).next(),
+        password.split(['?', ':', '}']).next(),
+        "{file}: the URL's password is {db}'s variable"
+    );
+    assert_eq!(
+        hostpart,
+        format!("{db}:5432/{dbname}"),
+        "{file}: the URL names the {db} service and its database"
+    );
+
+    let mut data_volumes = BTreeSet::new();
+    let mut listens = BTreeSet::new();
+    let mut published = BTreeSet::new();
+    let env_but_listen = |svc: &str| -> Vec<(String, Option<String>)> {
+        let mut env: Vec<_> = s
+            .env(svc)
+            .into_iter()
+            .filter(|(k, _)| k != "ANCHORBOT_METRICS_LISTEN")
+            .collect();
+        env.sort();
+        env
+    };
+    for r in &replicas {
+        let r = r.as_str();
+        assert_eq!(
+            s.env_value(r, "ANCHORBOT_DATABASE_URL"),
+            url,
+            "{file}: {r} shares the database"
+        );
+        assert_eq!(
+            s.depends_healthy(r),
+            BTreeSet::from([
+                "vllm-vision".to_string(),
+                "vllm-reasoning".to_string(),
+                db.to_string()
+            ]),
+            "{file}: {r} waits for the models and the database"
+        );
+        assert!(
+            !s.networks(r).is_disjoint(&db_nets),
+            "{file}: {r} reaches {db}"
+        );
+        assert!(
+            s.networks(r).is_superset(&s.networks("vllm-reasoning")),
+            "{file}: {r} reaches the models"
+        );
+        assert!(
+            s.networks(r).iter().any(|n| !s.network_is_internal(n)),
+            "{file}: {r} needs a network with egress"
+        );
+        assert_eq!(
+            s.service(r).get("image").and_then(text),
+            s.service("anchorbot").get("image").and_then(text),
+            "{file}: one image for both replicas"
+        );
+        assert_eq!(
+            env_but_listen(r),
+            env_but_listen("anchorbot"),
+            "{file}: {r} has anchorbot's settings and secrets (all but the metrics address)"
+        );
+
+        let data_dir = s.env_value(r, "ANCHORBOT_DATA_DIR");
+        let volume = s
+            .named_volumes(r)
+            .into_iter()
+            .find(|(_, dst)| *dst == data_dir)
+            .unwrap_or_else(|| panic!("{file}: {r}'s data dir {data_dir} is a named volume"))
+            .0;
+        data_volumes.insert(volume);
+
+        let listen = s.env_value(r, "ANCHORBOT_METRICS_LISTEN");
+        let port = listen.rsplit(':').next().expect("host:port").to_string();
+        let health = s.healthcheck(r);
+        assert!(
+            health.contains(&format!("localhost:{port}/readyz")) && !health.contains("/healthz"),
+            "{file}: {r}'s health check asks /readyz on {listen} (and only that): {health}"
+        );
+        let ports = list(
+            s.service(r)
+                .get("ports")
+                .unwrap_or_else(|| panic!("{file}: {r} publishes its metrics")),
+            "ports",
+        );
+        assert_eq!(ports.len(), 1, "{file}: {r} publishes one port: {ports:?}");
+        let (host, target) = ports[0].rsplit_once(':').expect("host:container");
+        assert_eq!(target, port, "{file}: {r} publishes its metrics port");
+        assert!(
+            host.starts_with("127.0.0.1:"),
+            "{file}: {r}'s metrics are for this host only: {host}"
+        );
+        published.insert(host.to_string());
+        listens.insert(port);
+
+        let grace: u64 = s
+            .env_value(r, "ANCHORBOT_SHUTDOWN_GRACE_SECS")
+            .parse()
+            .expect("seconds");
+        let stop = s
+            .service(r)
+            .get("stop_grace_period")
+            .and_then(text)
+            .unwrap_or_else(|| panic!("{file}: {r} needs a stop_grace_period"));
+        assert!(
+            seconds(&stop) > grace.max(default_grace_secs()),
+            "{file}: {r}: stop_grace_period {stop} must outlast shutdown_grace_secs {grace}"
+        );
+    }
+    assert_eq!(
+        data_volumes.len(),
+        2,
+        "{file}: a data volume each: {data_volumes:?}"
+    );
+    assert_eq!(listens.len(), 2, "{file}: a metrics port each: {listens:?}");
+    assert_eq!(
+        published.len(),
+        2,
+        "{file}: a host port each: {published:?}"
+    );
+    // Replica 1 keeps the reference deployment's data volume and metrics port.
+    let single = Stack::load("deploy/docker-compose.yml");
+    assert_eq!(
+        s.named_volumes("anchorbot"),
+        single.named_volumes("anchorbot"),
+        "{file}: anchorbot keeps its volume (the sled store to copy)"
+    );
+    assert_eq!(
+        s.env_value("anchorbot", "ANCHORBOT_METRICS_LISTEN"),
+        single.env_value("anchorbot", "ANCHORBOT_METRICS_LISTEN")
+    );
+}
+
 #[test]
 fn env_example_names_every_variable_the_compose_files_read() {
     let example = read("deploy/.env.example");
@@ -508,6 +852,7 @@ fn env_example_names_every_variable_the_compose_files_read() {
     for file in [
         "deploy/docker-compose.yml",
         "deploy/docker-compose.2gpu.yml",
+        REPLICAS,
     ] {
         let s = Stack::load(file);
         let mut wanted = BTreeSet::new();
