@@ -74,6 +74,10 @@ fn with_budget(
         cfg.api_url = s.api_url.clone();
         cfg.suggested_prompts = s.suggested_prompts.clone();
         cfg.answer_bots = s.answer_bots;
+        if settings.store_location().is_database() {
+            // Replicas: one Socket Mode connection each (see `SlackConfig::socket_connections`).
+            cfg.socket_connections = 1;
+        }
         adapters.push(Box::new(SlackAdapter::with_budget(cfg, budget.clone())?));
     }
     let d = &settings.discord;

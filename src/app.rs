@@ -355,7 +355,17 @@ impl App {
             }
         }
         health.abort();
-        drop(liveness);
+        if liveness.is_some() {
+            drop(liveness);
+            // Gone on purpose: what this process accepted and did not answer (turns cut off at
+            // the deadline) is taken over by the others at their next look, not after the
+            // lease would have expired.
+            let lease = crate::replica::liveness_lease(self.engine.replica());
+            let leases = &self.engine.store().storage().leases;
+            if let Err(e) = leases.release(&lease, self.engine.replica()).await {
+                tracing::debug!(error = %e, "liveness lease not released; it expires");
+            }
+        }
         if let Some(r) = retention {
             r.abort();
         }

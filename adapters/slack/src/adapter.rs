@@ -123,7 +123,8 @@ impl Adapter for SlackAdapter {
             .with_command_events(on_command)
             .with_interaction_events(on_interaction);
         let listener = SlackClientSocketModeListener::new(
-            &SlackClientSocketModeConfig::new(),
+            &SlackClientSocketModeConfig::new()
+                .with_max_connections_count(self.cfg.socket_connections.max(1)),
             environment,
             callbacks,
         );

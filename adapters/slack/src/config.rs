@@ -27,6 +27,11 @@ pub struct SlackConfig {
     pub answer_bots: bool,
     /// The slash command's name, without the slash.
     pub command: String,
+    /// Socket Mode connections this process keeps open (Slack spreads an app's events over
+    /// all of them, up to ten). Two by default, so one refresh never leaves it deaf; one per
+    /// replica when several share the work, since each open is a Tier 1 call (about one a
+    /// minute) and the other replicas' connections cover a refresh.
+    pub socket_connections: u32,
 }
 
 impl SlackConfig {
@@ -41,6 +46,7 @@ impl SlackConfig {
             suggested_prompts: default_prompts(),
             answer_bots: false,
             command: "anchor".to_string(),
+            socket_connections: 2,
         }
     }
 
