@@ -17,23 +17,32 @@
 //! - its own messages, other bots' and webhooks', and system messages are ignored.
 //!
 //! A message's event id is its snowflake; an interaction's is `i:ID`.
+//!
+//! A message for the bot is claimed (see [`crate::arrival`]) before anything is done about it
+//! on Discord, and what it maps to is told against the claim; Discord does not deliver an
+//! event again to a new session, so a process that dies in between leaves the claim for the
+//! replica that takes over, which maps the message again ([`Mapper::run`]). Creating the
+//! thread again is harmless: Discord refuses a second thread from one message (code 160004),
+//! and the first one has the message's id.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use anchorbot_platform::{
-    Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback, InboundEvent,
-    IncomingMessage, MessageRef, RecentIds, RegenerateRequest, Shutdown, StopRequest, SubmitError,
+    Arrival, Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback,
+    InboundEvent, IncomingMessage, MessageRef, RecentIds, RegenerateRequest, Shutdown, StopRequest,
+    SubmitError,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
 use serenity::all::{
     ChannelType, CommandDataOptionValue, CommandInteraction, ComponentInteraction, Message,
-    MessageType, PartialChannel, User,
+    PartialChannel, User,
 };
 use tokio::sync::mpsc;
 
-use crate::rest::{Rest, BAD_ID, GOOD_ID, REGENERATE_ID, STOP_ID};
+use crate::rest::{Failure, Rest, BAD_ID, GOOD_ID, REGENERATE_ID, STOP_ID, THREAD_ALREADY_CREATED};
+use crate::route::{considered, route, Route};
 use crate::target::{DiscordTarget, InteractionRef};
 use crate::DiscordConfig;
 
@@ -52,7 +61,7 @@ const AUTO_ARCHIVE_MINUTES: u32 = 1440;
 /// The command words that also work as a mention: `@anchorbot status`.
 const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
 
-/// Who the bot is, from READY.
+/// Who the bot is, from READY (or from a claim taken over).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     /// The bot's user id, as mentions spell it.
@@ -123,6 +132,8 @@ pub struct Mapper {
     /// Channel kinds and thread owners, by channel id.
     channels: HashMap<u64, ChannelInfo>,
     channel_order: VecDeque<u64>,
+    /// The claim of the message being mapped: what it maps to is told against it.
+    claim: Option<Arrival>,
 }
 
 /// A connected inbox and mapper.
@@ -145,6 +156,7 @@ pub fn channel(
             early: Vec::new(),
             channels: HashMap::new(),
             channel_order: VecDeque::new(),
+            claim: None,
         },
         rx,
     )
@@ -152,14 +164,18 @@ pub fn channel(
 
 impl Mapper {
     /// Maps queued work until the inbox closes, or until shutdown: then nothing new is
-    /// queued, and what was already queued is still submitted.
+    /// queued, and what was already queued is still submitted. Messages another replica
+    /// claimed and died before mapping are handed here by the engine and mapped again, their
+    /// claim already held.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: Shutdown) {
+        let mut taken_over = self.sink.arrivals("discord");
         loop {
             tokio::select! {
                 work = rx.recv() => match work {
                     Some(work) => self.handle(work).await,
                     None => return,
                 },
+                Some(arrival) = recv(&mut taken_over) => self.taken_over(arrival).await,
                 _ = shutdown.wait() => break,
             }
         }
@@ -183,11 +199,36 @@ impl Mapper {
         }
     }
 
-    /// Hands `event` to the engine, journaled (so another replica answers it if this one
-    /// dies first). Discord acknowledges nothing, so a refusal only needs a log line.
-    async fn submit(&self, event: InboundEvent) {
-        match self.sink.accept(event).await {
-            Ok(_) => {}
+    /// Maps a message another process claimed and did not finish mapping; a body this adapter
+    /// cannot read ends its claim.
+    async fn taken_over(&mut self, arrival: Arrival) {
+        let message = crate::arrival::message_of(&arrival);
+        tracing::info!(event = %arrival.event_id, "mapping a Discord message taken over");
+        self.claim = Some(arrival);
+        if let Some((me, m)) = message {
+            self.map(m, me).await;
+        }
+        self.end_claim().await;
+    }
+
+    /// Ends the claim of a message that mapped to nothing: nothing is owed.
+    async fn end_claim(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            let _ = self.sink.mapped(&claim, None).await;
+        }
+    }
+
+    /// Hands `event` to the engine: against the claim of the message being mapped, else
+    /// journaled now (so another replica answers it if this one dies first). Interactions are
+    /// never claimed: mapping them changes nothing on Discord before this. Discord
+    /// acknowledges nothing, so a refusal only needs a log line.
+    async fn submit(&mut self, event: InboundEvent) {
+        let queued = match self.claim.take() {
+            Some(claim) => self.sink.mapped(&claim, Some(event)).await.map(|_| ()),
+            None => self.sink.accept(event).await.map(|_| ()),
+        };
+        match queued {
+            Ok(()) => {}
             // Another replica's gateway delivered it too (sessions overlapping at a takeover),
             // or a RESUME replayed it: answered once, elsewhere or already.
             Err(SubmitError::Duplicate) => {
@@ -212,11 +253,12 @@ impl Mapper {
     }
 
     /// Whether `channel` is a thread, and the bot's: remembered, else `GET /channels/{id}`.
-    async fn channel_info(&mut self, channel: u64) -> Option<ChannelInfo> {
+    /// Telling whose a thread is takes the bot's id, `bot` (a message taken over brings it
+    /// before READY does); an answer read without it is not remembered.
+    async fn channel_info(&mut self, channel: u64, bot: Option<u64>) -> Option<ChannelInfo> {
         if let Some(info) = self.channels.get(&channel) {
             return Some(*info);
         }
-        let bot = self.me.map(|m| m.bot);
         let value = match self
             .rest
             .call(Method::GET, &format!("/channels/{channel}"), None)
@@ -229,10 +271,13 @@ impl Mapper {
             }
         };
         let info = channel_info_of(&value, bot);
-        self.remember(channel, info);
+        if bot.is_some() {
+            self.remember(channel, info);
+        }
         Some(info)
     }
 
+    /// A MESSAGE_CREATE from the gateway: kept until READY says who the bot is, then mapped.
     async fn message(&mut self, m: Message) {
         let Some(me) = self.me else {
             if self.early.len() < EARLY {
@@ -240,53 +285,69 @@ impl Mapper {
             }
             return;
         };
-        if m.author.id.get() == me.bot || m.author.bot || m.webhook_id.is_some() {
+        self.map(m, me).await;
+        self.end_claim().await;
+    }
+
+    /// Maps `m`: once it is known to be for the bot, it is claimed (unless its claim is held
+    /// already: taken over), and only then does anything happen on Discord.
+    async fn map(&mut self, m: Message, me: Identity) {
+        if !considered(&m, me.bot) {
             return;
         }
-        if !matches!(m.kind, MessageType::Regular | MessageType::InlineReply) {
-            return;
-        }
-        let mentions_bot = m.mentions.iter().any(|u| u.id.get() == me.bot);
-        let channel = m.channel_id.get();
-        let Some(guild) = m.guild_id.map(|g| g.get()) else {
-            self.incoming(&m, me, None, channel, None, mentions_bot)
-                .await;
+        let info = match m.guild_id {
+            Some(_) => self.channel_info(m.channel_id.get(), Some(me.bot)).await,
+            None => None,
+        };
+        let Some(route) = route(&m, me.bot, info, self.cfg.reply_in_thread) else {
             return;
         };
-        let info = self.channel_info(channel).await;
-        match info {
-            Some(ChannelInfo {
-                parent: Some(parent),
-                bot_owned,
-            }) => {
-                if bot_owned || mentions_bot {
-                    self.incoming(&m, me, Some(guild), parent, Some(channel), mentions_bot)
-                        .await;
-                }
+        if self.claim.is_none() && !self.claimed(&route, &m, me).await {
+            return;
+        }
+        let thread = if route.start_thread {
+            self.create_thread(&m, me, route.channel).await
+        } else {
+            route.thread
+        };
+        self.incoming(
+            &m,
+            me,
+            route.guild,
+            route.channel,
+            thread,
+            route.mentions_bot,
+        )
+        .await;
+    }
+
+    /// Claims `m`; `false` when it is not this process's to answer (claimed before: a
+    /// replayed delivery, or its twin reached another replica's session). A message that
+    /// cannot be written down goes on unclaimed, journaled once mapped, as before claims.
+    async fn claimed(&mut self, route: &Route, m: &Message, me: Identity) -> bool {
+        let Some(arrival) = crate::arrival::of(route, m, me) else {
+            return true;
+        };
+        match self.sink.claim(&arrival).await {
+            Ok(()) => {
+                self.claim = Some(arrival);
+                true
             }
-            _ if !mentions_bot => {}
-            _ if self.cfg.reply_in_thread => {
-                let thread = self.create_thread(&m, me, channel).await;
-                match thread {
-                    Some(t) => {
-                        self.incoming(&m, me, Some(guild), channel, Some(t), true)
-                            .await
-                    }
-                    None => {
-                        self.incoming(&m, me, Some(guild), channel, None, true)
-                            .await
-                    }
-                }
+            Err(SubmitError::Duplicate) => {
+                tracing::debug!(event = %arrival.event_id, "Discord message claimed before; dropped");
+                false
             }
-            _ => {
-                self.incoming(&m, me, Some(guild), channel, None, true)
-                    .await
+            Err(e) => {
+                tracing::info!(error = %e, "Discord message not taken");
+                false
             }
         }
     }
 
     /// A thread from the mention, named after the question; `None` (the reply goes in place)
-    /// when Discord refuses.
+    /// when Discord refuses. A message that has a thread already (this bot created it, then
+    /// died before the mention was journaled) is answered in that thread, which has the
+    /// message's id; its owner is asked when a message arrives in it.
     async fn create_thread(&mut self, m: &Message, me: Identity, channel: u64) -> Option<u64> {
         let names: Vec<&str> = m.attachments.iter().map(|a| a.filename.as_str()).collect();
         let body = json!({
@@ -294,7 +355,7 @@ impl Mapper {
             "auto_archive_duration": AUTO_ARCHIVE_MINUTES,
         });
         let path = format!("/channels/{channel}/messages/{}/threads", m.id.get());
-        match self.rest.call(Method::POST, &path, Some(&body)).await {
+        match self.rest.call_coded(Method::POST, &path, Some(&body)).await {
             Ok(v) => {
                 let id = snowflake(&v["id"]).unwrap_or(m.id.get());
                 self.remember(
@@ -306,8 +367,18 @@ impl Mapper {
                 );
                 Some(id)
             }
-            Err(e) => {
-                tracing::warn!(channel, error = %e, "could not create a thread; replying in place");
+            Err(Failure {
+                code: Some(THREAD_ALREADY_CREATED),
+                ..
+            }) => {
+                tracing::info!(
+                    channel,
+                    "the mention has its thread already; answering there"
+                );
+                Some(m.id.get())
+            }
+            Err(Failure { error, .. }) => {
+                tracing::warn!(channel, error = %error, "could not create a thread; replying in place");
                 None
             }
         }
@@ -315,7 +386,7 @@ impl Mapper {
 
     /// Submits `m` as a message of the conversation in `channel` (`thread` when it is one).
     async fn incoming(
-        &self,
+        &mut self,
         m: &Message,
         me: Identity,
         guild: Option<u64>,
@@ -374,7 +445,10 @@ impl Mapper {
         let parent = match partial {
             Some(p) if is_thread(p.kind) => p.parent_id.map(|id| id.get()),
             Some(_) => None,
-            None => self.channel_info(channel).await.and_then(|i| i.parent),
+            None => {
+                let bot = self.me.map(|m| m.bot);
+                self.channel_info(channel, bot).await.and_then(|i| i.parent)
+            }
         };
         let (chan, thread) = match parent {
             Some(p) => (p, Some(channel)),
@@ -514,6 +588,14 @@ impl Mapper {
             }
             other => tracing::debug!(custom_id = other, "unknown button ignored"),
         }
+    }
+}
+
+/// The next arrival handed back, or never when there is no such channel.
+async fn recv(rx: &mut Option<mpsc::Receiver<Arrival>>) -> Option<Arrival> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

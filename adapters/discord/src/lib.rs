@@ -5,6 +5,7 @@
 //! prompts or storage.
 #![forbid(unsafe_code)]
 
+pub mod arrival;
 pub mod auth;
 pub mod commands;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod platform;
 pub mod rest;
 pub mod role;
+pub mod route;
 pub mod target;
 
 pub use config::DiscordConfig;

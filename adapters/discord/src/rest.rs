@@ -128,9 +128,22 @@ impl Rest {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, PlatformError> {
+        self.call_coded(method, path, body)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`Rest::call`], keeping Discord's JSON error code of a refusal, for the callers that
+    /// act on one (a thread already created from a message: [`THREAD_ALREADY_CREATED`]).
+    pub async fn call_coded(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
         let key = self.limits.key(method.as_str(), path);
         if let Err(left) = self.limits.wait(&key).await {
-            return Err(PlatformError::RateLimited { retry_after: left });
+            return Err(PlatformError::RateLimited { retry_after: left }.into());
         }
         let route = key.route.clone();
         anchorbot_platform::metrics::api_call("discord", &route);
@@ -144,11 +157,14 @@ impl Rest {
         };
         let response = req.send().await.map_err(|e| {
             anchorbot_platform::metrics::api_error("discord", &route);
-            transport(e)
+            Failure::from(transport(e))
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::from(transport(e)))?;
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -162,8 +178,35 @@ impl Rest {
         if status == StatusCode::TOO_MANY_REQUESTS {
             anchorbot_platform::metrics::rate_limit_wait("discord", &route);
         }
-        Err(status_error(status, &headers, &value))
+        Err(Failure {
+            code: error_code(&value),
+            error: status_error(status, &headers, &value),
+        })
     }
+}
+
+/// Discord's JSON error code: a thread has already been created from this message.
+pub const THREAD_ALREADY_CREATED: i64 = 160004;
+
+/// A call that failed, with Discord's JSON error code when its answer carried one
+/// (<https://discord.com/developers/docs/topics/opcodes-and-status-codes#json>).
+#[derive(Debug)]
+pub struct Failure {
+    /// The answer's `code`; `None` for a transport failure, a 429, or an answer without one.
+    pub code: Option<i64>,
+    /// The failure as the contract reports it.
+    pub error: PlatformError,
+}
+
+impl From<PlatformError> for Failure {
+    fn from(error: PlatformError) -> Self {
+        Self { code: None, error }
+    }
+}
+
+/// The JSON error code of an error answer (`0` is "general error": no code).
+fn error_code(body: &Value) -> Option<i64> {
+    body.get("code").and_then(Value::as_i64).filter(|c| *c != 0)
 }
 
 /// A transport error, without the URL (it may hold an interaction token).
@@ -287,6 +330,17 @@ mod tests {
             status_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), &Value::Null),
             PlatformError::Transport(_)
         ));
+    }
+
+    #[test]
+    fn error_codes_are_read_from_the_answer() {
+        let body = json!({"code": 160004, "message": "A thread has already been created for this message"});
+        assert_eq!(error_code(&body), Some(THREAD_ALREADY_CREATED));
+        assert_eq!(
+            error_code(&json!({"code": 0, "message": "404: Not Found"})),
+            None
+        );
+        assert_eq!(error_code(&Value::Null), None);
     }
 
     #[test]
