@@ -541,6 +541,78 @@ async fn commands_are_refused_for_installation_contexts_the_app_lacks() {
 }
 
 #[tokio::test]
+async fn a_second_thread_from_one_message_is_refused_with_code_160004() {
+    let fake = FakeDiscord::start_default().await;
+    let mention = fake.mention(TEXT_CHANNEL_ID, USER_ID, "where is the runbook?");
+    fake.dispatch("MESSAGE_CREATE", mention.clone());
+    let mid = mention["id"].as_str().unwrap();
+    let path = format!("/channels/{TEXT_CHANNEL_ID}/messages/{mid}/threads");
+    let body = json!({"name": "where is the runbook?", "auto_archive_duration": 1440});
+    let (s, t) = bot(&fake, reqwest::Method::POST, &path, Some(body.clone())).await;
+    assert_eq!((s, t["id"].as_str()), (201, Some(mid)), "{t}");
+    // Discord's answer to a second thread from the same message, whoever asks.
+    let (s, v) = bot(&fake, reqwest::Method::POST, &path, Some(body)).await;
+    assert_eq!(
+        (s, v),
+        (
+            400,
+            json!({"code": 160004, "message": "A thread has already been created for this message"})
+        )
+    );
+    assert_eq!(fake.threads_created().len(), 1);
+    // Another message still gets its own thread.
+    let other = fake.mention(TEXT_CHANNEL_ID, USER_ID, "and the on-call rota?");
+    fake.dispatch("MESSAGE_CREATE", other.clone());
+    let oid = other["id"].as_str().unwrap();
+    let (s, t) = bot(
+        &fake,
+        reqwest::Method::POST,
+        &format!("/channels/{TEXT_CHANNEL_ID}/messages/{oid}/threads"),
+        Some(json!({"name": "rota"})),
+    )
+    .await;
+    assert_eq!((s, t["id"].as_str()), (201, Some(oid)), "{t}");
+    assert_eq!(fake.threads_created().len(), 2);
+    fake.violations().assert_none("Discord");
+}
+
+#[tokio::test]
+async fn a_late_answer_is_carried_out_before_it_is_sent() {
+    let fake = FakeDiscord::start_default().await;
+    let route = "POST /channels/{channel_id}/messages/{message_id}/threads";
+    fake.answer_late(route, 1, Duration::from_millis(800));
+    let mention = fake.mention(TEXT_CHANNEL_ID, USER_ID, "who is on call?");
+    fake.dispatch("MESSAGE_CREATE", mention.clone());
+    let mid = mention["id"].as_str().unwrap().to_string();
+    let path = format!("/channels/{TEXT_CHANNEL_ID}/messages/{mid}/threads");
+    let t = std::time::Instant::now();
+    let call = {
+        let fake_url = fake.base_url();
+        let token = auth(&fake);
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{fake_url}/api/v10{path}"))
+                .header("authorization", token)
+                .json(&json!({"name": "on call"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // The thread exists while its caller still waits for the answer.
+    assert_eq!(fake.wait_thread_from(&mid, WAIT).await, Some(mid.clone()));
+    assert!(!call.is_finished(), "answered at once");
+    assert_eq!(call.await.unwrap(), 201);
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_stalled_route_answers_late() {
     let fake = FakeDiscord::start_default().await;
     fake.stall("GET /users/@me", 1, Duration::from_millis(600));

@@ -473,6 +473,9 @@ struct St {
     calls: Vec<RestCall>,
     /// Routes whose next calls are answered late: route → (calls left, delay).
     stalls: HashMap<String, (usize, Duration)>,
+    /// Routes whose next calls are carried out at once and answered late: route → (calls
+    /// left, delay).
+    late: HashMap<String, (usize, Duration)>,
     /// The commands registered now: global (`None`) or per guild, by name.
     registered: HashMap<Option<String>, Vec<Value>>,
     /// Commands created one at a time (`POST .../commands`), in order.
@@ -634,6 +637,12 @@ impl FakeDiscord {
     /// Answers the next `n` calls of `route` only after `delay` (a slow Discord).
     pub fn stall(&self, route: &str, n: usize, delay: Duration) {
         self.st().stalls.insert(route.to_string(), (n, delay));
+    }
+
+    /// Carries out the next `n` calls of `route` at once but answers them only after `delay`
+    /// (Discord did it; its answer is slow to come back, or its caller dies waiting).
+    pub fn answer_late(&self, route: &str, n: usize, delay: Duration) {
+        self.st().late.insert(route.to_string(), (n, delay));
     }
 
     fn limits(&self) -> MutexGuard<'_, Limits> {
@@ -1531,7 +1540,21 @@ async fn api(
                     if let Some(delay) = stall {
                         tokio::time::sleep(delay).await;
                     }
-                    handle(&shared, &request, &route, &params, &query, &body_json)
+                    let answer = handle(&shared, &request, &route, &params, &query, &body_json);
+                    let late = {
+                        let mut st = shared.st();
+                        match st.late.get_mut(&route) {
+                            Some((n, delay)) if *n > 0 => {
+                                *n -= 1;
+                                Some(*delay)
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(delay) = late {
+                        tokio::time::sleep(delay).await;
+                    }
+                    answer
                 }
             }
         }
