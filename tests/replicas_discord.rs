@@ -4,6 +4,8 @@
 //! `/readyz` (200). A message is answered once. When the holder is killed (SIGKILL: it gives
 //! nothing up), the standby opens the gateway within the 30 s and answers; a holder
 //! that stops gives the role up, so the standby takes it without waiting for it to lapse.
+//! A mention whose holder dies after creating its thread, before or after the mention was
+//! journaled, is answered once, in that thread, by the replica that takes over.
 //!
 //! Each test gets a fresh database from `common::pg`; without a test cluster
 //! (`ANCHORBOT_TEST_DATABASE_URL`) they are skipped, unless `ANCHORBOT_REQUIRE_POSTGRES=1`.
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anchorbot_discord::role::{gateway_role, SHARD};
-use common::discord::{FakeDiscord, FakeDiscordConfig, FakeMessage, USER_ID};
+use common::discord::{FakeDiscord, FakeDiscordConfig, FakeMessage, TEXT_CHANNEL_ID, USER_ID};
 use common::*;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -133,6 +135,38 @@ impl Replica {
         self.child.wait().await.unwrap();
     }
 }
+
+/// Starts a replica that holds the gateway (its model at `llm_a`), then one that stands by
+/// (its model at `llm_b`), each with a data directory of its own under `dir`.
+async fn holder_and_standby(
+    dir: &Path,
+    llm_a: &str,
+    llm_b: &str,
+    discord: &FakeDiscord,
+    db: &pg::TestDb,
+) -> (Replica, Replica) {
+    let first = Replica::start(&dir.join("a"), llm_a, discord, db).await;
+    assert!(
+        discord.wait_ready(WAIT).await,
+        "the first replica never opened the gateway\n{}",
+        first.log()
+    );
+    first
+        .wait_readyz("the holder is ready", |s, b| {
+            s == 200 && b["notes"].as_array().is_some_and(|n| n.is_empty())
+        })
+        .await;
+    let second = Replica::start(&dir.join("b"), llm_b, discord, db).await;
+    second
+        .wait_readyz("the standby is ready", |s, b| {
+            s == 200 && b["notes"] == serde_json::json!([STANDBY_NOTE])
+        })
+        .await;
+    (first, second)
+}
+
+/// The route that starts a thread from a message.
+const START_THREAD: &str = "POST /channels/{channel_id}/messages/{message_id}/threads";
 
 /// The standby's note on `/readyz`.
 const STANDBY_NOTE: &str = "platform discord: standby, another replica holds the connection";
@@ -357,4 +391,132 @@ async fn a_holder_that_stops_gives_the_gateway_to_the_standby_at_once() {
         .unwrap();
     assert_eq!(storage.leases.holder(&lease).await.unwrap(), None);
     assert_eq!(discord.most_ready_connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mention_whose_holder_dies_once_its_thread_exists_is_answered_in_that_thread() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    let llm = FakeLlm::start(echo).await;
+    let (mut first, second) =
+        holder_and_standby(tmp.path(), &llm.url, &llm.url, &discord, &db).await;
+
+    // The holder claims the mention and creates its thread; Discord's answer never reaches
+    // it, and it dies waiting: the mention is not journaled as a message of the thread yet.
+    discord.answer_late(START_THREAD, 1, Duration::from_secs(600));
+    let question = "where is the deploy runbook?";
+    let mention = discord.mention(TEXT_CHANNEL_ID, USER_ID, question);
+    let mid = mention["id"].as_str().unwrap().to_string();
+    discord.dispatch("MESSAGE_CREATE", mention);
+    let thread = discord
+        .wait_thread_from(&mid, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no thread from the mention\n{}", first.log()));
+    assert_eq!(thread, mid, "a thread from a message has the message's id");
+    first.kill().await;
+    let died = Instant::now();
+
+    // The standby takes the claim over, maps the mention again (Discord refuses a second
+    // thread) and answers in the first one.
+    wait_for(
+        "the mention was never answered in its thread",
+        TAKEOVER + WAIT,
+        || answers(&discord, &thread, question).into_iter().next(),
+        || format!("{}\n{:?}", second.log(), discord.bot_messages(&thread)),
+    )
+    .await;
+    eprintln!(
+        "answered in the thread {:?} after the holder was killed",
+        died.elapsed()
+    );
+    let log = second.log();
+    assert!(
+        log.contains("mapping a Discord message taken over"),
+        "{log}"
+    );
+    assert_eq!(discord.threads_created().len(), 1);
+    let refused: Vec<_> = discord
+        .calls_to(START_THREAD)
+        .into_iter()
+        .filter(|c| c.status == 400 && c.response["code"] == 160004)
+        .collect();
+    assert_eq!(refused.len(), 1, "the re-map asked for the thread again");
+    assert_eq!(answers(&discord, &thread, question).len(), 1);
+    assert_eq!(turns_about(&llm, question), 1);
+    // Nothing was answered in place, in the channel.
+    let in_place = discord.bot_messages(TEXT_CHANNEL_ID);
+    assert!(in_place.is_empty(), "{in_place:?}");
+    assert!(!log.contains(&discord.config().token));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mention_whose_holder_dies_mid_answer_is_answered_once_in_the_same_thread() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordConfig::default()).await;
+    // The holder's model streams for minutes; the standby's answers at once.
+    let stuck = FakeLlm::start(|_| {
+        Reply::chunks(vec!["partial words ".to_string(); 2000], Some("stop"))
+            .slow(Duration::from_millis(100))
+    })
+    .await;
+    let llm = FakeLlm::start(echo).await;
+    let (mut first, second) =
+        holder_and_standby(tmp.path(), &stuck.url, &llm.url, &discord, &db).await;
+
+    let question = "who owns the billing service?";
+    let mention = discord.mention(TEXT_CHANNEL_ID, USER_ID, question);
+    let mid = mention["id"].as_str().unwrap().to_string();
+    discord.dispatch("MESSAGE_CREATE", mention);
+    let thread = discord
+        .wait_thread_from(&mid, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no thread from the mention\n{}", first.log()));
+    wait_for(
+        "the holder never started its answer",
+        WAIT,
+        || {
+            discord
+                .bot_messages(&thread)
+                .into_iter()
+                .find(|m| m.content.contains("partial words"))
+        },
+        || first.log(),
+    )
+    .await;
+    first.kill().await;
+    let died = Instant::now();
+
+    wait_for(
+        "the mention was never answered in its thread",
+        TAKEOVER + WAIT,
+        || answers(&discord, &thread, question).into_iter().next(),
+        || format!("{}\n{:?}", second.log(), discord.bot_messages(&thread)),
+    )
+    .await;
+    eprintln!(
+        "answered in the thread {:?} after the holder was killed",
+        died.elapsed()
+    );
+    // One thread, one complete answer in it: the partial one was taken away.
+    assert_eq!(discord.threads_created().len(), 1);
+    assert_eq!(discord.calls_to(START_THREAD).len(), 1);
+    let said: Vec<String> = discord
+        .bot_messages(&thread)
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(answers(&discord, &thread, question).len(), 1, "{said:?}");
+    assert!(
+        !said.iter().any(|c| c.contains("partial words")),
+        "{said:?}"
+    );
+    assert_eq!(turns_about(&llm, question), 1);
+    let in_place = discord.bot_messages(TEXT_CHANNEL_ID);
+    assert!(in_place.is_empty(), "{in_place:?}");
 }
