@@ -278,7 +278,10 @@ async fn doctor_checks_the_database_without_showing_its_password() {
         .find(|l| l.contains("PostgreSQL at postgres://"))
         .unwrap_or_else(|| panic!("no database check: {out}"));
     assert!(
-        line.contains("connected") && line.contains("0 conversations"),
+        line.contains("connected")
+            && line.contains("0 conversations")
+            && line.contains("0 replicas running on it")
+            && line.contains("0 events accepted and not answered yet"),
         "{line}"
     );
     assert!(
@@ -650,4 +653,53 @@ async fn a_sled_process_killed_mid_answer_answers_after_its_restart() {
         a.turns[0]
     );
     assert!(store.storage().journal.pending().await.unwrap().is_empty());
+}
+
+/// Two replicas on one database: the documents one stores are searched by the other, whose
+/// index of the conversation was built before they arrived, and a /clear on one empties the
+/// other's search too.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_search_the_documents_the_other_one_stored() {
+    let Some(b) = Backend::postgres().await else {
+        return;
+    };
+    ensure_models();
+    let rent = b.files().join("rent.txt");
+    std::fs::write(&rent, LEASE[0]).unwrap();
+    let pets = b.files().join("pets.txt");
+    std::fs::write(&pets, LEASE[1]).unwrap();
+    let llm =
+        FakeLlm::start(|req| Reply::text(&format!("seen {} chars", all_text(req).len()))).await;
+    let one = b.start(&llm.url).await;
+    let mut s = b.settings(&llm.url);
+    s.data_dir = b.files().join("second-replica");
+    let two = start_app(s).await;
+    let last_prompt = || all_text(llm.turn_requests().last().unwrap());
+
+    one.sink
+        .submit(upload("R", "r1", "ann", "", &rent))
+        .unwrap()
+        .done()
+        .await;
+    // The second replica searches the conversation: its index holds the rent file.
+    say(&two, "R", "r2", "How much is the monthly rent?").await;
+    assert!(last_prompt().contains("1200 euros"), "{}", last_prompt());
+    // The first stores another file; the second finds it.
+    one.sink
+        .submit(upload("R", "r3", "ann", "", &pets))
+        .unwrap()
+        .done()
+        .await;
+    say(&two, "R", "r4", "Can I keep a dog in the flat?").await;
+    assert!(last_prompt().contains("written consent"), "{}", last_prompt());
+    // A /clear on the first empties the second's search.
+    say(&one, "R", "c1", "/clear").await;
+    say(&two, "R", "r5", "How much is the monthly rent?").await;
+    let after = last_prompt();
+    assert!(
+        !after.contains("1200 euros") && !after.contains("written consent"),
+        "{after}"
+    );
+    one.shutdown().await;
+    two.shutdown().await;
 }

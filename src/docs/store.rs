@@ -198,14 +198,18 @@ const UNPAGED_BLOCK: u32 = 8;
 #[derive(Clone)]
 pub struct DocStore {
     storage: Storage,
-    /// Each searched conversation's index, built from the store on first use.
-    index: Arc<Mutex<HashMap<String, Arc<ConvIndex>>>>,
+    /// Each searched conversation's index, built from the store on first use, with the
+    /// conversation's (documents, chunks, vectors) counts it was built from on a shared store.
+    index: Arc<Mutex<HashMap<String, Cached>>>,
     /// Bumped whenever a conversation's documents change, so an index built from what was
     /// read before the change is not cached.
     generation: Arc<std::sync::atomic::AtomicU64>,
     /// One lock per document being ingested, so two shares of one file do not both read it.
     ingesting: IngestLocks,
 }
+
+/// A cached index and, on a shared store, the counts it was built from.
+type Cached = (Arc<ConvIndex>, Option<(u64, u64, u64)>);
 
 /// The ingestion locks by conversation and document.
 type IngestLocks = Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>;
@@ -502,9 +506,20 @@ impl DocStore {
 
     /// The conversation's index: cached, or built from its stored chunks and vectors (about a
     /// second for 100k chunks). Call it on the blocking pool: it waits for the store.
+    ///
+    /// On a store other processes share, another replica may have added or cleared documents
+    /// since the index was built: the conversation's counts are read (one query) and a cached
+    /// index built from other counts is built again.
     pub fn index(&self, conv: &str) -> Result<Arc<ConvIndex>, DocError> {
-        if let Some(i) = self.index.lock().expect("index lock").get(conv) {
-            return Ok(i.clone());
+        let counts = if self.storage.shared {
+            Some(blocking(self.storage.documents.counts(conv)).map_err(storage)?)
+        } else {
+            None
+        };
+        if let Some((i, built_from)) = self.index.lock().expect("index lock").get(conv) {
+            if *built_from == counts {
+                return Ok(i.clone());
+            }
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let mut builder = IndexBuilder::default();
@@ -530,7 +545,7 @@ impl DocStore {
         let idx = Arc::new(builder.finish());
         let mut cache = self.index.lock().expect("index lock");
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-            cache.insert(conv.to_string(), idx.clone());
+            cache.insert(conv.to_string(), (idx.clone(), counts));
         }
         Ok(idx)
     }

@@ -34,7 +34,8 @@ impl Location {
             Location::Sled(dir) => Ok(Storage::of(Arc::new(SledStore::open(dir)?))),
             Location::Postgres(url) => Ok(Storage::of(Arc::new(
                 super::postgres::PgStore::connect(url).await?,
-            ))),
+            ))
+            .shared()),
         }
     }
 

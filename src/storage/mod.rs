@@ -330,6 +330,9 @@ pub struct Storage {
     pub leases: Arc<dyn Leases>,
     /// Rate-limit holds shared by every process on the store.
     pub holds: Arc<dyn RateHolds>,
+    /// Other processes may write this store while this one runs (a database): what this
+    /// process caches from it must be checked against it.
+    pub shared: bool,
 }
 
 impl Storage {
@@ -345,7 +348,14 @@ impl Storage {
             journal: backend.clone(),
             leases: backend.clone(),
             holds: backend,
+            shared: false,
         }
+    }
+
+    /// The same store, marked as one other processes share.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
     }
 }
 
