@@ -243,6 +243,19 @@ impl App {
         );
         let sink: Arc<dyn EventSink> = Arc::new(dispatcher.clone());
         let (stop_adapters, shutdown_signal) = Shutdown::new();
+        if self.shared_store {
+            // Alive before the first event is accepted: an event whose owner holds no
+            // liveness lease is taken over by the other replicas.
+            let replica = self.engine.replica();
+            let leases = &self.engine.store().storage().leases;
+            let lease = crate::replica::liveness_lease(replica);
+            if let Err(e) = leases
+                .try_acquire(&lease, replica, crate::replica::LIVENESS_TTL)
+                .await
+            {
+                tracing::warn!(error = %e, "liveness lease not taken");
+            }
+        }
         let mut running = JoinSet::new();
         for adapter in self.adapters {
             let name = adapter.name();

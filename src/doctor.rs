@@ -226,7 +226,8 @@ async fn document_tools(settings: &Settings) -> Vec<Check> {
 const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Checks that the database answers (connecting runs its migrations, as the bot's start
-/// does), and counts its conversations. The password is never in the detail.
+/// does), and counts its conversations, the replicas running on it (live liveness leases)
+/// and the events accepted and not answered yet. The password is never in the detail.
 async fn database(settings: &Settings) -> Check {
     let location = settings.store_location();
     let name = location.describe();
@@ -234,14 +235,18 @@ async fn database(settings: &Settings) -> Check {
         let storage = location.open().await?;
         storage.maintenance.ready().await?;
         let conversations = storage.maintenance.sizes().await?.len();
-        Ok::<_, crate::storage::StorageError>(conversations)
+        let replicas = storage.leases.count("replica:").await?;
+        let waiting = storage.journal.pending().await?.len();
+        Ok::<_, crate::storage::StorageError>((conversations, replicas, waiting))
     };
     let (ok, detail) = match tokio::time::timeout(DATABASE_WAIT, check).await {
-        Ok(Ok(n)) => (
+        Ok(Ok((n, replicas, waiting))) => (
             true,
             format!(
-                "connected; schema up to date; {} stored",
-                crate::commands::counted(n as u64, "conversation", "conversations")
+                "connected; schema up to date; {} stored; {} running on it; {} accepted and not answered yet",
+                crate::commands::counted(n as u64, "conversation", "conversations"),
+                crate::commands::counted(replicas as u64, "replica", "replicas"),
+                crate::commands::counted(waiting as u64, "event", "events"),
             ),
         ),
         Ok(Err(e)) => (false, e.to_string()),

@@ -171,7 +171,7 @@ async fn two_replicas_answer_each_mention_once_in_order_and_share_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_replica_killed_mid_answer_leaves_one_complete_answer_from_the_other() {
+async fn a_replica_killed_mid_answer_leaves_one_complete_answer_from_the_other_for_each_question() {
     let Some(db) = pg::database().await else {
         return;
     };
@@ -186,30 +186,38 @@ async fn a_replica_killed_mid_answer_leaves_one_complete_answer_from_the_other()
     let llm = FakeLlm::start(echo).await;
     let (a, b) = two_replicas(&slack, &stuck.url, &llm.url, &db, tmp.path()).await;
 
-    let mention = slack.app_mention("C7", "U1", "what is our deploy day?", None);
-    let ts = mention["ts"].as_str().unwrap().to_string();
-    let env = slack.push_event_to(Some(0), mention);
-    assert!(slack.wait_ack(&env, Duration::from_secs(3)).await.is_some());
-    // A's answer is on screen, partly.
-    let partial = slack
-        .wait_thread("C7", &ts, Duration::from_secs(30), |msgs| {
-            msgs.iter()
-                .any(|m| m.bot_id.is_some() && m.visible_text().contains("partial words"))
-        })
-        .await;
-    assert!(partial, "A never started its answer");
+    // Two questions in two channels reach A, and both answers are on screen, partly.
+    let mut threads = Vec::new();
+    for (channel, question) in [("C7", "what is our deploy day?"), ("C8", "who owns billing?")] {
+        let mention = slack.app_mention(channel, "U1", question, None);
+        let ts = mention["ts"].as_str().unwrap().to_string();
+        let env = slack.push_event_to(Some(0), mention);
+        assert!(slack.wait_ack(&env, Duration::from_secs(3)).await.is_some());
+        threads.push((channel, ts, question));
+    }
+    for (channel, ts, _) in &threads {
+        let partial = slack
+            .wait_thread(channel, ts, Duration::from_secs(30), |msgs| {
+                msgs.iter()
+                    .any(|m| m.bot_id.is_some() && m.visible_text().contains("partial words"))
+            })
+            .await;
+        assert!(partial, "A never started its answer in {channel}");
+    }
     a.kill();
     let died = Instant::now();
 
-    let answer = slack.answer_in("C7", &ts, "what is our deploy day?").await;
-    let took = died.elapsed();
-    eprintln!("answered {took:?} after the replica died");
-    assert!(answer.contains("Answer to <u1: what is our deploy day?>"), "{answer}");
-    assert!(took < Duration::from_secs(30), "took {took:?}");
-    // One complete answer: the partial one was taken away.
-    let answers = bot_answers(&slack, "C7", &ts);
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert!(!answers[0].contains("partial words"), "{answers:?}");
-    assert_eq!(llm.turn_requests().len(), 1);
+    for (channel, ts, question) in &threads {
+        let answer = slack.answer_in(channel, ts, question).await;
+        let took = died.elapsed();
+        eprintln!("{channel} answered {took:?} after the replica died");
+        assert!(answer.contains(&format!("Answer to <u1: {question}>")), "{answer}");
+        assert!(took < Duration::from_secs(30), "took {took:?}");
+        // One complete answer: the partial one was taken away.
+        let answers = bot_answers(&slack, channel, ts);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert!(!answers[0].contains("partial words"), "{answers:?}");
+    }
+    assert_eq!(llm.turn_requests().len(), 2);
     b.stop().await;
 }

@@ -81,8 +81,10 @@ pub struct Inbox {
     tx: mpsc::Sender<Queued>,
     /// Event ids seen lately (envelope-level de-duplication).
     recent: Arc<Mutex<RecentIds>>,
-    /// Where claims are journaled.
-    sink: Arc<dyn EventSink>,
+    /// Where claims are journaled. Weak: slack-morphism may keep its handlers' state (this
+    /// inbox) after the adapter returned, and the engine (and its store) must not outlive the
+    /// app through it; once the app is gone an offer is dropped.
+    sink: std::sync::Weak<dyn EventSink>,
     /// Who the bot is, to tell what may be owed an answer.
     me: Identity,
     /// Settings (`answer_bots`).
@@ -101,9 +103,13 @@ impl Inbox {
                 return;
             }
         }
+        let Some(sink) = self.sink.upgrade() else {
+            tracing::debug!("Slack event after the adapter stopped; dropped");
+            return;
+        };
         let arrival = crate::arrival::of(&self.me, &self.cfg, &work);
         if let Some(a) = &arrival {
-            match self.sink.claim(a).await {
+            match sink.claim(a).await {
                 Ok(()) => {}
                 Err(SubmitError::Duplicate) => {
                     tracing::debug!(event = %a.event_id, "Slack event claimed before; dropped");
@@ -151,7 +157,7 @@ pub fn channel(
         Inbox {
             tx,
             recent: Arc::new(Mutex::new(RecentIds::new(RECENT))),
-            sink: sink.clone(),
+            sink: Arc::downgrade(&sink),
             me: me.clone(),
             cfg: cfg.clone(),
         },
