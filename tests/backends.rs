@@ -691,7 +691,11 @@ async fn replicas_search_the_documents_the_other_one_stored() {
         .done()
         .await;
     say(&two, "R", "r4", "Can I keep a dog in the flat?").await;
-    assert!(last_prompt().contains("written consent"), "{}", last_prompt());
+    assert!(
+        last_prompt().contains("written consent"),
+        "{}",
+        last_prompt()
+    );
     // A /clear on the first empties the second's search.
     say(&one, "R", "c1", "/clear").await;
     say(&two, "R", "r5", "How much is the monthly rent?").await;

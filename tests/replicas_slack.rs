@@ -36,17 +36,16 @@ impl Replica {
         let before = slack.connections_opened();
         let process = Isolated::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = process
-            .run(async move {
-                let mut app = anchorbot::App::build(s.clone()).await.unwrap();
-                for a in anchorbot::adapters::configured_on(&s, app.storage()).unwrap() {
-                    app = app.with_adapter(a);
-                }
-                tokio::spawn(app.run_until_stopped(async {
-                    let _ = rx.await;
-                }))
+        let task = process.spawn(async move {
+            let mut app = anchorbot::App::build(s.clone()).await?;
+            for a in anchorbot::adapters::configured_on(&s, app.storage()).unwrap() {
+                app = app.with_adapter(a);
+            }
+            app.run_until_stopped(async {
+                let _ = rx.await;
             })
-            .await;
+            .await
+        });
         let deadline = Instant::now() + Duration::from_secs(20);
         while slack.connections_opened() <= before {
             assert!(Instant::now() < deadline, "no Socket Mode connection");
@@ -145,12 +144,18 @@ async fn two_replicas_answer_each_mention_once_in_order_and_share_memory() {
     slack.answer_in("C1", &ts, "and spell it backwards").await;
     let answers = bot_answers(&slack, "C1", &ts);
     assert_eq!(answers.len(), 3, "{answers:?}");
-    assert!(answers[1].contains("what was the code word?"), "{answers:?}");
+    assert!(
+        answers[1].contains("what was the code word?"),
+        "{answers:?}"
+    );
     assert!(answers[2].contains("and spell it backwards"), "{answers:?}");
     let requests = llm.turn_requests();
     assert_eq!(requests.len(), 3);
     let follow_up = all_text(&requests[1]);
-    assert!(follow_up.contains("BLUEBIRD"), "memory crossed replicas: {follow_up}");
+    assert!(
+        follow_up.contains("BLUEBIRD"),
+        "memory crossed replicas: {follow_up}"
+    );
     let last = all_text(&requests[2]);
     assert!(
         last.contains("what was the code word?") && last.contains("BLUEBIRD"),
@@ -162,7 +167,10 @@ async fn two_replicas_answer_each_mention_once_in_order_and_share_memory() {
     let c = Replica::start(&tmp.path().join("c-empty"), &llm.url, &slack, &db).await;
     b.stop().await;
     let newest = slack.open_connections() - 1;
-    slack.push_event_to(Some(newest), slack.app_mention("C1", "U1", "remind me", Some(&ts)));
+    slack.push_event_to(
+        Some(newest),
+        slack.app_mention("C1", "U1", "remind me", Some(&ts)),
+    );
     slack.answer_in("C1", &ts, "remind me").await;
     let last = llm.turn_requests().pop().unwrap();
     assert!(all_text(&last).contains("BLUEBIRD"));
@@ -188,7 +196,10 @@ async fn a_replica_killed_mid_answer_leaves_one_complete_answer_from_the_other_f
 
     // Two questions in two channels reach A, and both answers are on screen, partly.
     let mut threads = Vec::new();
-    for (channel, question) in [("C7", "what is our deploy day?"), ("C8", "who owns billing?")] {
+    for (channel, question) in [
+        ("C7", "what is our deploy day?"),
+        ("C8", "who owns billing?"),
+    ] {
         let mention = slack.app_mention(channel, "U1", question, None);
         let ts = mention["ts"].as_str().unwrap().to_string();
         let env = slack.push_event_to(Some(0), mention);
@@ -211,7 +222,10 @@ async fn a_replica_killed_mid_answer_leaves_one_complete_answer_from_the_other_f
         let answer = slack.answer_in(channel, ts, question).await;
         let took = died.elapsed();
         eprintln!("{channel} answered {took:?} after the replica died");
-        assert!(answer.contains(&format!("Answer to <u1: {question}>")), "{answer}");
+        assert!(
+            answer.contains(&format!("Answer to <u1: {question}>")),
+            "{answer}"
+        );
         assert!(took < Duration::from_secs(30), "took {took:?}");
         // One complete answer: the partial one was taken away.
         let answers = bot_answers(&slack, channel, ts);

@@ -32,10 +32,9 @@ impl Location {
     pub async fn open(&self) -> Result<Storage, StorageError> {
         match self {
             Location::Sled(dir) => Ok(Storage::of(Arc::new(SledStore::open(dir)?))),
-            Location::Postgres(url) => Ok(Storage::of(Arc::new(
-                super::postgres::PgStore::connect(url).await?,
-            ))
-            .shared()),
+            Location::Postgres(url) => {
+                Ok(Storage::of(Arc::new(super::postgres::PgStore::connect(url).await?)).shared())
+            }
         }
     }
 

@@ -31,6 +31,15 @@ impl Isolated {
         rt.spawn(f).await.expect("the task ran")
     }
 
+    /// Starts `f` in this "process"; its handle can be awaited from anywhere.
+    pub fn spawn<F, T>(&self, f: F) -> tokio::task::JoinHandle<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.rt.as_ref().expect("not killed").spawn(f)
+    }
+
     /// Ends every task of this "process" where it stands.
     pub fn kill(mut self) {
         if let Some(rt) = self.rt.take() {
