@@ -213,9 +213,7 @@ impl Mapper {
 
     /// Ends the claim of a message that mapped to nothing: nothing is owed.
     async fn end_claim(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            let _ = self.sink.mapped(&claim, None).await;
-        }
+        anchorbot_platform::arrival::settle(self.sink.as_ref(), self.claim.take()).await;
     }
 
     /// Hands `event` to the engine: against the claim of the message being mapped, else
@@ -223,10 +221,9 @@ impl Mapper {
     /// never claimed: mapping them changes nothing on Discord before this. Discord
     /// acknowledges nothing, so a refusal only needs a log line.
     async fn submit(&mut self, event: InboundEvent) {
-        let queued = match self.claim.take() {
-            Some(claim) => self.sink.mapped(&claim, Some(event)).await.map(|_| ()),
-            None => self.sink.accept(event).await.map(|_| ()),
-        };
+        let queued =
+            anchorbot_platform::arrival::deliver(self.sink.as_ref(), self.claim.take(), event)
+                .await;
         match queued {
             Ok(()) => {}
             // Another replica's gateway delivered it too (sessions overlapping at a takeover),

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConversationKey;
+use crate::{ConversationKey, EventSink, InboundEvent, SubmitError};
 
 /// A platform event as it arrived, identified as its mapped event will be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,3 +28,25 @@ pub struct Arrival {
 
 /// How many arrivals handed back at a takeover may wait for their adapter.
 pub const REDELIVERY_QUEUE: usize = 4096;
+
+/// Hands `event` to the engine: against `claim`, the arrival it was mapped from, when there is
+/// one ([`EventSink::mapped`]), else journaled now ([`EventSink::accept`]).
+pub async fn deliver(
+    sink: &dyn EventSink,
+    claim: Option<Arrival>,
+    event: InboundEvent,
+) -> Result<(), SubmitError> {
+    match claim {
+        Some(claim) => sink.mapped(&claim, Some(event)).await.map(|_| ()),
+        None => sink.accept(event).await.map(|_| ()),
+    }
+}
+
+/// Ends `claim`, whose work mapped to nothing: nothing is owed, and a redelivery is dropped.
+pub async fn settle(sink: &dyn EventSink, claim: Option<Arrival>) {
+    if let Some(claim) = claim {
+        if let Err(e) = sink.mapped(&claim, None).await {
+            tracing::debug!(error = %e, "a claim could not be ended");
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! Nothing in here knows about LLMs, prompts or storage.
 #![forbid(unsafe_code)]
 
-mod arrival;
+pub mod arrival;
 pub mod budget;
 mod key;
 pub mod metrics;

@@ -192,7 +192,7 @@ impl Mapper {
                     if let Some(work) = crate::arrival::work_of(&arrival) {
                         self.handle(Queued { work, arrival: Some(arrival) }).await;
                     } else {
-                        let _ = self.sink.mapped(&arrival, None).await;
+                        anchorbot_platform::arrival::settle(self.sink.as_ref(), Some(arrival)).await;
                     }
                 }
                 _ = shutdown.wait() => break,
@@ -212,18 +212,15 @@ impl Mapper {
             Work::Interaction(i) => self.interaction(*i).await,
         }
         // Mapped to nothing: the claim ends, nothing is owed.
-        if let Some(claim) = self.claim.take() {
-            let _ = self.sink.mapped(&claim, None).await;
-        }
+        anchorbot_platform::arrival::settle(self.sink.as_ref(), self.claim.take()).await;
     }
 
     /// Hands `event` to the engine: against the claim of the work being mapped, or journaled
     /// now (a click).
     async fn submit(&mut self, event: InboundEvent) {
-        let queued = match self.claim.take() {
-            Some(claim) => self.sink.mapped(&claim, Some(event)).await.map(|_| ()),
-            None => self.sink.accept(event).await.map(|_| ()),
-        };
+        let queued =
+            anchorbot_platform::arrival::deliver(self.sink.as_ref(), self.claim.take(), event)
+                .await;
         match queued {
             Ok(()) => {}
             Err(SubmitError::QueueFull { capacity }) => {
