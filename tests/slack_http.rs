@@ -75,15 +75,25 @@ fn form(fields: &Value) -> String {
 
 impl HttpApp {
     async fn start(dir: &std::path::Path, llm_url: &str, slack: &FakeSlack) -> Self {
+        Self::start_on(dir, llm_url, slack, None).await
+    }
+
+    /// The same, on the database `db` when given (a replica).
+    async fn start_on(
+        dir: &std::path::Path,
+        llm_url: &str,
+        slack: &FakeSlack,
+        db: Option<&pg::TestDb>,
+    ) -> Self {
         let port = free_port();
         let mut s: Settings = settings(dir, llm_url);
         s.slack.bot_token = Some(SecretString::from(slack.config().bot_token.clone()));
         s.slack.signing_secret = Some(SecretString::from(SECRET));
         s.slack.listen = Some(format!("127.0.0.1:{port}"));
         s.slack.api_url = slack.api_url();
-        let adapters = anchorbot::adapters::configured(&s).unwrap();
-        let mut app = anchorbot::App::build(s).await.unwrap();
-        for a in adapters {
+        s.database_url = db.map(|d| d.url.clone());
+        let mut app = anchorbot::App::build(s.clone()).await.unwrap();
+        for a in anchorbot::adapters::configured_on(&s, app.storage()).unwrap() {
             app = app.with_adapter(a);
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -334,4 +344,51 @@ async fn a_slash_command_over_http_is_answered_ephemerally_through_its_response_
     assert!(slack.bot_messages("C3").is_empty());
     assert!(llm.turn_requests().is_empty());
     app.stop().await;
+}
+
+/// Two replicas behind a load balancer, on one PostgreSQL database: a mention reaches one, and
+/// Slack's retry of it and its `message` twin reach the other. It is answered once.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_behind_a_load_balancer_answer_a_retried_event_once() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let llm = FakeLlm::start(|req| echo(req).slow(Duration::from_millis(300))).await;
+    let one = HttpApp::start_on(&tmp.path().join("one"), &llm.url, &slack, Some(&db)).await;
+    let two = HttpApp::start_on(&tmp.path().join("two"), &llm.url, &slack, Some(&db)).await;
+    let mention = slack.app_mention("C1", "U1", "the code word is LBBIRD", None);
+    let ts = mention["ts"].as_str().unwrap().to_string();
+    let twin = slack
+        .event_callback(slack.message_twin(&mention))
+        .0
+        .to_string();
+    let body = slack.event_callback(mention).0.to_string();
+    let (status, _) = one.event(&body).await;
+    assert_eq!(status, 200);
+    let retry_ts = now();
+    let retry = [
+        ("x-slack-request-timestamp", retry_ts.to_string()),
+        ("x-slack-signature", sign(SECRET, retry_ts, &body)),
+        ("x-slack-retry-num", "1".to_string()),
+        ("x-slack-retry-reason", "http_timeout".to_string()),
+    ];
+    let (status, _) = two
+        .post("/slack/events", "application/json", &body, &retry)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = two.event(&twin).await;
+    assert_eq!(status, 200);
+    slack.answer_in("C1", &ts, "LBBIRD").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(llm.turn_requests().len(), 1, "answered more than once");
+    let answers = slack
+        .thread_messages("C1", &ts)
+        .into_iter()
+        .filter(|m| m.bot_id.is_some())
+        .count();
+    assert_eq!(answers, 1);
+    one.stop().await;
+    two.stop().await;
 }

@@ -380,6 +380,8 @@ mod tests {
     struct Server {
         url: String,
         rx: mpsc::Receiver<crate::inbound::Queued>,
+        /// The engine stand-in: the inbox holds it weakly, as the adapter's run holds it.
+        _sink: Arc<dyn EventSink>,
         stop: tokio::sync::watch::Sender<bool>,
         task: tokio::task::JoinHandle<Result<(), PlatformError>>,
         http: reqwest::Client,
@@ -394,7 +396,8 @@ mod tests {
                 bot_user: "UBOT".into(),
                 bot_id: Some("BBOT".into()),
             };
-            let (inbox, _mapper, rx) = inbound::channel(cfg.clone(), api, me, Arc::new(Nowhere));
+            let sink: Arc<dyn EventSink> = Arc::new(Nowhere);
+            let (inbox, _mapper, rx) = inbound::channel(cfg.clone(), api, me, sink.clone());
             let (listener, addr) = bind(&cfg).await.unwrap();
             assert_ne!(addr.port(), 0);
             let (stop, shutdown) = Shutdown::new();
@@ -402,6 +405,7 @@ mod tests {
             Self {
                 url: format!("http://{addr}"),
                 rx,
+                _sink: sink,
                 stop,
                 task,
                 http: reqwest::Client::new(),
