@@ -222,6 +222,7 @@ impl Dispatcher {
             }
         };
         let mut replayed = 0;
+        let mut alive: HashMap<String, bool> = HashMap::new();
         for entry in pending {
             let decoded = match Entry::decode(&entry.payload) {
                 Ok(e) => e,
@@ -245,14 +246,25 @@ impl Dispatcher {
                 continue;
             }
             if !all {
-                let lease = crate::replica::liveness_lease(&entry.owner);
-                match engine.store().storage().leases.holder(&lease).await {
-                    Ok(None) => {}
-                    Ok(Some(_)) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot tell whether a process is alive; its events wait");
-                        continue;
+                // Asked once per owner in a pass: many pending events often share one.
+                let gone = match alive.get(&entry.owner) {
+                    Some(alive) => !alive,
+                    None => {
+                        let lease = crate::replica::liveness_lease(&entry.owner);
+                        match engine.store().storage().leases.holder(&lease).await {
+                            Ok(holder) => {
+                                alive.insert(entry.owner.clone(), holder.is_some());
+                                holder.is_none()
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot tell whether a process is alive; its events wait");
+                                false
+                            }
+                        }
                     }
+                };
+                if !gone {
+                    continue;
                 }
             }
             let journal = &engine.store().storage().journal;
