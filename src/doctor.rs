@@ -235,7 +235,10 @@ async fn database(settings: &Settings) -> Check {
         let storage = location.open().await?;
         storage.maintenance.ready().await?;
         let conversations = storage.maintenance.sizes().await?.len();
-        let replicas = storage.leases.count("replica:").await?;
+        let replicas = storage
+            .leases
+            .count(&crate::replica::budget::replica_prefix())
+            .await?;
         let waiting = storage.journal.pending().await?.len();
         Ok::<_, crate::storage::StorageError>((conversations, replicas, waiting))
     };
