@@ -26,10 +26,19 @@ struct HttpApp {
     task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago and that no other test of this binary was given: the
+/// app binds it only once it is built, and meanwhile the system may hand the same free port
+/// to another test's probe, whose app would then take this test's requests.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 fn now() -> i64 {
