@@ -1,6 +1,8 @@
 //! The LLM boundary: an OpenAI-compatible chat endpoint (vLLM, llama.cpp) streamed over SSE.
 //! [`ChatBackend`] is the trait the engine uses; [`OpenAiEndpoint`] is the HTTP back-end.
 
+pub mod embedded;
+
 use std::pin::Pin;
 use std::time::Duration;
 
