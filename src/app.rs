@@ -48,6 +48,9 @@ pub enum AppError {
     /// The document store could not be opened.
     #[error("cannot open the document store: {0}")]
     Documents(String),
+    /// The embedded model cannot be loaded.
+    #[error(transparent)]
+    Model(#[from] crate::llm::embedded::EmbeddedError),
     /// The ops endpoints cannot be served.
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
@@ -72,7 +75,7 @@ pub struct App {
     /// Adapters to run.
     adapters: Vec<Box<dyn Adapter>>,
     /// The reasoning endpoints, whose health `/readyz` reports.
-    reasoning: Arc<EndpointPool>,
+    reasoning: Arc<dyn crate::llm::ChatBackend>,
     /// Where the ops endpoints listen (`metrics.listen`); `None`: off.
     ops_listen: Option<String>,
     /// The bound ops listener, once [`App::bind_ops`] ran.
@@ -106,10 +109,21 @@ impl App {
             backoff: Duration::from_millis(settings.retry_backoff_ms),
             cooldown: Duration::from_secs(settings.health_cooldown_secs),
         };
-        let llm = Arc::new(EndpointPool::new(
-            settings.reasoning.with_fallbacks(),
-            policy,
-        ));
+        let llm: Arc<dyn crate::llm::ChatBackend> = if settings.reasoning.is_embedded() {
+            let path = settings.reasoning.embedded_model_path();
+            let model = tokio::task::spawn_blocking(move || {
+                crate::llm::embedded::EmbeddedModel::load(&path)
+            })
+            .await
+            .map_err(|e| AppError::Documents(e.to_string()))??;
+            tracing::info!(model = model.name(), "the model runs in this process");
+            Arc::new(model)
+        } else {
+            Arc::new(EndpointPool::new(
+                settings.reasoning.with_fallbacks(),
+                policy,
+            ))
+        };
         let counter: Arc<dyn crate::tokens::TokenCounter> = Arc::new(counter);
         let mut docs = Documents::new(
             store.clone(),

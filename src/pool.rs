@@ -164,6 +164,10 @@ impl EndpointPool {
 
 #[async_trait]
 impl ChatBackend for EndpointPool {
+    fn health(&self) -> Vec<(String, bool)> {
+        EndpointPool::health(self)
+    }
+
     async fn health_check(&self) {
         for m in &self.members {
             if m.streaming.load(Ordering::SeqCst) > 0 {

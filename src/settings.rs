@@ -352,6 +352,9 @@ pub struct Endpoint {
     pub tokenizer: Option<PathBuf>,
     /// Ask the server for exact prompt counts when it offers vLLM's `/tokenize`.
     pub remote_tokenize: bool,
+    /// The GGUF model run in-process when `url` is `embedded`
+    /// (`.models/SmolLM2-135M-Instruct.Q4_1.gguf` when unset).
+    pub embedded_model: Option<PathBuf>,
 }
 
 /// How an answer cut at the output limit is continued.
@@ -390,7 +393,25 @@ pub enum ThinkMode {
     Outside,
 }
 
+/// The `url` that runs the model in this process instead of asking a server.
+pub const EMBEDDED: &str = "embedded";
+
+/// The embedded model when `embedded_model` is unset (`.ci/fetch-chat-model.sh` puts it there).
+pub const DEFAULT_EMBEDDED_MODEL: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
 impl Endpoint {
+    /// Whether the model runs in this process (`url = "embedded"`).
+    pub fn is_embedded(&self) -> bool {
+        self.url.trim() == EMBEDDED
+    }
+
+    /// The GGUF file of the embedded model.
+    pub fn embedded_model_path(&self) -> PathBuf {
+        self.embedded_model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_EMBEDDED_MODEL))
+    }
+
     /// This endpoint followed by one per fallback URL (same model and key).
     pub fn with_fallbacks(&self) -> Vec<Endpoint> {
         let mut all = vec![Endpoint {
@@ -507,6 +528,7 @@ impl Default for Endpoint {
             continuation: ContinuationMode::Auto,
             tokenizer: None,
             remote_tokenize: true,
+            embedded_model: None,
         }
     }
 }
@@ -631,9 +653,17 @@ impl Settings {
             return bad("max_summaries must be at least 2".into());
         }
         for (role, e) in [("reasoning", &self.reasoning), ("vision", &self.vision)] {
+            if role == "reasoning" && e.is_embedded() {
+                continue;
+            }
             if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                let or_embedded = if role == "reasoning" {
+                    ", or be \"embedded\" (the model in this process)"
+                } else {
+                    ""
+                };
                 return bad(format!(
-                    "{role}.url must start with http:// or https://, not {:?}",
+                    "{role}.url must start with http:// or https://{or_embedded}, not {:?}",
                     e.url
                 ));
             }

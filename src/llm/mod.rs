@@ -224,6 +224,12 @@ pub trait ChatBackend: Send + Sync {
     /// Probes the back-end's endpoints and updates their health (for failover order).
     async fn health_check(&self) {}
 
+    /// Each endpoint (or the embedded model) and whether it counts as healthy now, for
+    /// readiness.
+    fn health(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
+
     /// Exact prompt tokens of a request, when the server can count them.
     async fn count_prompt(&self, _request: &ChatRequest) -> Option<usize> {
         None

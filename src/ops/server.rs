@@ -16,7 +16,6 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::pool::EndpointPool;
 use crate::store::Store;
 
 /// Why the ops server could not start.
@@ -40,7 +39,7 @@ pub struct Readiness {
     /// The store (ready while it answers a read).
     pub store: Store,
     /// The reasoning endpoints and their health.
-    pub reasoning: Arc<EndpointPool>,
+    pub reasoning: Arc<dyn crate::llm::ChatBackend>,
     /// Every configured platform, by name.
     pub platforms: Vec<(String, Arc<dyn Platform>)>,
     /// Set once shutdown starts: no longer ready for new work.
@@ -234,7 +233,7 @@ mod tests {
             .with_fallbacks();
         Readiness {
             store: Store::new(storage),
-            reasoning: Arc::new(EndpointPool::new(endpoints, policy)),
+            reasoning: Arc::new(crate::pool::EndpointPool::new(endpoints, policy)),
             platforms: vec![("discord".into(), Arc::new(link) as Arc<dyn Platform>)],
             stopping: Arc::new(AtomicBool::new(false)),
         }

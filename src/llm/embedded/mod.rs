@@ -197,6 +197,10 @@ impl ChatBackend for EmbeddedModel {
         .boxed())
     }
 
+    fn health(&self) -> Vec<(String, bool)> {
+        vec![(format!("embedded: {}", self.name), true)]
+    }
+
     async fn facts(&self) -> ServerFacts {
         ServerFacts {
             context_length: Some(self.context),
