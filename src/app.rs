@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use crate::docs::Documents;
 use crate::engine::Engine;
-use crate::pool::{EndpointPool, PoolPolicy};
+use crate::llm::pool::{EndpointPool, PoolPolicy};
+use crate::llm::tokens::Tiktoken;
 use crate::retrieval::Retriever;
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
-use crate::tokens::Tiktoken;
 
 /// How long adapters get to stop taking events at shutdown.
 const ADAPTER_STOP: Duration = Duration::from_secs(10);
@@ -44,7 +44,7 @@ pub enum AppError {
     Store(#[from] StoreError),
     /// The configured tokenizer cannot be used.
     #[error(transparent)]
-    Tokenizer(#[from] crate::tokens::TokenizerError),
+    Tokenizer(#[from] crate::llm::tokens::TokenizerError),
     /// The document store could not be opened.
     #[error("cannot open the document store: {0}")]
     Documents(String),
@@ -124,7 +124,7 @@ impl App {
                 policy,
             ))
         };
-        let counter: Arc<dyn crate::tokens::TokenCounter> = Arc::new(counter);
+        let counter: Arc<dyn crate::llm::tokens::TokenCounter> = Arc::new(counter);
         let mut docs = Documents::new(
             store.clone(),
             settings.documents.clone(),

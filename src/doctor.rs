@@ -61,7 +61,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     }
     if let Some(path) = &settings.reasoning.tokenizer {
         let name = format!("tokenizer {}", path.display());
-        checks.push(match crate::tokens::Tiktoken::from_file(path) {
+        checks.push(match crate::llm::tokens::Tiktoken::from_file(path) {
             Ok(t) => Check {
                 name,
                 ok: true,

@@ -8,7 +8,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::lang_filter::{is_cjk_language, Script};
+use crate::llm::lang_filter::{is_cjk_language, Script};
 
 /// Everything anchorbot can be told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -429,8 +429,8 @@ impl Endpoint {
     }
 
     /// The think-block start this endpoint's model needs.
-    pub fn think_start(&self) -> crate::think::ThinkStart {
-        use crate::think::ThinkStart;
+    pub fn think_start(&self) -> crate::llm::think::ThinkStart {
+        use crate::llm::think::ThinkStart;
         match self.think {
             ThinkMode::Inside => ThinkStart::Inside,
             ThinkMode::Outside => ThinkStart::Outside,
@@ -771,9 +771,15 @@ mod tests {
         assert!(s.active_filter().is_empty());
         s.language_filter = FilterMode::On;
         assert_eq!(s.active_filter().len(), 6);
-        assert_eq!(s.reasoning.think_start(), crate::think::ThinkStart::Inside);
+        assert_eq!(
+            s.reasoning.think_start(),
+            crate::llm::think::ThinkStart::Inside
+        );
         s.reasoning.model = "Qwen/Qwen3-32B-AWQ".into();
-        assert_eq!(s.reasoning.think_start(), crate::think::ThinkStart::Outside);
+        assert_eq!(
+            s.reasoning.think_start(),
+            crate::llm::think::ThinkStart::Outside
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter, TryChunkSizer};
 use super::data_runs::{skip_data_runs, Skipped};
 use super::extract::Cancel;
 use super::{DocError, PageSource};
-use crate::tokens::TokenCounter;
+use crate::llm::tokens::TokenCounter;
 
 /// Tokens as the embedding model counts them (its own `tokenizer.json`: WordPiece for
 /// MiniLM). Chunks are sized in these, because a chunk longer than the length the model was
@@ -374,7 +374,7 @@ fn as_heading(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::Tiktoken;
+    use crate::llm::tokens::Tiktoken;
 
     #[test]
     fn chunks_respect_size_and_carry_headings() {

@@ -31,9 +31,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OnceCell};
 
 use crate::commands::counted;
+use crate::llm::tokens::TokenCounter;
 use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, FusionChoice, RerankChoice};
 use crate::store::now_ms;
-use crate::tokens::TokenCounter;
 use chunk::Chunker;
 pub use data_runs::Skipped;
 use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, Completion, LlmError, Role, ServerFacts};
 use crate::retrieval::Passage;
-use crate::think::{Piece, ThinkSplitter, ThinkStart};
 
 /// The most candidates shown to the model; any further ones keep their fused order after them.
 pub const MAX_CANDIDATES: usize = 20;

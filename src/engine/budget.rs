@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anchorbot_platform::Author;
 
 use super::Engine;
+use crate::llm::prompt::{self, FitError, FittedPrompt};
+use crate::llm::turn::ContinuationStyle;
 use crate::llm::{ChatBackend, ChatRequest, ServerFacts};
-use crate::prompt::{self, FitError, FittedPrompt};
 use crate::retrieval::Passage;
 use crate::settings::ContinuationMode;
 use crate::store::Anchor;
-use crate::turn::ContinuationStyle;
 
 /// How long what the servers report about themselves is trusted before a refresh.
 const FACTS_TTL: Duration = Duration::from_secs(300);

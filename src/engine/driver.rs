@@ -1,4 +1,4 @@
-//! The turn driver: performs the I/O the turn state machine ([`crate::turn`]) asks for,
+//! The turn driver: performs the I/O the turn state machine ([`crate::llm::turn`]) asks for,
 //! stores the committed turn together with its event id, and ends every reply with a final
 //! state, never leaving "thinking…" behind.
 
@@ -11,12 +11,12 @@ use futures_util::StreamExt;
 
 use super::budget::PromptParts;
 use super::{Engine, Outcome};
+use crate::llm::prompt;
+use crate::llm::turn::{Effect, Failure, Input, Turn, TurnConfig, CUT_NOTE};
 use crate::llm::{ChatRequest, ItemStream, LlmError};
 use crate::ops::metrics as m_;
-use crate::prompt;
 use crate::retrieval::Passage;
 use crate::store::{now_ms, Exchange};
-use crate::turn::{Effect, Failure, Input, Turn, TurnConfig, CUT_NOTE};
 use tokio_util::sync::CancellationToken;
 
 /// The longest message the engine reads, in bytes. Longer ones are refused before any

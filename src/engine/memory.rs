@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anchorbot_platform::ConversationKey;
 
 use super::Engine;
-use crate::lang_filter::ScriptFilter;
+use crate::llm::lang_filter::ScriptFilter;
+use crate::llm::prompt;
+use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
 use crate::llm::{ChatMessage, ChatRequest, Completion, FinishReason, LlmError, Role};
-use crate::prompt;
 use crate::store::{now_ms, Anchor, StoreError, Summary, SummaryHold};
-use crate::think::{Piece, ThinkSplitter, ThinkStart};
 
 /// Output room for a summary: enough for a reasoning model to think and still answer.
 const SUMMARY_MAX_TOKENS: usize = 4096;

@@ -29,12 +29,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
 use crate::docs::Documents;
+use crate::llm::prompt::PromptConfig;
+use crate::llm::tokens::TokenCounter;
 use crate::llm::ChatBackend;
-use crate::prompt::PromptConfig;
 use crate::retrieval::Retriever;
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::tokens::TokenCounter;
 
 pub use attachments::Pending;
 pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};

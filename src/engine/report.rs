@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::Engine;
 use crate::commands::counted;
 use crate::docs::DocError;
-use crate::prompt;
+use crate::llm::prompt;
 use crate::store::{StoreError, SummaryHold};
 
 /// What `/status` and `anchorbot status` show.

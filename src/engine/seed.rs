@@ -75,7 +75,7 @@ impl Engine {
 /// The seed's text: the newest messages that fit `room` tokens, in order; `None` when there is
 /// nothing to seed.
 pub fn seed_text(
-    counter: &dyn crate::tokens::TokenCounter,
+    counter: &dyn crate::llm::tokens::TokenCounter,
     prior: &[PriorMessage],
     room: usize,
 ) -> Option<String> {
@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     struct Words;
-    impl crate::tokens::TokenCounter for Words {
+    impl crate::llm::tokens::TokenCounter for Words {
         fn count(&self, text: &str) -> usize {
             text.split_whitespace().count()
         }

@@ -223,7 +223,7 @@ mod tests {
             .open()
             .await
             .unwrap();
-        let policy = crate::pool::PoolPolicy {
+        let policy = crate::llm::pool::PoolPolicy {
             retries: 0,
             backoff: std::time::Duration::ZERO,
             cooldown: std::time::Duration::from_secs(1),
@@ -233,7 +233,7 @@ mod tests {
             .with_fallbacks();
         Readiness {
             store: Store::new(storage),
-            reasoning: Arc::new(crate::pool::EndpointPool::new(endpoints, policy)),
+            reasoning: Arc::new(crate::llm::pool::EndpointPool::new(endpoints, policy)),
             platforms: vec![("discord".into(), Arc::new(link) as Arc<dyn Platform>)],
             stopping: Arc::new(AtomicBool::new(false)),
         }

@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use crate::lang_filter::{Script, ScriptFilter};
+use crate::llm::lang_filter::{Script, ScriptFilter};
+use crate::llm::prompt::trim_history;
+use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
+use crate::llm::tokens::TokenCounter;
 use crate::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, Role, StreamItem};
-use crate::prompt::trim_history;
-use crate::think::{Piece, ThinkSplitter, ThinkStart};
-use crate::tokens::TokenCounter;
 
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,10 +13,10 @@
 
 use anchorbot_platform::Author;
 
+use crate::llm::tokens::{TokenCounter, MESSAGE_OVERHEAD, REQUEST_OVERHEAD};
 use crate::llm::{ChatMessage, Role};
 use crate::retrieval::Passage;
 use crate::store::{Anchor, Exchange};
-use crate::tokens::{TokenCounter, MESSAGE_OVERHEAD, REQUEST_OVERHEAD};
 
 /// The fixed instructions every prompt carries.
 pub const CORE_INSTRUCTIONS: &str = "Core instructions:\n\

@@ -1,0 +1,415 @@
+//! The HTTP back-end: an OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp, Ollama,
+//! LM Studio) streamed over SSE, with its `/models` and `/tokenize` probes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::{
+    ChatBackend, ChatRequest, FinishReason, ItemStream, LlmError, ServedModel, StreamItem,
+};
+use crate::settings::Endpoint;
+
+/// An OpenAI-compatible HTTP endpoint.
+pub struct OpenAiEndpoint {
+    /// Connection settings.
+    cfg: Endpoint,
+    /// Shared HTTP client with the connect timeout applied.
+    http: reqwest::Client,
+    /// Whether the server offers vLLM's `/tokenize`: 0 unknown, 1 yes, 2 no.
+    tokenize: std::sync::atomic::AtomicU8,
+}
+
+impl std::fmt::Debug for OpenAiEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiEndpoint")
+            .field("url", &self.cfg.url)
+            .field("model", &self.cfg.model)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    message: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+}
+
+impl OpenAiEndpoint {
+    /// Builds the client for `cfg`.
+    pub fn new(cfg: Endpoint) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
+            .build()
+            .expect("a plain reqwest client builds");
+        Self {
+            cfg,
+            http,
+            tokenize: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// The endpoint's base URL.
+    pub fn url(&self) -> &str {
+        &self.cfg.url
+    }
+
+    /// The model requested from this endpoint.
+    pub fn model(&self) -> &str {
+        &self.cfg.model
+    }
+
+    /// Exact prompt tokens of `request` with the server's chat template, from vLLM's
+    /// `/tokenize`. `None` if the server does not offer it (remembered) or does not answer.
+    pub async fn tokenize_chat(&self, request: &ChatRequest) -> Option<usize> {
+        use std::sync::atomic::Ordering;
+        if self.tokenize.load(Ordering::Relaxed) == 2 {
+            return None;
+        }
+        let root = self.cfg.url.trim_end_matches('/').trim_end_matches("/v1");
+        let mut body = serde_json::json!({
+            "model": self.cfg.model,
+            "messages": request.messages,
+            "add_generation_prompt": !request.continue_final,
+        });
+        if request.continue_final {
+            body["continue_final_message"] = serde_json::json!(true);
+        }
+        let resp = self
+            .authorize(self.http.post(format!("{root}/tokenize")))
+            .json(&body)
+            .timeout(Duration::from_secs(
+                self.cfg.connect_timeout_secs.max(1) * 2,
+            ))
+            .send()
+            .await
+            .ok()?;
+        let count = if resp.status().is_success() {
+            resp.json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v.get("count").and_then(|c| c.as_u64()))
+        } else {
+            None
+        };
+        self.tokenize
+            .store(if count.is_some() { 1 } else { 2 }, Ordering::Relaxed);
+        count.map(|c| c as usize)
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}/{}", self.cfg.url.trim_end_matches('/'), path)
+    }
+
+    fn authorize(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.cfg.api_key {
+            Some(k) => rb.bearer_auth(k.expose_secret()),
+            None => rb,
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> LlmError {
+        if e.is_timeout() {
+            LlmError::Timeout {
+                url: self.cfg.url.clone(),
+                phase: "connect",
+                secs: self.cfg.connect_timeout_secs,
+            }
+        } else {
+            // The innermost cause is the useful part ("Connection refused"); reqwest's own
+            // text repeats the URL. Neither ever holds the Authorization header.
+            let mut reason = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason = s.to_string();
+                src = s.source();
+            }
+            LlmError::Unreachable {
+                url: self.cfg.url.clone(),
+                reason,
+            }
+        }
+    }
+
+    /// Lists the models the server serves.
+    pub async fn models(&self) -> Result<Vec<ServedModel>, LlmError> {
+        let resp = self
+            .authorize(self.http.get(self.endpoint("models")))
+            .timeout(Duration::from_secs(
+                self.cfg.connect_timeout_secs.max(1) * 2,
+            ))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        let body: serde_json::Value = if status.is_success() {
+            resp.json()
+                .await
+                .map_err(|e| LlmError::Protocol(e.to_string()))?
+        } else {
+            return Err(LlmError::Status {
+                status: status.as_u16(),
+                body: resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect(),
+            });
+        };
+        let data = body
+            .get("data")
+            .and_then(|d| d.as_array())
+            .ok_or_else(|| LlmError::Protocol("`/models` has no `data` list".into()))?;
+        Ok(data
+            .iter()
+            .filter_map(|m| {
+                Some(ServedModel {
+                    id: m.get("id")?.as_str()?.to_string(),
+                    max_model_len: m.get("max_model_len").and_then(|v| v.as_u64()),
+                    owned_by: m
+                        .get("owned_by")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Parses one SSE `data:` payload into stream items.
+pub fn parse_chunk(data: &str) -> Result<Vec<StreamItem>, LlmError> {
+    let chunk: Chunk = serde_json::from_str(data)
+        .map_err(|e| LlmError::Protocol(format!("bad chunk {:?}: {e}", truncate(data, 200))))?;
+    let mut items = Vec::new();
+    for choice in chunk.choices {
+        if let Some(d) = choice.delta.or(choice.message) {
+            if let Some(r) = d
+                .reasoning_content
+                .or(d.reasoning)
+                .filter(|r| !r.is_empty())
+            {
+                items.push(StreamItem::Reasoning(r));
+            }
+            if let Some(c) = d.content.filter(|c| !c.is_empty()) {
+                items.push(StreamItem::Content(c));
+            }
+        }
+        if let Some(r) = choice.finish_reason {
+            items.push(StreamItem::Finish(match r.as_str() {
+                "stop" | "eos" | "stop_sequence" => FinishReason::Stop,
+                "length" => FinishReason::Length,
+                _ => FinishReason::Other(r),
+            }));
+        }
+    }
+    Ok(items)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+#[async_trait]
+impl ChatBackend for OpenAiEndpoint {
+    async fn stream(&self, request: &ChatRequest) -> Result<ItemStream, LlmError> {
+        let mut body = serde_json::json!({
+            "model": self.cfg.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "stream": true,
+        });
+        if let Some(t) = request.temperature {
+            body["temperature"] = serde_json::json!(t);
+        }
+        if request.continue_final {
+            body["continue_final_message"] = serde_json::json!(true);
+            body["add_generation_prompt"] = serde_json::json!(false);
+        }
+        if request.thinking_off {
+            body["chat_template_kwargs"] = serde_json::json!({ "enable_thinking": false });
+        }
+        let first_token = Duration::from_secs(self.cfg.first_token_timeout_secs.max(1));
+        let send = self
+            .authorize(self.http.post(self.endpoint("chat/completions")))
+            .json(&body)
+            .send();
+        let resp = tokio::time::timeout(first_token, send)
+            .await
+            .map_err(|_| LlmError::Timeout {
+                url: self.cfg.url.clone(),
+                phase: "waiting for the response",
+                secs: first_token.as_secs(),
+            })?
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status.as_u16() == 429 {
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            return Err(LlmError::RateLimited {
+                retry_after: Duration::from_secs(retry_after),
+            });
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(LlmError::Status {
+                status: status.as_u16(),
+                body: truncate(&text, 300),
+            });
+        }
+        let url = self.cfg.url.clone();
+        let idle = Duration::from_secs(self.cfg.idle_timeout_secs.max(1));
+        let events = resp.bytes_stream().eventsource();
+        let stream = async_stream_items(events, url, first_token, idle);
+        Ok(Box::pin(stream))
+    }
+}
+
+/// Turns SSE events into items, applying the first-token and between-chunk timeouts, and
+/// reporting a stream that ends without a finish reason as cut.
+fn async_stream_items<S, E>(
+    events: S,
+    url: String,
+    first_token: Duration,
+    idle: Duration,
+) -> impl Stream<Item = Result<StreamItem, LlmError>> + Send
+where
+    S: Stream<Item = Result<eventsource_stream::Event, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send,
+{
+    struct St<S> {
+        events: S,
+        pending: std::collections::VecDeque<StreamItem>,
+        started: bool,
+        done: bool,
+    }
+    let st = St {
+        events,
+        pending: Default::default(),
+        started: false,
+        done: false,
+    };
+    futures_util::stream::unfold(st, move |mut st| {
+        let url = url.clone();
+        async move {
+            loop {
+                if let Some(item) = st.pending.pop_front() {
+                    if matches!(item, StreamItem::Finish(_)) {
+                        st.done = true;
+                        st.pending.clear();
+                    }
+                    return Some((Ok(item), st));
+                }
+                if st.done {
+                    return None;
+                }
+                let (limit, phase) = if st.started {
+                    (idle, "between tokens")
+                } else {
+                    (first_token, "waiting for the first token")
+                };
+                let next = match tokio::time::timeout(limit, st.events.next()).await {
+                    Err(_) => {
+                        st.done = true;
+                        return Some((
+                            Err(LlmError::Timeout {
+                                url,
+                                phase,
+                                secs: limit.as_secs(),
+                            }),
+                            st,
+                        ));
+                    }
+                    Ok(n) => n,
+                };
+                match next {
+                    None => {
+                        st.done = true;
+                        return Some((
+                            Err(LlmError::StreamCut("the connection closed".into())),
+                            st,
+                        ));
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        return Some((Err(LlmError::StreamCut(e.to_string())), st));
+                    }
+                    Some(Ok(ev)) => {
+                        let data = ev.data.trim();
+                        if data.is_empty() {
+                            continue;
+                        }
+                        if data == "[DONE]" {
+                            st.done = true;
+                            return Some((
+                                Err(LlmError::StreamCut("[DONE] without a finish reason".into())),
+                                st,
+                            ));
+                        }
+                        st.started = true;
+                        match parse_chunk(data) {
+                            Ok(items) => st.pending.extend(items),
+                            Err(e) => {
+                                st.done = true;
+                                return Some((Err(e), st));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_reasoning_and_finish() {
+        let items = parse_chunk(
+            r#"{"choices":[{"index":0,"delta":{"content":"Hi","reasoning_content":"hmm"},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            items,
+            vec![
+                StreamItem::Reasoning("hmm".into()),
+                StreamItem::Content("Hi".into())
+            ]
+        );
+        let items = parse_chunk(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#)
+            .unwrap();
+        assert_eq!(items, vec![StreamItem::Finish(FinishReason::Length)]);
+        assert!(parse_chunk("not json").is_err());
+    }
+}
