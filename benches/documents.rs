@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anchorbot::docs::chunk::Chunker;
 use anchorbot::docs::store::{ChunkRecord, NewChunk};
 use anchorbot::docs::{DocRecord, DocStatus, Documents, PageSource};
+use anchorbot::llm::tokens::Tiktoken;
 use anchorbot::settings::EmbedderKind;
 use anchorbot::settings::Settings;
-use anchorbot::tokens::Tiktoken;
 use common::{fixtures, FakeLlm, Reply};
 use futures_util::StreamExt;
 

@@ -12,13 +12,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anchorbot::lang_filter::{Script, ScriptFilter};
+use anchorbot::llm::lang_filter::{Script, ScriptFilter};
+use anchorbot::llm::think::ThinkStart;
+use anchorbot::llm::tokens::{Tiktoken, TokenCounter};
+use anchorbot::llm::turn::{Input, Turn, TurnConfig};
 use anchorbot::llm::{
     parse_chunk, ChatBackend, ChatMessage, ChatRequest, OpenAiEndpoint, Role, StreamItem,
 };
-use anchorbot::think::ThinkStart;
-use anchorbot::tokens::{Tiktoken, TokenCounter};
-use anchorbot::turn::{Input, Turn, TurnConfig};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -141,7 +141,7 @@ fn fsm_per_token() {
         think_start: ThinkStart::Outside,
         filter: Script::CJK.to_vec(),
         input_budget: 12288,
-        continuation: anchorbot::turn::ContinuationStyle::Instruction,
+        continuation: anchorbot::llm::turn::ContinuationStyle::Instruction,
     };
     let reps = 20;
     let t = Instant::now();

@@ -319,7 +319,7 @@ async fn two_shares_of_one_file_at_once_read_it_once() {
         store,
         s.documents.clone(),
         s.vision.clone(),
-        Arc::new(anchorbot::tokens::Tiktoken::cl100k()),
+        Arc::new(anchorbot::llm::tokens::Tiktoken::cl100k()),
     )
     .unwrap();
     let (tx, _rx) = tokio::sync::watch::channel(String::new());

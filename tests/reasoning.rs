@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anchorbot::llm::turn::{ANSWER_NOW_PROMPT, CONTINUE_PROMPT, CUT_NOTE};
 use anchorbot::retrieval::{Passage, Retriever};
 use anchorbot::store::Exchange;
-use anchorbot::turn::{ANSWER_NOW_PROMPT, CONTINUE_PROMPT, CUT_NOTE};
 use anchorbot_platform::{ConversationKey, FinalState};
 use common::*;
 use serde_json::Value;

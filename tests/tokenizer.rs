@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anchorbot::tokens::{Tiktoken, TokenCounter};
+use anchorbot::llm::tokens::{Tiktoken, TokenCounter};
 
 #[test]
 fn qwen_ranks_count_like_the_reference_implementation() {
