@@ -47,10 +47,46 @@ pub const SLACK_SCOPES: &[(&str, &str)] = &[
 pub struct Check {
     /// What was checked.
     pub name: String,
-    /// Whether it passed.
-    pub ok: bool,
+    /// Whether it passed, passed with a warning, or failed.
+    pub state: CheckState,
     /// Details.
     pub detail: String,
+}
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckState {
+    /// It passed.
+    Pass,
+    /// It passed, with something the operator should know (doctor still exits 0).
+    Warn,
+    /// It failed (doctor exits 1).
+    Fail,
+}
+
+impl CheckState {
+    /// `Pass` when `ok`, else `Fail`.
+    pub fn passes(ok: bool) -> Self {
+        if ok {
+            Self::Pass
+        } else {
+            Self::Fail
+        }
+    }
+
+    /// Whether doctor's exit status stays 0.
+    pub fn is_ok(self) -> bool {
+        self != Self::Fail
+    }
+
+    /// The tag printed before the check's line.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Pass => "[ ok ]",
+            Self::Warn => "[warn]",
+            Self::Fail => "[FAIL]",
+        }
+    }
 }
 
 /// Runs every check.
@@ -64,7 +100,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         checks.push(match crate::llm::tokens::Tiktoken::from_file(path) {
             Ok(t) => Check {
                 name,
-                ok: true,
+                state: CheckState::Pass,
                 detail: format!(
                     "loaded; exact budgets ({} tokens in \"hello world\")",
                     t.encode("hello world").len()
@@ -72,7 +108,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
             },
             Err(e) => Check {
                 name,
-                ok: false,
+                state: CheckState::Fail,
                 detail: e.to_string(),
             },
         });
@@ -94,12 +130,19 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     let tesseract = installed("tesseract", "--version").await;
     for (role, ep) in endpoints {
         let mut check = endpoint(role, &ep, budget).await;
-        if role == "vision" && !check.ok {
-            check.detail.push_str(if tesseract {
-                "; scans and images are read with tesseract meanwhile"
+        // Tesseract reads scans and images without the vision endpoint (more slowly and less
+        // well), so a missing one is worth a warning, not a failed set-up.
+        if role == "vision" && check.state == CheckState::Fail {
+            if tesseract {
+                check.state = CheckState::Warn;
+                check
+                    .detail
+                    .push_str("; scans and images are read with tesseract meanwhile");
             } else {
-                "; scans and images cannot be read until it is up (or tesseract-ocr is installed)"
-            });
+                check.detail.push_str(
+                    "; scans and images cannot be read until it is up (or tesseract-ocr is installed)",
+                );
+            }
         }
         checks.push(check);
     }
@@ -154,13 +197,13 @@ async fn endpoint(role: &str, ep: &crate::settings::Endpoint, budget: usize) -> 
             }
             Check {
                 name,
-                ok: has || models.len() == 1,
+                state: CheckState::passes(has || models.len() == 1),
                 detail,
             }
         }
         Err(e) => Check {
             name,
-            ok: false,
+            state: CheckState::Fail,
             detail: e.to_string(),
         },
     }
@@ -192,7 +235,7 @@ async fn document_tools(settings: &Settings) -> Vec<Check> {
         let found = installed(tool, arg).await;
         checks.push(Check {
             name: format!("{tool}: {what}"),
-            ok: found || !needed,
+            state: CheckState::passes(found || !needed),
             detail: if found {
                 "installed".into()
             } else {
@@ -211,7 +254,7 @@ async fn document_tools(settings: &Settings) -> Vec<Check> {
             .collect();
         checks.push(Check {
             name: format!("embedding model {}", d.model_dir.display()),
-            ok: missing.is_empty(),
+            state: CheckState::passes(missing.is_empty()),
             detail: if missing.is_empty() {
                 "present (documents can be indexed offline)".into()
             } else {
@@ -265,7 +308,11 @@ async fn database(settings: &Settings) -> Check {
     let detail = crate::ops::logging::secrets_of(settings)
         .iter()
         .fold(detail, |d, secret| d.replace(secret.as_str(), "[redacted]"));
-    Check { name, ok, detail }
+    Check {
+        name,
+        state: CheckState::passes(ok),
+        detail,
+    }
 }
 
 /// Checks that the data directory exists (or can be created) and is writable.
@@ -284,13 +331,13 @@ fn data_dir(dir: &Path) -> Check {
             };
             Check {
                 name,
-                ok: true,
+                state: CheckState::Pass,
                 detail: format!("writable; {version}"),
             }
         }
         Err(e) => Check {
             name,
-            ok: false,
+            state: CheckState::Fail,
             detail: format!("not writable: {e}"),
         },
     }
@@ -304,7 +351,7 @@ async fn slack(s: &SlackSettings) -> Vec<Check> {
         let partial = s.app_token.is_some() || s.signing_secret.is_some();
         return vec![Check {
             name: "Slack".into(),
-            ok: !partial,
+            state: CheckState::passes(!partial),
             detail: format!(
                 "{}; set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode), or SLACK_BOT_TOKEN, \
                  SLACK_SIGNING_SECRET and ANCHORBOT_SLACK_LISTEN (Events API over HTTP)",
@@ -339,14 +386,14 @@ async fn slack(s: &SlackSettings) -> Vec<Check> {
             }
             checks.push(Check {
                 name,
-                ok: is_bot,
+                state: CheckState::passes(is_bot),
                 detail,
             });
             checks.push(scopes(auth.scopes));
         }
         Err(detail) => checks.push(Check {
             name,
-            ok: false,
+            state: CheckState::Fail,
             detail,
         }),
     }
@@ -400,7 +447,7 @@ fn scopes(granted: Result<Vec<String>, &'static str>) -> Check {
         Err(why) => {
             return Check {
                 name,
-                ok: true,
+                state: CheckState::Pass,
                 detail: format!("not checked: {why}"),
             }
         }
@@ -412,7 +459,7 @@ fn scopes(granted: Result<Vec<String>, &'static str>) -> Check {
         .collect();
     Check {
         name,
-        ok: missing.is_empty(),
+        state: CheckState::passes(missing.is_empty()),
         detail: if missing.is_empty() {
             format!(
                 "all {} that anchorbot needs are granted",
@@ -435,7 +482,7 @@ fn slack_connection(s: &SlackSettings) -> Check {
         if !app.expose_secret().starts_with("xapp-") {
             return Check {
                 name,
-                ok: false,
+                state: CheckState::Fail,
                 detail: "SLACK_APP_TOKEN is not an app-level token (xapp-…); generate one under \
                          Basic Information → App-Level Tokens with the connections:write scope"
                     .into(),
@@ -450,7 +497,7 @@ fn slack_connection(s: &SlackSettings) -> Check {
         }
         return Check {
             name,
-            ok: true,
+            state: CheckState::Pass,
             detail,
         };
     }
@@ -490,7 +537,11 @@ fn slack_connection(s: &SlackSettings) -> Check {
                 .into(),
         ),
     };
-    Check { name, ok, detail }
+    Check {
+        name,
+        state: CheckState::passes(ok),
+        detail,
+    }
 }
 
 /// Checks the Discord bot: the token (`GET /users/@me`), the application, its Message
@@ -500,7 +551,7 @@ async fn discord(s: &DiscordSettings) -> Vec<Check> {
     let Some(token) = &s.token else {
         return vec![Check {
             name: "Discord".into(),
-            ok: true,
+            state: CheckState::Pass,
             detail: "not configured; set DISCORD_TOKEN (README: \"Discord\")".into(),
         }];
     };
@@ -512,7 +563,7 @@ async fn discord(s: &DiscordSettings) -> Vec<Check> {
         Err(e) => {
             return vec![Check {
                 name,
-                ok: false,
+                state: CheckState::Fail,
                 detail: discord_error(&e),
             }]
         }
@@ -529,7 +580,7 @@ async fn discord(s: &DiscordSettings) -> Vec<Check> {
     let mut checks = vec![
         Check {
             name,
-            ok: bot.is_bot,
+            state: CheckState::passes(bot.is_bot),
             detail,
         },
         message_content(bot.intents()),
@@ -537,7 +588,7 @@ async fn discord(s: &DiscordSettings) -> Vec<Check> {
     ];
     checks.push(Check {
         name: "Discord invite URL".into(),
-        ok: true,
+        state: CheckState::Pass,
         detail: format!(
             "{} ({})",
             bot.invite_url(),
@@ -570,7 +621,7 @@ fn install_contexts(types: Option<&[u64]>) -> Check {
     let Some(types) = types else {
         return Check {
             name,
-            ok: true,
+            state: CheckState::Pass,
             detail: "Discord did not list them (no integration_types_config); slash commands \
                  are registered with Discord's defaults, the application's own"
                 .into(),
@@ -612,7 +663,11 @@ fn install_contexts(types: Option<&[u64]>) -> Check {
             ),
         ),
     };
-    Check { name, ok, detail }
+    Check {
+        name,
+        state: CheckState::passes(ok),
+        detail,
+    }
 }
 
 /// Whether the Message Content intent is on: without it, guild messages that do not mention
@@ -643,7 +698,7 @@ fn message_content(intents: anchorbot_discord::auth::PrivilegedIntents) -> Check
     };
     Check {
         name: "Discord Message Content intent".into(),
-        ok: intents.message_content.is_enabled(),
+        state: CheckState::passes(intents.message_content.is_enabled()),
         detail,
     }
 }

@@ -600,13 +600,8 @@ async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
     let checks = anchorbot::doctor::run(settings).await;
     let mut ok = true;
     for c in &checks {
-        out!(
-            "[{}] {}: {}",
-            if c.ok { " ok " } else { "FAIL" },
-            c.name,
-            c.detail
-        );
-        ok &= c.ok;
+        out!("{} {}: {}", c.state.tag(), c.name, c.detail);
+        ok &= c.state.is_ok();
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -703,7 +703,7 @@ fn toml_like(v: &serde_json::Value, section: &str) -> String {
                     tables.push_str(&format!("\n[{name}]\n{}", toml_like(v, &name)));
                 }
                 serde_json::Value::Null => out.push_str(&format!("# {k} is not set\n")),
-                other => out.push_str(&format!("{k} = {other}\n")),
+                other => out.push_str(&format!("{k} = {}\n", toml_value(other))),
             }
         }
     }
@@ -741,6 +741,29 @@ mod tests {
             assert!(!shown.contains("s3cr3t-pw"), "{shown}");
             assert!(
                 s.store_location()
+/// One value as it would be written in the file. An `f32` setting reaches JSON as the `f64`
+/// nearest to it (`0.05` becomes `0.05000000074505806`): a float that is exactly an `f32` is
+/// printed as that `f32`'s shortest form, and keeps a `.0` so it still reads as a float.
+fn toml_value(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(f) if v.is_f64() && f.is_finite() && f64::from(f as f32) == f => {
+            let text = (f as f32).to_string();
+            if text.contains(['.', 'e']) {
+                text
+            } else {
+                format!("{text}.0")
+            }
+        }
+        _ => match v.as_array() {
+            Some(items) => format!(
+                "[{}]",
+                items.iter().map(toml_value).collect::<Vec<_>>().join(",")
+            ),
+            None => v.to_string(),
+        },
+    }
+}
+
                     .describe()
                     .contains("postgres://bot@db.internal:5432/anchorbot"),
                 "{}",
