@@ -133,6 +133,8 @@ impl App {
         )
         .map_err(|e| AppError::Documents(e.to_string()))?;
         docs.store()
+        // One cache of what the servers report, shared by the engine and the reranker.
+        let facts = crate::llm::facts::FactsCache::new(llm.clone());
             .recover()
             .await
             .map_err(|e| AppError::Documents(e.to_string()))?;
@@ -140,7 +142,8 @@ impl App {
             let limit = Duration::from_millis(settings.documents.rerank_timeout_ms.max(1));
             docs.set_reranker(Arc::new(
                 crate::docs::rerank::Reranker::new(llm.clone(), limit)
-                    .with_think_start(settings.reasoning.think_start()),
+                    .with_think_start(settings.reasoning.think_start())
+                    .with_facts(facts.clone()),
             ));
         }
         let queue_capacity = settings.queue_capacity;
@@ -148,6 +151,7 @@ impl App {
         let ops_listen = settings.metrics.listen.clone();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let retention_days = settings.retention_days;
+        engine.set_facts(facts);
         let shared_store = settings.store_location().is_database();
         let reasoning = llm.clone();
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);

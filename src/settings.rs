@@ -342,12 +342,17 @@ pub struct Endpoint {
     /// Where a completion starts relative to a `<think>` block: `auto` (inside for R1-style
     /// models: names with "r1" or "qwq"), `inside` or `outside`.
     pub think: ThinkMode,
-    /// How an answer cut at the output limit is continued: `auto` (`prefill` when every
-    /// server of the role is vLLM, else `instruction`), `prefill` (the partial answer is sent
-    /// as the final assistant message with vLLM's `continue_final_message`, so the model
-    /// resumes mid-sentence and does not reason again) or `instruction` (the partial answer
-    /// plus a "continue" user message, for any OpenAI-compatible server).
+    /// How an answer cut at the output limit is continued: `auto` (per server kind: `prefill`
+    /// on vLLM and SGLang, `resume` on llama-server and Ollama, else `instruction`), `prefill`
+    /// (the partial answer is sent as the final assistant message with vLLM's
+    /// `continue_final_message`, so the model resumes mid-sentence and does not reason again),
+    /// `resume` (the request simply ends with the partial answer as the assistant message) or
+    /// `instruction` (the partial answer plus a "continue" user message, for any
+    /// OpenAI-compatible server).
     pub continuation: ContinuationMode,
+    /// `continuation` for particular servers of the role, keyed by URL (the primary or a
+    /// fallback), e.g. `{ "http://ollama:11434/v1" = "resume" }`.
+    pub continuation_by_url: std::collections::BTreeMap<String, ContinuationMode>,
     /// The model's own tokenizer (`tokenizer.json` or `*.tiktoken`), for exact budgets.
     pub tokenizer: Option<PathBuf>,
     /// Ask the server for exact prompt counts when it offers vLLM's `/tokenize`.
@@ -361,10 +366,14 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContinuationMode {
-    /// `prefill` when every server of the role reports itself as vLLM, else `instruction`.
+    /// Per server kind: `prefill` on vLLM and SGLang, `resume` on llama-server and Ollama,
+    /// `instruction` elsewhere.
     Auto,
     /// Resume the assistant message itself (vLLM's `continue_final_message`).
     Prefill,
+    /// Resume the assistant message itself by ending the request with it, without vLLM's
+    /// flag (llama-server's default assistant prefill; Ollama).
+    Resume,
     /// Ask for the rest in a user message.
     Instruction,
 }
@@ -412,20 +421,27 @@ impl Endpoint {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_EMBEDDED_MODEL))
     }
 
-    /// This endpoint followed by one per fallback URL (same model and key).
+    /// This endpoint followed by one per fallback URL (same model and key), each with its
+    /// own `continuation` (from `continuation_by_url`, else the role's).
     pub fn with_fallbacks(&self) -> Vec<Endpoint> {
-        let mut all = vec![Endpoint {
-            fallback_urls: Vec::new(),
-            ..self.clone()
-        }];
-        for url in &self.fallback_urls {
-            all.push(Endpoint {
+        std::iter::once(&self.url)
+            .chain(&self.fallback_urls)
+            .map(|url| Endpoint {
                 url: url.clone(),
                 fallback_urls: Vec::new(),
+                continuation: self.continuation_for(url),
                 ..self.clone()
-            });
-        }
-        all
+            })
+            .collect()
+    }
+
+    /// The continuation mode of the server at `url`.
+    pub fn continuation_for(&self, url: &str) -> ContinuationMode {
+        let trimmed = url.trim_end_matches('/');
+        self.continuation_by_url
+            .iter()
+            .find(|(k, _)| k.trim_end_matches('/') == trimmed)
+            .map_or(self.continuation, |(_, m)| *m)
     }
 
     /// The think-block start this endpoint's model needs.
@@ -526,6 +542,7 @@ impl Default for Endpoint {
             fallback_urls: Vec::new(),
             think: ThinkMode::Auto,
             continuation: ContinuationMode::Auto,
+            continuation_by_url: std::collections::BTreeMap::new(),
             tokenizer: None,
             remote_tokenize: true,
             embedded_model: None,
@@ -724,23 +741,6 @@ mod tests {
         s.validate().unwrap();
     }
 
-    #[test]
-    fn database_url_selects_postgres_and_is_never_shown() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "ANCHORBOT_DATABASE_URL",
-                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
-            );
-            let s = Settings::load(None).unwrap();
-            assert!(s.store_location().is_database());
-            let shown = format!(
-                "{s:?} {} {}",
-                serde_json::to_string(&s).unwrap(),
-                s.store_location().describe()
-            );
-            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-            assert!(
-                s.store_location()
 /// One value as it would be written in the file. An `f32` setting reaches JSON as the `f64`
 /// nearest to it (`0.05` becomes `0.05000000074505806`): a float that is exactly an `f32` is
 /// printed as that `f32`'s shortest form, and keeps a `.0` so it still reads as a float.
@@ -764,6 +764,23 @@ fn toml_value(v: &serde_json::Value) -> String {
     }
 }
 
+    #[test]
+    fn database_url_selects_postgres_and_is_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ANCHORBOT_DATABASE_URL",
+                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
+            );
+            let s = Settings::load(None).unwrap();
+            assert!(s.store_location().is_database());
+            let shown = format!(
+                "{s:?} {} {}",
+                serde_json::to_string(&s).unwrap(),
+                s.store_location().describe()
+            );
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+            assert!(
+                s.store_location()
                     .describe()
                     .contains("postgres://bot@db.internal:5432/anchorbot"),
                 "{}",

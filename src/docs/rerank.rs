@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
-use crate::llm::{ChatBackend, ChatMessage, ChatRequest, Completion, LlmError, Role, ServerFacts};
+use crate::llm::facts::FactsCache;
+use crate::llm::{ChatBackend, ChatMessage, ChatRequest, Completion, LlmError, Role};
 use crate::retrieval::Passage;
 
 /// The most candidates shown to the model; any further ones keep their fused order after them.
@@ -37,9 +38,6 @@ pub const DEFAULT_MAX_TOKENS: usize = 256;
 
 /// Successful orders remembered.
 pub const CACHE_ENTRIES: usize = 256;
-
-/// How long what the servers report about themselves (vLLM or not) is trusted.
-const FACTS_TTL: Duration = Duration::from_secs(300);
 
 /// The system message of the rerank prompt.
 pub const SYSTEM_PROMPT: &str = "You rank passages by how well they help answer a question. \
@@ -87,8 +85,9 @@ pub struct Reranker {
     max_tokens: usize,
     /// Successful orders by (question, candidates) digest.
     cache: Mutex<Lru>,
-    /// What the servers reported and when; only reports some server actually made.
-    facts: Mutex<Option<(ServerFacts, Instant)>>,
+    /// What the servers report about themselves: the engine's cache, handed over with
+    /// [`Reranker::with_facts`].
+    facts: Arc<FactsCache>,
     /// Calls that reached the model (cache misses), for tests and diagnostics.
     calls: AtomicU64,
 }
@@ -126,14 +125,20 @@ impl Reranker {
     /// to start outside a think block; see [`Reranker::with_think_start`].
     pub fn new(llm: Arc<dyn ChatBackend>, limit: Duration) -> Self {
         Self {
+            facts: FactsCache::new(llm.clone()),
             llm,
             limit,
             think_start: ThinkStart::Outside,
             max_tokens: DEFAULT_MAX_TOKENS,
             cache: Mutex::new(Lru::new(CACHE_ENTRIES)),
-            facts: Mutex::new(None),
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// Uses `facts`, the engine's server-facts cache, instead of one of its own.
+    pub fn with_facts(mut self, facts: Arc<FactsCache>) -> Self {
+        self.facts = facts;
+        self
     }
 
     /// Where the model's output starts (the reasoning endpoint's `think_start()`): an R1
@@ -233,7 +238,7 @@ impl Reranker {
         request.max_tokens = self.max_tokens;
         // vLLM passes chat_template_kwargs to the template: Qwen3 then skips its reasoning.
         // Other servers may reject the unknown field, so it is sent to vLLM only.
-        request.thinking_off = self.facts().await.all_vllm;
+        request.thinking_off = self.facts.get().await.all_vllm;
         self.llm.complete(&request).await
     }
 
@@ -265,20 +270,6 @@ impl Reranker {
         } else {
             Ok(order)
         }
-    }
-
-    /// What the servers report about themselves, asked at most every [`FACTS_TTL`].
-    async fn facts(&self) -> ServerFacts {
-        if let Some((facts, at)) = *self.facts.lock().expect("rerank facts lock") {
-            if at.elapsed() < FACTS_TTL {
-                return facts;
-            }
-        }
-        let facts = self.llm.facts().await;
-        if facts.reported {
-            *self.facts.lock().expect("rerank facts lock") = Some((facts, Instant::now()));
-        }
-        facts
     }
 }
 
@@ -576,7 +567,7 @@ impl Lru {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::{FinishReason, ItemStream, StreamItem};
+    use crate::llm::{FinishReason, ItemStream, ServerFacts, StreamItem};
     use async_trait::async_trait;
     use futures_util::StreamExt;
     use std::sync::atomic::AtomicUsize;
@@ -1072,6 +1063,7 @@ mod tests {
             context_length: Some(16384),
             all_vllm: true,
             reported: true,
+            ..ServerFacts::default()
         };
         let fake = Fake::with_facts(Reply::Text("1", FinishReason::Stop), vllm);
         reranker(&fake).rerank("q?", &candidates(2)).await;
@@ -1081,6 +1073,7 @@ mod tests {
             context_length: None,
             all_vllm: false,
             reported: true,
+            ..ServerFacts::default()
         };
         let fake = Fake::with_facts(Reply::Text("1", FinishReason::Stop), llama_cpp);
         reranker(&fake).rerank("q?", &candidates(2)).await;

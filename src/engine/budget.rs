@@ -1,86 +1,50 @@
-//! Budgets: what the servers report about themselves (cached, refreshed in the background),
-//! the input budget and output cap of a turn, the shares of documents and recent turns inside
-//! the input budget, and fitting a prompt into it.
+//! Budgets: what the servers report about themselves (through the shared [`FactsCache`]),
+//! the input budget and output cap of a turn, the shares of documents and recent turns
+//! inside the input budget, and fitting a prompt into it.
 //!
 //! The priority order is System > Query > Documents > Recent > Older: the system prompt and
 //! the question are never cut; documents get their own share (passages shrink, fewer then
 //! shorter, rather than refuse a question); recent turns fill the rest, newest first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anchorbot_platform::Author;
 
 use super::Engine;
+use crate::llm::facts::FactsCache;
 use crate::llm::prompt::{self, FitError, FittedPrompt};
 use crate::llm::turn::ContinuationStyle;
-use crate::llm::{ChatBackend, ChatRequest, ServerFacts};
+use crate::llm::{ChatRequest, ServerFacts};
 use crate::retrieval::Passage;
-use crate::settings::ContinuationMode;
 use crate::store::Anchor;
-
-/// How long what the servers report about themselves is trusted before a refresh.
-const FACTS_TTL: Duration = Duration::from_secs(300);
 
 /// Tokens left between the prompt and the model's context when the server reports it.
 const MIN_OUTPUT_TOKENS: usize = 256;
 
-/// What the reasoning servers report (context length, vLLM), shared by every conversation.
-/// Reads never wait on a probe: a stale value is used while a background refresh runs, and
-/// only the very first turn, with nothing cached, asks the servers itself.
-#[derive(Default)]
-pub(super) struct FactsCache {
-    /// The facts and when they were read; only facts some server actually reported.
-    cached: RwLock<Option<(ServerFacts, Instant)>>,
-    /// A refresh is running.
-    refreshing: AtomicBool,
-}
-
-impl FactsCache {
-    fn get(&self) -> Option<(ServerFacts, Instant)> {
-        *self.cached.read().expect("facts lock")
-    }
-
-    /// Asks the servers now and caches what they report. The pool skips endpoints that are
-    /// streaming, and a round where no server answered keeps the previous facts.
-    pub(super) async fn refresh(&self, llm: &dyn ChatBackend) -> ServerFacts {
-        let facts = llm.facts().await;
-        if facts.reported {
-            *self.cached.write().expect("facts lock") = Some((facts, Instant::now()));
-        }
-        facts
-    }
-}
-
 impl Engine {
-    /// What the reasoning servers report about themselves. No lock is held while a server is
-    /// asked, so one conversation's turn never waits for another's probe.
-    pub(super) async fn facts(&self) -> ServerFacts {
-        match self.facts.get() {
-            Some((facts, at)) if at.elapsed() < FACTS_TTL => facts,
-            Some((facts, _)) => {
-                if !self.facts.refreshing.swap(true, Ordering::SeqCst) {
-                    let cache = self.facts.clone();
-                    let llm = self.llm.clone();
-                    self.background.spawn(async move {
-                        cache.refresh(llm.as_ref()).await;
-                        cache.refreshing.store(false, Ordering::SeqCst);
-                    });
-                }
-                facts
-            }
-            None => self.facts.refresh(self.llm.as_ref()).await,
-        }
+    /// Replaces the server-facts cache with `facts`, so the engine and the reranker share one.
+    pub fn set_facts(&mut self, facts: Arc<FactsCache>) {
+        self.facts = facts;
     }
 
-    /// How this turn continues an answer cut at the output limit.
+    /// The server-facts cache (to hand to the reranker).
+    pub fn facts_cache(&self) -> &Arc<FactsCache> {
+        &self.facts
+    }
+
+    /// What the reasoning servers report about themselves (see [`FactsCache::get`]).
+    pub(super) async fn facts(&self) -> ServerFacts {
+        self.facts.get().await
+    }
+
+    /// How this turn continues an answer cut at the output limit: in place when every
+    /// server of the role resumes a final assistant message itself (each client puts its own
+    /// wire form on the request), else by instruction.
     pub(super) async fn continuation_style(&self) -> ContinuationStyle {
-        match self.settings.reasoning.continuation {
-            ContinuationMode::Prefill => ContinuationStyle::Prefill,
-            ContinuationMode::Instruction => ContinuationStyle::Instruction,
-            ContinuationMode::Auto if self.facts().await.all_vllm => ContinuationStyle::Prefill,
-            ContinuationMode::Auto => ContinuationStyle::Instruction,
+        if self.facts().await.native_resume {
+            ContinuationStyle::Prefill
+        } else {
+            ContinuationStyle::Instruction
         }
     }
 

@@ -109,7 +109,7 @@ pub struct Engine {
     /// Shared documents (ingestion, listing, clearing).
     docs: Option<Arc<Documents>>,
     /// What the reasoning servers report, cached and refreshed in the background.
-    facts: Arc<budget::FactsCache>,
+    facts: Arc<crate::llm::facts::FactsCache>,
     /// Background work (summarization, facts refresh) to wait for at shutdown.
     background: TaskTracker,
     /// Conversations with a summarization running, so two never overlap.
@@ -152,6 +152,7 @@ impl Engine {
                     leases: store.storage().leases.clone(),
                     holder: replica.clone(),
                 });
+        let facts = crate::llm::facts::FactsCache::new(llm.clone());
         Self {
             replica,
             settings,
@@ -162,7 +163,7 @@ impl Engine {
             prompt_cfg,
             retriever: None,
             docs: None,
-            facts: Arc::new(budget::FactsCache::default()),
+            facts,
             background: TaskTracker::new(),
             summarizing: std::sync::Mutex::new(HashSet::new()),
             running: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -218,7 +219,7 @@ impl Engine {
     /// the servers report about themselves.
     pub async fn health_check(&self) {
         self.llm.health_check().await;
-        self.facts.refresh(self.llm.as_ref()).await;
+        self.facts.refresh().await;
     }
 
     /// This process's name among the processes on one store.

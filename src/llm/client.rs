@@ -9,6 +9,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+use super::facts::{self, ContextSource, EndpointFacts, ResumeWire, ServerKind};
 use super::{
     ChatBackend, ChatRequest, FinishReason, ItemStream, LlmError, ServedModel, StreamItem,
 };
@@ -22,6 +23,8 @@ pub struct OpenAiEndpoint {
     http: reqwest::Client,
     /// Whether the server offers vLLM's `/tokenize`: 0 unknown, 1 yes, 2 no.
     tokenize: std::sync::atomic::AtomicU8,
+    /// The kind of server, once a probe has told.
+    kind: std::sync::Mutex<Option<ServerKind>>,
 }
 
 impl std::fmt::Debug for OpenAiEndpoint {
@@ -70,7 +73,141 @@ impl OpenAiEndpoint {
             cfg,
             http,
             tokenize: std::sync::atomic::AtomicU8::new(0),
+            kind: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The kind of server found by the last [`OpenAiEndpoint::probe`], if any.
+    pub fn kind(&self) -> Option<ServerKind> {
+        *self.kind.lock().expect("kind lock")
+    }
+
+    /// How this endpoint resumes a final assistant message: its `continuation` setting, and
+    /// for `auto` the kind of server a probe found (unknown: not natively).
+    pub fn resume_wire(&self) -> ResumeWire {
+        ResumeWire::for_mode(self.cfg.continuation, self.kind())
+    }
+
+    /// Asks the server what it is and serves: `/v1/models`, then the routes its kind
+    /// documents for the context length it serves (see [`facts`]). Remembers the kind for the
+    /// wire form of continuations. Fails only when `/v1/models` fails.
+    pub async fn probe(&self) -> Result<EndpointFacts, LlmError> {
+        let models = self.models().await?;
+        let served_id = models
+            .iter()
+            .find(|m| m.id == self.cfg.model)
+            .or(models.first())
+            .map(|m| m.id.clone())
+            .unwrap_or_else(|| self.cfg.model.clone());
+        let kind = match facts::kind_from_models(&models) {
+            Some(k) => k,
+            // Ollama's `owned_by` is the model's namespace ("library"), so it is told by its
+            // own `GET /api/version` (docs/api.md, "Version").
+            None if self
+                .get_root("api/version")
+                .await
+                .is_some_and(|v| v.get("version").is_some()) =>
+            {
+                ServerKind::Ollama
+            }
+            None => ServerKind::Unknown,
+        };
+        let max_model_len = models
+            .iter()
+            .find(|m| m.id == served_id)
+            .and_then(|m| m.max_model_len);
+        let (context_length, context_source) = match kind {
+            ServerKind::Vllm | ServerKind::Sglang => (max_model_len, ContextSource::MaxModelLen),
+            ServerKind::LlamaServer => (
+                self.get_root("props")
+                    .await
+                    .as_ref()
+                    .and_then(facts::props_n_ctx),
+                ContextSource::Props,
+            ),
+            ServerKind::Ollama => self.ollama_context(&served_id).await,
+            ServerKind::LmStudio => (
+                self.get_root(&format!("api/v0/models/{served_id}"))
+                    .await
+                    .as_ref()
+                    .and_then(facts::lmstudio_loaded_context),
+                ContextSource::LmStudioLoaded,
+            ),
+            ServerKind::LlamaCppPython | ServerKind::Unknown => {
+                (max_model_len, ContextSource::MaxModelLen)
+            }
+        };
+        let context_source = if context_length.is_some() {
+            context_source
+        } else {
+            ContextSource::Setting
+        };
+        *self.kind.lock().expect("kind lock") = Some(kind);
+        Ok(EndpointFacts {
+            models,
+            kind,
+            context_length,
+            context_source,
+        })
+    }
+
+    /// Ollama's context for `model`: its `num_ctx` parameter (`POST /api/show`), else what
+    /// the loaded model got (`GET /api/ps`), else Ollama's smallest default. Never
+    /// `model_info.*.context_length`, the trained maximum: Ollama cuts longer prompts
+    /// silently to the context it actually runs.
+    async fn ollama_context(&self, model: &str) -> (Option<u64>, ContextSource) {
+        let show = self
+            .post_root("api/show", serde_json::json!({ "model": model }))
+            .await;
+        if let Some(n) = show.as_ref().and_then(facts::ollama_num_ctx) {
+            return (Some(n), ContextSource::OllamaNumCtx);
+        }
+        let ps = self.get_root("api/ps").await;
+        if let Some(n) = ps
+            .as_ref()
+            .and_then(|ps| facts::ollama_loaded_context(ps, model))
+        {
+            return (Some(n), ContextSource::OllamaLoaded);
+        }
+        (
+            Some(facts::OLLAMA_DEFAULT_CONTEXT),
+            ContextSource::OllamaDefault,
+        )
+    }
+
+    /// `GET {root}/{path}` as JSON, `None` on any failure (the route is optional).
+    async fn get_root(&self, path: &str) -> Option<serde_json::Value> {
+        let url = format!("{}/{path}", facts::root_of(&self.cfg.url));
+        let resp = self
+            .authorize(self.http.get(url))
+            .timeout(self.probe_timeout())
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    /// `POST {root}/{path}` with a JSON body, `None` on any failure (the route is optional).
+    async fn post_root(&self, path: &str, body: serde_json::Value) -> Option<serde_json::Value> {
+        let url = format!("{}/{path}", facts::root_of(&self.cfg.url));
+        let resp = self
+            .authorize(self.http.post(url))
+            .json(&body)
+            .timeout(self.probe_timeout())
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    fn probe_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.connect_timeout_secs.max(1) * 2)
     }
 
     /// The endpoint's base URL.
@@ -96,7 +233,7 @@ impl OpenAiEndpoint {
             "messages": request.messages,
             "add_generation_prompt": !request.continue_final,
         });
-        if request.continue_final {
+        if request.continue_final && self.resume_wire() == ResumeWire::VllmFlags {
             body["continue_final_message"] = serde_json::json!(true);
         }
         let resp = self
@@ -247,7 +384,10 @@ impl ChatBackend for OpenAiEndpoint {
         if let Some(t) = request.temperature {
             body["temperature"] = serde_json::json!(t);
         }
-        if request.continue_final {
+        // A request resuming its final assistant message goes out in this server's form:
+        // vLLM's flags, or simply the messages as they are (llama-server, Ollama). A server
+        // that cannot resume gets the plain messages too: unknown fields may be rejected.
+        if request.continue_final && self.resume_wire() == ResumeWire::VllmFlags {
             body["continue_final_message"] = serde_json::json!(true);
             body["add_generation_prompt"] = serde_json::json!(false);
         }

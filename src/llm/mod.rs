@@ -3,6 +3,7 @@
 
 mod client;
 pub mod embedded;
+pub mod facts;
 pub mod lang_filter;
 pub mod pool;
 pub mod prompt;
@@ -257,8 +258,16 @@ pub struct ServedModel {
 pub struct ServerFacts {
     /// The smallest context length reported.
     pub context_length: Option<u64>,
-    /// Every answering server is vLLM, so `continue_final_message` is understood.
+    /// Where `context_length` came from.
+    pub context_source: facts::ContextSource,
+    /// Every answering server is vLLM, so vLLM's extra fields (`chat_template_kwargs`) are
+    /// understood.
     pub all_vllm: bool,
     /// At least one server answered; facts from no answer are not worth remembering.
     pub reported: bool,
 }
+    /// Every answering server resumes a final assistant message itself (its wire form is the
+    /// client's business), so a cut answer is continued in place rather than by instruction.
+    pub native_resume: bool,
+    /// The kind of server, when every answering one is the same kind.
+    pub kind: Option<facts::ServerKind>,

@@ -181,34 +181,45 @@ impl ChatBackend for EndpointPool {
         }
     }
 
-    /// The smallest context length any answering endpoint reports (vLLM's `max_model_len`),
-    /// and whether every answering endpoint is vLLM.
+    /// What the answering endpoints report: the smallest context length any serves (and
+    /// where it came from), whether every one is vLLM, whether every one resumes a final
+    /// assistant message itself, and their kind when they agree.
     async fn facts(&self) -> ServerFacts {
         let mut facts = ServerFacts::default();
         let mut answered = 0;
         let mut vllm = 0;
+        let mut native = 0;
+        let mut kinds = Vec::new();
         for m in self.order() {
             // A probe must never reach a server mid-answer (llama.cpp's server cuts the stream).
             if m.streaming.load(Ordering::SeqCst) > 0 {
                 continue;
             }
-            if let Ok(models) = m.endpoint.models().await {
-                let served = models
-                    .iter()
-                    .find(|x| x.id == m.endpoint.model())
-                    .or(models.first());
-                answered += 1;
-                if served.and_then(|x| x.owned_by.as_deref()) == Some("vllm") {
-                    vllm += 1;
-                }
-                if let Some(len) = served.and_then(|x| x.max_model_len) {
-                    facts.context_length =
-                        Some(facts.context_length.map_or(len, |b: u64| b.min(len)));
+            let Ok(found) = m.endpoint.probe().await else {
+                continue;
+            };
+            answered += 1;
+            kinds.push(found.kind);
+            if found.kind == crate::llm::facts::ServerKind::Vllm {
+                vllm += 1;
+            }
+            if m.endpoint.resume_wire().is_native() {
+                native += 1;
+            }
+            if let Some(len) = found.context_length {
+                if facts.context_length.is_none_or(|b| len < b) {
+                    facts.context_length = Some(len);
+                    facts.context_source = found.context_source;
                 }
             }
         }
         facts.reported = answered > 0;
         facts.all_vllm = facts.reported && vllm == answered;
+        facts.native_resume = facts.reported && native == answered;
+        facts.kind = kinds
+            .first()
+            .copied()
+            .filter(|k| kinds.iter().all(|x| x == k));
         facts
     }
 

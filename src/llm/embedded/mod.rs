@@ -204,11 +204,14 @@ impl ChatBackend for EmbeddedModel {
     async fn facts(&self) -> ServerFacts {
         ServerFacts {
             context_length: Some(self.context),
-            all_vllm: false,
+            context_source: super::facts::ContextSource::Embedded,
+            // The prompt is built here: a final assistant message is left open and resumed.
+            native_resume: true,
             reported: true,
         }
     }
 
+            ..ServerFacts::default()
     async fn count_prompt(&self, request: &ChatRequest) -> Option<usize> {
         let prompt = tokenizer::chatml(&request.messages, request.continue_final);
         Some(self.tokenizer.encode(prompt.as_str(), false).ok()?.len())
