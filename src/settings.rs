@@ -741,6 +741,23 @@ mod tests {
         s.validate().unwrap();
     }
 
+    #[test]
+    fn database_url_selects_postgres_and_is_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ANCHORBOT_DATABASE_URL",
+                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
+            );
+            let s = Settings::load(None).unwrap();
+            assert!(s.store_location().is_database());
+            let shown = format!(
+                "{s:?} {} {}",
+                serde_json::to_string(&s).unwrap(),
+                s.store_location().describe()
+            );
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+            assert!(
+                s.store_location()
 /// One value as it would be written in the file. An `f32` setting reaches JSON as the `f64`
 /// nearest to it (`0.05` becomes `0.05000000074505806`): a float that is exactly an `f32` is
 /// printed as that `f32`'s shortest form, and keeps a `.0` so it still reads as a float.
@@ -764,23 +781,6 @@ fn toml_value(v: &serde_json::Value) -> String {
     }
 }
 
-    #[test]
-    fn database_url_selects_postgres_and_is_never_shown() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "ANCHORBOT_DATABASE_URL",
-                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
-            );
-            let s = Settings::load(None).unwrap();
-            assert!(s.store_location().is_database());
-            let shown = format!(
-                "{s:?} {} {}",
-                serde_json::to_string(&s).unwrap(),
-                s.store_location().describe()
-            );
-            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-            assert!(
-                s.store_location()
                     .describe()
                     .contains("postgres://bot@db.internal:5432/anchorbot"),
                 "{}",
