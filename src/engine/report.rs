@@ -152,7 +152,8 @@ impl Engine {
         let a = self.store.anchor(key).await?;
         let c = self.counter.as_ref();
         let system_prompt_tokens = self.system_tokens(&a);
-        let input = self.settings.max_input_tokens;
+        // The budgets in effect: the settings, shrunk to the context the server serves.
+        let (input, output) = self.budgets().await;
         let documents = match &self.docs {
             Some(d) => d
                 .store()
@@ -180,7 +181,7 @@ impl Engine {
             documents_budget: self.documents_budget(input, system_prompt_tokens),
             last_prompt_tokens: a.counters.prompt_tokens_last,
             max_input_tokens: input,
-            max_output_tokens: self.settings.max_output_tokens,
+            max_output_tokens: output,
         })
     }
 }

@@ -224,7 +224,11 @@ impl OpenAiEndpoint {
     /// `/tokenize`. `None` if the server does not offer it (remembered) or does not answer.
     pub async fn tokenize_chat(&self, request: &ChatRequest) -> Option<usize> {
         use std::sync::atomic::Ordering;
-        if self.tokenize.load(Ordering::Relaxed) == 2 {
+        // Only vLLM counts chat prompts at `/tokenize`; a server known to be another kind is
+        // not asked (llama-server's `/tokenize` takes plain text, not messages).
+        if self.tokenize.load(Ordering::Relaxed) == 2
+            || self.kind().is_some_and(|k| k != ServerKind::Vllm)
+        {
             return None;
         }
         let root = self.cfg.url.trim_end_matches('/').trim_end_matches("/v1");

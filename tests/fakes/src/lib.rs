@@ -8,6 +8,7 @@ pub mod discord;
 pub mod discord_limits;
 pub mod discord_spec;
 pub mod fixtures;
+pub mod model_servers;
 pub mod rules;
 pub mod slack;
 pub mod slack_spec;
