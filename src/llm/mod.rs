@@ -2,6 +2,7 @@
 //! [`ChatBackend`] is the trait the engine uses; [`OpenAiEndpoint`] is the HTTP back-end.
 
 mod client;
+pub mod continuation;
 pub mod embedded;
 pub mod facts;
 pub mod lang_filter;

@@ -3,11 +3,14 @@
 //! does, so every path here is tested without async or a network.
 //!
 //! The pipeline per content chunk: think splitter (reasoning apart from the answer) → language
-//! filter → seam de-duplication (on continuation rounds) → the answer shown so far. On
-//! `finish_reason = "length"` the machine asks for a continuation round, up to `max_rounds`.
+//! filter → the continuation merge (on instruction-style continuation rounds: no repeated
+//! sentence, no preamble, no echo of the instruction; see [`crate::llm::continuation`]) → the
+//! answer shown so far. On `finish_reason = "length"` the machine asks for a continuation
+//! round, up to `max_rounds`.
 
 use std::sync::Arc;
 
+use crate::llm::continuation::Merge;
 use crate::llm::lang_filter::{Script, ScriptFilter};
 use crate::llm::prompt::trim_history;
 use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
@@ -139,11 +142,6 @@ exactly where it stopped: do not repeat anything already written and add no prea
 pub const ANSWER_NOW_PROMPT: &str = "(You ran out of room while reasoning last time. Keep your \
 reasoning brief and give the final answer.)";
 
-/// Characters of a continuation collected before looking for an overlap with the answer.
-const SEAM_WINDOW: usize = 64;
-/// Shortest overlap treated as a repeat rather than a coincidence.
-const MIN_OVERLAP: usize = 8;
-
 /// One turn in progress.
 pub struct Turn {
     /// Behaviour.
@@ -162,8 +160,8 @@ pub struct Turn {
     round_start: usize,
     /// Reasoning text of the current round.
     reasoning: String,
-    /// Continuation text held until its overlap with `answer` is known.
-    seam: Option<String>,
+    /// The merge of an instruction-style continuation round into `answer`.
+    merge: Option<Merge>,
     /// Content arrived in the current round (decides whether `reasoning_content` resets the
     /// splitter).
     content_seen: bool,
@@ -207,7 +205,7 @@ impl Turn {
             answer: String::new(),
             round_start: 0,
             reasoning: String::new(),
-            seam: None,
+            merge: None,
             content_seen: false,
             thinking_shown: false,
             rounds: 0,
@@ -257,7 +255,7 @@ impl Turn {
             Input::Item(StreamItem::Finish(reason)) => {
                 let pieces = self.splitter.finish();
                 self.apply(pieces, &mut fx);
-                self.close_seam();
+                self.close_merge();
                 self.finish_round(reason, &mut fx);
             }
             Input::Failed(e) => {
@@ -292,13 +290,13 @@ impl Turn {
                 Piece::AnswerWasReasoning => {
                     // What this round streamed as answer was reasoning: take it back.
                     let moved = self.answer.split_off(self.round_start);
-                    let held = self.seam.take().unwrap_or_default();
+                    let held = self.merge.take().map(Merge::into_held).unwrap_or_default();
                     let r = moved + &held;
                     if !r.is_empty() {
                         self.reasoning_piece(r, fx);
                     }
-                    if self.rounds > 0 {
-                        self.seam = Some(String::new());
+                    if self.rounds > 0 && !self.answer.trim().is_empty() {
+                        self.merge = Some(Merge::new(&self.answer));
                     }
                 }
             }
@@ -306,22 +304,20 @@ impl Turn {
     }
 
     fn push_answer(&mut self, text: &str) {
-        match &mut self.seam {
-            Some(buf) => {
-                buf.push_str(text);
-                if buf.chars().count() >= SEAM_WINDOW {
-                    self.close_seam();
-                }
+        match &mut self.merge {
+            Some(merge) => {
+                let new = merge.push(text);
+                self.answer.push_str(&new);
             }
             None => self.answer.push_str(text),
         }
     }
 
-    /// Joins held continuation text to the answer, dropping what repeats the answer's end.
-    fn close_seam(&mut self) {
-        if let Some(buf) = self.seam.take() {
-            let rest = strip_overlap(&self.answer, &buf);
-            self.answer.push_str(rest);
+    /// Ends the round's merge: appends the text it still held.
+    fn close_merge(&mut self) {
+        if let Some(merge) = self.merge.take() {
+            let rest = merge.finish();
+            self.answer.push_str(&rest);
         }
     }
 
@@ -373,10 +369,10 @@ impl Turn {
                     self.cfg.think_start
                 });
                 self.content_seen = false;
-                self.seam = if self.answer.trim().is_empty() || self.resuming {
+                self.merge = if self.answer.trim().is_empty() || self.resuming {
                     None
                 } else {
-                    Some(String::new())
+                    Some(Merge::new(&self.answer))
                 };
                 fx.push(Effect::Request(req));
                 return;
@@ -439,26 +435,6 @@ impl Turn {
             ..self.base.clone()
         })
     }
-}
-
-/// The part of `next` that does not repeat the end of `prev`. An overlap must be at least
-/// [`MIN_OVERLAP`] characters (ignoring leading whitespace of `next`) to count.
-pub fn strip_overlap<'a>(prev: &str, next: &'a str) -> &'a str {
-    let trimmed = next.trim_start();
-    let max = trimmed.len().min(prev.len());
-    for k in (1..=max).rev() {
-        if !trimmed.is_char_boundary(k) {
-            continue;
-        }
-        let head = &trimmed[..k];
-        if head.chars().count() < MIN_OVERLAP {
-            break;
-        }
-        if prev.ends_with(head) {
-            return &trimmed[k..];
-        }
-    }
-    next
 }
 
 #[cfg(test)]
@@ -682,6 +658,170 @@ mod tests {
         );
     }
 
+    const ANSWER: &str = "A billing service issues invoices to customers. It records every \
+payment against the invoice it settles. Finally, it reminds customers of overdue invoices.";
+
+    /// Runs a turn whose first round streams `first` and is cut, then one continuation round
+    /// per entry of `rounds` (streamed a word at a time; the last one stops); returns every
+    /// rendered text and the commit.
+    fn continued(
+        filter: Vec<Script>,
+        first: &str,
+        rounds: &[(&str, FinishReason)],
+        max_rounds: usize,
+    ) -> (Vec<String>, (String, bool, usize)) {
+        let c = TurnConfig {
+            filter,
+            ..cfg(max_rounds, ThinkStart::Outside)
+        };
+        let mut t = Turn::start(req(), c, Arc::new(Chars)).0;
+        let mut renders = Vec::new();
+        let mut keep = |fx: Vec<Effect>| {
+            for e in &fx {
+                if let Effect::Render(r) = e {
+                    renders.push(r.clone());
+                }
+            }
+            fx
+        };
+        keep(content(&mut t, first));
+        let mut fx = keep(finish(&mut t, FinishReason::Length));
+        for (text, reason) in rounds {
+            let r = request(&fx);
+            assert_eq!(r.messages.last().unwrap().content, CONTINUE_PROMPT);
+            for w in text.split_inclusive(' ') {
+                keep(content(&mut t, w));
+            }
+            fx = keep(finish(&mut t, reason.clone()));
+        }
+        (renders, committed(&fx))
+    }
+
+    /// Every render extends the one before (nothing shown is taken back) and shows no
+    /// sentence twice and no instruction.
+    fn assert_clean_renders(renders: &[String]) {
+        for pair in renders.windows(2) {
+            assert!(pair[1].starts_with(&pair[0]), "{pair:?}");
+        }
+        for r in renders {
+            assert!(
+                !r.contains("length limit") && !r.contains("where it stopped"),
+                "{r}"
+            );
+            let mut seen = std::collections::HashSet::new();
+            for s in unicode_segmentation::UnicodeSegmentation::split_sentence_bounds(r.as_str()) {
+                let k = s.trim().to_lowercase();
+                assert!(
+                    k.len() < 3 || seen.insert(k.clone()),
+                    "{k:?} twice in {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_continuation_that_starts_over_adds_only_the_rest() {
+        let (renders, commit) = continued(
+            Script::CJK.to_vec(),
+            &ANSWER[..60],
+            &[(ANSWER, FinishReason::Stop)],
+            3,
+        );
+        assert_eq!(commit, (ANSWER.into(), false, 1));
+        assert_clean_renders(&renders);
+    }
+
+    #[test]
+    fn a_restart_after_a_preamble_loses_the_preamble() {
+        for preamble in [
+            "Sure! Here is the complete answer: ",
+            "Here is the completed response:\n\n",
+        ] {
+            let cont = format!("{preamble}{ANSWER}");
+            let (renders, commit) =
+                continued(vec![], &ANSWER[..100], &[(&cont, FinishReason::Stop)], 3);
+            assert_eq!(commit, (ANSWER.into(), false, 1), "{preamble:?}");
+            assert_clean_renders(&renders);
+        }
+    }
+
+    #[test]
+    fn a_restart_from_a_later_sentence_adds_only_the_rest() {
+        let (renders, commit) = continued(
+            vec![],
+            &ANSWER[..100],
+            &[(&ANSWER[48..], FinishReason::Stop)],
+            3,
+        );
+        assert_eq!(commit, (ANSWER.into(), false, 1));
+        assert_clean_renders(&renders);
+    }
+
+    #[test]
+    fn an_echoed_instruction_never_reaches_the_answer() {
+        let first = "The capital of France is";
+        let expected = "The capital of France is Paris. It lies on the Seine.";
+        for echo in [
+            format!("{CONTINUE_PROMPT}\n\n"),
+            format!("Here is the completed response: {CONTINUE_PROMPT} "),
+            "Your previous reply was cut off by the length limit. ".into(),
+            "Here is the completed response: Your previous reply was cut off by the length \
+limit. Continue it exactly where it stopped. "
+                .into(),
+        ] {
+            let cont = format!("{echo}Paris. It lies on the Seine.");
+            let (renders, commit) = continued(vec![], first, &[(&cont, FinishReason::Stop)], 3);
+            assert_eq!(commit, (expected.into(), false, 1), "{echo:?}");
+            assert_clean_renders(&renders);
+        }
+    }
+
+    #[test]
+    fn cjk_and_german_restarts_add_only_the_rest() {
+        let zh = "计费服务向客户开具发票。它记录每一笔付款。最后，它提醒客户逾期的发票。";
+        let cut = zh.char_indices().nth(15).unwrap().0;
+        let (renders, commit) = continued(vec![], &zh[..cut], &[(zh, FinishReason::Stop)], 3);
+        assert_eq!(commit, (zh.into(), false, 1));
+        assert_clean_renders(&renders);
+        let de = "Ein Abrechnungsdienst stellt Rechnungen aus. Er verbucht jede Zahlung. \
+Zuletzt erinnert er säumige Kunden an offene Beträge.";
+        let cont = format!("Gerne! Hier ist die vollständige Antwort: {de}");
+        let (renders, commit) = continued(vec![], &de[..55], &[(&cont, FinishReason::Stop)], 3);
+        assert_eq!(commit, (de.into(), false, 1));
+        assert_clean_renders(&renders);
+    }
+
+    #[test]
+    fn rounds_that_only_repeat_commit_the_answer_once_and_cut() {
+        // A model that starts over every round and is cut before it gets past the cut (the
+        // ANCHORBOT_MAX_OUTPUT_TOKENS=16 case).
+        let first = &ANSWER[..30];
+        let repeat = (first, FinishReason::Length);
+        let (renders, commit) =
+            continued(vec![], first, &[repeat.clone(), repeat.clone(), repeat], 3);
+        assert_eq!(commit, (first.trim().into(), true, 3));
+        assert_clean_renders(&renders);
+        // One that repeats and stops: the answer is committed once.
+        let (_, commit) = continued(vec![], first, &[(first, FinishReason::Stop)], 3);
+        assert_eq!(commit.0, first.trim());
+    }
+
+    #[test]
+    fn many_short_rounds_that_restart_build_the_answer_once() {
+        // Each round starts over and gets 25 characters further.
+        let mut rounds = Vec::new();
+        let mut end = 50;
+        while end < ANSWER.len() {
+            rounds.push((&ANSWER[..end], FinishReason::Length));
+            end += 25;
+        }
+        rounds.push((ANSWER, FinishReason::Stop));
+        let n = rounds.len();
+        let (renders, commit) = continued(vec![], &ANSWER[..25], &rounds, n);
+        assert_eq!(commit, (ANSWER.into(), false, n));
+        assert_clean_renders(&renders);
+    }
+
     #[test]
     fn rounds_run_out_and_the_answer_says_it_was_cut() {
         let mut t = start(2, ThinkStart::Outside);
@@ -771,20 +911,5 @@ mod tests {
         let (_, truncated, rounds) = committed(&finish(&mut t, FinishReason::Length));
         assert!(truncated);
         assert_eq!(rounds, 0);
-    }
-
-    #[test]
-    fn overlap_detection() {
-        assert_eq!(
-            strip_overlap("The quick brown fox", " brown fox jumps"),
-            " jumps"
-        );
-        assert_eq!(strip_overlap("abc", "def"), "def");
-        // Too short to be a repeat: "a " could be a coincidence.
-        assert_eq!(strip_overlap("this is a", "a b"), "a b");
-        assert_eq!(
-            strip_overlap("Grüße aus der Straße", "der Straße und"),
-            " und"
-        );
     }
 }
