@@ -129,7 +129,13 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     let budget = settings.max_input_tokens + settings.max_output_tokens;
     let tesseract = installed("tesseract", "--version").await;
     for (role, ep) in endpoints {
-        let mut check = endpoint(role, &ep, budget).await;
+        let mut check = endpoint(
+            role,
+            &ep,
+            settings.max_input_tokens,
+            settings.max_output_tokens,
+        )
+        .await;
         // Tesseract reads scans and images without the vision endpoint (more slowly and less
         // well), so a missing one is worth a warning, not a failed set-up.
         if role == "vision" && check.state == CheckState::Fail {
@@ -162,51 +168,98 @@ async fn installed(tool: &str, arg: &str) -> bool {
         .is_ok()
 }
 
-/// Checks one endpoint and lists what it serves; `budget` is input plus output tokens.
-async fn endpoint(role: &str, ep: &crate::settings::Endpoint, budget: usize) -> Check {
+/// Checks one endpoint: which server it is, what it serves, the context length that applies
+/// (and where it came from), how cut answers are continued, and, when something mismatches,
+/// the exact value to set. `input` and `output` are `max_input_tokens` and `max_output_tokens`.
+async fn endpoint(
+    role: &str,
+    ep: &crate::settings::Endpoint,
+    input: usize,
+    output: usize,
+) -> Check {
+    use crate::llm::facts::{ResumeWire, ServerKind};
     let client = OpenAiEndpoint::new(ep.clone());
     let name = format!("{role} endpoint {}", ep.url);
-    match client.models().await {
-        Ok(models) => {
-            let mut detail = String::from("serves:");
-            for m in &models {
-                let _ = write!(detail, " {}", m.id);
-                if let Some(len) = m.max_model_len {
-                    let _ = write!(detail, " (max_model_len {len})");
-                }
-            }
-            if ep.continuation != crate::settings::ContinuationMode::Instruction
-                && models.iter().any(|m| m.owned_by.as_deref() == Some("vllm"))
-            {
-                detail.push_str("; vLLM: cut answers are resumed in place");
-            }
-            if role == "reasoning" && models.iter().all(|m| m.max_model_len.is_none()) {
-                // llama.cpp and most non-vLLM servers: nothing shrinks the budgets automatically.
-                let _ = write!(
-                    detail,
-                    "; it does not report its context length: keep max_input_tokens + max_output_tokens ({budget}) within it"
-                );
-            }
-            let has = models.iter().any(|m| m.id == ep.model);
-            if !has {
-                let _ = write!(
-                    detail,
-                    "; configured model {:?} is not among them",
-                    ep.model
-                );
-            }
-            Check {
+    let found = match client.probe().await {
+        Ok(found) => found,
+        Err(e) => {
+            return Check {
                 name,
-                state: CheckState::passes(has || models.len() == 1),
-                detail,
+                state: CheckState::Fail,
+                detail: e.to_string(),
             }
         }
-        Err(e) => Check {
-            name,
-            state: CheckState::Fail,
-            detail: e.to_string(),
-        },
+    };
+    let ids: Vec<&str> = found.models.iter().map(|m| m.id.as_str()).collect();
+    let mut detail = format!("{}; serves: {}", found.kind.label(), ids.join(", "));
+    if role == "reasoning" {
+        detail.push_str(&context_advice(&found, input, output));
+        detail.push_str(match client.resume_wire() {
+            ResumeWire::VllmFlags => "; cut answers are resumed in place (continue_final_message)",
+            ResumeWire::FinalAssistant => {
+                "; cut answers are resumed in place (the request ends with the partial answer)"
+            }
+            ResumeWire::None => "; cut answers are continued by instruction",
+        });
     }
+    let served = ids.contains(&ep.model.as_str());
+    let ok = if served {
+        true
+    } else if found.kind.answers_any_name() {
+        let _ = write!(
+            detail,
+            "; it serves its one model under any name, so {:?} is answered by {}",
+            ep.model,
+            ids.first().copied().unwrap_or("it")
+        );
+        true
+    } else {
+        let first = ids.first().copied().unwrap_or("<a model it serves>");
+        let _ = write!(
+            detail,
+            "; configured model {:?} is not served: set {role}.model = \"{first}\" (or {}_MODEL={first})",
+            ep.model,
+            format!("ANCHORBOT_{}", role.to_uppercase())
+        );
+        // A server of unknown kind with one model may answer any name, as before.
+        found.kind == ServerKind::Unknown && ids.len() == 1
+    };
+    Check {
+        name,
+        state: CheckState::passes(ok),
+        detail,
+    }
+}
+
+/// Which context length applies to the reasoning endpoint, where it came from, and the
+/// values to set when `input + output` exceed it.
+fn context_advice(found: &crate::llm::facts::EndpointFacts, input: usize, output: usize) -> String {
+    let sum = input + output;
+    let Some(ctx) = found.context_length.map(|c| c as usize) else {
+        let started = if found.kind == crate::llm::facts::ServerKind::LlamaCppPython {
+            " (llama-cpp-python's --n_ctx; .ci/local-llm.sh starts it with 4096: set max_input_tokens = 3072 and max_output_tokens = 1024)"
+        } else {
+            ""
+        };
+        return format!(
+            "; it does not report its context length, so the settings apply: keep max_input_tokens + max_output_tokens ({sum}) within the context it was started with{started}"
+        );
+    };
+    let mut advice = format!("; context {ctx} ({})", found.context_source.describe());
+    if sum > ctx {
+        // The same split the engine falls back to: output kept unless it leaves no room.
+        let out = if output + 256 > ctx {
+            (ctx / 4).max(1)
+        } else {
+            output
+        };
+        let _ = write!(
+            advice,
+            "; max_input_tokens + max_output_tokens ({sum}) exceed it and are shrunk per turn: set max_input_tokens = {} and max_output_tokens = {out} (context {ctx})",
+            ctx - out
+        );
+    }
+    advice
 }
 
 /// Checks what documents need: poppler, tesseract (optional), the embedding model.

@@ -305,3 +305,68 @@ async fn continuation_by_url_overrides_the_role_setting() {
     assert_eq!(sentences(&app.platform.finals("S")[0]), sentences(ANSWER));
     app.shutdown().await;
 }
+
+/// `doctor`'s check of the reasoning endpoint against `setup`, with `model` configured and the
+/// default budgets (12,288 + 4,096).
+async fn doctor_reasoning(setup: Setup, model: &str) -> anchorbot::doctor::Check {
+    let server = ModelServer::start(setup).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = settings(&tmp.path().join("data"), &server.url);
+    s.reasoning.model = model.into();
+    s.max_input_tokens = 12288;
+    s.max_output_tokens = 4096;
+    anchorbot::doctor::run(&s)
+        .await
+        .into_iter()
+        .find(|c| c.name.starts_with("reasoning endpoint"))
+        .expect("a reasoning endpoint check")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_the_documented_cpu_set_up_and_says_what_to_set() {
+    // .ci/local-llm.sh: llama-cpp-python serving SmolLM2 as smollm2-135m-instruct, --n_ctx 4096.
+    let setup = Setup::new(Kind::LlamaCppPython, "smollm2-135m-instruct", ANSWER);
+    let check = doctor_reasoning(setup, "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B").await;
+    assert!(check.state.is_ok(), "{}", check.detail);
+    let d = &check.detail;
+    assert!(d.contains("llama-cpp-python"), "{d}");
+    assert!(d.contains("under any name"), "{d}");
+    assert!(d.contains("the settings apply"), "{d}");
+    assert!(
+        d.contains("set max_input_tokens = 3072 and max_output_tokens = 1024"),
+        "{d}"
+    );
+    assert!(d.contains("continued by instruction"), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_the_served_model_and_the_exact_budgets() {
+    let mut setup = Setup::new(Kind::LlamaServer, "SmolLM2-135M-Instruct-Q4_1", ANSWER);
+    setup.context = Some(4096);
+    let check = doctor_reasoning(setup, "whatever").await;
+    assert!(check.state.is_ok(), "{}", check.detail);
+    let d = &check.detail;
+    assert!(d.contains("context 4096 (n_ctx in /props)"), "{d}");
+    assert!(
+        d.contains("set max_input_tokens = 3072 and max_output_tokens = 1024 (context 4096)"),
+        "{d}"
+    );
+    assert!(d.contains("resumed in place"), "{d}");
+
+    // Ollama answers only the models it has: the check fails and names the value to set.
+    let mut setup = Setup::new(Kind::Ollama, "qwen2.5:0.5b", ANSWER);
+    setup.context = Some(8192);
+    let check = doctor_reasoning(setup, "qwen2.5:7b").await;
+    assert!(!check.state.is_ok(), "{}", check.detail);
+    let d = &check.detail;
+    assert!(
+        d.contains(
+            "set reasoning.model = \"qwen2.5:0.5b\" (or ANCHORBOT_REASONING_MODEL=qwen2.5:0.5b)"
+        ),
+        "{d}"
+    );
+    assert!(
+        d.contains("context 8192 (the model's num_ctx in /api/show)"),
+        "{d}"
+    );
+}
