@@ -224,11 +224,13 @@ impl OpenAiEndpoint {
     /// `/tokenize`. `None` if the server does not offer it (remembered) or does not answer.
     pub async fn tokenize_chat(&self, request: &ChatRequest) -> Option<usize> {
         use std::sync::atomic::Ordering;
-        // Only vLLM counts chat prompts at `/tokenize`; a server known to be another kind is
-        // not asked (llama-server's `/tokenize` takes plain text, not messages).
-        if self.tokenize.load(Ordering::Relaxed) == 2
-            || self.kind().is_some_and(|k| k != ServerKind::Vllm)
-        {
+        // vLLM counts chat prompts at `/tokenize`; a server known to be another kind is not
+        // asked (llama-server's `/tokenize` takes plain text, not messages). One of unknown
+        // kind may be vLLM-compatible, so it is asked once.
+        let other = self
+            .kind()
+            .is_some_and(|k| !matches!(k, ServerKind::Vllm | ServerKind::Unknown));
+        if self.tokenize.load(Ordering::Relaxed) == 2 || other {
             return None;
         }
         let root = self.cfg.url.trim_end_matches('/').trim_end_matches("/v1");
