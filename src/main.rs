@@ -2,6 +2,8 @@
 //! runs the chosen command. With no command it opens the console conversation.
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,8 @@ use anchorbot_console::{message_event, Console, ConsolePlatform};
 use anchorbot_platform::{Author, ConversationKey};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cli::ask_output::AskOutput;
+use cli::between_turns::{BetweenTurns, NoticeLine};
 use tokio::io::BufReader;
 
 /// Prints a line to stdout; a closed pipe (`anchorbot status | head`) is not an error.
@@ -179,8 +183,10 @@ enum StoreCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Some(Cmd::Run));
-    let redactor = match init_logging(quiet) {
-        Ok(r) => r,
+    // The console's log goes to a file once the data dir is known: no colour codes in it.
+    let chat = matches!(cli.command, None | Some(Cmd::Chat { .. }));
+    let logging = match init_logging(quiet, !chat) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -193,7 +199,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(cli, redactor.clone())) {
+    let redactor = logging.redactor.clone();
+    let code = match runtime.block_on(run(cli, logging)) {
         Ok(code) => code,
         Err(e) => {
             redactor.tell(tracing::Level::ERROR, &format!("{e:#}"));
@@ -206,9 +213,13 @@ fn main() -> ExitCode {
     code
 }
 
-/// Logs go to stderr; `ANCHORBOT_LOG` (or `RUST_LOG`) sets the filter and
-/// `ANCHORBOT_LOG_FORMAT=json` makes them JSON lines. Secrets are redacted either way.
-fn init_logging(quiet: bool) -> Result<ops::logging::Redactor, ops::logging::BadLogFormat> {
+/// Logs go to stderr (for `chat`, to a log file once the settings are read); `ANCHORBOT_LOG`
+/// (or `RUST_LOG`) sets the filter and `ANCHORBOT_LOG_FORMAT=json` makes them JSON lines.
+/// Secrets are redacted either way. `colour` allows ANSI colours on a terminal.
+fn init_logging(
+    quiet: bool,
+    colour: bool,
+) -> Result<ops::logging::Logging, ops::logging::BadLogFormat> {
     let default = if quiet { "warn" } else { "info" };
     let filter = std::env::var("ANCHORBOT_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -218,17 +229,24 @@ fn init_logging(quiet: bool) -> Result<ops::logging::Redactor, ops::logging::Bad
     Ok(ops::logging::init(
         &filter,
         format,
-        std::io::stderr().is_terminal(),
+        colour && std::io::stderr().is_terminal(),
     ))
 }
 
-async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, logging: ops::logging::Logging) -> anyhow::Result<ExitCode> {
+    let redactor = logging.redactor.clone();
     let settings = Settings::load(cli.config.as_deref())?;
     redactor.set_secrets(ops::logging::secrets_of(&settings));
     let command = cli.command.unwrap_or(Cmd::Chat {
         conversation: "default".into(),
         show_reasoning: false,
     });
+    // In the console, log lines would land inside the conversation: they go to a file, and
+    // the warnings the user must act on are shown between turns.
+    let notices = match &command {
+        Cmd::Chat { .. } => Some(chat_log(&settings, &logging)),
+        _ => None,
+    };
     if let Cmd::Doctor = command {
         return doctor(&settings).await;
     }
@@ -278,7 +296,10 @@ async fn run(cli: Cli, redactor: ops::logging::Redactor) -> anyhow::Result<ExitC
         Cmd::Chat {
             conversation,
             show_reasoning,
-        } => chat(app, &conversation, &user, show_reasoning).await,
+        } => {
+            let line = notices.expect("chat sets up its log");
+            chat(app, &conversation, &user, show_reasoning, line).await
+        }
         Cmd::Run => {
             app.run_until_stopped(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -344,16 +365,38 @@ fn key(name: &str) -> anyhow::Result<ConversationKey> {
     ConversationKey::console(name).with_context(|| format!("bad conversation name {name:?}"))
 }
 
+/// Sends the log to `<data_dir>/logs/anchorbot.log` and starts collecting the warnings to show
+/// between turns. A log file that cannot be opened leaves the log on standard error.
+fn chat_log(settings: &Settings, logging: &ops::logging::Logging) -> NoticeLine {
+    let dir = settings.data_dir.join("logs");
+    let path = match logging.to_file(&dir) {
+        Ok(path) => path,
+        Err(e) => {
+            logging.redactor.tell(
+                tracing::Level::WARN,
+                &format!(
+                    "cannot write the log file in {}: {e}; logging to standard error",
+                    dir.display()
+                ),
+            );
+            PathBuf::from("standard error")
+        }
+    };
+    NoticeLine::new(logging.notices().clone(), path)
+}
+
 async fn chat(
     app: App,
     conversation: &str,
     user: &str,
     show_reasoning: bool,
+    notices: NoticeLine,
 ) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!("anchorbot — conversation {conversation:?}. /help lists commands, /quit leaves.");
     }
+    eprintln!("Log: {}", notices.log().display());
     let platform = Arc::new(ConsolePlatform::stdout().with_reasoning(show_reasoning));
     let console = Console::new(
         conversation,
@@ -363,9 +406,11 @@ async fn chat(
         platform,
     )
     .with_context(|| format!("bad conversation name {conversation:?}"))?;
-    app.with_adapter(Box::new(console))
+    app.with_adapter(Box::new(BetweenTurns::new(console, notices.clone())))
         .run_until_stopped(shutdown_signal())
         .await?;
+    // Warnings from the end of the session (a summary that failed after the last answer).
+    notices.show();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -385,10 +430,14 @@ async fn ask(
         id: format!("console:{user}"),
         display_name: user.to_string(),
     };
-    let platform = Arc::new(ConsolePlatform::stdout().with_reasoning(show_reasoning));
+    // stdout is for the answer only: failure notes go to stderr.
+    let output = Arc::new(AskOutput::new(
+        ConsolePlatform::stdout().with_reasoning(show_reasoning),
+        Box::new(std::io::stderr()),
+    ));
     let engine = app.engine();
     let outcome = engine
-        .handle(message_event(&key, &author, question), platform)
+        .handle(message_event(&key, &author, question), output.clone())
         .await;
     // Summarization runs after the answer is delivered; let it finish before exiting.
     engine.drain_background().await;
@@ -396,7 +445,10 @@ async fn ask(
     Ok(match outcome {
         Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
         Outcome::Failed(m) | Outcome::Refused(m) => {
-            eprintln!("error: {m}");
+            // The failure note already on stderr says it for the user.
+            if !output.wrote_failure() {
+                eprintln!("error: {m}");
+            }
             ExitCode::FAILURE
         }
         Outcome::Ignored | Outcome::Duplicate | Outcome::Stopped => ExitCode::from(2),

@@ -267,8 +267,9 @@ async fn input_over_budget_is_cut_oldest_first_keeping_system_and_query() {
         .args(["ask", "--conversation", "b", &huge]);
     let (ok, out, err) = run(cmd).await;
     assert!(!ok);
+    // The user sees the reason on stderr; stdout is for answers only.
     assert!(err.contains("cut about") && err.contains("tokens"), "{err}");
-    assert!(out.contains("cut about"), "the user sees the reason: {out}");
+    assert_eq!(out, "", "no answer, nothing on stdout");
     assert_eq!(llm.requests().len(), before);
 }
 
@@ -431,7 +432,7 @@ async fn doctor_reports_endpoints_and_models() {
     let (ok, out, err) = run(cmd).await;
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("serves: fake-model (max_model_len 16384)"),
+        out.contains("serves: fake-model") && out.contains("16384"),
         "{out}"
     );
     assert!(out.contains("writable"));
@@ -453,7 +454,8 @@ async fn doctor_reports_endpoints_and_models() {
         .arg("doctor");
     let (ok, out, _) = run(cmd).await;
     assert!(
-        out.contains("does not report its context length: keep max_input_tokens + max_output_tokens (3500) within it"),
+        out.contains("does not report its context length")
+            && out.contains("keep max_input_tokens + max_output_tokens (3500) within"),
         "{out}"
     );
     // Tesseract is installed here (.ci/setup.sh): scans are still read, so a missing vision

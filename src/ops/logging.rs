@@ -1,14 +1,23 @@
-//! Log output: plain text or JSON lines (`ANCHORBOT_LOG_FORMAT=json`) on standard error, with
-//! secrets redacted in either format. The redaction sits in the writer, after formatting, so it
-//! covers every field of every event: a URL with a token in it or an `Authorization` header
-//! that found its way into a message is caught as well as a configured secret.
+//! Log output: plain text or JSON lines (`ANCHORBOT_LOG_FORMAT=json`) on standard error, or in
+//! a log file for the interactive console ([`Logging::to_file`]), with secrets redacted in
+//! either format. The redaction sits in the writer, after formatting, so it covers every field
+//! of every event: a URL with a token in it or an `Authorization` header that found its way
+//! into a message is caught as well as a configured secret. Beside the log, a layer collects
+//! the warnings a console user must act on ([`super::notices`]).
 
 use std::io::Write;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use secrecy::ExposeSecret;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
+use super::log_file::LogFile;
+use super::notices::{NoticeLayer, Notices};
 use crate::settings::Settings;
 
 /// What replaces a secret.
@@ -226,27 +235,97 @@ impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for RedactingWriter<W> {
     }
 }
 
+/// Where formatted log lines go: standard error until a log file is set. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<Option<LogFile>>>);
+
+impl Output {
+    /// Sends every later line to `file`.
+    fn set_file(&self, file: LogFile) {
+        *self.0.lock().expect("log output lock") = Some(file);
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut file = self.0.lock().expect("log output lock");
+        match file.as_mut().map(|f| f.append(bytes)) {
+            Some(Ok(())) => {}
+            // A log file that cannot be written (disk full) must not lose the line.
+            Some(Err(_)) | None => std::io::stderr().write_all(bytes)?,
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Output {
+    type Writer = Output;
+
+    fn make_writer(&'a self) -> Output {
+        self.clone()
+    }
+}
+
+/// The installed logging: the redactor, where lines go, and the console's notices.
+#[derive(Clone)]
+pub struct Logging {
+    /// Redacts log lines and messages for the operator; fill it once the settings are read.
+    pub redactor: Redactor,
+    /// Where formatted lines go.
+    output: Output,
+    /// Warnings the console user must act on.
+    notices: Notices,
+}
+
+impl Logging {
+    /// Sends the log to `dir/anchorbot.log` (appended, rotated past a size cap) instead of
+    /// standard error, and returns the file's path.
+    pub fn to_file(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let file = LogFile::open(dir)?;
+        let path = file.path().to_path_buf();
+        self.output.set_file(file);
+        Ok(path)
+    }
+
+    /// Starts collecting the warnings a console user must act on, and returns them.
+    pub fn notices(&self) -> &Notices {
+        self.notices.enable();
+        &self.notices
+    }
+}
+
 /// Installs the global subscriber: `filter` (an `EnvFilter` directive), `format`, standard
-/// error, redaction by the returned [`Redactor`] (fill it once the settings are read).
-pub fn init(filter: &str, format: LogFormat, ansi: bool) -> Redactor {
+/// error (until [`Logging::to_file`]), redaction by the returned [`Logging::redactor`] (fill it
+/// once the settings are read), and the notice collector (idle until
+/// [`Logging::notices`]), which sees every WARN and ERROR whatever `filter` says.
+pub fn init(filter: &str, format: LogFormat, ansi: bool) -> Logging {
     let redactor = Redactor {
         json: format == LogFormat::Json,
         ..Redactor::default()
     };
-    let writer = RedactingWriter::new(std::io::stderr, redactor.clone());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let output = Output::default();
+    let notices = Notices::default();
+    let writer = RedactingWriter::new(output.clone(), redactor.clone());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder
-            .json()
-            .with_ansi(false)
-            .with_current_span(false)
-            .init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(ansi).boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).with_current_span(false).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(tracing_subscriber::EnvFilter::new(filter)))
+        .with(NoticeLayer::new(notices.clone(), redactor.clone()).with_filter(LevelFilter::WARN))
+        .init();
+    Logging {
+        redactor,
+        output,
+        notices,
     }
-    redactor
 }
 
 #[cfg(test)]
