@@ -370,3 +370,36 @@ async fn doctor_names_the_served_model_and_the_exact_budgets() {
         "{d}"
     );
 }
+
+#[test]
+fn continuation_by_url_parses_from_toml_and_plain_fallbacks_still_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("anchorbot.toml");
+    std::fs::write(
+        &path,
+        r#"
+[reasoning]
+url = "http://vllm:8005/v1"
+fallback_urls = ["http://ollama:11434/v1", "http://llamacpp:8080/v1"]
+continuation = "instruction"
+continuation_by_url = { "http://ollama:11434/v1/" = "resume", "http://vllm:8005/v1" = "prefill" }
+"#,
+    )
+    .unwrap();
+    let s = anchorbot::Settings::load(Some(&path)).unwrap();
+    use anchorbot::settings::ContinuationMode::*;
+    let modes: Vec<_> = s
+        .reasoning
+        .with_fallbacks()
+        .iter()
+        .map(|e| (e.url.clone(), e.continuation))
+        .collect();
+    assert_eq!(
+        modes,
+        vec![
+            ("http://vllm:8005/v1".to_string(), Prefill),
+            ("http://ollama:11434/v1".to_string(), Resume),
+            ("http://llamacpp:8080/v1".to_string(), Instruction),
+        ]
+    );
+}
