@@ -31,7 +31,8 @@ enum Wire {
 struct Row {
     setup: Setup,
     wire: Wire,
-    /// The server counts prompts exactly (vLLM's `/tokenize`).
+    /// The server counts prompts exactly (vLLM's `/tokenize`; llama-server's
+    /// `/apply-template` and `/tokenize`).
     exact_counts: bool,
     /// The input budget `/status` must show with max_input 6000 and max_output 16.
     input_budget: usize,
@@ -123,11 +124,18 @@ async fn check(row: Row) {
         }
     }
 
-    // Exact counts only where the server counts chat prompts.
-    let counted = server
-        .requests()
-        .iter()
-        .any(|r| r.route == "POST /tokenize" && r.body.get("messages").is_some());
+    // Exact counts only where the server counts chat prompts: vLLM's `/tokenize` with the
+    // messages, llama-server's `/tokenize` of what `/apply-template` rendered.
+    let requests = server.requests();
+    let rendered = requests.iter().any(|r| r.route == "POST /apply-template");
+    let counted = requests.iter().any(|r| {
+        r.route == "POST /tokenize"
+            && (r.body.get("messages").is_some()
+                || (rendered
+                    && r.body["content"]
+                        .as_str()
+                        .is_some_and(|c| c.contains("<|im_start|>"))))
+    });
     assert_eq!(counted, row.exact_counts, "{kind:?}: /tokenize");
 
     // Reasoning arrives apart, in the server's own field, and is never part of the answer.
@@ -208,7 +216,7 @@ async fn llama_server_resumes_a_final_assistant_message_and_serves_props_n_ctx()
     check(Row {
         setup: s,
         wire: Wire::Resume,
-        exact_counts: false,
+        exact_counts: true,
         input_budget: 2038,
     })
     .await;

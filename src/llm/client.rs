@@ -224,16 +224,27 @@ impl OpenAiEndpoint {
     /// `/tokenize`. `None` if the server does not offer it (remembered) or does not answer.
     pub async fn tokenize_chat(&self, request: &ChatRequest) -> Option<usize> {
         use std::sync::atomic::Ordering;
-        // vLLM counts chat prompts at `/tokenize`; a server known to be another kind is not
-        // asked (llama-server's `/tokenize` takes plain text, not messages). One of unknown
-        // kind may be vLLM-compatible, so it is asked once.
-        let other = self
-            .kind()
-            .is_some_and(|k| !matches!(k, ServerKind::Vllm | ServerKind::Unknown));
-        if self.tokenize.load(Ordering::Relaxed) == 2 || other {
+        if self.tokenize.load(Ordering::Relaxed) == 2 {
             return None;
         }
-        let root = self.cfg.url.trim_end_matches('/').trim_end_matches("/v1");
+        // vLLM counts chat prompts at `/tokenize`, and a server of unknown kind may be
+        // vLLM-compatible; llama-server renders the prompt at `/apply-template` and counts text
+        // at its own `/tokenize`. Other kinds have no way to count a chat prompt.
+        let answer = match self.kind() {
+            Some(ServerKind::LlamaServer) => self.llama_server_count(request).await,
+            Some(ServerKind::Vllm | ServerKind::Unknown) | None => self.vllm_count(request).await,
+            Some(_) => return None,
+        };
+        // A server that answered without a count does not offer one (remembered); one that
+        // did not answer may next time.
+        let count = answer.ok()?;
+        self.tokenize
+            .store(if count.is_some() { 1 } else { 2 }, Ordering::Relaxed);
+        count
+    }
+
+    /// vLLM's `POST /tokenize` with the chat messages: `Err` when the server did not answer.
+    async fn vllm_count(&self, request: &ChatRequest) -> Result<Option<usize>, ()> {
         let mut body = serde_json::json!({
             "model": self.cfg.model,
             "messages": request.messages,
@@ -242,26 +253,50 @@ impl OpenAiEndpoint {
         if request.continue_final && self.resume_wire() == ResumeWire::VllmFlags {
             body["continue_final_message"] = serde_json::json!(true);
         }
+        let url = format!("{}/tokenize", facts::root_of(&self.cfg.url));
         let resp = self
-            .authorize(self.http.post(format!("{root}/tokenize")))
+            .authorize(self.http.post(url))
             .json(&body)
-            .timeout(Duration::from_secs(
-                self.cfg.connect_timeout_secs.max(1) * 2,
-            ))
+            .timeout(self.probe_timeout())
             .send()
             .await
-            .ok()?;
-        let count = if resp.status().is_success() {
-            resp.json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v.get("count").and_then(|c| c.as_u64()))
-        } else {
-            None
+            .map_err(|_| ())?;
+        if !resp.status().is_success() {
+            return Ok(None);
+        }
+        Ok(resp
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v.get("count").and_then(|c| c.as_u64()))
+            .map(|c| c as usize))
+    }
+
+    /// llama-server: the prompt its chat template renders (`POST /apply-template`), counted
+    /// the way a chat completion tokenizes it (`POST /tokenize` with special tokens added and
+    /// parsed); tools/server/README.md documents both routes.
+    async fn llama_server_count(&self, request: &ChatRequest) -> Result<Option<usize>, ()> {
+        let rendered = self
+            .post_root(
+                "apply-template",
+                serde_json::json!({ "messages": request.messages }),
+            )
+            .await
+            .ok_or(())?;
+        let Some(prompt) = rendered.get("prompt").and_then(|p| p.as_str()) else {
+            return Ok(None);
         };
-        self.tokenize
-            .store(if count.is_some() { 1 } else { 2 }, Ordering::Relaxed);
-        count.map(|c| c as usize)
+        let tokens = self
+            .post_root(
+                "tokenize",
+                serde_json::json!({ "content": prompt, "add_special": true, "parse_special": true }),
+            )
+            .await
+            .ok_or(())?;
+        Ok(tokens
+            .get("tokens")
+            .and_then(|t| t.as_array())
+            .map(Vec::len))
     }
 
     fn endpoint(&self, path: &str) -> String {

@@ -1,9 +1,9 @@
 //! Fakes of the model servers a team may already run, each following what that server
 //! documents: vLLM, SGLang, llama.cpp's `llama-server`, llama-cpp-python's server, Ollama's
 //! OpenAI endpoint and LM Studio. Each answers `/v1/models` the way the real one does, offers
-//! its own extra routes only (`/tokenize`, `/props`, `/api/show`, `/api/ps`, `/api/version`,
-//! `/api/v0/models/{id}`), streams chat completions as SSE with that server's reasoning field,
-//! and records every request.
+//! its own extra routes only (`/tokenize`, `/props`, `/apply-template`, `/api/show`, `/api/ps`,
+//! `/api/version`, `/api/v0/models/{id}`), streams chat completions as SSE with that server's
+//! reasoning field, and records every request.
 //!
 //! The "model" behind each fake writes one fixed answer, one word per token, and stops with
 //! `finish_reason: "length"` at `max_tokens`. A request whose last message is the assistant's
@@ -117,6 +117,7 @@ impl ModelServer {
             // llama-server: `GET /props`, `POST /tokenize` with `content`.
             Kind::LlamaServer => app
                 .route("/props", get(llama_props))
+                .route("/apply-template", post(llama_apply_template))
                 .route("/tokenize", post(llama_tokenize)),
             Kind::LlamaCppPython => app.route("/extras/tokenize", post(llama_tokenize)),
             Kind::Ollama => app
@@ -252,6 +253,25 @@ async fn llama_props(State(s): State<Arc<Shared>>) -> Json<Value> {
         "chat_template": "{% for message in messages %}...{% endfor %}",
         "build_info": "b6000-fake"
     }))
+}
+
+/// llama-server's `POST /apply-template`: the chat template's prompt (ChatML here), with the
+/// generation prompt.
+async fn llama_apply_template(State(s): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    record(&s, "POST /apply-template".into(), &body);
+    let Some(messages) = body["messages"].as_array() else {
+        return error(StatusCode::BAD_REQUEST, "\"messages\" must be provided");
+    };
+    let mut prompt = String::new();
+    for m in messages {
+        prompt.push_str(&format!(
+            "<|im_start|>{}\n{}<|im_end|>\n",
+            m["role"].as_str().unwrap_or(""),
+            m["content"].as_str().unwrap_or("")
+        ));
+    }
+    prompt.push_str("<|im_start|>assistant\n");
+    Json(json!({ "prompt": prompt })).into_response()
 }
 
 async fn llama_tokenize(State(s): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
