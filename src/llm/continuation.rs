@@ -149,6 +149,8 @@ pub struct Merge {
     indirect: bool,
     /// Anything emitted yet.
     emitted: bool,
+    /// Body: an announcement held until a sentence after it is kept (else it is dropped).
+    announcement: Option<String>,
 }
 
 impl Merge {
@@ -197,6 +199,7 @@ impl Merge {
             released: 0,
             indirect: false,
             emitted: false,
+            announcement: None,
         }
     }
 
@@ -340,17 +343,23 @@ impl Merge {
             at = e;
         }
         kept.push_str(&sentence[at..]);
-        if released == 0 && !spans.is_empty() {
+        if !spans.is_empty() {
             // What is left beside an echo is its preamble, or nothing.
-            if !kept.chars().any(char::is_alphanumeric) || classify(kept.trim()) != Chatter::Content
-            {
+            let whole = format!("{}{kept}", &sentence[..released]);
+            if !kept.chars().any(char::is_alphanumeric) || classify(&whole) != Chatter::Content {
                 return;
             }
+        }
+        if released == 0 && classify(&kept) == Chatter::Announcement {
+            // "Here is the complete answer:" mid-round: kept only if new text follows it.
+            self.announcement = Some(kept);
+            return;
         }
         let full = format!("{}{}", &sentence[..released], kept);
         let k = key(&full);
         if released == 0 && repeatable(&k) && self.seen.contains(&k) {
             self.indirect = true;
+            self.announcement = None;
             return;
         }
         if seam {
@@ -374,6 +383,10 @@ impl Merge {
         if !echo_spans(partial, true).is_empty() || echo_tail(partial) {
             return;
         }
+        // A clause before a colon may lead into an echo or a restart.
+        if partial.trim_end().ends_with([':', '：']) || may_be_chatter(partial) {
+            return;
+        }
         let k = key(partial);
         let may_repeat = self
             .seen
@@ -389,6 +402,9 @@ impl Merge {
     }
 
     fn emit(&mut self, text: &str, out: &mut String) {
+        if let Some(announcement) = self.announcement.take() {
+            self.emit(&announcement, out);
+        }
         if text.is_empty() {
             return;
         }
@@ -584,10 +600,7 @@ fn classify(unit: &str) -> Chatter {
     }
     let ends_colon = u.trim_end_matches(is_closer).ends_with([':', '：']);
     let announces = ANNOUNCEMENTS.iter().any(|a| u.contains(a));
-    let opens = OPENERS.iter().any(|o| {
-        u.strip_prefix(o)
-            .is_some_and(|rest| !rest.starts_with(char::is_alphanumeric) || is_wide_str(o))
-    });
+    let opens = OPENERS.iter().any(|o| starts_with_phrase(&u, o));
     // A sentence like "The rest of the team agreed." is content: without a colon, only an
     // opener makes a unit chatter.
     match (ends_colon, opens, announces) {
@@ -596,6 +609,24 @@ fn classify(unit: &str) -> Chatter {
         (false, true, false) if words <= 4 => Chatter::Opener,
         _ => Chatter::Content,
     }
+}
+
+/// `partial`, the start of a sentence, may still turn out to be chatter.
+fn may_be_chatter(partial: &str) -> bool {
+    let u = partial.trim().to_lowercase();
+    if words(&u).len() > MAX_CHATTER_WORDS {
+        return false;
+    }
+    ANNOUNCEMENTS.iter().any(|a| u.contains(a))
+        || OPENERS
+            .iter()
+            .any(|o| o.starts_with(u.as_str()) || starts_with_phrase(&u, o))
+}
+
+/// `text` starts with the phrase `p` as whole words.
+fn starts_with_phrase(text: &str, p: &str) -> bool {
+    text.strip_prefix(p)
+        .is_some_and(|rest| !rest.starts_with(char::is_alphanumeric) || is_wide_str(p))
 }
 
 /// The end of the unit starting at `start`: after a clause or sentence end followed by

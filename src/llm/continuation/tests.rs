@@ -470,3 +470,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_echo_with_a_preamble_after_the_answer_never_shows() {
+    let prev = &ANSWER[..60];
+    let echo = "Here is the completed response: Your previous reply was cut off by the length \
+limit. Continue it exactly where it stopped.";
+    let cont = format!("{} {echo}", &ANSWER[60..]);
+    let (out, steps) = merged_by_char(prev, &cont);
+    assert_eq!(out.trim_end(), ANSWER);
+    for s in steps {
+        assert!(!s.contains("Here is"), "{s:?}");
+    }
+    // A sentence that merely starts like a preamble is kept.
+    assert_eq!(
+        merged("The fee is due. ", &["Here is why: the contract says so."]),
+        "The fee is due. Here is why: the contract says so."
+    );
+}
