@@ -217,9 +217,9 @@ async fn endpoint(
         let first = ids.first().copied().unwrap_or("<a model it serves>");
         let _ = write!(
             detail,
-            "; configured model {:?} is not served: set {role}.model = \"{first}\" (or {}_MODEL={first})",
+            "; configured model {:?} is not served: set {role}.model = \"{first}\" (or ANCHORBOT_{}_MODEL={first})",
             ep.model,
-            format!("ANCHORBOT_{}", role.to_uppercase())
+            role.to_uppercase()
         );
         // A server of unknown kind with one model may answer any name, as before.
         found.kind == ServerKind::Unknown && ids.len() == 1
