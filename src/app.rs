@@ -48,9 +48,6 @@ pub enum AppError {
     /// The document store could not be opened.
     #[error("cannot open the document store: {0}")]
     Documents(String),
-    /// The embedded model cannot be loaded.
-    #[error(transparent)]
-    Model(#[from] crate::llm::embedded::EmbeddedError),
     /// The ops endpoints cannot be served.
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
@@ -110,14 +107,14 @@ impl App {
             cooldown: Duration::from_secs(settings.health_cooldown_secs),
         };
         let llm: Arc<dyn crate::llm::ChatBackend> = if settings.reasoning.is_embedded() {
-            let path = settings.reasoning.embedded_model_path();
-            let model = tokio::task::spawn_blocking(move || {
-                crate::llm::embedded::EmbeddedModel::load(&path)
-            })
-            .await
-            .map_err(|e| AppError::Documents(e.to_string()))??;
-            tracing::info!(model = model.name(), "the model runs in this process");
-            Arc::new(model)
+            let model = Arc::new(crate::llm::embedded::LazyEmbedded::new(
+                settings.reasoning.embedded_model_path(),
+            ));
+            // Loaded in the background: commands that never ask the model do not wait for it,
+            // and the first question usually finds it ready.
+            let preload = model.clone();
+            tokio::spawn(async move { preload.preload().await });
+            model
         } else {
             Arc::new(EndpointPool::new(
                 settings.reasoning.with_fallbacks(),
@@ -133,11 +130,11 @@ impl App {
         )
         .map_err(|e| AppError::Documents(e.to_string()))?;
         docs.store()
-        // One cache of what the servers report, shared by the engine and the reranker.
-        let facts = crate::llm::facts::FactsCache::new(llm.clone());
             .recover()
             .await
             .map_err(|e| AppError::Documents(e.to_string()))?;
+        // One cache of what the servers report, shared by the engine and the reranker.
+        let facts = crate::llm::facts::FactsCache::new(llm.clone());
         if settings.documents.rerank == crate::settings::RerankChoice::Llm {
             let limit = Duration::from_millis(settings.documents.rerank_timeout_ms.max(1));
             docs.set_reranker(Arc::new(
@@ -151,10 +148,10 @@ impl App {
         let ops_listen = settings.metrics.listen.clone();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let retention_days = settings.retention_days;
-        engine.set_facts(facts);
         let shared_store = settings.store_location().is_database();
         let reasoning = llm.clone();
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);
+        engine.set_facts(facts);
         engine.set_documents(Arc::new(docs));
         let engine = Arc::new(engine);
         Ok(Self {

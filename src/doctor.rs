@@ -129,6 +129,10 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     let budget = settings.max_input_tokens + settings.max_output_tokens;
     let tesseract = installed("tesseract", "--version").await;
     for (role, ep) in endpoints {
+        if role == "reasoning" && ep.is_embedded() {
+            checks.push(embedded_model(&ep, budget).await);
+            continue;
+        }
         let mut check = endpoint(
             role,
             &ep,
@@ -155,6 +159,50 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     checks.extend(slack(&settings.slack).await);
     checks.extend(discord(&settings.discord).await);
     checks
+}
+
+/// Loads the embedded model (`reasoning.url = "embedded"`) and says what it is and what it is
+/// for; `budget` is input plus output tokens.
+async fn embedded_model(ep: &crate::settings::Endpoint, budget: usize) -> Check {
+    let path = ep.embedded_model_path();
+    let name = format!("reasoning model (embedded) {}", path.display());
+    let file = path.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::llm::embedded::EmbeddedModel::load(&file))
+            .await;
+    match loaded {
+        Ok(Ok(model)) => {
+            let context = model.context_length();
+            let mut detail = format!(
+                "loaded {} (context {context} tokens); it runs on this machine's CPU and is for trying anchorbot out: set reasoning.url (ANCHORBOT_REASONING_URL) to a model server for a team",
+                model.name()
+            );
+            if budget as u64 > context {
+                // The engine shrinks the budgets to fit; say so rather than fail.
+                let _ = write!(
+                    detail,
+                    "; max_input_tokens + max_output_tokens ({budget}) are shrunk to fit it"
+                );
+            }
+            Check {
+                name,
+                state: CheckState::Pass,
+                detail,
+            }
+        }
+        Ok(Err(e)) => Check {
+            name,
+            state: CheckState::Fail,
+            detail: format!(
+                "{e}; run .ci/setup.sh (it puts SmolLM2-135M-Instruct there), set reasoning.embedded_model, or set reasoning.url (ANCHORBOT_REASONING_URL) to a model server"
+            ),
+        },
+        Err(e) => Check {
+            name,
+            state: CheckState::Fail,
+            detail: format!("loading stopped: {e}"),
+        },
+    }
 }
 
 /// Whether `tool` runs.

@@ -282,7 +282,7 @@ async fn run(cli: Cli, logging: ops::logging::Logging) -> anyhow::Result<ExitCod
     }
     let user = settings.console_user.clone();
     if matches!(command, Cmd::Chat { .. } | Cmd::Run) {
-        probe_model_server(&settings, &redactor).await;
+        probe_model_server(&settings, &redactor, matches!(command, Cmd::Run)).await;
     }
     // The adapters' rate budget is shared through the store, so they follow its opening.
     let adapter_settings = matches!(command, Cmd::Run).then(|| settings.clone());
@@ -633,8 +633,24 @@ async fn search(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warns early when no model server answers, so a first run explains itself.
-async fn probe_model_server(settings: &Settings, redactor: &ops::logging::Redactor) {
+/// Warns early when the model cannot answer, so a first run explains itself; for `run`, says
+/// loudly when the embedded model answers.
+async fn probe_model_server(settings: &Settings, redactor: &ops::logging::Redactor, run: bool) {
+    if settings.reasoning.is_embedded() {
+        let path = settings.reasoning.embedded_model_path();
+        if !path.is_file() {
+            redactor.tell(
+                tracing::Level::WARN,
+                &format!("the embedded model {} is missing\n         Run .ci/setup.sh (it puts SmolLM2-135M-Instruct there), set reasoning.embedded_model, or set ANCHORBOT_REASONING_URL to a model server.", path.display()),
+            );
+        } else if run {
+            redactor.tell(
+                tracing::Level::WARN,
+                &format!("\n  ************************************************************************\n  The answers come from the embedded model {} (135M parameters,\n  on this machine's CPU). It is for trying anchorbot out, not for a team:\n  set ANCHORBOT_REASONING_URL to your model server (README: \"Model server\").\n  ************************************************************************", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+            );
+        }
+        return;
+    }
     let endpoint = anchorbot::llm::OpenAiEndpoint::new(settings.reasoning.clone());
     if let Err(e) = endpoint.models().await {
         redactor.tell(

@@ -414,11 +414,20 @@ impl Endpoint {
         self.url.trim() == EMBEDDED
     }
 
-    /// The GGUF file of the embedded model.
+    /// The GGUF file of the embedded model: `embedded_model` when set; else the default in the
+    /// working directory, or in this checkout's `.models/` (where `.ci/setup.sh` put it) when an
+    /// installed `anchorbot` runs elsewhere.
     pub fn embedded_model_path(&self) -> PathBuf {
-        self.embedded_model
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_EMBEDDED_MODEL))
+        if let Some(path) = &self.embedded_model {
+            return path.clone();
+        }
+        let here = PathBuf::from(DEFAULT_EMBEDDED_MODEL);
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_EMBEDDED_MODEL);
+        if !here.is_file() && checkout.is_file() {
+            checkout
+        } else {
+            here
+        }
     }
 
     /// This endpoint followed by one per fallback URL (same model and key), each with its
@@ -451,7 +460,12 @@ impl Endpoint {
             ThinkMode::Inside => ThinkStart::Inside,
             ThinkMode::Outside => ThinkStart::Outside,
             ThinkMode::Auto => {
-                let m = self.model.to_lowercase();
+                // The embedded model is named by its file; `model` names a server's model.
+                let m = if self.is_embedded() {
+                    self.embedded_model_path().to_string_lossy().to_lowercase()
+                } else {
+                    self.model.to_lowercase()
+                };
                 if m.contains("r1") || m.contains("qwq") {
                     ThinkStart::Inside
                 } else {
@@ -511,7 +525,7 @@ impl Default for Settings {
             retry_backoff_ms: 250,
             health_cooldown_secs: 30,
             reasoning: Endpoint {
-                url: "http://localhost:8005/v1".into(),
+                url: EMBEDDED.into(),
                 model: "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B".into(),
                 ..Endpoint::default()
             },
@@ -727,37 +741,6 @@ fn toml_like(v: &serde_json::Value, section: &str) -> String {
     out + &tables
 }
 
-#[cfg(test)]
-#[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_follow_the_reference_deployment() {
-        let s = Settings::default();
-        assert_eq!(s.max_input_tokens + s.max_output_tokens, 16384);
-        assert_eq!(s.reasoning.url, "http://localhost:8005/v1");
-        assert_eq!(s.vision.url, "http://localhost:8006/v1");
-        s.validate().unwrap();
-    }
-
-    #[test]
-    fn database_url_selects_postgres_and_is_never_shown() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "ANCHORBOT_DATABASE_URL",
-                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
-            );
-            let s = Settings::load(None).unwrap();
-            assert!(s.store_location().is_database());
-            let shown = format!(
-                "{s:?} {} {}",
-                serde_json::to_string(&s).unwrap(),
-                s.store_location().describe()
-            );
-            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-            assert!(
-                s.store_location()
 /// One value as it would be written in the file. An `f32` setting reaches JSON as the `f64`
 /// nearest to it (`0.05` becomes `0.05000000074505806`): a float that is exactly an `f32` is
 /// printed as that `f32`'s shortest form, and keeps a `.0` so it still reads as a float.
@@ -781,6 +764,44 @@ fn toml_value(v: &serde_json::Value) -> String {
     }
 }
 
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_reference_deployment() {
+        let s = Settings::default();
+        assert_eq!(s.max_input_tokens + s.max_output_tokens, 16384);
+        // With no model server set, the model runs in this process.
+        assert_eq!(s.reasoning.url, EMBEDDED);
+        assert!(s.reasoning.is_embedded());
+        assert_eq!(
+            s.reasoning.think_start(),
+            crate::llm::think::ThinkStart::Outside,
+            "SmolLM2 does not think, whatever `model` names"
+        );
+        assert_eq!(s.vision.url, "http://localhost:8006/v1");
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_is_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ANCHORBOT_DATABASE_URL",
+                "postgres://bot:s3cr3t-pw@db.internal:5432/anchorbot",
+            );
+            let s = Settings::load(None).unwrap();
+            assert!(s.store_location().is_database());
+            let shown = format!(
+                "{s:?} {} {}",
+                serde_json::to_string(&s).unwrap(),
+                s.store_location().describe()
+            );
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+            assert!(
+                s.store_location()
                     .describe()
                     .contains("postgres://bot@db.internal:5432/anchorbot"),
                 "{}",

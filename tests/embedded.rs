@@ -38,3 +38,75 @@ async fn the_embedded_model_answers_and_the_turn_is_remembered() {
     assert_eq!(anchor.turns.len(), 1);
     assert!(anchor.turns[0].answer.contains("Paris"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_model_folds_older_turns_into_a_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = embedded(&dir);
+    // A small input budget: a few turns outgrow the recent turns' share, so older ones fold.
+    s.max_input_tokens = 700;
+    let app = start_app(s).await;
+    let lines = [
+        "Hi! My name is Priya and I work on the billing service.",
+        "Our team decided to move the invoices to PostgreSQL in March.",
+        "The budget for the migration is 12,000 euros.",
+        "Bo owns the rollback plan and Ann reviews it.",
+        "We ship the new invoice page on May 3.",
+        "Remind me later that the audit is in June.",
+    ];
+    let started = std::time::Instant::now();
+    for (i, line) in lines.iter().enumerate() {
+        app.sink
+            .submit(message("S", &format!("s{i}"), "priya", line))
+            .unwrap()
+            .done()
+            .await;
+    }
+    let key = anchorbot_platform::ConversationKey::new("test", Some("W1"), "S", None).unwrap();
+    // Summarizing runs in the background after a delivered answer; SmolLM2 writes ~20 tokens/s.
+    eprintln!("{} turns answered in {:?}", lines.len(), started.elapsed());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let mut asked = 0;
+    let status = loop {
+        asked += 1;
+        app.sink
+            .submit(message("S", &format!("st{asked}"), "priya", "/status"))
+            .unwrap()
+            .done()
+            .await;
+        let status = app
+            .platform
+            .all()
+            .into_iter()
+            .rev()
+            .find_map(|r| match r {
+                Record::Ephemeral(c, t) if c == "S" => Some(t),
+                _ => None,
+            })
+            .unwrap();
+        if !status.contains("into 0 summaries")
+            || status.contains("paused")
+            || std::time::Instant::now() > deadline
+        {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    app.shutdown().await;
+    assert!(status.contains("into 1 summary"), "{status}");
+    assert!(!status.contains("paused"), "{status}");
+    assert!(
+        status.contains("Model: SmolLM2-135M-Instruct.Q4_1.gguf (embedded, in this process)"),
+        "{status}"
+    );
+    let (store, _) = reopen(&dir).await;
+    let anchor = store.anchor(&key).await.unwrap();
+    assert!(!anchor.summaries[0].text.trim().is_empty());
+    assert!(
+        !anchor.summaries[0].text.to_ascii_lowercase().starts_with("summary:"),
+        "the lead is not stored: {:?}",
+        anchor.summaries[0].text
+    );
+    eprintln!("summary: {:?}\nfacts: {:?}", anchor.summaries[0].text, anchor.facts);
+}

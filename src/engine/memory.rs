@@ -14,11 +14,21 @@ use super::Engine;
 use crate::llm::lang_filter::ScriptFilter;
 use crate::llm::prompt;
 use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
+use crate::llm::turn::ContinuationStyle;
 use crate::llm::{ChatMessage, ChatRequest, Completion, FinishReason, LlmError, Role};
 use crate::store::{now_ms, Anchor, StoreError, Summary, SummaryHold};
 
 /// Output room for a summary: enough for a reasoning model to think and still answer.
 const SUMMARY_MAX_TOKENS: usize = 4096;
+
+/// Output room for a summary from a model that does not think first: a paragraph and a few
+/// facts. A small model that rambles past it is cut, and its summary refused, instead of
+/// holding the model for minutes.
+const PLAIN_SUMMARY_MAX_TOKENS: usize = 1024;
+
+/// What a summary answer starts with; a model that can resume an assistant message is handed
+/// it, so even a 135M model writes the summary rather than prose about it.
+const SUMMARY_LEAD: &str = "SUMMARY:";
 
 /// The most turns a failed summarization waits before the next attempt.
 const MAX_BACKOFF_TURNS: u64 = 32;
@@ -141,7 +151,24 @@ impl Engine {
         let merge_all = anchor.summaries.len() + 1 > self.settings.max_summaries;
         let mut request = summary_request(&self.settings.language, &anchor, fold, merge_all);
         let facts = self.facts().await;
-        request.max_tokens = SUMMARY_MAX_TOKENS.max(output);
+        let think_start = self.settings.reasoning.think_start();
+        // Small instruct models rarely keep to the form on request alone, so where the server
+        // resumes a final assistant message, the answer is begun for them. Not for models that
+        // think first: a resumed message gives them no room to, and vLLM's reasoning parser
+        // would label the whole answer as reasoning.
+        let lead = think_start == ThinkStart::Outside
+            && self.continuation_style().await != ContinuationStyle::Instruction;
+        if lead {
+            request
+                .messages
+                .push(ChatMessage::new(Role::Assistant, SUMMARY_LEAD));
+            request.continue_final = true;
+        }
+        request.max_tokens = if think_start == ThinkStart::Outside {
+            PLAIN_SUMMARY_MAX_TOKENS
+        } else {
+            SUMMARY_MAX_TOKENS.max(output)
+        };
         if let Some(ctx) = facts.context_length.map(|c| c as usize) {
             let prompt_tokens: usize = request
                 .messages
@@ -153,8 +180,11 @@ impl Engine {
         }
         // vLLM passes chat_template_kwargs to the template: Qwen3 then skips its reasoning.
         request.thinking_off = facts.all_vllm;
-        let done = self.llm.complete(&request).await?;
-        let (summary, new_facts) = accept_summary(&done, self.settings.reasoning.think_start())?;
+        let mut done = self.llm.complete(&request).await?;
+        if lead && !done.content.trim_start().to_ascii_lowercase().starts_with("summary:") {
+            done.content = format!("{SUMMARY_LEAD} {}", done.content.trim_start());
+        }
+        let (summary, new_facts) = accept_summary(&done, think_start)?;
         // Memory is re-injected into every prompt: keep filtered scripts out of it too.
         let mut filter = ScriptFilter::new(&self.settings.active_filter());
         let summary = filter.push(&summary).trim().to_string();

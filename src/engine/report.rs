@@ -15,6 +15,8 @@ use crate::store::{StoreError, SummaryHold};
 pub struct StatusReport {
     /// Conversation key.
     pub conversation: String,
+    /// Which model answers (the embedded one, or the configured model on its servers).
+    pub model: String,
     /// Turns answered since the last reset.
     pub turns: u64,
     /// Turns still held verbatim.
@@ -61,7 +63,8 @@ impl StatusReport {
              Key facts: {}\n\
              Documents: {}\n\
              Feedback: {} 👍, {} 👎\n\
-             Token budget: system {} + documents up to {} + recent turns {}/{} of max_input_tokens {}; last prompt {}; max output {}",
+             Token budget: system {} + documents up to {} + recent turns {}/{} of max_input_tokens {}; last prompt {}; max output {}\n\
+             Model: {}",
             self.conversation,
             self.turns,
             self.recent_turns,
@@ -78,6 +81,7 @@ impl StatusReport {
             self.max_input_tokens,
             self.last_prompt_tokens,
             self.max_output_tokens,
+            self.model,
         );
         if let Some(h) = &self.summary_hold {
             s.push_str(&format!(
@@ -165,6 +169,7 @@ impl Engine {
         };
         Ok(StatusReport {
             conversation: key.to_string(),
+            model: self.llm.describe(),
             turns: a.counters.turns_total,
             recent_turns: a.turns.len(),
             summaries: a.summaries.len(),

@@ -132,6 +132,14 @@ pub enum LlmError {
     /// The server sent something that is not the OpenAI format.
     #[error("the model server sent an unexpected response: {0}")]
     Protocol(String),
+    /// The model file of the embedded model is missing or cannot be run.
+    #[error("the embedded model {path} cannot be used: {reason}")]
+    ModelFile {
+        /// The GGUF file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Every endpoint of the role failed.
     #[error("all {} model servers failed: {}", failures.len(), failures.join("; "))]
     AllDown {
@@ -158,6 +166,9 @@ impl LlmError {
             }
             LlmError::StreamCut(_) => "the reasoning model's stream broke off mid-answer".into(),
             LlmError::Protocol(_) => "the reasoning model sent an unexpected response".into(),
+            LlmError::ModelFile { .. } => "the embedded model is not installed or cannot be \
+                read (run .ci/setup.sh, or set reasoning.url to a model server)"
+                .into(),
             LlmError::AllDown { failures } => format!(
                 "the reasoning model is unavailable ({} failed)",
                 counted_servers(failures.len())
@@ -169,7 +180,10 @@ impl LlmError {
     pub fn is_offline(&self) -> bool {
         matches!(
             self,
-            LlmError::Unreachable { .. } | LlmError::Timeout { .. } | LlmError::AllDown { .. }
+            LlmError::Unreachable { .. }
+                | LlmError::Timeout { .. }
+                | LlmError::AllDown { .. }
+                | LlmError::ModelFile { .. }
         ) || matches!(self, LlmError::Status { status, .. } if *status >= 500)
     }
 }
@@ -237,6 +251,11 @@ pub trait ChatBackend: Send + Sync {
         Vec::new()
     }
 
+    /// Which model answers, as `/status` and `doctor` name it.
+    fn describe(&self) -> String {
+        "a model server".into()
+    }
+
     /// Exact prompt tokens of a request, when the server can count them.
     async fn count_prompt(&self, _request: &ChatRequest) -> Option<usize> {
         None
@@ -264,11 +283,11 @@ pub struct ServerFacts {
     /// Every answering server is vLLM, so vLLM's extra fields (`chat_template_kwargs`) are
     /// understood.
     pub all_vllm: bool,
-    /// At least one server answered; facts from no answer are not worth remembering.
-    pub reported: bool,
-}
     /// Every answering server resumes a final assistant message itself (its wire form is the
     /// client's business), so a cut answer is continued in place rather than by instruction.
     pub native_resume: bool,
     /// The kind of server, when every answering one is the same kind.
     pub kind: Option<facts::ServerKind>,
+    /// At least one server answered; facts from no answer are not worth remembering.
+    pub reported: bool,
+}

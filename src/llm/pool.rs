@@ -91,7 +91,7 @@ fn retryable(e: &LlmError) -> bool {
         | LlmError::RateLimited { .. }
         | LlmError::StreamCut(_) => true,
         LlmError::Status { status, .. } => *status >= 500 || *status == 408,
-        LlmError::Protocol(_) | LlmError::AllDown { .. } => false,
+        LlmError::Protocol(_) | LlmError::AllDown { .. } | LlmError::ModelFile { .. } => false,
     }
 }
 
@@ -166,6 +166,17 @@ impl EndpointPool {
 impl ChatBackend for EndpointPool {
     fn health(&self) -> Vec<(String, bool)> {
         EndpointPool::health(self)
+    }
+
+    fn describe(&self) -> String {
+        let Some(first) = self.members.first() else {
+            return "no model server".into();
+        };
+        let servers = match self.members.len() {
+            1 => "its server".to_string(),
+            n => format!("{n} servers"),
+        };
+        format!("{} on {servers}", first.endpoint.model())
     }
 
     async fn health_check(&self) {

@@ -8,7 +8,10 @@
 //! model holds one key-value cache), and streams each decoded piece as it comes. A final
 //! assistant message is resumed natively: the prompt leaves it open.
 
+pub mod lazy;
 pub mod tokenizer;
+
+pub use lazy::LazyEmbedded;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -102,6 +105,11 @@ impl EmbeddedModel {
     /// The model file's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The context length the model was trained for (its GGUF's `llama.context_length`).
+    pub fn context_length(&self) -> u64 {
+        self.context
     }
 }
 
@@ -208,10 +216,10 @@ impl ChatBackend for EmbeddedModel {
             // The prompt is built here: a final assistant message is left open and resumed.
             native_resume: true,
             reported: true,
+            ..ServerFacts::default()
         }
     }
 
-            ..ServerFacts::default()
     async fn count_prompt(&self, request: &ChatRequest) -> Option<usize> {
         let prompt = tokenizer::chatml(&request.messages, request.continue_final);
         Some(self.tokenizer.encode(prompt.as_str(), false).ok()?.len())
