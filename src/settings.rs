@@ -827,6 +827,7 @@ mod tests {
     #[test]
     fn filter_and_think_defaults_follow_language_and_model() {
         let mut s = Settings::default();
+        s.reasoning.url = "http://localhost:8005/v1".into();
         assert_eq!(s.active_filter(), Script::CJK.to_vec());
         s.language = "Japanese".into();
         assert!(s.active_filter().is_empty());
