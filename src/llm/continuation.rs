@@ -149,6 +149,8 @@ pub struct Merge {
     indirect: bool,
     /// Anything emitted yet.
     emitted: bool,
+    /// Inside a fenced code block (where lines repeat legitimately: no sentence is dropped).
+    in_code: bool,
     /// Body: an announcement held until a sentence after it is kept (else it is dropped).
     announcement: Option<String>,
 }
@@ -164,15 +166,18 @@ impl Merge {
         let closed = ends_sentence(answer);
         let mut open_tail = String::new();
         mark_line_starts(trimmed, &prev, &mut prev_starts);
+        let mut in_code = false;
         for (i, (at, seg)) in segments.iter().enumerate() {
             let lead = seg.len() - seg.trim_start().len();
             if let Some(k) = prev.index_at(at + lead) {
                 prev_starts[k] = true;
             }
+            let code = in_code || has_fence(seg);
+            in_code ^= toggles_code(seg);
             let last = i + 1 == segments.len();
             if last && !closed {
                 open_tail = key(seg);
-            } else {
+            } else if !code {
                 insert_sentence(&mut seen, seg);
             }
         }
@@ -181,6 +186,7 @@ impl Merge {
                 .trim_end_matches(is_closer)
                 .ends_with(['.', '!', '?', ':']);
         Self {
+            in_code,
             seam_open: !open_tail.is_empty(),
             prev,
             prev_starts,
@@ -332,6 +338,12 @@ impl Merge {
     /// A complete sentence of the round, of which `released` bytes were already emitted.
     fn complete(&mut self, sentence: &str, released: usize, out: &mut String) {
         let seam = self.seam_open;
+        if self.in_code || has_fence(sentence) {
+            self.in_code ^= toggles_code(sentence);
+            self.seam_open = false;
+            self.emit(&sentence[released..], out);
+            return;
+        }
         let spans = echo_spans(sentence, false);
         let mut kept = String::new();
         let mut at = released;
@@ -378,6 +390,12 @@ impl Merge {
     fn release_partial(&mut self, out: &mut String) {
         let partial = &self.buf;
         if partial.len() == self.released || partial.trim().is_empty() {
+            return;
+        }
+        if self.in_code && !partial.contains('`') {
+            let text = partial[self.released..].to_string();
+            self.released = partial.len();
+            self.emit(&text, out);
             return;
         }
         if !echo_spans(partial, true).is_empty() || echo_tail(partial) {
@@ -564,7 +582,12 @@ impl Matcher {
         });
         self.matched += 1;
         if let Some(cand) = completed {
-            if n - cand.start >= MIN_OVERLAP || (self.starts[cand.start] && cand.exact) {
+            // A short overlap counts only as a sentence or line started over, word for word
+            // (a closing brace at a line start repeats by coincidence).
+            let short_ok = self.starts[cand.start]
+                && cand.exact
+                && self.prev[cand.start..].iter().any(|c| c.is_alphanumeric());
+            if n - cand.start >= MIN_OVERLAP || short_ok {
                 self.best = Some(end);
             }
         }
@@ -763,6 +786,16 @@ fn insert_sentence(seen: &mut BTreeSet<String>, sentence: &str) {
     if repeatable(&k) {
         seen.insert(k);
     }
+}
+
+/// `text` has a code fence.
+fn has_fence(text: &str) -> bool {
+    text.contains("```")
+}
+
+/// `text` opens or closes a fenced code block (an odd number of fences).
+fn toggles_code(text: &str) -> bool {
+    text.matches("```").count() % 2 == 1
 }
 
 /// `text` ends a sentence (or a line).

@@ -249,6 +249,18 @@ fn a_table_rule_may_repeat() {
 }
 
 #[test]
+fn code_lines_may_repeat_and_a_brace_is_not_an_overlap() {
+    let prev = "Two loops:\n\n```rust\nfor a in xs {\n    total += a;\n}\n";
+    let cont = "for b in ys {\n    total += b;\n    total += b;\n}\n```\n\nBoth add up.";
+    assert_eq!(merged(prev, &[cont]), format!("{prev}{cont}"));
+    let (by_char, _) = merged_by_char(prev, cont);
+    assert_eq!(by_char, format!("{prev}{cont}"));
+    // The answer was cut after a closing brace; the next one is new, not a repeat.
+    let prev = "```rust\nfn a() {\n    if x {\n        y();\n    }";
+    assert_eq!(merged(prev, &["\n}\n```"]), format!("{prev}\n}}\n```"));
+}
+
+#[test]
 fn cjk_restart_and_overlap() {
     let answer = "计费服务向客户开具发票。它记录每一笔付款。最后，它提醒客户逾期的发票。";
     let cut = answer.char_indices().nth(15).unwrap().0;
