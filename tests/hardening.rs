@@ -254,7 +254,8 @@ async fn slash_words_with_text_are_messages_and_clear_takes_everything_or_nothin
     let mut cmd = anchorbot(&dir, &llm.url);
     cmd.args(["chat", "--conversation", "c"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     {
         use tokio::io::AsyncWriteExt;

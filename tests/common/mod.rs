@@ -500,7 +500,8 @@ pub async fn files(data: &Path, url: &str, conv: &str) -> String {
     let mut cmd = anchorbot(data, url);
     cmd.args(["chat", "--conversation", conv])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"/files\n").await.unwrap();
