@@ -51,7 +51,10 @@ const RARE_WORDS: &[&str] = &[
 /// Phrases (lower case) that announce a continuation or a complete answer: a unit with one of
 /// them at the head of a round is chatter.
 const ANNOUNCEMENTS: &[&str] = &[
-    "continu",
+    "continuing from",
+    "continuing where",
+    "continuing the answer",
+    "continuing the response",
     "left off",
     "where it stopped",
     "where i stopped",
@@ -67,13 +70,13 @@ const ANNOUNCEMENTS: &[&str] = &[
     "rest of the",
     "remaining part",
     "remainder",
-    "fortsetz",
     "vollständige antwort",
-    "weiter geht",
-    "继续",
     "完整",
-    "続き",
 ];
+
+/// Words (lower case) of going on: in a clause ending with a colon at the head of a round
+/// ("Continuing:", "Sure, continuing:"), an announcement.
+const GOING_ON: &[&str] = &["continu", "fortsetz", "weiter", "继续", "続き"];
 
 /// Openers (lower case) of a generic preamble: chatter when a restart or an announcement
 /// follows, content otherwise.
@@ -217,7 +220,15 @@ impl Merge {
 
     /// The round ended: returns the rest to append.
     pub fn finish(mut self) -> String {
-        self.advance(true)
+        let mut out = self.advance(true);
+        // An announcement that ends the round leads into nothing: dropped if it opens a
+        // list or an answer ("…complete answer:"), kept if it is a sentence of its own.
+        if let Some(a) = self.announcement.take() {
+            if !a.trim_end().ends_with([':', '：']) {
+                self.emit(&a, &mut out);
+            }
+        }
+        out
     }
 
     /// The round's text not yet emitted (when the round turns out to be reasoning).
@@ -288,11 +299,12 @@ impl Merge {
                 self.tentative = None;
                 self.indirect = true;
                 let after = start + end;
-                if self.buf[after..unit_end].trim().is_empty() {
+                let rest = &self.buf[after..unit_end];
+                if rest.trim().is_empty() {
                     self.pos = unit_end;
                     continue;
                 }
-                return Some(after);
+                return Some(after + rest.len() - rest.trim_start().len());
             }
             match classify(unit) {
                 Chatter::Announcement => {
@@ -314,8 +326,8 @@ impl Merge {
 
     fn body(&mut self, finishing: bool, out: &mut String) {
         if !self.emitted && self.prev_ends_ws {
-            // The seam already has its whitespace.
-            let lead = self.buf.len() - self.buf.trim_start().len();
+            // The seam already has its space (a line break the round starts with is kept).
+            let lead = self.buf.len() - self.buf.trim_start_matches([' ', '\t']).len();
             self.buf.drain(..lead);
         }
         loop {
@@ -343,6 +355,16 @@ impl Merge {
             self.seam_open = false;
             self.emit(&sentence[released..], out);
             return;
+        }
+        if released == 0 {
+            if let Some(end) = lead_clause(sentence) {
+                if classify(&sentence[..end]) == Chatter::Announcement {
+                    // "Here is the complete answer: It is…": the lead-in goes with what
+                    // follows it.
+                    self.announcement = Some(sentence[..end].to_string());
+                    return self.complete(&sentence[end..], 0, out);
+                }
+            }
         }
         let spans = echo_spans(sentence, false);
         let mut kept = String::new();
@@ -622,7 +644,8 @@ fn classify(unit: &str) -> Chatter {
         return Chatter::Content;
     }
     let ends_colon = u.trim_end_matches(is_closer).ends_with([':', '：']);
-    let announces = ANNOUNCEMENTS.iter().any(|a| u.contains(a));
+    let announces = ANNOUNCEMENTS.iter().any(|a| u.contains(a))
+        || (ends_colon && GOING_ON.iter().any(|a| u.contains(a)));
     let opens = OPENERS.iter().any(|o| starts_with_phrase(&u, o));
     // A sentence like "The rest of the team agreed." is content: without a colon, only an
     // opener makes a unit chatter.
@@ -634,6 +657,17 @@ fn classify(unit: &str) -> Chatter {
     }
 }
 
+/// The end of a clause ending with a colon that leads a sentence (with the space after it).
+fn lead_clause(sentence: &str) -> Option<usize> {
+    let (i, c) = sentence
+        .char_indices()
+        .find(|&(_, c)| c == ':' || c == '：')?;
+    let after = i + c.len_utf8();
+    let rest = &sentence[after..];
+    let ws = rest.len() - rest.trim_start().len();
+    (c == '：' || ws > 0).then_some(after + ws)
+}
+
 /// `partial`, the start of a sentence, may still turn out to be chatter.
 fn may_be_chatter(partial: &str) -> bool {
     let u = partial.trim().to_lowercase();
@@ -641,6 +675,7 @@ fn may_be_chatter(partial: &str) -> bool {
         return false;
     }
     ANNOUNCEMENTS.iter().any(|a| u.contains(a))
+        || GOING_ON.iter().any(|a| u.contains(a))
         || OPENERS
             .iter()
             .any(|o| o.starts_with(u.as_str()) || starts_with_phrase(&u, o))

@@ -241,6 +241,42 @@ fn repeated_sentences_in_the_body_are_dropped_but_the_first_round_is_kept() {
 }
 
 #[test]
+fn an_announcement_mid_round_goes_only_with_a_restart() {
+    let prev = "It is due in May. ";
+    // Before new text it stays.
+    assert_eq!(
+        merged(prev, &["To continue, click Next. Then pay."]),
+        "It is due in May. To continue, click Next. Then pay."
+    );
+    // At the end of the round, a sentence of its own stays; a lead-in to nothing goes.
+    assert_eq!(
+        merged(prev, &["Then pay. To continue, click Next."]),
+        "It is due in May. Then pay. To continue, click Next."
+    );
+    assert_eq!(
+        merged(prev, &["Then pay. Here is the complete answer:"]).trim_end(),
+        "It is due in May. Then pay."
+    );
+    // Before a repeat it goes with the repeat.
+    assert_eq!(
+        merged(
+            prev,
+            &["Then pay. Here is the complete answer: It is due in May. Then pay."]
+        )
+        .trim_end(),
+        "It is due in May. Then pay."
+    );
+}
+
+#[test]
+fn a_paragraph_break_at_the_seam_is_kept() {
+    assert_eq!(
+        merged("First part. ", &["\n\nSecond part."]),
+        "First part. \n\nSecond part."
+    );
+}
+
+#[test]
 fn a_table_rule_may_repeat() {
     let prev = "| a | b |\n|---|---|\n| 1 | 2 |\n";
     let out = merged(prev, &["\n|---|---|\n| 3 | 4 |\n"]);
