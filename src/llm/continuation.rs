@@ -128,7 +128,7 @@ pub struct Merge {
     prev_starts: Vec<bool>,
     /// Keys of the complete sentences of the answer so far, and of those this round added.
     seen: BTreeSet<String>,
-    /// Key of the answer's last, unfinished sentence (empty when it ended a sentence).
+    /// The answer's last, unfinished sentence (empty when it ended a sentence).
     open_tail: String,
     /// The answer ends with whitespace (the round's leading whitespace is dropped).
     prev_ends_ws: bool,
@@ -179,7 +179,7 @@ impl Merge {
             in_code ^= toggles_code(seg);
             let last = i + 1 == segments.len();
             if last && !closed {
-                open_tail = key(seg);
+                open_tail = seg.trim_start().to_string();
             } else if !code {
                 insert_sentence(&mut seen, seg);
             }
@@ -190,7 +190,7 @@ impl Merge {
                 .ends_with(['.', '!', '?', ':']);
         Self {
             in_code,
-            seam_open: !open_tail.is_empty(),
+            seam_open: !key(&open_tail).is_empty(),
             prev,
             prev_starts,
             seen,
@@ -391,15 +391,16 @@ impl Merge {
         }
         let full = format!("{}{}", &sentence[..released], kept);
         let k = key(&full);
-        if released == 0 && repeatable(&k) && self.seen.contains(&k) {
+        // The sentence the answer was cut in, if this one completes it.
+        let joined = seam.then(|| key(&format!("{}{full}", self.open_tail)));
+        let repeat = |k: &String| repeatable(k) && self.seen.contains(k);
+        if released == 0 && (repeat(&k) || joined.as_ref().is_some_and(repeat)) {
             self.indirect = true;
             self.announcement = None;
             return;
         }
-        if seam {
-            // The sentence the answer was cut in, now whole.
-            self.seen
-                .insert(format!("{} {}", self.open_tail, k).trim().to_string());
+        if let Some(joined) = joined {
+            self.seen.insert(joined);
             self.seam_open = false;
         } else {
             insert_sentence(&mut self.seen, &full);
@@ -428,12 +429,14 @@ impl Merge {
             return;
         }
         let k = key(partial);
-        let may_repeat = self
-            .seen
-            .range(k.clone()..)
-            .next()
-            .is_some_and(|s| s.starts_with(&k));
-        if k.is_empty() || may_repeat {
+        let may_repeat = |k: &str| {
+            self.seen
+                .range(k.to_string()..)
+                .next()
+                .is_some_and(|s| s.starts_with(k))
+        };
+        let joined = self.seam_open && may_repeat(&key(&format!("{}{partial}", self.open_tail)));
+        if k.is_empty() || may_repeat(&k) || joined {
             return;
         }
         let text = partial[self.released..].to_string();

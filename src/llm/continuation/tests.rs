@@ -425,6 +425,9 @@ enum Shape {
     PreambleWhole(usize),
     Overlap(usize),
     Echo(usize),
+    FromSentence(usize),
+    /// Starting over, then writing something else after `usize` sentences.
+    Drift(usize),
 }
 
 const PREAMBLES: &[&str] = &[
@@ -450,10 +453,12 @@ fn shape() -> impl Strategy<Value = Shape> {
         (0..PREAMBLES.len()).prop_map(Shape::PreambleWhole),
         (0usize..200).prop_map(Shape::Overlap),
         (0..ECHOES.len()).prop_map(Shape::Echo),
+        (0usize..10).prop_map(Shape::FromSentence),
+        (0usize..6).prop_map(Shape::Drift),
     ]
 }
 
-fn case() -> impl Strategy<Value = (String, usize, Shape, usize)> {
+fn case() -> impl Strategy<Value = (String, usize, Shape, usize, String)> {
     (
         Just(VOCAB.to_vec()).prop_shuffle(),
         proptest::collection::vec(3usize..8, 2..6),
@@ -467,7 +472,18 @@ fn case() -> impl Strategy<Value = (String, usize, Shape, usize)> {
             let bounds: Vec<usize> = (1..answer.len())
                 .filter(|&k| answer.is_char_boundary(k) && !answer[..k].trim().is_empty())
                 .collect();
-            (answer, bounds[cut.index(bounds.len())], shape, chunk)
+            let cut = bounds[cut.index(bounds.len())];
+            if let Shape::Drift(n) = shape {
+                // Sentences the answer never had: words from the unused end of the vocabulary.
+                let restart: String = answer.split_sentence_bounds().take(n).collect();
+                let novel = answer_from(&words[words.len() - 10..], &[4, 5], &[0, 1]);
+                let cont = format!(
+                    "{restart}{}{novel}",
+                    if restart.is_empty() { "" } else { " " }
+                );
+                return (answer, cut, Shape::Drift(n), chunk, cont);
+            }
+            (answer, cut, shape, chunk, String::new())
         })
 }
 
@@ -480,7 +496,7 @@ proptest! {
     })]
 
     #[test]
-    fn the_merge_repeats_no_sentence_and_never_the_instruction((answer, cut, shape, chunk) in case()) {
+    fn the_merge_repeats_no_sentence_and_never_the_instruction((answer, cut, shape, chunk, drift) in case()) {
         let prev = &answer[..cut];
         let rest = &answer[cut..];
         let cont = match &shape {
@@ -498,6 +514,16 @@ proptest! {
                 format!("{}{rest}", &prev[starts[k % starts.len()]..])
             }
             Shape::Echo(i) => format!("{} {rest}", ECHOES[*i]),
+            Shape::Drift(_) => drift.clone(),
+            Shape::FromSentence(j) => {
+                // Starting over from a sentence at or before the one the cut is in.
+                let starts: Vec<usize> = answer
+                    .split_sentence_bound_indices()
+                    .map(|(at, _)| at)
+                    .filter(|&at| at < cut)
+                    .collect();
+                answer[starts[j % starts.len()]..].to_string()
+            }
         };
         let chars: Vec<char> = cont.chars().collect();
         let pieces: Vec<String> = chars.chunks(chunk).map(|c| c.iter().collect()).collect();
@@ -508,7 +534,13 @@ proptest! {
         prop_assert!(!lower.contains("length limit") && !lower.contains("where it stopped")
             && !lower.contains("previous reply") && !lower.contains("preamble"), "echo in {:?}", out);
         prop_assert!(out.starts_with(prev), "the first round changed: {:?}", out);
-        if let Shape::Echo(_) = shape {
+        if let Shape::Drift(_) = shape {
+            // Only the new sentences are added (the answer's cut sentence stays cut).
+            let novel = drift.split_sentence_bounds().filter(|s| !answer.contains(s.trim()));
+            for s in novel {
+                prop_assert!(out.contains(s.trim()), "{:?} lost from {:?}", s, out);
+            }
+        } else if let Shape::Echo(_) = shape {
             // After an echo, a word the answer was cut in reads as a new word: only
             // whitespace may differ.
             let bare = |t: &str| t.split_whitespace().collect::<String>();
