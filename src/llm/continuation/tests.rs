@@ -370,6 +370,37 @@ const VOCAB: &[&str] = &[
     "gecko", "heron", "jaguar", "marmot", "panda", "pelican",
 ];
 
+/// Chinese words with no character twice in the list, none of them in a preamble phrase.
+const VOCAB_ZH: &[&str] = &[
+    "苹果", "桥梁", "蜡烛", "海豚", "引擎", "森林", "花园", "港口", "岛屿", "水壶", "柠檬", "镜子",
+    "餐巾", "轨道", "铅笔", "火箭", "凉鞋", "天鹅", "毛毯", "仙人", "化石", "砂砾", "头盔", "靛蓝",
+    "拼图", "灯笼", "磁铁", "章鱼", "辣椒", "棉被", "浣熊", "顶针", "独角", "小提", "琴弦", "雨伞",
+    "风筝", "钥匙", "剪刀", "樱桃", "骆驼", "鹦鹉", "松鼠", "沙漠", "珍珠", "斑马", "蜜蜂", "橄榄",
+    "菠萝", "葡萄", "蘑菇", "螃蟹", "孔雀", "蝴蝶", "乌龟", "狐狸",
+];
+
+#[test]
+fn the_chinese_vocabulary_repeats_no_character() {
+    let mut seen = std::collections::HashSet::new();
+    for w in VOCAB_ZH {
+        for c in w.chars() {
+            assert!(seen.insert(c), "{c} repeats");
+            assert!(is_wide_char(c));
+        }
+    }
+    for phrase in ANNOUNCEMENTS.iter().chain(OPENERS).chain(GOING_ON) {
+        assert!(
+            !VOCAB_ZH
+                .iter()
+                .any(|w| phrase.contains(*w) || w.contains(phrase)),
+            "{phrase}"
+        );
+        for c in phrase.chars().filter(|c| is_wide_char(*c)) {
+            assert!(!seen.contains(&c), "{c} of {phrase}");
+        }
+    }
+}
+
 #[test]
 fn the_vocabulary_repeats_no_text() {
     let mut heads = std::collections::HashSet::new();
@@ -386,6 +417,7 @@ fn the_vocabulary_repeats_no_text() {
 
 /// An answer of distinct sentences built from a permutation of the vocabulary.
 fn answer_from(words: &[&str], lengths: &[usize], ends: &[u8]) -> String {
+    let wide = words[0].chars().all(is_wide_char);
     let mut out = String::new();
     let mut at = 0;
     for (i, &len) in lengths.iter().enumerate() {
@@ -393,7 +425,9 @@ fn answer_from(words: &[&str], lengths: &[usize], ends: &[u8]) -> String {
         at += len;
         let mut s = String::new();
         for (j, w) in ws.iter().enumerate() {
-            if j == 0 {
+            if wide {
+                s.push_str(w);
+            } else if j == 0 {
                 s.push_str(&w[..1].to_uppercase());
                 s.push_str(&w[1..]);
             } else {
@@ -401,13 +435,20 @@ fn answer_from(words: &[&str], lengths: &[usize], ends: &[u8]) -> String {
                 s.push_str(w);
             }
         }
-        s.push(match ends[i] % 3 {
-            0 => '.',
-            1 => '!',
-            _ => '?',
+        s.push(match (ends[i] % 3, wide) {
+            (0, false) => '.',
+            (1, false) => '!',
+            (_, false) => '?',
+            (0, true) => '。',
+            (1, true) => '！',
+            (_, true) => '？',
         });
         if i > 0 {
-            out.push_str(if ends[i] % 5 == 4 { "\n\n" } else { " " });
+            out.push_str(match (ends[i] % 5 == 4, wide) {
+                (true, _) => "\n\n",
+                (false, false) => " ",
+                (false, true) => "",
+            });
         }
         out.push_str(&s);
     }
@@ -435,6 +476,7 @@ const PREAMBLES: &[&str] = &[
     "Here is the completed response:\n\n",
     "Certainly!\n",
     "Of course. Here's the full answer:\n",
+    "好的！以下是完整的回答：\n",
 ];
 
 const ECHOES: &[&str] = &[
@@ -460,8 +502,11 @@ fn shape() -> impl Strategy<Value = Shape> {
 
 fn case() -> impl Strategy<Value = (String, usize, Shape, usize, String)> {
     (
-        Just(VOCAB.to_vec()).prop_shuffle(),
-        proptest::collection::vec(3usize..8, 2..6),
+        prop_oneof![
+            3 => Just(VOCAB.to_vec()).prop_shuffle(),
+            1 => Just(VOCAB_ZH.to_vec()).prop_shuffle(),
+        ],
+        proptest::collection::vec(3usize..7, 2..6),
         proptest::collection::vec(any::<u8>(), 6),
         any::<prop::sample::Index>(),
         shape(),
