@@ -331,8 +331,13 @@ impl Merge {
             self.buf.drain(..lead);
         }
         loop {
-            let mut bounds = self.buf.split_sentence_bound_indices().map(|(at, _)| at);
-            bounds.next();
+            // A boundary inside text already emitted (more text can change one) is ignored.
+            let released = self.released;
+            let mut bounds = self
+                .buf
+                .split_sentence_bound_indices()
+                .map(|(at, _)| at)
+                .filter(|&at| at > 0 && at >= released);
             let end = match bounds.next() {
                 Some(end) => end,
                 None if finishing && !self.buf.is_empty() => self.buf.len(),
@@ -353,7 +358,8 @@ impl Merge {
         if self.in_code || has_fence(sentence) {
             self.in_code ^= toggles_code(sentence);
             self.seam_open = false;
-            self.emit(&sentence[released..], out);
+            let kept = without_spans(sentence, released, &echo_spans(sentence, false));
+            self.emit(&kept, out);
             return;
         }
         if released == 0 {
@@ -367,16 +373,7 @@ impl Merge {
             }
         }
         let spans = echo_spans(sentence, false);
-        let mut kept = String::new();
-        let mut at = released;
-        for &(s, e) in &spans {
-            if e <= at {
-                continue;
-            }
-            kept.push_str(&sentence[at..s.max(at)]);
-            at = e;
-        }
-        kept.push_str(&sentence[at..]);
+        let kept = without_spans(sentence, released, &spans);
         if !spans.is_empty() {
             // What is left beside an echo is its preamble, or nothing.
             let whole = format!("{}{kept}", &sentence[..released]);
@@ -415,13 +412,13 @@ impl Merge {
         if partial.len() == self.released || partial.trim().is_empty() {
             return;
         }
+        if !echo_spans(partial, true).is_empty() || echo_tail(partial) {
+            return;
+        }
         if self.in_code && !partial.contains('`') {
             let text = partial[self.released..].to_string();
             self.released = partial.len();
             self.emit(&text, out);
-            return;
-        }
-        if !echo_spans(partial, true).is_empty() || echo_tail(partial) {
             return;
         }
         // A clause before a colon may lead into an echo or a restart.
@@ -824,6 +821,21 @@ fn insert_sentence(seen: &mut BTreeSet<String>, sentence: &str) {
     if repeatable(&k) {
         seen.insert(k);
     }
+}
+
+/// `sentence` from byte `from` on, without the `spans`.
+fn without_spans(sentence: &str, from: usize, spans: &[(usize, usize)]) -> String {
+    let mut kept = String::new();
+    let mut at = from;
+    for &(s, e) in spans {
+        if e <= at {
+            continue;
+        }
+        kept.push_str(&sentence[at..s.max(at)]);
+        at = e;
+    }
+    kept.push_str(&sentence[at..]);
+    kept
 }
 
 /// `text` has a code fence.

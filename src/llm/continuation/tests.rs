@@ -613,3 +613,31 @@ limit. Continue it exactly where it stopped.";
         "The fee is due. Here is why: the contract says so."
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2000),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Any text, cut anywhere: no panic, and what a round adds never contains the instruction.
+    #[test]
+    fn the_merge_takes_any_text(
+        prev in "[a-zA-Zé世 .:!?\n`]{1,60}",
+        chunks in proptest::collection::vec(
+            prop_oneof![
+                "[a-zA-Zé世 .:!?\n`*|-]{0,12}",
+                Just(CONTINUE_PROMPT.to_string()),
+                Just("Sure! Here is the complete answer:".to_string()),
+                Just("```".to_string()),
+            ],
+            0..10,
+        ),
+    ) {
+        let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        let out = merged(&prev, &refs);
+        prop_assert!(out.starts_with(&prev));
+        prop_assert!(!out[prev.len()..].contains("length limit"), "{:?}", out);
+    }
+}
