@@ -624,10 +624,10 @@ proptest! {
     /// Any text, cut anywhere: no panic, and what a round adds never contains the instruction.
     #[test]
     fn the_merge_takes_any_text(
-        prev in "[a-zA-Zé世 .:!?\n`]{1,60}",
+        prev in "[a-zA-Zé世界 .:!?。：\n`]{1,60}",
         chunks in proptest::collection::vec(
             prop_oneof![
-                "[a-zA-Zé世 .:!?\n`*|-]{0,12}",
+                "[a-zA-Zé世界 .:!?。：\n`*|-]{0,12}",
                 Just(CONTINUE_PROMPT.to_string()),
                 Just("Sure! Here is the complete answer:".to_string()),
                 Just("```".to_string()),
