@@ -87,8 +87,14 @@ impl EmbeddedModel {
             Some(gguf_file::Value::U32(n)) => u64::from(*n),
             _ => 2048,
         };
-        let weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-            .map_err(|e| EmbeddedError::Format(e.to_string()))?;
+        let format = |e: candle_core::Error| EmbeddedError::Format(e.to_string());
+        let weights = match widened(&content, &mut file).map_err(format)? {
+            Some(mut wide) => {
+                let content = gguf_file::Content::read(&mut wide).map_err(format)?;
+                ModelWeights::from_gguf(content, &mut wide, &Device::Cpu).map_err(format)?
+            }
+            None => ModelWeights::from_gguf(content, &mut file, &Device::Cpu).map_err(format)?,
+        };
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -111,6 +117,51 @@ impl EmbeddedModel {
     pub fn context_length(&self) -> u64 {
         self.context
     }
+}
+
+/// The most a model may weigh once widened to 32-bit floats (about 330M parameters).
+const WIDEN_LIMIT_BYTES: u64 = 1 << 30;
+
+/// A small model rewritten with 16-bit float weights (an in-memory GGUF), which candle then
+/// multiplies as plain 32-bit tensors; `None` for a model too big to widen, which runs quantized.
+///
+/// candle's quantized kernels use SIMD only when the build targets AVX2 (`-C target-cpu`),
+/// which a portable build does not: SmolLM2's Q4_1 weights then go through scalar code, and the
+/// first token of a 600-token prompt took about five times longer than with float weights,
+/// which candle multiplies with `gemm` (SIMD chosen at run time). Decoding speed is about the
+/// same either way; memory grows from ~100 MB to ~540 MB for a 135M model.
+fn widened(
+    content: &gguf_file::Content,
+    file: &mut std::fs::File,
+) -> candle_core::Result<Option<std::io::Cursor<Vec<u8>>>> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let params: u64 = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.elem_count() as u64)
+        .sum();
+    if params * 4 > WIDEN_LIMIT_BYTES {
+        return Ok(None);
+    }
+    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
+    for name in content.tensor_infos.keys() {
+        let t = content.tensor(file, name, &Device::Cpu)?;
+        let t = match t.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => t,
+            _ => QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::F16)?,
+        };
+        tensors.push((name.as_str(), t));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &refs)?;
+    out.set_position(0);
+    Ok(Some(out))
 }
 
 /// A generation failure as the pipeline sees it.
