@@ -393,10 +393,12 @@ async fn chat(
     notices: NoticeLine,
 ) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
+    // Named once, at the start of an interactive session (a warning line names it too); piped
+    // sessions keep stderr for what the user must read.
     if interactive {
         eprintln!("anchorbot — conversation {conversation:?}. /help lists commands, /quit leaves.");
+        eprintln!("Log: {}", notices.log().display());
     }
-    eprintln!("Log: {}", notices.log().display());
     let platform = Arc::new(ConsolePlatform::stdout().with_reasoning(show_reasoning));
     let console = Console::new(
         conversation,

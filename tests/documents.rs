@@ -520,7 +520,9 @@ async fn a_crash_mid_ingest_is_marked_incomplete_and_resumes() {
     cmd.env("ANCHORBOT_DOCUMENTS_OCR_CONCURRENCY", "1")
         .env("ANCHORBOT_DOCUMENTS_EMBED_BATCH", "1")
         .args(["ingest", "--conversation", "k"])
-        .arg(&pdf);
+        .arg(&pdf)
+        // Killed mid-way: its progress lines are nobody's to read.
+        .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
     // Wait until some pages are stored, then kill -9.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -263,7 +263,8 @@ async fn pages_reported_before_a_crash_are_kept_and_sharing_again_resumes() {
     })
     .await;
     let mut cmd = ingest(&data, &llm.url, "k");
-    cmd.arg(&pdf);
+    // Killed mid-way: its progress lines are nobody's to read.
+    cmd.arg(&pdf).stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // With one page in flight, page 3 is asked for only after page 2 is committed.

@@ -19,6 +19,8 @@ struct Chat {
     stdin: Option<ChildStdin>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// `chat` writes its log here, not to stderr.
+    log: std::path::PathBuf,
 }
 
 impl Chat {
@@ -65,6 +67,7 @@ impl Chat {
             stdin,
             stdout,
             stderr,
+            log: data.join("logs").join("anchorbot.log"),
         }
     }
 
@@ -81,8 +84,10 @@ impl Chat {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// What it wrote to stderr, then its log file so far.
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        self.stderr.lock().unwrap().clone() + &log
     }
 
     /// Waits (up to 30 s) until `what` returns something.
