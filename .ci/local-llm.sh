@@ -22,10 +22,11 @@
 #     did typing_extensions). The venv is isolated, not --system-site-packages: its pinned
 #     dependencies then never mix with whatever versions the system happens to have. llama.cpp
 #     is built portable (GGML_NATIVE=OFF: AVX2/FMA, no AVX-512 or AMX kernels; CMAKE_ARGS
-#     overrides it): the native build of llama-cpp-python 0.3.36 on this Xeon (AMX_INT8) served
-#     one request and then crashed (SIGSEGV in llama_decode) on the first chat completion. Building llama.cpp takes about 5 minutes on 2 cores
-#     and needs a C++ compiler (Debian build-essential); `python3 -m venv` needs Debian's
-#     python3-venv, installed here (like .ci/setup.sh does) when it is missing.
+#     overrides it): the native build of llama-cpp-python 0.3.36 on this Xeon (AMX_INT8)
+#     crashed (SIGSEGV in llama_decode) on its first chat completion. Building llama.cpp takes
+#     about 5 minutes on 2 idle cores and needs a C++ compiler (Debian build-essential);
+#     `python3 -m venv` needs Debian's python3-venv, installed here (as .ci/setup.sh installs
+#     its tools) when it is missing.
 #
 # --interrupt_requests False: by default the server ends an open stream with a bare [DONE] as
 # soon as any other request arrives, so two conversations would cut each other's answers off;
