@@ -382,7 +382,7 @@ fn chat_log(settings: &Settings, logging: &ops::logging::Logging) -> NoticeLine 
             PathBuf::from("standard error")
         }
     };
-    NoticeLine::new(logging.notices().clone(), path)
+    NoticeLine::new(logging.collect_notices().clone(), path)
 }
 
 async fn chat(

@@ -292,7 +292,7 @@ impl Logging {
     }
 
     /// Starts collecting the warnings a console user must act on, and returns them.
-    pub fn notices(&self) -> &Notices {
+    pub fn collect_notices(&self) -> &Notices {
         self.notices.enable();
         &self.notices
     }
@@ -301,7 +301,7 @@ impl Logging {
 /// Installs the global subscriber: `filter` (an `EnvFilter` directive), `format`, standard
 /// error (until [`Logging::to_file`]), redaction by the returned [`Logging::redactor`] (fill it
 /// once the settings are read), and the notice collector (idle until
-/// [`Logging::notices`]), which sees every WARN and ERROR whatever `filter` says.
+/// [`Logging::collect_notices`]), which sees every WARN and ERROR whatever `filter` says.
 pub fn init(filter: &str, format: LogFormat, ansi: bool) -> Logging {
     let redactor = Redactor {
         json: format == LogFormat::Json,
