@@ -26,9 +26,14 @@ const SUMMARY_MAX_TOKENS: usize = 4096;
 /// holding the model for minutes.
 const PLAIN_SUMMARY_MAX_TOKENS: usize = 1024;
 
-/// What a summary answer starts with; a model that can resume an assistant message is handed
-/// it, so even a 135M model writes the summary rather than prose about it.
-const SUMMARY_LEAD: &str = "SUMMARY:";
+/// How a summary answer from the embedded model starts: SmolLM2-135M handed this writes the
+/// summary itself, where asked for the `SUMMARY:`/`FACTS:` form it copied the form's
+/// description every time.
+const SUMMARY_LEAD: &str = "SUMMARY: In this conversation,";
+
+/// The request to a model that is handed [`SUMMARY_LEAD`]: plain words, no form to copy.
+const PLAIN_SUMMARY_ASK: &str = "Summarize the conversation above in two or three sentences, \
+keeping decisions, names, numbers and open questions.";
 
 /// The most turns a failed summarization waits before the next attempt.
 const MAX_BACKOFF_TURNS: u64 = 32;
@@ -48,6 +53,9 @@ pub enum Rejection {
     /// No `SUMMARY:` part with text (an empty answer, a refusal, prose).
     #[error("the answer had no SUMMARY part")]
     NoSummary,
+    /// The summary only repeats the request's own words (a small model copying the form).
+    #[error("the summary only repeated the request")]
+    Echo,
 }
 
 /// Summarization failures; none of them lose data.
@@ -152,13 +160,20 @@ impl Engine {
         let mut request = summary_request(&self.settings.language, &anchor, fold, merge_all);
         let facts = self.facts().await;
         let think_start = self.settings.reasoning.think_start();
-        // Small instruct models rarely keep to the form on request alone, so where the server
-        // resumes a final assistant message, the answer is begun for them. Not for models that
-        // think first: a resumed message gives them no room to, and vLLM's reasoning parser
-        // would label the whole answer as reasoning.
+        // The embedded model is a 135M one: asked for the SUMMARY/FACTS form, it copies the
+        // form's description. Handed the start of a summary and a plain request, it writes one
+        // (facts are then left to larger models). A server's model keeps the form, since it
+        // also gives the key facts.
         let lead = think_start == ThinkStart::Outside
+            && facts.context_source == crate::llm::facts::ContextSource::Embedded
             && self.continuation_style().await != ContinuationStyle::Instruction;
         if lead {
+            if let Some(user) = request.messages.last_mut() {
+                if let Some(form) = user.content.find(FORM_ASK) {
+                    user.content.truncate(form);
+                    user.content.push_str(PLAIN_SUMMARY_ASK);
+                }
+            }
             request
                 .messages
                 .push(ChatMessage::new(Role::Assistant, SUMMARY_LEAD));
@@ -181,10 +196,23 @@ impl Engine {
         // vLLM passes chat_template_kwargs to the template: Qwen3 then skips its reasoning.
         request.thinking_off = facts.all_vllm;
         let mut done = self.llm.complete(&request).await?;
-        if lead && !done.content.trim_start().to_ascii_lowercase().starts_with("summary:") {
+        if lead && done.content.split_whitespace().count() < 3 {
+            // Only the lead's own words would remain: nothing was summarized.
+            return Err(Rejection::NoSummary.into());
+        }
+        if lead
+            && !done
+                .content
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("summary:")
+        {
             done.content = format!("{SUMMARY_LEAD} {}", done.content.trim_start());
         }
         let (summary, new_facts) = accept_summary(&done, think_start)?;
+        if echoes_the_request(&summary, &request) {
+            return Err(Rejection::Echo.into());
+        }
         // Memory is re-injected into every prompt: keep filtered scripts out of it too.
         let mut filter = ScriptFilter::new(&self.settings.active_filter());
         let summary = filter.push(&summary).trim().to_string();
@@ -295,11 +323,8 @@ pub fn summary_request(
             e.author.display_name, e.query, e.answer
         ));
     }
-    user.push_str(
-        "\nReply in exactly this form and nothing else:\n\
-         SUMMARY: one paragraph keeping decisions, names, numbers and open questions.\n\
-         FACTS:\n- one durable fact per line (names, numbers, decisions, preferences)",
-    );
+    user.push('\n');
+    user.push_str(FORM_ASK);
     ChatRequest {
         messages: vec![
             ChatMessage::new(
@@ -312,6 +337,33 @@ pub fn summary_request(
         temperature: Some(0.2),
         ..Default::default()
     }
+}
+
+/// The end of a summarization request: the form the answer takes.
+const FORM_ASK: &str = "Reply in exactly this form and nothing else:\n\
+     SUMMARY: one paragraph keeping decisions, names, numbers and open questions.\n\
+     FACTS:\n- one durable fact per line (names, numbers, decisions, preferences)";
+
+/// Whether `summary` is only words of the request itself (its form, its instructions, or a
+/// turn copied back), which would replace real turns with nothing new.
+fn echoes_the_request(summary: &str, request: &ChatRequest) -> bool {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let summary = norm(summary.trim_end_matches('.'));
+    let asked = request
+        .messages
+        .iter()
+        .filter(|m| m.role != Role::Assistant)
+        .map(|m| norm(&m.content))
+        .collect::<Vec<_>>()
+        .join(" ")
+        + " "
+        + &norm(FORM_ASK);
+    summary.is_empty() || asked.contains(&summary)
 }
 
 /// Reads `SUMMARY: … FACTS: - …` from a model answer (reasoning already removed), tolerating
@@ -448,6 +500,31 @@ mod tests {
             accept_summary(&apart, ThinkStart::Inside).unwrap().0,
             "kept"
         );
+    }
+
+    #[test]
+    fn a_summary_that_copies_the_request_is_an_echo() {
+        let anchor = Anchor::default();
+        let request = ChatRequest {
+            messages: vec![
+                ChatMessage::new(Role::System, SUMMARY_MARKER),
+                ChatMessage::new(
+                    Role::User,
+                    format!("Conversation to summarize:\nann: We pick plan B.\n\n{FORM_ASK}"),
+                ),
+            ],
+            ..summary_request("English", &anchor, 0, false)
+        };
+        // What SmolLM2 wrote when asked for the form.
+        assert!(echoes_the_request(
+            "one paragraph keeping decisions, names, numbers and open questions.",
+            &request
+        ));
+        assert!(echoes_the_request("ann: We pick   plan B", &request));
+        assert!(!echoes_the_request(
+            "In this conversation, Ann chose plan B.",
+            &request
+        ));
     }
 
     #[test]
