@@ -168,8 +168,7 @@ async fn embedded_model(ep: &crate::settings::Endpoint, budget: usize) -> Check 
     let name = format!("reasoning model (embedded) {}", path.display());
     let file = path.clone();
     let loaded =
-        tokio::task::spawn_blocking(move || crate::llm::embedded::EmbeddedModel::load(&file))
-            .await;
+        tokio::task::spawn_blocking(move || crate::llm::embedded::EmbeddedModel::load(&file)).await;
     match loaded {
         Ok(Ok(model)) => {
             let context = model.context_length();

@@ -465,7 +465,10 @@ async fn doctor_reports_endpoints_and_models() {
         vision.starts_with("[warn]") && vision.contains("read with tesseract meanwhile"),
         "{vision}"
     );
-    assert!(ok, "a missing vision endpoint alone must not fail doctor:\n{out}");
+    assert!(
+        ok,
+        "a missing vision endpoint alone must not fail doctor:\n{out}"
+    );
     // Settings are printed as written, not as the f64 nearest to the f32.
     assert!(out.contains("\nlexical_bonus = 0.05\n"), "{out}");
     assert!(out.contains("\nlexical_weight = 1.0\n"), "{out}");

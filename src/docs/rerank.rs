@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
 use crate::llm::facts::FactsCache;
+use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, Completion, LlmError, Role};
 use crate::retrieval::Passage;
 

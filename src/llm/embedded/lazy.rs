@@ -124,7 +124,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing.gguf");
         let lazy = LazyEmbedded::new(path.clone());
-        assert_eq!(lazy.health(), vec![("embedded: missing.gguf".into(), false)]);
+        assert_eq!(
+            lazy.health(),
+            vec![("embedded: missing.gguf".into(), false)]
+        );
         let request = ChatRequest {
             messages: vec![ChatMessage::new(Role::User, "hi")],
             max_tokens: 4,
@@ -136,7 +139,11 @@ mod tests {
         };
         assert!(matches!(e, LlmError::ModelFile { .. }), "{e:?}");
         assert!(e.to_string().contains("missing.gguf"), "{e}");
-        assert!(e.user_reason().contains(".ci/setup.sh"), "{}", e.user_reason());
+        assert!(
+            e.user_reason().contains(".ci/setup.sh"),
+            "{}",
+            e.user_reason()
+        );
         assert!(!lazy.facts().await.reported);
         // Not remembered as failed: a file that appears later is tried (and here refused as
         // not a GGUF model, which is again a clear error rather than a panic).
