@@ -128,8 +128,10 @@ const WIDEN_LIMIT_BYTES: u64 = 1 << 30;
 /// candle's quantized kernels use SIMD only when the build targets AVX2 (`-C target-cpu`),
 /// which a portable build does not: SmolLM2's Q4_1 weights then go through scalar code, and the
 /// first token of a 600-token prompt took about five times longer than with float weights,
-/// which candle multiplies with `gemm` (SIMD chosen at run time). Decoding speed is about the
-/// same either way; memory grows from ~100 MB to ~540 MB for a 135M model.
+/// which candle multiplies with `gemm` (SIMD chosen at run time). Decoding is slower widened
+/// (11 against 18 tokens/s for SmolLM2), but every prompt carries the system prompt and memory,
+/// so a turn is faster overall; memory grows from ~100 MB to ~540 MB for a 135M model
+/// (`BENCHMARKS.md`, "Embedded model").
 fn widened(
     content: &gguf_file::Content,
     file: &mut std::fs::File,
