@@ -178,24 +178,19 @@ impl OpenAiEndpoint {
     /// `GET {root}/{path}` as JSON, `None` on any failure (the route is optional).
     async fn get_root(&self, path: &str) -> Option<serde_json::Value> {
         let url = format!("{}/{path}", facts::root_of(&self.cfg.url));
-        let resp = self
-            .authorize(self.http.get(url))
-            .timeout(self.probe_timeout())
-            .send()
-            .await
-            .ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        resp.json().await.ok()
+        self.root_json(self.http.get(url)).await
     }
 
     /// `POST {root}/{path}` with a JSON body, `None` on any failure (the route is optional).
     async fn post_root(&self, path: &str, body: serde_json::Value) -> Option<serde_json::Value> {
         let url = format!("{}/{path}", facts::root_of(&self.cfg.url));
+        self.root_json(self.http.post(url).json(&body)).await
+    }
+
+    /// Sends a probe of an optional route and reads its JSON; `None` on any failure.
+    async fn root_json(&self, rb: reqwest::RequestBuilder) -> Option<serde_json::Value> {
         let resp = self
-            .authorize(self.http.post(url))
-            .json(&body)
+            .authorize(rb)
             .timeout(self.probe_timeout())
             .send()
             .await
