@@ -27,11 +27,6 @@ impl Engine {
         self.facts = facts;
     }
 
-    /// The server-facts cache (to hand to the reranker).
-    pub fn facts_cache(&self) -> &Arc<FactsCache> {
-        &self.facts
-    }
-
     /// What the reasoning servers report about themselves (see [`FactsCache::get`]).
     pub(super) async fn facts(&self) -> ServerFacts {
         self.facts.get().await

@@ -14,7 +14,6 @@ use super::Engine;
 use crate::llm::lang_filter::ScriptFilter;
 use crate::llm::prompt;
 use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
-use crate::llm::turn::ContinuationStyle;
 use crate::llm::{ChatMessage, ChatRequest, Completion, FinishReason, LlmError, Role};
 use crate::store::{now_ms, Anchor, StoreError, Summary, SummaryHold};
 
@@ -157,23 +156,18 @@ impl Engine {
         }
         // Past the cap, every earlier summary is merged into the new one.
         let merge_all = anchor.summaries.len() + 1 > self.settings.max_summaries;
-        let mut request = summary_request(&self.settings.language, &anchor, fold, merge_all);
         let facts = self.facts().await;
         let think_start = self.settings.reasoning.think_start();
         // The embedded model is a 135M one: asked for the SUMMARY/FACTS form, it copies the
         // form's description. Handed the start of a summary and a plain request, it writes one
-        // (facts are then left to larger models). A server's model keeps the form, since it
-        // also gives the key facts.
+        // (facts are then left to larger models); it resumes a final assistant message itself.
+        // A server's model keeps the form, since it also gives the key facts.
         let lead = think_start == ThinkStart::Outside
-            && facts.context_source == crate::llm::facts::ContextSource::Embedded
-            && self.continuation_style().await != ContinuationStyle::Instruction;
+            && facts.context_source == crate::llm::facts::ContextSource::Embedded;
+        let ask = if lead { PLAIN_SUMMARY_ASK } else { FORM_ASK };
+        let mut request =
+            summary_request_asking(&self.settings.language, &anchor, fold, merge_all, ask);
         if lead {
-            if let Some(user) = request.messages.last_mut() {
-                if let Some(form) = user.content.find(FORM_ASK) {
-                    user.content.truncate(form);
-                    user.content.push_str(PLAIN_SUMMARY_ASK);
-                }
-            }
             request
                 .messages
                 .push(ChatMessage::new(Role::Assistant, SUMMARY_LEAD));
@@ -301,6 +295,17 @@ pub fn summary_request(
     fold: usize,
     merge_all: bool,
 ) -> ChatRequest {
+    summary_request_asking(language, anchor, fold, merge_all, FORM_ASK)
+}
+
+/// The same, ending with `ask` (the form, or the embedded model's plain request).
+fn summary_request_asking(
+    language: &str,
+    anchor: &Anchor,
+    fold: usize,
+    merge_all: bool,
+    ask: &str,
+) -> ChatRequest {
     let mut user = String::new();
     if merge_all && !anchor.summaries.is_empty() {
         user.push_str("Earlier summaries, to merge into the new one:\n");
@@ -324,7 +329,7 @@ pub fn summary_request(
         ));
     }
     user.push('\n');
-    user.push_str(FORM_ASK);
+    user.push_str(ask);
     ChatRequest {
         messages: vec![
             ChatMessage::new(
@@ -360,9 +365,7 @@ fn echoes_the_request(summary: &str, request: &ChatRequest) -> bool {
         .filter(|m| m.role != Role::Assistant)
         .map(|m| norm(&m.content))
         .collect::<Vec<_>>()
-        .join(" ")
-        + " "
-        + &norm(FORM_ASK);
+        .join(" ");
     summary.is_empty() || asked.contains(&summary)
 }
 
