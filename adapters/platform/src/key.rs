@@ -16,11 +16,11 @@
 //! they did before this form existed. [`FromStr`] accepts exactly the strings [`fmt::Display`]
 //! prints, so a key and its string convert both ways without loss.
 //!
-//! Stored keys are unchanged by this form: the sled store keys anchors and documents by this
-//! string, and anchorbot never built a key with a thread but no workspace (the console, the
-//! only adapter so far, has neither), so no stored string was printed by that combination and
-//! every stored two-part key still parses as the workspace and channel it was written for. No
-//! migration is needed.
+//! Stored keys are unchanged by this form: every backend keys anchors and documents by this
+//! string, and before this form no adapter built a key with a thread but no workspace (the
+//! console, the only adapter then, has neither). So no stored string was printed by that
+//! combination, every stored two-part key still parses as the workspace and channel it was
+//! written for, and no migration was needed.
 
 use std::fmt;
 use std::str::FromStr;
