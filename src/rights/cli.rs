@@ -245,13 +245,17 @@ pub async fn store_copy(
     to: &str,
     force: bool,
 ) -> Result<ExitCode, RightsError> {
-    let source = Location::Sled(settings.data_dir.clone());
+    // The data directory's embedded store, then the database at `to`.
+    let source = Location::new(&settings.data_dir, None);
     if !source.exists() {
         return Err(RightsError::NoStore {
             path: settings.data_dir.clone(),
         });
     }
-    let target = Location::Postgres(secrecy::SecretString::from(to.to_string()));
+    let target = Location::new(
+        &settings.data_dir,
+        Some(&secrecy::SecretString::from(to.to_string())),
+    );
     let from = source.open().await?;
     let into = target.open().await?;
     let mut last = std::time::Instant::now();
