@@ -54,10 +54,7 @@ async fn run() {
     for a in adapters {
         app = app.with_adapter(a);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = running::RunningApp::start(app);
     assert!(discord.wait_ready(Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("\n== {TOKENS}-token answer in a DM, a token every {TOKEN_GAP:?}, {RUNS} runs");
@@ -109,6 +106,5 @@ async fn run() {
             by_route
         );
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    app.stop_quietly().await;
 }

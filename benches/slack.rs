@@ -103,10 +103,7 @@ async fn path(name: &str, streaming: bool) {
     for a in adapters {
         app = app.with_adapter(a);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = running::RunningApp::start(app);
     assert!(slack.wait_connections(1, Duration::from_secs(30)).await);
     println!("\n== {name}: {TOKENS}-token answer, a token every {TOKEN_GAP:?}, {RUNS} runs");
     for run in 0..RUNS {
@@ -170,6 +167,5 @@ async fn path(name: &str, streaming: bool) {
             by_method
         );
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    app.stop_quietly().await;
 }

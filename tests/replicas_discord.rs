@@ -299,20 +299,6 @@ async fn app_on(
     (app, platform)
 }
 
-/// Runs `app` until the sender fires.
-fn run(
-    app: anchorbot::App,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    (tx, task)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_holder_that_stops_gives_the_gateway_to_the_standby_at_once() {
     let Some(db) = pg::database().await else {
@@ -330,7 +316,7 @@ async fn a_holder_that_stops_gives_the_gateway_to_the_standby_at_once() {
 
     let (first, first_platform) = app_on(&tmp.path().join("a"), &llm.url, &discord, &db).await;
     let first_id = first.engine().replica().to_string();
-    let (stop_first, first_task) = run(first);
+    let first = running::RunningApp::start(first);
     assert!(discord.wait_ready(WAIT).await, "no gateway session");
     assert_eq!(
         storage.leases.holder(&lease).await.unwrap().as_deref(),
@@ -338,7 +324,7 @@ async fn a_holder_that_stops_gives_the_gateway_to_the_standby_at_once() {
     );
     let (second, second_platform) = app_on(&tmp.path().join("b"), &llm.url, &discord, &db).await;
     let second_id = second.engine().replica().to_string();
-    let (stop_second, second_task) = run(second);
+    let second = running::RunningApp::start(second);
     wait_for(
         "the second replica never stood by",
         WAIT,
@@ -350,12 +336,7 @@ async fn a_holder_that_stops_gives_the_gateway_to_the_standby_at_once() {
     assert!(!second_platform.connected());
     assert_eq!(discord.sessions_started(), 1);
 
-    let _ = stop_first.send(());
-    tokio::time::timeout(WAIT, first_task)
-        .await
-        .expect("the first replica did not stop")
-        .unwrap()
-        .unwrap();
+    first.stop_within(WAIT, "the first replica").await;
     // Given up at shutdown: not the first's any more (without it, the lease would be the
     // first's for another 15 s).
     assert_ne!(
@@ -383,12 +364,7 @@ async fn a_holder_that_stops_gives_the_gateway_to_the_standby_at_once() {
     ask(&discord, dm, "who holds the gateway?").await;
     assert_eq!(answers(&discord, dm, "who holds the gateway?").len(), 1);
     assert_eq!(turns_about(&llm, "who holds the gateway?"), 1);
-    let _ = stop_second.send(());
-    tokio::time::timeout(WAIT, second_task)
-        .await
-        .expect("the second replica did not stop")
-        .unwrap()
-        .unwrap();
+    second.stop_within(WAIT, "the second replica").await;
     assert_eq!(storage.leases.holder(&lease).await.unwrap(), None);
     assert_eq!(discord.most_ready_connections(), 1);
 }

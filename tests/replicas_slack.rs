@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::isolated::Isolated;
+use common::running::RunningApp;
 use common::slack::{FakeSlack, FakeSlackConfig};
 use common::*;
 use secrecy::SecretString;
@@ -20,8 +21,7 @@ use secrecy::SecretString;
 /// One replica: an `App` with the Slack adapter in its own runtime.
 struct Replica {
     process: Isolated,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), anchorbot::AppError>>>,
+    app: RunningApp,
 }
 
 impl Replica {
@@ -35,38 +35,28 @@ impl Replica {
         s.database_url = Some(db.url.clone());
         let before = slack.connections_opened();
         let process = Isolated::new();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = process.spawn(async move {
-            let mut app = anchorbot::App::build(s.clone()).await?;
-            for a in anchorbot::adapters::configured_on(&s, app.storage()).unwrap() {
-                app = app.with_adapter(a);
-            }
-            app.run_until_stopped(async {
-                let _ = rx.await;
+        let app = RunningApp::spawn(|stopped| {
+            process.spawn(async move {
+                let mut app = anchorbot::App::build(s.clone()).await?;
+                for a in anchorbot::adapters::configured_on(&s, app.storage()).unwrap() {
+                    app = app.with_adapter(a);
+                }
+                app.run_until_stopped(stopped).await
             })
-            .await
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         while slack.connections_opened() <= before {
             assert!(Instant::now() < deadline, "no Socket Mode connection");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self {
-            process,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Self { process, app }
     }
 
     /// Stops the replica and waits for it to drain.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("the replica did not stop")
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.app
+            .stop_within(running::STOP_WAIT, "the replica")
+            .await;
     }
 
     /// Ends the replica where it stands, as `kill -9` would.

@@ -427,10 +427,7 @@ async fn readiness_waits_for_the_socket_mode_connection() {
         .expect("metrics.listen was set");
     // Not `SlackApp::start`, which waits for the connection: readiness is watched from the
     // moment the app starts.
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
+    let app = running::RunningApp::start(app);
     wait_ready(ops, |body| {
         assert!(
             body.contains("slack"),
@@ -440,10 +437,5 @@ async fn readiness_waits_for_the_socket_mode_connection() {
     .await;
     // Ready means the Socket Mode connection is open.
     assert!(slack.open_connections() > 0);
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the app did not stop")
-        .unwrap()
-        .unwrap();
+    app.stop().await;
 }

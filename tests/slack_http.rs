@@ -22,8 +22,7 @@ const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 struct HttpApp {
     url: String,
     http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+    app: running::RunningApp,
 }
 
 /// A port that was free a moment ago and that no other test of this binary was given: the
@@ -105,10 +104,7 @@ impl HttpApp {
         for a in anchorbot::adapters::configured_on(&s, app.storage()).unwrap() {
             app = app.with_adapter(a);
         }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
+        let app = running::RunningApp::start(app);
         // The adapter asks auth.test who it is, then binds.
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -116,9 +112,9 @@ impl HttpApp {
             .is_err()
         {
             assert!(
-                !task.is_finished(),
+                !app.is_finished(),
                 "the app stopped before it listened: {:?}",
-                task.await
+                app.join().await
             );
             assert!(
                 Instant::now() < deadline,
@@ -129,8 +125,7 @@ impl HttpApp {
         Self {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
-            stop: Some(tx),
-            task,
+            app,
         }
     }
 
@@ -177,13 +172,8 @@ impl HttpApp {
             .await
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the app did not stop")
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.app.stop().await;
     }
 }
 

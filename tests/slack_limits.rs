@@ -255,10 +255,7 @@ async fn seconds_waited_on_rate_limits_are_in_metrics_per_platform_and_method() 
         .await
         .unwrap()
         .expect("metrics.listen is set");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = running::RunningApp::start(app);
     assert!(slack.wait_connections(1, Duration::from_secs(20)).await);
     slack.rate_limit("chat.update", 1, 2);
     let mention = slack.app_mention("C1", "U1", "go", None);
@@ -291,10 +288,5 @@ async fn seconds_waited_on_rate_limits_are_in_metrics_per_platform_and_method() 
         "the 2 s Retry-After on chat.update is counted: {body}"
     );
     assert!(waited("count") >= 1.0, "{body}");
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the app did not stop")
-        .unwrap()
-        .unwrap();
+    app.stop().await;
 }

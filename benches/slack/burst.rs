@@ -99,10 +99,7 @@ pub async fn run(tiers: bool) -> Figures {
     for a in adapters {
         app = app.with_adapter(a);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = running::RunningApp::start(app);
     assert!(slack.wait_connections(1, Duration::from_secs(30)).await);
     // Let slack-morphism's second Socket Mode connection open before the burst.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -177,8 +174,7 @@ pub async fn run(tiers: bool) -> Figures {
         into_retry_after: slack.violations().take().len(),
         calls: by_method,
     };
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    app.stop_quietly().await;
     figures
 }
 

@@ -4,14 +4,14 @@
 use std::time::{Duration, Instant};
 
 use super::discord::FakeDiscord;
+use super::running::RunningApp;
 
 /// The real `App` with the Discord adapter, connected to a fake Discord (started the way
 /// `anchorbot run` starts it), until [`DiscordApp::stop`].
 pub struct DiscordApp {
     /// Where `/healthz`, `/readyz` and `/metrics` are served, when `metrics.listen` is set.
     pub ops: Option<std::net::SocketAddr>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+    app: RunningApp,
 }
 
 impl DiscordApp {
@@ -36,10 +36,7 @@ impl DiscordApp {
             app = app.with_adapter(a);
         }
         let ops = app.bind_ops().await.unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
+        let app = RunningApp::start(app);
         let deadline = Instant::now() + Duration::from_secs(30);
         while discord.ready_connections() <= ready_before {
             assert!(Instant::now() < deadline, "never got READY");
@@ -53,19 +50,11 @@ impl DiscordApp {
                 .await,
             "no slash command was registered"
         );
-        Self {
-            ops,
-            stop: Some(tx),
-            task,
-        }
+        Self { ops, app }
     }
 
-    pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the app did not stop")
-            .unwrap()
-            .unwrap();
+    /// Stops the app and waits (up to 30 s) for it to drain.
+    pub async fn stop(self) {
+        self.app.stop().await;
     }
 }

@@ -7,6 +7,7 @@ pub mod discord_app;
 pub mod isolated;
 pub mod peak;
 pub mod pg;
+pub mod running;
 pub mod slack_app;
 
 // The platform fakes and fixture generators live in their own crate, compiled once for every
@@ -702,15 +703,15 @@ pub struct Running {
     pub platform: Arc<RecordingPlatform>,
     /// Ends the adapter; the app then drains and returns.
     pub stop: Arc<Notify>,
-    /// The app task.
-    pub task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+    /// The app.
+    pub app: running::RunningApp,
 }
 
 impl Running {
     /// Stops the adapter and waits for the app to drain and return.
     pub async fn shutdown(self) {
         self.stop.notify_one();
-        self.task.await.unwrap().unwrap();
+        self.app.ended().await;
     }
 }
 
@@ -739,13 +740,14 @@ pub async fn start_app_with(
     if let Some(r) = retriever {
         app = app.with_retriever(r);
     }
-    let task = tokio::spawn(app.run_until_stopped(std::future::pending()));
+    // Stopped by ending the adapter (`Running::shutdown`), not by the app's stop signal.
+    let app = running::RunningApp::start(app);
     let sink = rx.await.unwrap();
     Running {
         sink,
         platform,
         stop,
-        task,
+        app,
     }
 }
 

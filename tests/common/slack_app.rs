@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
+use super::running::RunningApp;
 use super::slack::FakeSlack;
 
 /// A running app with the Slack adapter, connected over Socket Mode, until [`SlackApp::stop`].
 pub struct SlackApp {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), anchorbot::AppError>>,
+    app: RunningApp,
 }
 
 impl SlackApp {
@@ -28,10 +28,7 @@ impl SlackApp {
         for a in adapters {
             app = app.with_adapter(a);
         }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
+        let app = RunningApp::start(app);
         let deadline = Instant::now() + Duration::from_secs(20);
         while slack.connections_opened() <= before || slack.open_connections() == 0 {
             assert!(
@@ -40,19 +37,11 @@ impl SlackApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self {
-            stop: Some(tx),
-            task,
-        }
+        Self { app }
     }
 
     /// Stops the app and waits (up to 30 s) for it to drain.
-    pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the app did not stop")
-            .unwrap()
-            .unwrap();
+    pub async fn stop(self) {
+        self.app.stop().await;
     }
 }
