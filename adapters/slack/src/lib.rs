@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod inbound;
 pub mod markdown;
+pub mod names;
 pub mod pace;
 pub mod platform;
 pub mod rate;
