@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::client::Api;
 use crate::target::{is_dm, SlackTarget};
 use crate::thread::{Pager, ThreadMessage};
+pub use crate::work::{Identity, Work};
 use crate::SlackConfig;
 
 /// Work waiting for the mapping worker; bounded, so a flood cannot exhaust memory.
@@ -43,28 +44,6 @@ pub const FEEDBACK_ACTION: &str = "anchorbot_feedback";
 
 /// The command words that also work as a mention: `@anchorbot status`.
 const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
-
-/// Who the bot is in its workspace, from `auth.test`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Workspace id.
-    pub team: String,
-    /// The bot's user id (`UBOT`), as mentions spell it.
-    pub bot_user: String,
-    /// The bot's bot id (`B…`), on messages it posts.
-    pub bot_id: Option<String>,
-}
-
-/// Something Slack sent, waiting to be mapped.
-#[derive(Debug)]
-pub enum Work {
-    /// An Events API event.
-    Push(Box<SlackPushEventCallback>),
-    /// A slash command.
-    Command(Box<SlackCommandEvent>),
-    /// A button click or other interaction.
-    Interaction(Box<SlackInteractionEvent>),
-}
 
 /// Work queued for the mapper, with its claim when it has one (see [`crate::arrival`]).
 #[derive(Debug)]

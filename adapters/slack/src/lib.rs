@@ -19,6 +19,7 @@ pub mod stream_errors;
 pub mod target;
 pub mod thread;
 pub mod users;
+pub mod work;
 
 pub use config::SlackConfig;
 
