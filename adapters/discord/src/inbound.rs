@@ -41,8 +41,10 @@ use serenity::all::{
 };
 use tokio::sync::mpsc;
 
+pub use crate::identity::Identity;
 use crate::rest::{Failure, Rest, BAD_ID, GOOD_ID, REGENERATE_ID, STOP_ID, THREAD_ALREADY_CREATED};
 use crate::route::{considered, route, Route};
+pub use crate::route::{conversation_key, ChannelInfo};
 use crate::target::{DiscordTarget, InteractionRef};
 use crate::DiscordConfig;
 
@@ -60,15 +62,6 @@ const THREAD_NAME_CHARS: usize = 80;
 const AUTO_ARCHIVE_MINUTES: u32 = 1440;
 /// The command words that also work as a mention: `@anchorbot status`.
 const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
-
-/// Who the bot is, from READY (or from a claim taken over).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    /// The bot's user id, as mentions spell it.
-    pub bot: u64,
-    /// The application id (commands, interaction webhooks).
-    pub application: u64,
-}
 
 /// Something Discord sent, waiting to be mapped.
 #[derive(Debug)]
@@ -110,15 +103,6 @@ impl Inbox {
             tracing::warn!(error = %e, "Discord inbound queue full; event dropped");
         }
     }
-}
-
-/// What is known about a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelInfo {
-    /// The parent channel, when this channel is a thread.
-    pub parent: Option<u64>,
-    /// The bot created the thread.
-    pub bot_owned: bool,
 }
 
 /// The mapping side: turns queued work into platform events.
@@ -634,25 +618,6 @@ pub fn channel_info_of(v: &Value, bot: Option<u64>) -> ChannelInfo {
     ChannelInfo {
         parent,
         bot_owned: parent.is_some() && owner.is_some() && owner == bot,
-    }
-}
-
-/// The conversation: `discord:GUILD/CHANNEL/THREAD` in a thread, `discord:GUILD/CHANNEL` in a
-/// guild channel, `discord:CHANNEL` in a DM.
-pub fn conversation_key(
-    guild: Option<u64>,
-    channel: u64,
-    thread: Option<u64>,
-) -> Option<ConversationKey> {
-    let (g, c) = (guild.map(|g| g.to_string()), channel.to_string());
-    // A DM has no threads; a thread outside a guild is not something Discord has.
-    let t = guild.and(thread).map(|t| t.to_string());
-    match ConversationKey::new("discord", g.as_deref(), &c, t.as_deref()) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            tracing::warn!(error = %e, "Discord ids do not make a conversation key; ignored");
-            None
-        }
     }
 }
 
