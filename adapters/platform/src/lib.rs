@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arrival;
+mod bounded;
 pub mod budget;
 mod key;
 pub mod metrics;
@@ -19,6 +20,7 @@ mod reply;
 mod split;
 
 pub use arrival::{Arrival, REDELIVERY_QUEUE};
+pub use bounded::BoundedMap;
 pub use budget::{LocalBudget, Rate, RateBudget, RateKey};
 pub use key::{ConversationKey, KeyError};
 pub use recent::RecentIds;
