@@ -13,6 +13,7 @@
 pub mod arrival;
 mod bounded;
 pub mod budget;
+pub mod download;
 mod key;
 pub mod metrics;
 mod recent;
