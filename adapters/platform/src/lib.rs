@@ -16,6 +16,7 @@ pub mod budget;
 pub mod download;
 mod key;
 pub mod metrics;
+pub mod pump;
 mod recent;
 mod reply;
 mod split;
