@@ -17,7 +17,7 @@ use anchorbot_platform::Arrival;
 use serde::{Deserialize, Serialize};
 use serenity::all::Message;
 
-use crate::inbound::Identity;
+use crate::identity::Identity;
 use crate::route::Route;
 
 /// The body journaled with a claim.

@@ -315,7 +315,10 @@ async fn get(
         StatusCode::OK => body.ok_or_else(|| malformed(path, "no JSON")),
         StatusCode::UNAUTHORIZED => Err(AuthError::Unauthorized),
         StatusCode::TOO_MANY_REQUESTS => Err(AuthError::RateLimited {
-            retry_after: crate::rest::retry_after(&headers, body.as_ref().unwrap_or(&Value::Null)),
+            retry_after: crate::limits::retry_after(
+                &headers,
+                body.as_ref().unwrap_or(&Value::Null),
+            ),
         }),
         _ => Err(AuthError::Unexpected {
             path: path.to_string(),

@@ -25,14 +25,14 @@
 //! thread again is harmless: Discord refuses a second thread from one message (code 160004),
 //! and the first one has the message's id.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use anchorbot_platform::pump;
 use anchorbot_platform::{
-    Arrival, Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback,
-    InboundEvent, IncomingMessage, MessageRef, RecentIds, RegenerateRequest, Shutdown, StopRequest,
-    SubmitError,
+    Arrival, Attachment, Author, BoundedMap, CommandInvocation, ConversationKey, EventSink,
+    Feedback, InboundEvent, IncomingMessage, MessageRef, RegenerateRequest, Shutdown, StopRequest,
 };
+use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{json, Value};
 use serenity::all::{
@@ -41,8 +41,10 @@ use serenity::all::{
 };
 use tokio::sync::mpsc;
 
+pub use crate::identity::Identity;
 use crate::rest::{Failure, Rest, BAD_ID, GOOD_ID, REGENERATE_ID, STOP_ID, THREAD_ALREADY_CREATED};
 use crate::route::{considered, route, Route};
+pub use crate::route::{conversation_key, ChannelInfo};
 use crate::target::{DiscordTarget, InteractionRef};
 use crate::DiscordConfig;
 
@@ -61,15 +63,6 @@ const AUTO_ARCHIVE_MINUTES: u32 = 1440;
 /// The command words that also work as a mention: `@anchorbot status`.
 const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
 
-/// Who the bot is, from READY (or from a claim taken over).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    /// The bot's user id, as mentions spell it.
-    pub bot: u64,
-    /// The application id (commands, interaction webhooks).
-    pub application: u64,
-}
-
 /// Something Discord sent, waiting to be mapped.
 #[derive(Debug)]
 pub enum Work {
@@ -83,21 +76,14 @@ pub enum Work {
     Component(Box<ComponentInteraction>),
 }
 
-/// The receiving half: queues work from the handlers.
+/// The receiving half: queues work from the handlers ([`pump::Inbox`]).
 #[derive(Clone)]
-pub struct Inbox {
-    tx: mpsc::Sender<Work>,
-    recent: Arc<Mutex<RecentIds>>,
-}
+pub struct Inbox(pump::Inbox<Work>);
 
 impl Inbox {
     /// Whether `id` is new; records it. A repeat is a replayed delivery.
     pub fn fresh(&self, id: &str) -> bool {
-        let fresh = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id);
+        let fresh = self.0.fresh(id);
         if !fresh {
             tracing::debug!(event = id, "duplicate Discord delivery dropped");
         }
@@ -106,19 +92,10 @@ impl Inbox {
 
     /// Queues `work`; never waits.
     pub fn queue(&self, work: Work) {
-        if let Err(e) = self.tx.try_send(work) {
+        if let Err(e) = self.0.queue(work) {
             tracing::warn!(error = %e, "Discord inbound queue full; event dropped");
         }
     }
-}
-
-/// What is known about a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelInfo {
-    /// The parent channel, when this channel is a thread.
-    pub parent: Option<u64>,
-    /// The bot created the thread.
-    pub bot_owned: bool,
 }
 
 /// The mapping side: turns queued work into platform events.
@@ -129,9 +106,8 @@ pub struct Mapper {
     me: Option<Identity>,
     /// Messages that overtook READY (serenity runs each handler in its own task).
     early: Vec<Message>,
-    /// Channel kinds and thread owners, by channel id.
-    channels: HashMap<u64, ChannelInfo>,
-    channel_order: VecDeque<u64>,
+    /// Channel kinds and thread owners, by channel id; the oldest forgotten first.
+    channels: BoundedMap<u64, ChannelInfo>,
     /// The claim of the message being mapped: what it maps to is told against it.
     claim: Option<Arrival>,
 }
@@ -142,20 +118,16 @@ pub fn channel(
     rest: Rest,
     sink: Arc<dyn EventSink>,
 ) -> (Inbox, Mapper, mpsc::Receiver<Work>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (inbox, rx) = pump::inbox(QUEUE, RECENT);
     (
-        Inbox {
-            tx,
-            recent: Arc::new(Mutex::new(RecentIds::new(RECENT))),
-        },
+        Inbox(inbox),
         Mapper {
             cfg,
             rest,
             sink,
             me: None,
             early: Vec::new(),
-            channels: HashMap::new(),
-            channel_order: VecDeque::new(),
+            channels: BoundedMap::new(CHANNELS),
             claim: None,
         },
         rx,
@@ -167,22 +139,9 @@ impl Mapper {
     /// queued, and what was already queued is still submitted. Messages another replica
     /// claimed and died before mapping are handed here by the engine and mapped again, their
     /// claim already held.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut shutdown: Shutdown) {
-        let mut taken_over = self.sink.arrivals("discord");
-        loop {
-            tokio::select! {
-                work = rx.recv() => match work {
-                    Some(work) => self.handle(work).await,
-                    None => return,
-                },
-                Some(arrival) = recv(&mut taken_over) => self.taken_over(arrival).await,
-                _ = shutdown.wait() => break,
-            }
-        }
-        rx.close();
-        while let Some(work) = rx.recv().await {
-            self.handle(work).await;
-        }
+    pub async fn run(mut self, rx: mpsc::Receiver<Work>, shutdown: Shutdown) {
+        let taken_over = self.sink.arrivals("discord");
+        pump::run(&mut self, rx, taken_over, shutdown).await;
     }
 
     async fn handle(&mut self, work: Work) {
@@ -219,32 +178,19 @@ impl Mapper {
     /// Hands `event` to the engine: against the claim of the message being mapped, else
     /// journaled now (so another replica answers it if this one dies first). Interactions are
     /// never claimed: mapping them changes nothing on Discord before this. Discord
-    /// acknowledges nothing, so a refusal only needs a log line.
+    /// acknowledges nothing, so a refusal only needs a log line (a duplicate: another
+    /// replica's gateway delivered it too, sessions overlapping at a takeover, or a RESUME
+    /// replayed it; answered once, elsewhere or already).
     async fn submit(&mut self, event: InboundEvent) {
-        let queued =
-            anchorbot_platform::arrival::deliver(self.sink.as_ref(), self.claim.take(), event)
-                .await;
-        match queued {
-            Ok(()) => {}
-            // Another replica's gateway delivered it too (sessions overlapping at a takeover),
-            // or a RESUME replayed it: answered once, elsewhere or already.
-            Err(SubmitError::Duplicate) => {
-                tracing::debug!("Discord event accepted before; dropped")
-            }
-            Err(SubmitError::QueueFull { capacity }) => {
-                tracing::warn!(capacity, "conversation queue full; the user was told")
-            }
-            Err(e) => tracing::warn!(error = %e, "event not submitted"),
-        }
+        pump::submit(self.sink.as_ref(), self.claim.take(), event).await;
     }
 
+    /// Remembers what `channel` is; a channel known already keeps its place in the order.
     fn remember(&mut self, channel: u64, info: ChannelInfo) {
-        if self.channels.insert(channel, info).is_none() {
-            self.channel_order.push_back(channel);
-            if self.channel_order.len() > CHANNELS {
-                if let Some(old) = self.channel_order.pop_front() {
-                    self.channels.remove(&old);
-                }
+        match self.channels.get_mut(&channel) {
+            Some(known) => *known = info,
+            None => {
+                self.channels.insert(channel, info);
             }
         }
     }
@@ -325,20 +271,11 @@ impl Mapper {
         let Some(arrival) = crate::arrival::of(route, m, me) else {
             return true;
         };
-        match self.sink.claim(&arrival).await {
-            Ok(()) => {
-                self.claim = Some(arrival);
-                true
-            }
-            Err(SubmitError::Duplicate) => {
-                tracing::debug!(event = %arrival.event_id, "Discord message claimed before; dropped");
-                false
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "Discord message not taken");
-                false
-            }
+        if !pump::claim(self.sink.as_ref(), &arrival).await {
+            return false;
         }
+        self.claim = Some(arrival);
+        true
     }
 
     /// A thread from the mention, named after the question; `None` (the reply goes in place)
@@ -588,11 +525,16 @@ impl Mapper {
     }
 }
 
-/// The next arrival handed back, or never when there is no such channel.
-async fn recv(rx: &mut Option<mpsc::Receiver<Arrival>>) -> Option<Arrival> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+#[async_trait]
+impl pump::Mapper for Mapper {
+    type Work = Work;
+
+    async fn map(&mut self, work: Work) {
+        self.handle(work).await;
+    }
+
+    async fn take_over(&mut self, arrival: Arrival) {
+        self.taken_over(arrival).await;
     }
 }
 
@@ -634,25 +576,6 @@ pub fn channel_info_of(v: &Value, bot: Option<u64>) -> ChannelInfo {
     ChannelInfo {
         parent,
         bot_owned: parent.is_some() && owner.is_some() && owner == bot,
-    }
-}
-
-/// The conversation: `discord:GUILD/CHANNEL/THREAD` in a thread, `discord:GUILD/CHANNEL` in a
-/// guild channel, `discord:CHANNEL` in a DM.
-pub fn conversation_key(
-    guild: Option<u64>,
-    channel: u64,
-    thread: Option<u64>,
-) -> Option<ConversationKey> {
-    let (g, c) = (guild.map(|g| g.to_string()), channel.to_string());
-    // A DM has no threads; a thread outside a guild is not something Discord has.
-    let t = guild.and(thread).map(|t| t.to_string());
-    match ConversationKey::new("discord", g.as_deref(), &c, t.as_deref()) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            tracing::warn!(error = %e, "Discord ids do not make a conversation key; ignored");
-            None
-        }
     }
 }
 

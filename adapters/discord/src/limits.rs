@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anchorbot_platform::budget::{self, RateBudget, RateKey};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -30,6 +30,10 @@ const PLATFORM: &str = "discord";
 pub const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
 /// Routes whose bucket is remembered (Discord has a few dozen the adapter uses).
 const ROUTES: usize = 512;
+/// What a 429 without any hint waits.
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest wait a 429 is believed to ask for; a garbled value must not stall a reply.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// What one call is charged to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +128,7 @@ impl RateLimits {
             key.method = bucket.to_string();
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = crate::rest::retry_after(headers, body);
+            let retry_after = retry_after(headers, body);
             let global = body.get("global").and_then(Value::as_bool) == Some(true)
                 || header("x-ratelimit-global").is_some_and(|g| g.eq_ignore_ascii_case("true"));
             if global {
@@ -224,6 +228,28 @@ fn base64_digits(s: &str) -> Option<String> {
     }
     let id = String::from_utf8(out).ok()?;
     (!id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+/// How long a 429 asks to wait: the body's `retry_after` (seconds, fractional), else the
+/// `Retry-After` or `X-RateLimit-Reset-After` header, else a second.
+pub fn retry_after(headers: &HeaderMap, body: &Value) -> Duration {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let secs = body
+        .get("retry_after")
+        .and_then(Value::as_f64)
+        .or_else(|| header(RETRY_AFTER.as_str()))
+        .or_else(|| header("x-ratelimit-reset-after"));
+    match secs {
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64()))
+        }
+        _ => DEFAULT_RETRY_AFTER,
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use anchorbot_platform::download::read_capped;
 use anchorbot_platform::{
     Attachment, Author, FinalState, Limits, MessageRef, Platform, PlatformError, PriorMessage,
     ReplyTarget, Status,
@@ -244,7 +245,7 @@ impl DiscordPlatform {
 
     /// Downloads `url`, refusing more than `max_bytes`.
     async fn download(&self, url: &Url, max_bytes: u64) -> Result<Vec<u8>, PlatformError> {
-        let mut response = self.download.get(url.as_str()).send().await.map_err(|e| {
+        let response = self.download.get(url.as_str()).send().await.map_err(|e| {
             PlatformError::Transport(format!("attachment download: {}", e.without_url()))
         })?;
         let status = response.status();
@@ -258,26 +259,11 @@ impl DiscordPlatform {
                 "the file host answered {status}"
             )));
         }
-        if let Some(size) = response.content_length().filter(|&s| s > max_bytes) {
-            return Err(PlatformError::TooLarge {
-                size,
-                limit: max_bytes,
-            });
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
+        let declared = response.content_length();
+        read_capped(response.bytes_stream(), declared, max_bytes, |e| {
             PlatformError::Transport(format!("attachment download: {}", e.without_url()))
-        })? {
-            let size = (bytes.len() + chunk.len()) as u64;
-            if size > max_bytes {
-                return Err(PlatformError::TooLarge {
-                    size,
-                    limit: max_bytes,
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
+        })
+        .await
     }
 }
 

@@ -11,20 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchorbot_platform::{LocalBudget, PlatformError, RateBudget};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::limits::{bot_scope, RateLimits};
+use crate::limits::{bot_scope, retry_after, RateLimits};
 use crate::DiscordConfig;
 
 /// One REST call, headers and body.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-/// What a 429 without any hint waits.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// The longest wait a 429 is believed to ask for; a garbled value must not stall a reply.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// The `custom_id` of the Stop button on a streaming reply.
 pub const STOP_ID: &str = "anchorbot:stop";
@@ -239,28 +235,6 @@ pub fn status_error(status: StatusCode, headers: &HeaderMap, body: &Value) -> Pl
     }
 }
 
-/// How long a 429 asks to wait: the body's `retry_after` (seconds, fractional), else the
-/// `Retry-After` or `X-RateLimit-Reset-After` header, else a second.
-pub fn retry_after(headers: &HeaderMap, body: &Value) -> Duration {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    let secs = body
-        .get("retry_after")
-        .and_then(Value::as_f64)
-        .or_else(|| header(RETRY_AFTER.as_str()))
-        .or_else(|| header("x-ratelimit-reset-after"));
-    match secs {
-        Some(s) if s.is_finite() && s >= 0.0 => {
-            Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64()))
-        }
-        _ => DEFAULT_RETRY_AFTER,
-    }
-}
-
 /// A button in Discord's component JSON.
 fn button(style: u8, label: &str, custom_id: &str) -> Value {
     json!({ "type": 2, "style": style, "label": label, "custom_id": custom_id })
@@ -290,7 +264,10 @@ pub fn no_pings() -> Value {
 
 #[cfg(test)]
 mod tests {
+    use reqwest::header::RETRY_AFTER;
+
     use super::*;
+    use crate::limits::{DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER};
 
     #[test]
     fn a_429_keeps_discords_wait() {

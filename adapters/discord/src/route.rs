@@ -1,12 +1,21 @@
 //! Which messages are for the bot, and where each is answered: decided from the message and
 //! what is known of its channel, with no Discord call, so that a message is claimed (see
 //! [`crate::arrival`]) only once it is known to be the bot's, and never for the guild chatter
-//! it owes nothing. The rules are listed in [`crate::inbound`].
+//! it owes nothing. The rules are listed in [`crate::inbound`]. What is known of a channel
+//! ([`ChannelInfo`]) and the conversation key of a place ([`conversation_key`]) live here, as
+//! routing reads them.
 
 use anchorbot_platform::ConversationKey;
 use serenity::all::{Message, MessageType};
 
-use crate::inbound::{conversation_key, ChannelInfo};
+/// What is known about a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The parent channel, when this channel is a thread.
+    pub parent: Option<u64>,
+    /// The bot created the thread.
+    pub bot_owned: bool,
+}
 
 /// Where a message for the bot is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +91,25 @@ pub fn route(
             start_thread: reply_in_thread,
             mentions_bot,
         }),
+    }
+}
+
+/// The conversation: `discord:GUILD/CHANNEL/THREAD` in a thread, `discord:GUILD/CHANNEL` in a
+/// guild channel, `discord:CHANNEL` in a DM.
+pub fn conversation_key(
+    guild: Option<u64>,
+    channel: u64,
+    thread: Option<u64>,
+) -> Option<ConversationKey> {
+    let (g, c) = (guild.map(|g| g.to_string()), channel.to_string());
+    // A DM has no threads; a thread outside a guild is not something Discord has.
+    let t = guild.and(thread).map(|t| t.to_string());
+    match ConversationKey::new("discord", g.as_deref(), &c, t.as_deref()) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!(error = %e, "Discord ids do not make a conversation key; ignored");
+            None
+        }
     }
 }
 

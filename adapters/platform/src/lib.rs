@@ -11,14 +11,18 @@
 #![forbid(unsafe_code)]
 
 pub mod arrival;
+mod bounded;
 pub mod budget;
+pub mod download;
 mod key;
 pub mod metrics;
+pub mod pump;
 mod recent;
 mod reply;
 mod split;
 
 pub use arrival::{Arrival, REDELIVERY_QUEUE};
+pub use bounded::BoundedMap;
 pub use budget::{LocalBudget, Rate, RateBudget, RateKey};
 pub use key::{ConversationKey, KeyError};
 pub use recent::RecentIds;

@@ -3,52 +3,40 @@
 //! queued. The engine's durable de-duplication still has the last word; this only keeps
 //! duplicates that arrive close together from doing any work.
 
-use std::collections::{HashSet, VecDeque};
+use crate::BoundedMap;
 
 /// Recent ids, at most `capacity`, the oldest forgotten first.
 #[derive(Debug)]
 pub struct RecentIds {
-    /// Ids in arrival order.
-    order: VecDeque<String>,
-    /// The same ids, for lookups.
-    set: HashSet<String>,
-    /// The most ids kept.
-    capacity: usize,
+    /// The ids, in arrival order.
+    ids: BoundedMap<String, ()>,
 }
 
 impl RecentIds {
     /// An empty set keeping at most `capacity` ids (at least one).
     pub fn new(capacity: usize) -> Self {
         Self {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-            capacity: capacity.max(1),
+            ids: BoundedMap::new(capacity),
         }
     }
 
     /// Records `id`; false if it was seen lately.
     pub fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
+        if self.ids.contains_key(id) {
             return false;
         }
-        if self.order.len() >= self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        self.order.push_back(id.to_string());
-        self.set.insert(id.to_string());
+        self.ids.insert(id.to_string(), ());
         true
     }
 
     /// Ids held now.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.ids.len()
     }
 
     /// Whether no id is held.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.ids.is_empty()
     }
 }
 

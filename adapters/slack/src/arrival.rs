@@ -13,8 +13,8 @@ use anchorbot_platform::{Arrival, ConversationKey};
 use serde::{Deserialize, Serialize};
 use slack_morphism::prelude::*;
 
-use crate::inbound::{Identity, Work};
 use crate::target::is_dm;
+use crate::work::{Identity, Work};
 use crate::SlackConfig;
 
 /// The body journaled with a claim.

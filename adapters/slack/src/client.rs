@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use secrecy::ExposeSecret;
 use slack_morphism::prelude::*;
 
-use crate::users::UserNames;
+use crate::names::UserNames;
 use crate::SlackConfig;
 
 /// The hyper connector slack-morphism runs on.

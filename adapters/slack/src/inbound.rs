@@ -15,18 +15,21 @@
 //! that Slack sends for one mention are one event to the engine, answered once.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use anchorbot_platform::pump;
 use anchorbot_platform::{
     Arrival, Attachment, Author, CommandInvocation, ConversationKey, EventSink, Feedback,
-    InboundEvent, IncomingMessage, MessageRef, RecentIds, Shutdown, SubmitError,
+    InboundEvent, IncomingMessage, MessageRef, Shutdown,
 };
+use async_trait::async_trait;
 use slack_morphism::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::client::Api;
 use crate::target::{is_dm, SlackTarget};
 use crate::thread::{Pager, ThreadMessage};
+pub use crate::work::{Identity, Work};
 use crate::SlackConfig;
 
 /// Work waiting for the mapping worker; bounded, so a flood cannot exhaust memory.
@@ -44,28 +47,6 @@ pub const FEEDBACK_ACTION: &str = "anchorbot_feedback";
 /// The command words that also work as a mention: `@anchorbot status`.
 const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
 
-/// Who the bot is in its workspace, from `auth.test`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Workspace id.
-    pub team: String,
-    /// The bot's user id (`UBOT`), as mentions spell it.
-    pub bot_user: String,
-    /// The bot's bot id (`B…`), on messages it posts.
-    pub bot_id: Option<String>,
-}
-
-/// Something Slack sent, waiting to be mapped.
-#[derive(Debug)]
-pub enum Work {
-    /// An Events API event.
-    Push(Box<SlackPushEventCallback>),
-    /// A slash command.
-    Command(Box<SlackCommandEvent>),
-    /// A button click or other interaction.
-    Interaction(Box<SlackInteractionEvent>),
-}
-
 /// Work queued for the mapper, with its claim when it has one (see [`crate::arrival`]).
 #[derive(Debug)]
 pub struct Queued {
@@ -78,9 +59,8 @@ pub struct Queued {
 /// The receiving half: claims and queues work from the handlers.
 #[derive(Clone)]
 pub struct Inbox {
-    tx: mpsc::Sender<Queued>,
-    /// Event ids seen lately (envelope-level de-duplication).
-    recent: Arc<Mutex<RecentIds>>,
+    /// The mapper's queue, with the event ids seen lately (envelope-level de-duplication).
+    queue: pump::Inbox<Queued>,
     /// Where claims are journaled. Weak: slack-morphism may keep its handlers' state (this
     /// inbox) after the adapter returned, and the engine (and its store) must not outlive the
     /// app through it; once the app is gone an offer is dropped.
@@ -98,7 +78,7 @@ impl Inbox {
     /// replica). Returns when Slack may be told the event arrived; never waits for mapping.
     pub async fn offer(&self, event_id: Option<&str>, work: Work) {
         if let Some(id) = event_id {
-            if !self.recent.lock().expect("recent lock").insert(id) {
+            if !self.queue.fresh(id) {
                 tracing::debug!(event = id, "duplicate Slack delivery dropped");
                 return;
             }
@@ -109,19 +89,11 @@ impl Inbox {
         };
         let arrival = crate::arrival::of(&self.me, &self.cfg, &work);
         if let Some(a) = &arrival {
-            match sink.claim(a).await {
-                Ok(()) => {}
-                Err(SubmitError::Duplicate) => {
-                    tracing::debug!(event = %a.event_id, "Slack event claimed before; dropped");
-                    return;
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "Slack event not taken");
-                    return;
-                }
+            if !pump::claim(sink.as_ref(), a).await {
+                return;
             }
         }
-        if let Err(e) = self.tx.try_send(Queued { work, arrival }) {
+        if let Err(e) = self.queue.queue(Queued { work, arrival }) {
             // A claimed event stays journaled: the next start of this process answers it.
             tracing::warn!(error = %e, "Slack inbound queue full; event left for a restart");
         }
@@ -152,11 +124,10 @@ pub fn channel(
     me: Identity,
     sink: Arc<dyn EventSink>,
 ) -> (Inbox, Mapper, mpsc::Receiver<Queued>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (queue, rx) = pump::inbox(QUEUE, RECENT);
     (
         Inbox {
-            tx,
-            recent: Arc::new(Mutex::new(RecentIds::new(RECENT))),
+            queue,
             sink: Arc::downgrade(&sink),
             me: me.clone(),
             cfg: cfg.clone(),
@@ -180,28 +151,9 @@ impl Mapper {
     /// queued, and what was already acknowledged to Slack is still submitted. Events another
     /// replica claimed and died before mapping are handed here by the engine and mapped the
     /// same way.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Queued>, mut shutdown: Shutdown) {
-        let mut taken_over = self.sink.arrivals("slack");
-        loop {
-            tokio::select! {
-                queued = rx.recv() => match queued {
-                    Some(q) => self.handle(q).await,
-                    None => return,
-                },
-                Some(arrival) = recv(&mut taken_over) => {
-                    if let Some(work) = crate::arrival::work_of(&arrival) {
-                        self.handle(Queued { work, arrival: Some(arrival) }).await;
-                    } else {
-                        anchorbot_platform::arrival::settle(self.sink.as_ref(), Some(arrival)).await;
-                    }
-                }
-                _ = shutdown.wait() => break,
-            }
-        }
-        rx.close();
-        while let Some(q) = rx.recv().await {
-            self.handle(q).await;
-        }
+    pub async fn run(mut self, rx: mpsc::Receiver<Queued>, shutdown: Shutdown) {
+        let taken_over = self.sink.arrivals("slack");
+        pump::run(&mut self, rx, taken_over, shutdown).await;
     }
 
     async fn handle(&mut self, q: Queued) {
@@ -218,17 +170,7 @@ impl Mapper {
     /// Hands `event` to the engine: against the claim of the work being mapped, or journaled
     /// now (a click).
     async fn submit(&mut self, event: InboundEvent) {
-        let queued =
-            anchorbot_platform::arrival::deliver(self.sink.as_ref(), self.claim.take(), event)
-                .await;
-        match queued {
-            Ok(()) => {}
-            Err(SubmitError::QueueFull { capacity }) => {
-                tracing::warn!(capacity, "conversation queue full; the user was told")
-            }
-            Err(SubmitError::Duplicate) => tracing::debug!("event handled before; dropped"),
-            Err(e) => tracing::warn!(error = %e, "event not submitted"),
-        }
+        pump::submit(self.sink.as_ref(), self.claim.take(), event).await;
     }
 
     fn key(&self, team: &str, channel: &str, thread: Option<&str>) -> Option<ConversationKey> {
@@ -604,11 +546,27 @@ impl Mapper {
     }
 }
 
-/// The next arrival handed back, or never when there is no such channel.
-async fn recv(rx: &mut Option<mpsc::Receiver<Arrival>>) -> Option<Arrival> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+#[async_trait]
+impl pump::Mapper for Mapper {
+    type Work = Queued;
+
+    async fn map(&mut self, queued: Queued) {
+        self.handle(queued).await;
+    }
+
+    /// Maps an event another replica claimed and died before mapping; a body this adapter
+    /// cannot read ends its claim.
+    async fn take_over(&mut self, arrival: Arrival) {
+        match crate::arrival::work_of(&arrival) {
+            Some(work) => {
+                self.handle(Queued {
+                    work,
+                    arrival: Some(arrival),
+                })
+                .await
+            }
+            None => anchorbot_platform::arrival::settle(self.sink.as_ref(), Some(arrival)).await,
+        }
     }
 }
 

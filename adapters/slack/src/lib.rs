@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod inbound;
 pub mod markdown;
+pub mod names;
 pub mod pace;
 pub mod platform;
 pub mod rate;
@@ -18,6 +19,7 @@ pub mod stream_errors;
 pub mod target;
 pub mod thread;
 pub mod users;
+pub mod work;
 
 pub use config::SlackConfig;
 

@@ -6,21 +6,20 @@
 //!   parameters, as the official SDKs call it.
 //! - The name is the one Slack shows: `profile.display_name`, else the real name, else the
 //!   legacy username.
-//! - Names are cached for [`NAME_TTL`], at most [`CAPACITY`] of them; a failed look-up is
+//! - Names are cached for [`NAME_TTL`], at most [`crate::names::CAPACITY`] of them; a failed look-up is
 //!   remembered for [`RETRY_AFTER`] so a broken scope does not cost a call per message.
 //! - A look-up never fails a message: without a name the author is `<@U…>`, as before.
 //! - Each call spends the workspace's `users.info` budget (Tier 4, [`crate::rate`]), waiting at most
 //!   [`MAX_BUDGET_WAIT`]: a name is not worth delaying an answer for.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anchorbot_platform::Author;
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 
 use crate::client::Api;
+pub use crate::names::{Person, UserNames};
 use crate::rate::{self, Patience};
 
 /// How long a name is trusted: people rarely rename themselves, and a stale name for an hour
@@ -28,8 +27,6 @@ use crate::rate::{self, Patience};
 pub const NAME_TTL: Duration = Duration::from_secs(60 * 60);
 /// How long a failed look-up is remembered before it is tried again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Names kept at most (a workspace's active people, with room to spare).
-pub const CAPACITY: usize = 4096;
 /// The longest a look-up waits for the budget.
 pub const MAX_BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// How a look-up meets a spent allowance or a 429's hold.
@@ -39,40 +36,7 @@ const NAME_CHARS: usize = 80;
 /// The Web API method.
 const METHOD: &str = "users.info";
 
-/// What `users.info` says of a person.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Person {
-    /// The name Slack shows ([`shown_name`]).
-    pub name: String,
-    /// Their team (`team_id`), which for a Slack Connect guest is not the workspace's.
-    pub team: Option<String>,
-}
-
-/// One cached look-up.
-#[derive(Debug, Clone)]
-struct Cached {
-    /// The person; `None` when the look-up failed.
-    person: Option<Person>,
-    /// When it was stored, for evicting the oldest.
-    at: Instant,
-    /// When it goes stale.
-    until: Instant,
-}
-
-/// Names by user id, shared by the inbound side (live messages) and the platform (thread
-/// history). Cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
-pub struct UserNames {
-    /// Look-ups by user id.
-    cache: Mutex<HashMap<String, Cached>>,
-}
-
 impl UserNames {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The author `user` of workspace `team`, named.
     pub async fn author(&self, api: &Api, user: &str) -> Author {
         Author {
@@ -111,53 +75,6 @@ impl UserNames {
                 None
             }
         }
-    }
-
-    /// A fresh cached look-up: `Some(None)` for a remembered failure.
-    fn cached(&self, user: &str) -> Option<Option<Person>> {
-        let cache = self.lock();
-        let c = cache.get(user)?;
-        (c.until > Instant::now()).then(|| c.person.clone())
-    }
-
-    fn store(&self, user: &str, person: Option<Person>, ttl: Duration) {
-        let now = Instant::now();
-        let mut cache = self.lock();
-        if cache.len() >= CAPACITY && !cache.contains_key(user) {
-            cache.retain(|_, c| c.until > now);
-            while cache.len() >= CAPACITY {
-                let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, c)| c.at)
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                cache.remove(&oldest);
-            }
-        }
-        cache.insert(
-            user.to_string(),
-            Cached {
-                person,
-                at: now,
-                until: now + ttl,
-            },
-        );
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// How many look-ups are cached (for tests of the bound).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
     }
 }
 
@@ -254,36 +171,5 @@ mod tests {
         );
         let long = shown_name(&user(&"a".repeat(500), "")).expect("a name");
         assert_eq!(long.chars().count(), NAME_CHARS);
-    }
-
-    #[test]
-    fn the_cache_is_bounded_and_forgets_the_oldest() {
-        let names = UserNames::new();
-        let person = |i: usize| Person {
-            name: format!("n{i}"),
-            team: Some("T1".into()),
-        };
-        for i in 0..CAPACITY + 10 {
-            names.store(&format!("U{i}"), Some(person(i)), NAME_TTL);
-        }
-        assert_eq!(names.len(), CAPACITY);
-        assert_eq!(names.cached("U0"), None, "the oldest went first");
-        assert_eq!(
-            names.cached(&format!("U{}", CAPACITY + 9)),
-            Some(Some(person(CAPACITY + 9)))
-        );
-    }
-
-    #[test]
-    fn stale_names_are_looked_up_again() {
-        let names = UserNames::new();
-        let ada = Person {
-            name: "Ada".into(),
-            team: None,
-        };
-        names.store("U1", Some(ada), Duration::ZERO);
-        assert_eq!(names.cached("U1"), None);
-        names.store("U2", None, RETRY_AFTER);
-        assert_eq!(names.cached("U2"), Some(None), "a failure is remembered");
     }
 }
