@@ -7,7 +7,7 @@
 //!   asking user in their own team (from `users.info`). A workspace (or channel kind) that
 //!   has no streaming is remembered and gets post plus update; any other streaming error makes
 //!   only that answer post and update (`stream.rs`, [`crate::stream_errors`]).
-//! - Answers are converted to what a `markdown` block renders ([`crate::block_markdown`]).
+//! - Answers are converted to what a `markdown` block renders ([`crate::markdown::markdown_block`]).
 //! - Status: `assistant.threads.setStatus` in assistant threads, an `eyes` reaction elsewhere.
 //! - Feedback buttons (a `context_actions` block) on the last message of a final answer, and
 //!   the title of an assistant thread.
@@ -49,9 +49,8 @@ use serde_json::{json, Value};
 use slack_morphism::errors::{SlackClientError, SlackRateLimitError};
 use url::Url;
 
-use crate::block_markdown;
 use crate::client::Api;
-use crate::markdown::MARKDOWN_BLOCK_MAX;
+use crate::markdown::{markdown_block, MARKDOWN_BLOCK_MAX};
 use crate::pace;
 use crate::rate::{self, Patience};
 use crate::target::SlackTarget;
@@ -290,11 +289,11 @@ impl Platform for SlackPlatform {
     }
 
     fn render(&self, markdown: &str) -> String {
-        block_markdown::to_markdown_block(markdown)
+        markdown_block::to_markdown_block(markdown)
     }
 
     fn render_stream(&self, markdown: &str) -> String {
-        block_markdown::streamable(markdown)
+        markdown_block::streamable(markdown)
     }
 
     fn write_interval(&self, _to: &ReplyTarget, native: bool) -> Duration {
