@@ -5,7 +5,6 @@
 
 pub mod arrival;
 pub mod auth;
-pub mod block_markdown;
 pub mod client;
 pub mod config;
 pub mod http;

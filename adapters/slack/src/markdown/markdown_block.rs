@@ -17,7 +17,7 @@
 //! fence or a table row. An open code block is streamed as it grows, without the closing
 //! fence the final text gets.
 
-use crate::markdown::{
+use super::{
     closes, is_quote, is_rule, neutralize_backticks, open_fence, parse_table, strip_quote, Fence,
 };
 

@@ -1,0 +1,285 @@
+//! The per-message state cache: what [`super::SlackPlatform`] remembers across replies (the
+//! workspaces and channels without streaming, the messages it wrote and their open streams,
+//! the statuses showing, the threads titled), in maps that forget their oldest entries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use anchorbot_platform::{MessageRef, ReplyTarget};
+
+use crate::pace::Writers;
+
+/// How many posted messages, titled threads and shown statuses are remembered. Old entries
+/// are forgotten first; forgetting one only costs feedback buttons or a title.
+const REMEMBERED: usize = 4096;
+
+/// What is remembered of a message the adapter wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Sent {
+    /// The answer text (Markdown) it shows, for `chat.update` with the feedback buttons.
+    text: String,
+    /// The thread it is in, to find a reply's streams.
+    thread: Option<String>,
+    /// The workspace of a native stream that is still open; `None` once stopped or for a
+    /// posted message.
+    open_stream: Option<String>,
+}
+
+impl Sent {
+    pub(super) fn posted(text: &str, to: &ReplyTarget) -> Self {
+        Self {
+            text: text.to_string(),
+            thread: to.thread.clone(),
+            open_stream: None,
+        }
+    }
+
+    pub(super) fn streaming(to: &ReplyTarget, team: &str) -> Self {
+        Self {
+            text: String::new(),
+            thread: to.thread.clone(),
+            open_stream: Some(team.to_string()),
+        }
+    }
+}
+
+/// Memory shared by every reply of one [`SlackPlatform`].
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Workspaces without native streaming: they get post plus update.
+    no_stream: Mutex<HashSet<String>>,
+    /// Channels whose kind takes no streams.
+    no_stream_channels: Mutex<HashSet<String>>,
+    /// The replies writing lately, for their write interval.
+    pub(super) writers: Writers,
+    /// Messages written, by (channel, ts).
+    sent: Mutex<Recent<(String, String), Sent>>,
+    /// Statuses showing, by (channel, thread) or (channel, message).
+    statuses: Mutex<Recent<(String, String), ()>>,
+    /// Assistant threads titled, by (channel, thread).
+    titled: Mutex<Recent<(String, String), ()>>,
+    /// Events are being received (Socket Mode started, or the HTTP endpoint listening).
+    pub(super) connected: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub(super) fn streaming_off(&self, team: &str) -> bool {
+        lock(&self.no_stream).contains(team)
+    }
+
+    pub(super) fn turn_streaming_off(&self, team: &str) {
+        lock(&self.no_stream).insert(team.to_string());
+    }
+
+    pub(super) fn channel_streaming_off(&self, channel: &str) -> bool {
+        lock(&self.no_stream_channels).contains(channel)
+    }
+
+    pub(super) fn turn_channel_streaming_off(&self, channel: &str) {
+        lock(&self.no_stream_channels).insert(channel.to_string());
+    }
+
+    pub(super) fn remember(&self, m: &MessageRef, sent: Sent) {
+        lock(&self.sent).insert(key(m), sent);
+    }
+
+    pub(super) fn forget(&self, m: &MessageRef) {
+        lock(&self.sent).remove(&key(m));
+    }
+
+    pub(super) fn set_text(&self, m: &MessageRef, text: &str) {
+        if let Some(sent) = lock(&self.sent).get_mut(&key(m)) {
+            sent.text = text.to_string();
+        }
+    }
+
+    pub(super) fn append_text(&self, m: &MessageRef, text: &str) {
+        if let Some(sent) = lock(&self.sent).get_mut(&key(m)) {
+            sent.text.push_str(text);
+        }
+    }
+
+    pub(super) fn text_of(&self, channel: &str, ts: &str) -> Option<String> {
+        lock(&self.sent)
+            .get(&(channel.to_string(), ts.to_string()))
+            .map(|s| s.text.clone())
+    }
+
+    /// The workspace of message `channel`/`ts` if it is a native stream still open.
+    pub(super) fn open_stream_team(&self, channel: &str, ts: &str) -> Option<String> {
+        lock(&self.sent)
+            .get(&(channel.to_string(), ts.to_string()))
+            .and_then(|s| s.open_stream.clone())
+    }
+
+    pub(super) fn is_open_stream(&self, channel: &str, ts: &str) -> bool {
+        self.open_stream_team(channel, ts).is_some()
+    }
+
+    pub(super) fn stream_stopped(&self, channel: &str, ts: &str) {
+        if let Some(sent) = lock(&self.sent).get_mut(&(channel.to_string(), ts.to_string())) {
+            sent.open_stream = None;
+        }
+    }
+
+    /// The open streams in `channel`'s `thread`, as (channel, ts).
+    pub(super) fn open_streams_in(
+        &self,
+        channel: &str,
+        thread: Option<&str>,
+    ) -> Vec<(String, String)> {
+        lock(&self.sent)
+            .iter()
+            .filter(|((c, _), s)| {
+                c == channel && s.open_stream.is_some() && s.thread.as_deref() == thread
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub(super) fn status_shown(&self, key: &(String, String)) -> bool {
+        lock(&self.statuses).get(key).is_some()
+    }
+
+    pub(super) fn set_status_shown(&self, key: (String, String), shown: bool) {
+        let mut statuses = lock(&self.statuses);
+        if shown {
+            statuses.insert(key, ());
+        } else {
+            statuses.remove(&key);
+        }
+    }
+
+    /// Records that the thread is titled; false if it already was.
+    pub(super) fn mark_titled(&self, channel: &str, thread: &str) -> bool {
+        let mut titled = lock(&self.titled);
+        let key = (channel.to_string(), thread.to_string());
+        if titled.get(&key).is_some() {
+            return false;
+        }
+        titled.insert(key, ());
+        true
+    }
+}
+
+/// A map that forgets its oldest entries past [`REMEMBERED`].
+struct Recent<K, V> {
+    /// Entries with the sequence number of their insertion.
+    map: HashMap<K, (u64, V)>,
+    /// Insertion order; entries whose sequence number no longer matches are stale.
+    order: VecDeque<(u64, K)>,
+    /// The next sequence number.
+    next: u64,
+    /// How many entries are kept.
+    cap: usize,
+}
+
+impl<K, V> Default for Recent<K, V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next: 0,
+            cap: REMEMBERED,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Recent<K, V> {
+    fn insert(&mut self, k: K, v: V) {
+        let seq = self.next;
+        self.next += 1;
+        self.map.insert(k.clone(), (seq, v));
+        self.order.push_back((seq, k));
+        while self.map.len() > self.cap || self.order.len() > self.cap.saturating_mul(2) {
+            let Some((seq, k)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&k).is_some_and(|(s, _)| *s == seq) {
+                self.map.remove(&k);
+            }
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k).map(|(_, v)| v)
+    }
+
+    fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, k: &K) {
+        self.map.remove(k);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter().map(|(k, (_, v))| (k, v))
+    }
+}
+
+/// Locks `m`; a panic elsewhere while it was held leaves data that is still usable.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key(m: &MessageRef) -> (String, String) {
+    (m.channel.clone(), m.id.clone())
+}
+
+/// A message's name among the writers ([`Writers`]).
+pub(super) fn writer(m: &MessageRef) -> String {
+    format!("{}:{}", m.channel, m.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::testing::{slack_target, target};
+
+    #[test]
+    fn open_streams_are_found_per_thread_until_stopped() {
+        let shared = Shared::default();
+        let to = target("C1", Some("1.0"), slack_target("T1"));
+        let m = MessageRef {
+            channel: "C1".into(),
+            id: "2.0".into(),
+        };
+        shared.remember(&m, Sent::streaming(&to, "T1"));
+        shared.append_text(&m, "Hello ");
+        shared.append_text(&m, "world");
+        assert_eq!(shared.text_of("C1", "2.0").as_deref(), Some("Hello world"));
+        assert_eq!(shared.open_stream_team("C1", "2.0").as_deref(), Some("T1"));
+        assert_eq!(
+            shared.open_streams_in("C1", Some("1.0")),
+            [("C1".to_string(), "2.0".to_string())]
+        );
+        assert!(shared.open_streams_in("C1", Some("9.0")).is_empty());
+        shared.stream_stopped("C1", "2.0");
+        assert!(shared.open_streams_in("C1", Some("1.0")).is_empty());
+        assert!(!shared.is_open_stream("C1", "2.0"));
+        assert!(shared.mark_titled("C1", "1.0"));
+        assert!(!shared.mark_titled("C1", "1.0"));
+    }
+
+    #[test]
+    fn recent_memory_forgets_the_oldest_first() {
+        let mut r: Recent<u32, u32> = Recent {
+            cap: 3,
+            ..Default::default()
+        };
+        for i in 0..5 {
+            r.insert(i, i * 10);
+        }
+        assert!(r.get(&0).is_none() && r.get(&1).is_none());
+        assert_eq!(r.get(&4), Some(&40));
+        // Re-inserting refreshes an entry: it outlives the ones after it.
+        r.insert(2, 21);
+        r.insert(5, 50);
+        r.insert(6, 60);
+        assert_eq!(r.get(&2), Some(&21));
+        assert!(r.get(&3).is_none());
+        assert!(r.map.len() <= 3 && r.order.len() <= 6);
+    }
+}
