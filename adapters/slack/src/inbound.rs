@@ -41,9 +41,6 @@ const NOT_IN_THREAD_FOR: std::time::Duration = std::time::Duration::from_secs(15
 /// Recent event ids remembered for de-duplication (across reconnects and both sockets).
 const RECENT: usize = 4096;
 
-/// The `action_id` of the feedback buttons on answers.
-pub const FEEDBACK_ACTION: &str = "anchorbot_feedback";
-
 /// The command words that also work as a mention: `@anchorbot status`.
 const COMMAND_WORDS: [&str; 4] = ["clear", "files", "status", "help"];
 
@@ -485,7 +482,7 @@ impl Mapper {
             .actions
             .iter()
             .flatten()
-            .find(|a| a.action_id.to_string() == FEEDBACK_ACTION)
+            .find(|a| a.action_id.to_string() == crate::platform::FEEDBACK_ACTION_ID)
         else {
             return;
         };

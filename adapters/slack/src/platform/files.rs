@@ -84,29 +84,13 @@ impl SlackPlatform {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(size) = declared.filter(|&size| size > max_bytes) {
-            return Err(PlatformError::TooLarge {
-                size,
-                limit: max_bytes,
-            });
-        }
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|e| PlatformError::Transport(format!("file download: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                let size = (bytes.len() + data.len()) as u64;
-                if size > max_bytes {
-                    return Err(PlatformError::TooLarge {
-                        size,
-                        limit: max_bytes,
-                    });
-                }
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok(bytes)
+        anchorbot_platform::download::read_capped(
+            response.into_body().into_data_stream(),
+            declared,
+            max_bytes,
+            |e| PlatformError::Transport(format!("file download: {e}")),
+        )
+        .await
     }
 
     /// Downloads `attachment` with the bot token, refusing more than `max_bytes` (the

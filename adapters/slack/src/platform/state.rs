@@ -2,11 +2,10 @@
 //! workspaces and channels without streaming, the messages it wrote and their open streams,
 //! the statuses showing, the threads titled), in maps that forget their oldest entries.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::Hash;
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use anchorbot_platform::{MessageRef, ReplyTarget};
+use anchorbot_platform::{BoundedMap, MessageRef, ReplyTarget};
 
 use crate::pace::Writers;
 
@@ -45,7 +44,6 @@ impl Sent {
 }
 
 /// Memory shared by every reply of one [`SlackPlatform`].
-#[derive(Default)]
 pub(super) struct Shared {
     /// Workspaces without native streaming: they get post plus update.
     no_stream: Mutex<HashSet<String>>,
@@ -54,13 +52,27 @@ pub(super) struct Shared {
     /// The replies writing lately, for their write interval.
     pub(super) writers: Writers,
     /// Messages written, by (channel, ts).
-    sent: Mutex<Recent<(String, String), Sent>>,
+    sent: Mutex<BoundedMap<(String, String), Sent>>,
     /// Statuses showing, by (channel, thread) or (channel, message).
-    statuses: Mutex<Recent<(String, String), ()>>,
+    statuses: Mutex<BoundedMap<(String, String), ()>>,
     /// Assistant threads titled, by (channel, thread).
-    titled: Mutex<Recent<(String, String), ()>>,
+    titled: Mutex<BoundedMap<(String, String), ()>>,
     /// Events are being received (Socket Mode started, or the HTTP endpoint listening).
     pub(super) connected: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            no_stream: Mutex::default(),
+            no_stream_channels: Mutex::default(),
+            writers: Writers::default(),
+            sent: Mutex::new(BoundedMap::new(REMEMBERED)),
+            statuses: Mutex::new(BoundedMap::new(REMEMBERED)),
+            titled: Mutex::new(BoundedMap::new(REMEMBERED)),
+            connected: std::sync::atomic::AtomicBool::default(),
+        }
+    }
 }
 
 impl Shared {
@@ -163,62 +175,6 @@ impl Shared {
     }
 }
 
-/// A map that forgets its oldest entries past [`REMEMBERED`].
-struct Recent<K, V> {
-    /// Entries with the sequence number of their insertion.
-    map: HashMap<K, (u64, V)>,
-    /// Insertion order; entries whose sequence number no longer matches are stale.
-    order: VecDeque<(u64, K)>,
-    /// The next sequence number.
-    next: u64,
-    /// How many entries are kept.
-    cap: usize,
-}
-
-impl<K, V> Default for Recent<K, V> {
-    fn default() -> Self {
-        Self {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            next: 0,
-            cap: REMEMBERED,
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone, V> Recent<K, V> {
-    fn insert(&mut self, k: K, v: V) {
-        let seq = self.next;
-        self.next += 1;
-        self.map.insert(k.clone(), (seq, v));
-        self.order.push_back((seq, k));
-        while self.map.len() > self.cap || self.order.len() > self.cap.saturating_mul(2) {
-            let Some((seq, k)) = self.order.pop_front() else {
-                break;
-            };
-            if self.map.get(&k).is_some_and(|(s, _)| *s == seq) {
-                self.map.remove(&k);
-            }
-        }
-    }
-
-    fn get(&self, k: &K) -> Option<&V> {
-        self.map.get(k).map(|(_, v)| v)
-    }
-
-    fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.map.get_mut(k).map(|(_, v)| v)
-    }
-
-    fn remove(&mut self, k: &K) {
-        self.map.remove(k);
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter().map(|(k, (_, v))| (k, v))
-    }
-}
-
 /// Locks `m`; a panic elsewhere while it was held leaves data that is still usable.
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -261,25 +217,5 @@ mod tests {
         assert!(!shared.is_open_stream("C1", "2.0"));
         assert!(shared.mark_titled("C1", "1.0"));
         assert!(!shared.mark_titled("C1", "1.0"));
-    }
-
-    #[test]
-    fn recent_memory_forgets_the_oldest_first() {
-        let mut r: Recent<u32, u32> = Recent {
-            cap: 3,
-            ..Default::default()
-        };
-        for i in 0..5 {
-            r.insert(i, i * 10);
-        }
-        assert!(r.get(&0).is_none() && r.get(&1).is_none());
-        assert_eq!(r.get(&4), Some(&40));
-        // Re-inserting refreshes an entry: it outlives the ones after it.
-        r.insert(2, 21);
-        r.insert(5, 50);
-        r.insert(6, 60);
-        assert_eq!(r.get(&2), Some(&21));
-        assert!(r.get(&3).is_none());
-        assert!(r.map.len() <= 3 && r.order.len() <= 6);
     }
 }
