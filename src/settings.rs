@@ -8,8 +8,6 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::llm::lang_filter::{is_cjk_language, Script};
-
 /// Everything anchorbot can be told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -390,6 +388,70 @@ pub enum FilterMode {
     Off,
 }
 
+/// A script (or symbol block) the filter can remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Script {
+    /// Chinese characters (CJK unified ideographs, extensions, compatibility, radicals).
+    Han,
+    /// Japanese Hiragana.
+    Hiragana,
+    /// Japanese Katakana, including half-width Katakana.
+    Katakana,
+    /// Korean Hangul syllables and Jamo.
+    Hangul,
+    /// CJK symbols and punctuation (U+3000–U+303F), e.g. `。`, `「`, `、`.
+    CjkPunctuation,
+    /// Halfwidth and fullwidth forms (U+FF00–U+FFEF), e.g. `，`, `！`, `Ａ`.
+    Fullwidth,
+}
+
+impl Script {
+    /// The default set: every CJK script plus CJK punctuation and fullwidth forms.
+    pub const CJK: &'static [Script] = &[
+        Script::Han,
+        Script::Hiragana,
+        Script::Katakana,
+        Script::Hangul,
+        Script::CjkPunctuation,
+        Script::Fullwidth,
+    ];
+}
+
+/// Languages whose answers must keep CJK characters.
+const CJK_LANGUAGES: &[&str] = &[
+    "chinese",
+    "mandarin",
+    "cantonese",
+    "japanese",
+    "korean",
+    "zh",
+    "ja",
+    "ko",
+    "中文",
+    "汉语",
+    "漢語",
+    "日本語",
+    "한국어",
+];
+
+/// True when `language` is written with CJK scripts.
+pub fn is_cjk_language(language: &str) -> bool {
+    let l = language.trim().to_lowercase();
+    CJK_LANGUAGES
+        .iter()
+        .any(|c| l == *c || l.starts_with(&format!("{c}-")) || l.starts_with(&format!("{c} ")))
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkStart {
+    /// Inside a think block: everything is reasoning until `</think>` (R1 distills, QwQ).
+    Inside,
+    /// Outside: everything is answer unless a `<think>` block opens.
+    Outside,
+}
+
 /// Where completions start relative to a think block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -454,8 +516,7 @@ impl Endpoint {
     }
 
     /// The think-block start this endpoint's model needs.
-    pub fn think_start(&self) -> crate::llm::think::ThinkStart {
-        use crate::llm::think::ThinkStart;
+    pub fn think_start(&self) -> ThinkStart {
         match self.think {
             ThinkMode::Inside => ThinkStart::Inside,
             ThinkMode::Outside => ThinkStart::Outside,
