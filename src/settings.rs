@@ -725,7 +725,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let bad = |m: String| Err(SettingsError::Invalid(m));
         if let Some(url) = &self.database_url {
-            if let Err(reason) = crate::storage::postgres::check_url(url) {
+            if let Err(reason) = crate::storage::check_database_url(url) {
                 return bad(format!("{reason}; unset it to keep the store in data_dir"));
             }
         }

@@ -166,7 +166,7 @@ pub fn secrets_of(settings: &Settings) -> Vec<String> {
         settings
             .database_url
             .iter()
-            .flat_map(crate::storage::postgres::secrets),
+            .flat_map(crate::storage::url_secrets),
     )
     .collect()
 }
