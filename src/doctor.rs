@@ -12,7 +12,9 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::llm::OpenAiEndpoint;
-use crate::settings::{DiscordSettings, Settings, SlackSettings};
+use crate::settings::Settings;
+use anchorbot_discord::DiscordSettings;
+use anchorbot_slack::SlackSettings;
 
 /// The bot scopes the Slack adapter needs, each with what it is for: the same list as
 /// `oauth_config.scopes.bot` in `adapters/slack/manifest.yml`.

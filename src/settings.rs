@@ -8,6 +8,9 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use anchorbot_discord::DiscordSettings;
+use anchorbot_slack::SlackSettings;
+
 /// Everything anchorbot can be told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -79,75 +82,6 @@ pub struct Settings {
 pub struct MetricsSettings {
     /// Listen address such as `127.0.0.1:9464` (port 0 picks one); unset: off.
     pub listen: Option<String>,
-}
-
-/// The Discord adapter's settings. The token is a secret: never printed, logged or in errors.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
-pub struct DiscordSettings {
-    /// Bot token (`DISCORD_TOKEN`).
-    #[serde(serialize_with = "redact")]
-    pub token: Option<SecretString>,
-    /// Base of the REST API (`{base}/api/v10/…`) and of the gateway lookup
-    /// (`ANCHORBOT_DISCORD_API_URL`).
-    pub api_url: String,
-    /// Register the slash commands in this guild only, which is instant
-    /// (`ANCHORBOT_DISCORD_GUILD_ID`); without it they register globally.
-    pub guild_id: Option<u64>,
-    /// Answer a mention in a new thread made from it (the default), or in place.
-    pub reply_in_thread: bool,
-}
-
-impl Default for DiscordSettings {
-    fn default() -> Self {
-        Self {
-            token: None,
-            api_url: "https://discord.com".into(),
-            guild_id: None,
-            reply_in_thread: true,
-        }
-    }
-}
-
-/// The Slack adapter's settings. Tokens are secrets: never printed, logged or in errors.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
-pub struct SlackSettings {
-    /// Bot token (`xoxb-…`, `SLACK_BOT_TOKEN`): every Web API call.
-    #[serde(serialize_with = "redact")]
-    pub bot_token: Option<SecretString>,
-    /// App-level token (`xapp-…`, `SLACK_APP_TOKEN`): Socket Mode.
-    #[serde(serialize_with = "redact")]
-    pub app_token: Option<SecretString>,
-    /// Signing secret (`SLACK_SIGNING_SECRET`): the Events API over HTTP.
-    #[serde(serialize_with = "redact")]
-    pub signing_secret: Option<SecretString>,
-    /// Where the Events API listener binds, e.g. `0.0.0.0:3000` (`ANCHORBOT_SLACK_LISTEN`).
-    pub listen: Option<String>,
-    /// The Web API base URL (`ANCHORBOT_SLACK_API_URL`); every call goes there.
-    pub api_url: String,
-    /// Prompts suggested when an assistant thread starts.
-    pub suggested_prompts: Vec<String>,
-    /// Answer messages other bots write.
-    pub answer_bots: bool,
-}
-
-impl Default for SlackSettings {
-    fn default() -> Self {
-        Self {
-            bot_token: None,
-            app_token: None,
-            signing_secret: None,
-            listen: None,
-            api_url: "https://slack.com/api".into(),
-            suggested_prompts: vec![
-                "Summarize this thread".into(),
-                "What did we decide?".into(),
-                "What can you do?".into(),
-            ],
-            answer_bots: false,
-        }
-    }
 }
 
 /// Which embedder turns chunks into vectors.

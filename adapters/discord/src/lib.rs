@@ -15,9 +15,11 @@ pub mod platform;
 pub mod rest;
 pub mod role;
 pub mod route;
+pub mod settings;
 pub mod target;
 
 pub use config::DiscordConfig;
+pub use settings::DiscordSettings;
 
 mod adapter;
 pub use adapter::{intents, DiscordAdapter, DiscordError};

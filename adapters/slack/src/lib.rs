@@ -14,12 +14,14 @@ pub mod markdown;
 pub mod pace;
 pub mod platform;
 pub mod rate;
+pub mod settings;
 pub mod stream_errors;
 pub mod target;
 pub mod thread;
 pub mod users;
 
 pub use config::SlackConfig;
+pub use settings::SlackSettings;
 
 mod adapter;
 pub use adapter::{SlackAdapter, SlackError};
