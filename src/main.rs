@@ -230,6 +230,7 @@ fn init_logging(
         &filter,
         format,
         colour && std::io::stderr().is_terminal(),
+        anchorbot::adapters::token_patterns(),
     ))
 }
 

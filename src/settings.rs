@@ -582,13 +582,21 @@ const NESTED: &[(&str, &str)] = &[
     ("metrics_", "metrics."),
 ];
 
-/// The platforms' own environment variable names for their secrets.
-const PLATFORM_ENV: &[(&str, &str)] = &[
-    ("SLACK_BOT_TOKEN", "slack.bot_token"),
-    ("SLACK_APP_TOKEN", "slack.app_token"),
-    ("SLACK_SIGNING_SECRET", "slack.signing_secret"),
-    ("DISCORD_TOKEN", "discord.token"),
-];
+/// The platforms' own environment variable names for their secrets, each with the key it sets
+/// (`SLACK_BOT_TOKEN` → `slack.bot_token`), as each adapter lists them.
+fn platform_env() -> Vec<(&'static str, String)> {
+    [
+        ("slack", anchorbot_slack::settings::ENV),
+        ("discord", anchorbot_discord::settings::ENV),
+    ]
+    .into_iter()
+    .flat_map(|(table, names)| {
+        names
+            .iter()
+            .map(move |(name, key)| (*name, format!("{table}.{key}")))
+    })
+    .collect()
+}
 
 impl Settings {
     /// Where the store is: PostgreSQL at `database_url` when set, else sled in `data_dir`.
@@ -618,32 +626,41 @@ impl Settings {
                 }
                 k.into()
             });
-        let slack = Env::raw()
-            .only(&PLATFORM_ENV.iter().map(|(k, _)| *k).collect::<Vec<_>>())
-            .map(|k| {
-                PLATFORM_ENV
-                    .iter()
-                    .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
-                    .map(|(_, key)| (*key).into())
-                    .unwrap_or_else(|| k.into())
-            });
+        let platform_env = platform_env();
+        let names: Vec<&str> = platform_env.iter().map(|(k, _)| *k).collect();
+        let platforms = Env::raw().only(&names).map(move |k| {
+            platform_env
+                .iter()
+                .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, key)| key.clone().into())
+                .unwrap_or_else(|| k.into())
+        });
         let mut settings: Settings = fig
-            .merge(slack)
+            .merge(platforms)
             .merge(env)
             .extract()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
         // An empty secret (`SLACK_BOT_TOKEN=` in a compose file or .env) is no secret: it
         // must not start an adapter or send an empty bearer token.
-        for secret in [
-            &mut settings.database_url,
-            &mut settings.slack.bot_token,
-            &mut settings.slack.app_token,
-            &mut settings.slack.signing_secret,
-            &mut settings.discord.token,
-            &mut settings.reasoning.api_key,
-            &mut settings.vision.api_key,
-            &mut settings.documents.embeddings.api_key,
-        ] {
+        let Settings {
+            database_url,
+            reasoning,
+            vision,
+            documents,
+            slack,
+            discord,
+            ..
+        } = &mut settings;
+        let secrets = [
+            database_url,
+            &mut reasoning.api_key,
+            &mut vision.api_key,
+            &mut documents.embeddings.api_key,
+        ]
+        .into_iter()
+        .chain(slack.secrets_mut())
+        .chain(discord.secrets_mut());
+        for secret in secrets {
             if secret
                 .as_ref()
                 .is_some_and(|s| s.expose_secret().trim().is_empty())
@@ -695,6 +712,11 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The chat platforms' secrets that are set (their tokens and signing secrets).
+    pub fn platform_secrets(&self) -> Vec<&SecretString> {
+        self.slack.secrets().chain(self.discord.secrets()).collect()
     }
 
     /// The scripts the language filter removes for the configured language (empty: off).

@@ -1,8 +1,23 @@
 //! The Discord adapter's part of anchorbot's settings (`[discord]` in the TOML file). The
 //! token is a secret: never printed, logged or in errors.
 
+use anchorbot_platform::redact::TokenPattern;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+
+use crate::config::DEFAULT_API_URL;
+
+/// Discord's own environment variable for the token, with its key in [`DiscordSettings`].
+pub const ENV: &[(&str, &str)] = &[("DISCORD_TOKEN", "token")];
+
+/// The shape of Discord's bot token in text, for redaction: `Bot ` and then a long value with
+/// dots in it (so "Bot said" stays).
+pub const TOKEN_PATTERNS: &[TokenPattern] = &[TokenPattern {
+    marker: "Bot ",
+    keep_marker: true,
+    min_chars: 20,
+    needs_dot: true,
+}];
 
 /// The Discord adapter's settings. The token is a secret: never printed, logged or in errors.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -25,10 +40,22 @@ impl Default for DiscordSettings {
     fn default() -> Self {
         Self {
             token: None,
-            api_url: "https://discord.com".into(),
+            api_url: DEFAULT_API_URL.into(),
             guild_id: None,
             reply_in_thread: true,
         }
+    }
+}
+
+impl DiscordSettings {
+    /// The secrets that are set.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretString> {
+        self.token.iter()
+    }
+
+    /// Every secret's slot, set or not (an empty value is unset after loading).
+    pub fn secrets_mut(&mut self) -> [&mut Option<SecretString>; 1] {
+        [&mut self.token]
     }
 }
 

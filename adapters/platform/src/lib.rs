@@ -15,6 +15,7 @@ pub mod budget;
 mod key;
 pub mod metrics;
 mod recent;
+pub mod redact;
 mod reply;
 mod split;
 

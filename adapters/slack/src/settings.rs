@@ -1,8 +1,29 @@
 //! The Slack adapter's part of anchorbot's settings (`[slack]` in the TOML file). Tokens are
 //! secrets: never printed, logged or in errors.
 
+use anchorbot_platform::redact::TokenPattern;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+
+use crate::config::{default_prompts, DEFAULT_API_URL};
+
+/// Slack's own environment variables for the secrets, each with its key in [`SlackSettings`].
+pub const ENV: &[(&str, &str)] = &[
+    ("SLACK_BOT_TOKEN", "bot_token"),
+    ("SLACK_APP_TOKEN", "app_token"),
+    ("SLACK_SIGNING_SECRET", "signing_secret"),
+];
+
+/// The shapes of Slack's tokens (bot, user, app-level, refresh, configuration), for redaction.
+pub const TOKEN_PATTERNS: &[TokenPattern] = &[
+    TokenPattern::prefix("xoxb-"),
+    TokenPattern::prefix("xoxp-"),
+    TokenPattern::prefix("xoxa-"),
+    TokenPattern::prefix("xoxr-"),
+    TokenPattern::prefix("xoxs-"),
+    TokenPattern::prefix("xoxe-"),
+    TokenPattern::prefix("xapp-"),
+];
 
 /// The Slack adapter's settings. Tokens are secrets: never printed, logged or in errors.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -34,14 +55,28 @@ impl Default for SlackSettings {
             app_token: None,
             signing_secret: None,
             listen: None,
-            api_url: "https://slack.com/api".into(),
-            suggested_prompts: vec![
-                "Summarize this thread".into(),
-                "What did we decide?".into(),
-                "What can you do?".into(),
-            ],
+            api_url: DEFAULT_API_URL.into(),
+            suggested_prompts: default_prompts(),
             answer_bots: false,
         }
+    }
+}
+
+impl SlackSettings {
+    /// The secrets that are set.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretString> {
+        [&self.bot_token, &self.app_token, &self.signing_secret]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Every secret's slot, set or not (an empty value is unset after loading).
+    pub fn secrets_mut(&mut self) -> [&mut Option<SecretString>; 3] {
+        [
+            &mut self.bot_token,
+            &mut self.app_token,
+            &mut self.signing_secret,
+        ]
     }
 }
 
