@@ -9,6 +9,7 @@ pub mod arrival;
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod inbound;
 pub mod limits;
 pub mod platform;

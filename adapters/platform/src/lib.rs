@@ -12,6 +12,7 @@
 
 pub mod arrival;
 pub mod budget;
+pub mod doctor;
 mod key;
 pub mod metrics;
 mod recent;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod block_markdown;
 pub mod client;
 pub mod config;
+pub mod doctor;
 pub mod http;
 pub mod inbound;
 pub mod markdown;
