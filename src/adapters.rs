@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};
+use anchorbot_platform::doctor::Doctor;
 use anchorbot_platform::redact::TokenPattern;
 use anchorbot_platform::{Adapter, LocalBudget, RateBudget};
 use anchorbot_slack::config::BadListen;
@@ -29,6 +30,11 @@ pub enum AdaptersError {
     /// An address that does not parse.
     #[error(transparent)]
     BadListen(#[from] BadListen),
+}
+
+/// Every platform's `doctor` checks, in the order they are printed.
+pub fn doctors(settings: &Settings) -> Vec<&dyn Doctor> {
+    vec![&settings.slack, &settings.discord]
 }
 
 /// The shapes of every platform's tokens, for the log writer to redact.

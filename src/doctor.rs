@@ -1,9 +1,7 @@
-//! `anchorbot doctor`: checks the configuration, the data directory and every endpoint, and
-//! says what each endpoint serves. With a Slack bot token it also asks Slack who the bot is
-//! (`auth.test`), compares the token's granted scopes with [`SLACK_SCOPES`], and says which
-//! connection `anchorbot run` will use. With a Discord token it asks Discord who the bot is
-//! (`GET /users/@me`, `GET /applications/@me`), says whether the Message Content intent is
-//! enabled in the developer portal, and gives the invite URL. Tokens are never printed.
+//! `anchorbot doctor`: checks the configuration, the data directory, the store, the document
+//! tools and every model endpoint, and says what each endpoint serves; then each chat
+//! platform's own checks (its [`anchorbot_platform::doctor::Doctor`], from [`crate::adapters::doctors`]). Secrets are never
+//! printed.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -80,8 +78,9 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         }
         checks.push(check);
     }
-    checks.extend(anchorbot_slack::doctor::checks(&settings.slack).await);
-    checks.extend(anchorbot_discord::doctor::checks(&settings.discord).await);
+    for platform in crate::adapters::doctors(settings) {
+        checks.extend(platform.checks().await);
+    }
     checks
 }
 

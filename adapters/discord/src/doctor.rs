@@ -3,14 +3,22 @@
 //! developer portal and which installation contexts are, and gives the invite URL. The token
 //! is never printed.
 
-use anchorbot_platform::doctor::{Check, CheckState};
+use anchorbot_platform::doctor::{Check, CheckState, Doctor};
+use async_trait::async_trait;
 
 use crate::settings::DiscordSettings;
+
+#[async_trait]
+impl Doctor for DiscordSettings {
+    async fn checks(&self) -> Vec<Check> {
+        run(self).await
+    }
+}
 
 /// Checks the Discord bot: the token (`GET /users/@me`), the application, its Message
 /// Content intent and its installation contexts (`GET /applications/@me`), and the invite URL.
 /// Without a token, one line says what to set.
-pub async fn checks(s: &DiscordSettings) -> Vec<Check> {
+async fn run(s: &DiscordSettings) -> Vec<Check> {
     let Some(token) = &s.token else {
         return vec![Check {
             name: "Discord".into(),

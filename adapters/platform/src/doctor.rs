@@ -1,5 +1,17 @@
 //! What `anchorbot doctor` prints for each thing it checks: a name, a state (pass, warn, fail)
-//! and a detail. Each adapter checks its own platform and reports in these terms.
+//! and a detail. Each adapter checks its own platform behind [`Doctor`], which the core calls
+//! without knowing the platform.
+
+use async_trait::async_trait;
+
+/// A platform's own checks: its settings and credentials, asked of the platform where that
+/// needs it.
+#[async_trait]
+pub trait Doctor: Send + Sync {
+    /// Runs the checks, in the order they are printed. Without credentials, one check says
+    /// what to set. No detail shows a secret.
+    async fn checks(&self) -> Vec<Check>;
+}
 
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]

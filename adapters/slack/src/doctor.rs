@@ -2,7 +2,8 @@
 //! token's granted scopes with [`SCOPES`], and says which connection `anchorbot run` will use.
 //! Tokens are never printed.
 
-use anchorbot_platform::doctor::{Check, CheckState};
+use anchorbot_platform::doctor::{Check, CheckState, Doctor};
+use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -36,9 +37,16 @@ pub const SCOPES: &[(&str, &str)] = &[
     ),
 ];
 
+#[async_trait]
+impl Doctor for SlackSettings {
+    async fn checks(&self) -> Vec<Check> {
+        run(self).await
+    }
+}
+
 /// Checks the Slack app: the bot token and its scopes, and the connection `anchorbot run`
 /// will use. Without a bot token, one line says what to set.
-pub async fn checks(s: &SlackSettings) -> Vec<Check> {
+async fn run(s: &SlackSettings) -> Vec<Check> {
     let Some(bot) = &s.bot_token else {
         // An app token or signing secret without the bot token means Slack was meant to run.
         let partial = s.app_token.is_some() || s.signing_secret.is_some();
