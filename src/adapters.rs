@@ -1,7 +1,8 @@
 //! The chat platforms `anchorbot run` starts: every adapter whose credentials are configured,
-//! all in one process on one store. This is the one place that names the platforms; the
-//! engine never does.
-
+//! all in one process on one store, each built by its crate from its own settings. Beside them,
+//! what the core asks of the platforms without naming them: their token shapes (for the log
+//! writer) and their `doctor` checks. This is the wiring that names the platforms; the engine
+//! never does.
 use std::sync::Arc;
 
 use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};

@@ -66,3 +66,23 @@ fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok,
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DiscordConfig;
+
+    #[test]
+    fn the_token_never_shows_and_the_config_follows_the_settings() {
+        let mut s = DiscordSettings::default();
+        assert!(DiscordConfig::from_settings(&s).is_none());
+        s.token = Some("MTIz.very-secret-token".into());
+        s.guild_id = Some(42);
+        let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
+        assert!(!shown.contains("very-secret"), "{shown}");
+        let cfg = DiscordConfig::from_settings(&s).unwrap();
+        assert_eq!(cfg.guild_id, Some(42));
+        assert_eq!(cfg.api_base(), "https://discord.com/api/v10");
+        assert!(cfg.reply_in_thread);
+    }
+}

@@ -42,3 +42,23 @@ impl TokenPattern {
         token.len() >= self.min_chars && (!self.needs_dot || token.contains('.'))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shape_needs_its_length_and_its_dot() {
+        let bot = TokenPattern {
+            marker: "Bot ",
+            keep_marker: true,
+            min_chars: 20,
+            needs_dot: true,
+        };
+        assert!(bot.matches("MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl"));
+        assert!(!bot.matches("said"));
+        assert!(!bot.matches("MTIzNDU2Nzg5MDEyMzQ1Njc4"));
+        assert!(TokenPattern::prefix("xoxb-").matches("1"));
+        assert!(!TokenPattern::after("Bearer ").matches(""));
+    }
+}

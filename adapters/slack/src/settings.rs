@@ -87,3 +87,26 @@ fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok,
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SlackConfig;
+
+    #[test]
+    fn secrets_never_show_and_empty_settings_start_nothing() {
+        let mut s = SlackSettings::default();
+        assert!(SlackConfig::from_settings(&s).unwrap().is_none());
+        s.bot_token = Some("xoxb-very-secret".into());
+        s.signing_secret = Some("signing-very-secret".into());
+        let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert_eq!(s.secrets().count(), 2);
+        let cfg = SlackConfig::from_settings(&s).unwrap().unwrap();
+        assert_eq!(cfg.api_url, DEFAULT_API_URL);
+        assert_eq!(cfg.suggested_prompts, default_prompts());
+        s.listen = Some("not an address".into());
+        let err = SlackConfig::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("ANCHORBOT_SLACK_LISTEN"), "{err}");
+    }
+}
