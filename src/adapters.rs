@@ -3,6 +3,7 @@
 //! what the core asks of the platforms without naming them: their token shapes (for the log
 //! writer) and their `doctor` checks. This is the wiring that names the platforms; the engine
 //! never does.
+
 use std::sync::Arc;
 
 use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};
