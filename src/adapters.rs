@@ -1,11 +1,16 @@
 //! The chat platforms `anchorbot run` starts: every adapter whose credentials are configured,
-//! all in one process on one store. This is the one place that names the platforms; the
-//! engine never does.
+//! all in one process on one store, each built by its crate from its own settings. Beside them,
+//! what the core asks of the platforms without naming them: their token shapes (for the log
+//! writer) and their `doctor` checks. This is the wiring that names the platforms; the engine
+//! never does.
 
-use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};
 use std::sync::Arc;
 
+use anchorbot_discord::{DiscordAdapter, DiscordConfig, DiscordError};
+use anchorbot_platform::doctor::Doctor;
+use anchorbot_platform::redact::TokenPattern;
 use anchorbot_platform::{Adapter, LocalBudget, RateBudget};
+use anchorbot_slack::config::BadListen;
 use anchorbot_slack::{SlackAdapter, SlackConfig, SlackError};
 
 use crate::replica::budget::SharedBudget;
@@ -25,10 +30,22 @@ pub enum AdaptersError {
     #[error("Discord: {0}")]
     Discord(#[from] DiscordError),
     /// An address that does not parse.
-    #[error(
-        "slack.listen (ANCHORBOT_SLACK_LISTEN) = {0:?} is not an address such as 0.0.0.0:3000"
-    )]
-    BadListen(String),
+    #[error(transparent)]
+    BadListen(#[from] BadListen),
+}
+
+/// Every platform's `doctor` checks, in the order they are printed.
+pub fn doctors(settings: &Settings) -> Vec<&dyn Doctor> {
+    vec![&settings.slack, &settings.discord]
+}
+
+/// The shapes of every platform's tokens, for the log writer to redact.
+pub fn token_patterns() -> Vec<TokenPattern> {
+    [
+        anchorbot_slack::settings::TOKEN_PATTERNS,
+        anchorbot_discord::settings::TOKEN_PATTERNS,
+    ]
+    .concat()
 }
 
 /// The adapters whose credentials are set, for a process alone on its store. They hold their
@@ -62,30 +79,14 @@ fn with_budget(
     budget: Arc<dyn RateBudget>,
 ) -> Result<Vec<Box<dyn Adapter>>, AdaptersError> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
-    let s = &settings.slack;
-    if let Some(bot) = &s.bot_token {
-        let mut cfg = SlackConfig::new(bot.clone());
-        cfg.app_token = s.app_token.clone();
-        cfg.signing_secret = s.signing_secret.clone();
-        cfg.listen = match &s.listen {
-            Some(l) => Some(l.parse().map_err(|_| AdaptersError::BadListen(l.clone()))?),
-            None => None,
-        };
-        cfg.api_url = s.api_url.clone();
-        cfg.suggested_prompts = s.suggested_prompts.clone();
-        cfg.answer_bots = s.answer_bots;
+    if let Some(mut cfg) = SlackConfig::from_settings(&settings.slack)? {
         if settings.store_location().is_database() {
             // Replicas: one Socket Mode connection each (see `SlackConfig::socket_connections`).
             cfg.socket_connections = 1;
         }
         adapters.push(Box::new(SlackAdapter::with_budget(cfg, budget.clone())?));
     }
-    let d = &settings.discord;
-    if let Some(token) = &d.token {
-        let mut cfg = DiscordConfig::new(token.clone());
-        cfg.api_url = d.api_url.clone();
-        cfg.guild_id = d.guild_id;
-        cfg.reply_in_thread = d.reply_in_thread;
+    if let Some(cfg) = DiscordConfig::from_settings(&settings.discord) {
         adapters.push(Box::new(DiscordAdapter::with_budget(cfg, budget.clone())?));
     }
     if adapters.is_empty() {

@@ -237,7 +237,10 @@ impl App {
             }
             let readiness = crate::ops::Readiness {
                 store: self.engine.store().clone(),
-                reasoning: self.reasoning.clone(),
+                reasoning: {
+                    let backend = self.reasoning.clone();
+                    Arc::new(move || backend.health())
+                },
                 platforms: platforms
                     .iter()
                     .map(|(n, p)| (n.clone(), p.clone()))

@@ -230,6 +230,7 @@ fn init_logging(
         &filter,
         format,
         colour && std::io::stderr().is_terminal(),
+        anchorbot::adapters::token_patterns(),
     ))
 }
 
@@ -270,7 +271,7 @@ async fn run(cli: Cli, logging: ops::logging::Logging) -> anyhow::Result<ExitCod
             redactor.set_secrets(
                 ops::logging::secrets_of(&settings)
                     .into_iter()
-                    .chain(anchorbot::storage::postgres::secrets(
+                    .chain(anchorbot::storage::url_secrets(
                         &secrecy::SecretString::from(to.clone()),
                     ))
                     .chain([to.clone()])

@@ -8,7 +8,8 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::llm::lang_filter::{is_cjk_language, Script};
+use anchorbot_discord::DiscordSettings;
+use anchorbot_slack::SlackSettings;
 
 /// Everything anchorbot can be told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -81,75 +82,6 @@ pub struct Settings {
 pub struct MetricsSettings {
     /// Listen address such as `127.0.0.1:9464` (port 0 picks one); unset: off.
     pub listen: Option<String>,
-}
-
-/// The Discord adapter's settings. The token is a secret: never printed, logged or in errors.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
-pub struct DiscordSettings {
-    /// Bot token (`DISCORD_TOKEN`).
-    #[serde(serialize_with = "redact")]
-    pub token: Option<SecretString>,
-    /// Base of the REST API (`{base}/api/v10/…`) and of the gateway lookup
-    /// (`ANCHORBOT_DISCORD_API_URL`).
-    pub api_url: String,
-    /// Register the slash commands in this guild only, which is instant
-    /// (`ANCHORBOT_DISCORD_GUILD_ID`); without it they register globally.
-    pub guild_id: Option<u64>,
-    /// Answer a mention in a new thread made from it (the default), or in place.
-    pub reply_in_thread: bool,
-}
-
-impl Default for DiscordSettings {
-    fn default() -> Self {
-        Self {
-            token: None,
-            api_url: "https://discord.com".into(),
-            guild_id: None,
-            reply_in_thread: true,
-        }
-    }
-}
-
-/// The Slack adapter's settings. Tokens are secrets: never printed, logged or in errors.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
-pub struct SlackSettings {
-    /// Bot token (`xoxb-…`, `SLACK_BOT_TOKEN`): every Web API call.
-    #[serde(serialize_with = "redact")]
-    pub bot_token: Option<SecretString>,
-    /// App-level token (`xapp-…`, `SLACK_APP_TOKEN`): Socket Mode.
-    #[serde(serialize_with = "redact")]
-    pub app_token: Option<SecretString>,
-    /// Signing secret (`SLACK_SIGNING_SECRET`): the Events API over HTTP.
-    #[serde(serialize_with = "redact")]
-    pub signing_secret: Option<SecretString>,
-    /// Where the Events API listener binds, e.g. `0.0.0.0:3000` (`ANCHORBOT_SLACK_LISTEN`).
-    pub listen: Option<String>,
-    /// The Web API base URL (`ANCHORBOT_SLACK_API_URL`); every call goes there.
-    pub api_url: String,
-    /// Prompts suggested when an assistant thread starts.
-    pub suggested_prompts: Vec<String>,
-    /// Answer messages other bots write.
-    pub answer_bots: bool,
-}
-
-impl Default for SlackSettings {
-    fn default() -> Self {
-        Self {
-            bot_token: None,
-            app_token: None,
-            signing_secret: None,
-            listen: None,
-            api_url: "https://slack.com/api".into(),
-            suggested_prompts: vec![
-                "Summarize this thread".into(),
-                "What did we decide?".into(),
-                "What can you do?".into(),
-            ],
-            answer_bots: false,
-        }
-    }
 }
 
 /// Which embedder turns chunks into vectors.
@@ -390,6 +322,70 @@ pub enum FilterMode {
     Off,
 }
 
+/// A script (or symbol block) the filter can remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Script {
+    /// Chinese characters (CJK unified ideographs, extensions, compatibility, radicals).
+    Han,
+    /// Japanese Hiragana.
+    Hiragana,
+    /// Japanese Katakana, including half-width Katakana.
+    Katakana,
+    /// Korean Hangul syllables and Jamo.
+    Hangul,
+    /// CJK symbols and punctuation (U+3000–U+303F), e.g. `。`, `「`, `、`.
+    CjkPunctuation,
+    /// Halfwidth and fullwidth forms (U+FF00–U+FFEF), e.g. `，`, `！`, `Ａ`.
+    Fullwidth,
+}
+
+impl Script {
+    /// The default set: every CJK script plus CJK punctuation and fullwidth forms.
+    pub const CJK: &'static [Script] = &[
+        Script::Han,
+        Script::Hiragana,
+        Script::Katakana,
+        Script::Hangul,
+        Script::CjkPunctuation,
+        Script::Fullwidth,
+    ];
+}
+
+/// Languages whose answers must keep CJK characters.
+const CJK_LANGUAGES: &[&str] = &[
+    "chinese",
+    "mandarin",
+    "cantonese",
+    "japanese",
+    "korean",
+    "zh",
+    "ja",
+    "ko",
+    "中文",
+    "汉语",
+    "漢語",
+    "日本語",
+    "한국어",
+];
+
+/// True when `language` is written with CJK scripts.
+pub fn is_cjk_language(language: &str) -> bool {
+    let l = language.trim().to_lowercase();
+    CJK_LANGUAGES
+        .iter()
+        .any(|c| l == *c || l.starts_with(&format!("{c}-")) || l.starts_with(&format!("{c} ")))
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkStart {
+    /// Inside a think block: everything is reasoning until `</think>` (R1 distills, QwQ).
+    Inside,
+    /// Outside: everything is answer unless a `<think>` block opens.
+    Outside,
+}
+
 /// Where completions start relative to a think block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -454,8 +450,7 @@ impl Endpoint {
     }
 
     /// The think-block start this endpoint's model needs.
-    pub fn think_start(&self) -> crate::llm::think::ThinkStart {
-        use crate::llm::think::ThinkStart;
+    pub fn think_start(&self) -> ThinkStart {
         match self.think {
             ThinkMode::Inside => ThinkStart::Inside,
             ThinkMode::Outside => ThinkStart::Outside,
@@ -587,13 +582,21 @@ const NESTED: &[(&str, &str)] = &[
     ("metrics_", "metrics."),
 ];
 
-/// The platforms' own environment variable names for their secrets.
-const PLATFORM_ENV: &[(&str, &str)] = &[
-    ("SLACK_BOT_TOKEN", "slack.bot_token"),
-    ("SLACK_APP_TOKEN", "slack.app_token"),
-    ("SLACK_SIGNING_SECRET", "slack.signing_secret"),
-    ("DISCORD_TOKEN", "discord.token"),
-];
+/// The platforms' own environment variable names for their secrets, each with the key it sets
+/// (`SLACK_BOT_TOKEN` → `slack.bot_token`), as each adapter lists them.
+fn platform_env() -> Vec<(&'static str, String)> {
+    [
+        ("slack", anchorbot_slack::settings::ENV),
+        ("discord", anchorbot_discord::settings::ENV),
+    ]
+    .into_iter()
+    .flat_map(|(table, names)| {
+        names
+            .iter()
+            .map(move |(name, key)| (*name, format!("{table}.{key}")))
+    })
+    .collect()
+}
 
 impl Settings {
     /// Where the store is: PostgreSQL at `database_url` when set, else sled in `data_dir`.
@@ -623,32 +626,41 @@ impl Settings {
                 }
                 k.into()
             });
-        let slack = Env::raw()
-            .only(&PLATFORM_ENV.iter().map(|(k, _)| *k).collect::<Vec<_>>())
-            .map(|k| {
-                PLATFORM_ENV
-                    .iter()
-                    .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
-                    .map(|(_, key)| (*key).into())
-                    .unwrap_or_else(|| k.into())
-            });
+        let platform_env = platform_env();
+        let names: Vec<&str> = platform_env.iter().map(|(k, _)| *k).collect();
+        let platforms = Env::raw().only(&names).map(move |k| {
+            platform_env
+                .iter()
+                .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, key)| key.clone().into())
+                .unwrap_or_else(|| k.into())
+        });
         let mut settings: Settings = fig
-            .merge(slack)
+            .merge(platforms)
             .merge(env)
             .extract()
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
         // An empty secret (`SLACK_BOT_TOKEN=` in a compose file or .env) is no secret: it
         // must not start an adapter or send an empty bearer token.
-        for secret in [
-            &mut settings.database_url,
-            &mut settings.slack.bot_token,
-            &mut settings.slack.app_token,
-            &mut settings.slack.signing_secret,
-            &mut settings.discord.token,
-            &mut settings.reasoning.api_key,
-            &mut settings.vision.api_key,
-            &mut settings.documents.embeddings.api_key,
-        ] {
+        let Settings {
+            database_url,
+            reasoning,
+            vision,
+            documents,
+            slack,
+            discord,
+            ..
+        } = &mut settings;
+        let secrets = [
+            database_url,
+            &mut reasoning.api_key,
+            &mut vision.api_key,
+            &mut documents.embeddings.api_key,
+        ]
+        .into_iter()
+        .chain(slack.secrets_mut())
+        .chain(discord.secrets_mut());
+        for secret in secrets {
             if secret
                 .as_ref()
                 .is_some_and(|s| s.expose_secret().trim().is_empty())
@@ -664,7 +676,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let bad = |m: String| Err(SettingsError::Invalid(m));
         if let Some(url) = &self.database_url {
-            if let Err(reason) = crate::storage::postgres::check_url(url) {
+            if let Err(reason) = crate::storage::check_database_url(url) {
                 return bad(format!("{reason}; unset it to keep the store in data_dir"));
             }
         }
@@ -700,6 +712,11 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The chat platforms' secrets that are set (their tokens and signing secrets).
+    pub fn platform_secrets(&self) -> Vec<&SecretString> {
+        self.slack.secrets().chain(self.discord.secrets()).collect()
     }
 
     /// The scripts the language filter removes for the configured language (empty: off).

@@ -3,37 +3,9 @@
 //! character, so it holds nothing back and cannot split a character at a chunk boundary
 //! (chunks arrive as complete UTF-8 strings).
 
-use serde::{Deserialize, Serialize};
-
-/// A script (or symbol block) the filter can remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Script {
-    /// Chinese characters (CJK unified ideographs, extensions, compatibility, radicals).
-    Han,
-    /// Japanese Hiragana.
-    Hiragana,
-    /// Japanese Katakana, including half-width Katakana.
-    Katakana,
-    /// Korean Hangul syllables and Jamo.
-    Hangul,
-    /// CJK symbols and punctuation (U+3000–U+303F), e.g. `。`, `「`, `、`.
-    CjkPunctuation,
-    /// Halfwidth and fullwidth forms (U+FF00–U+FFEF), e.g. `，`, `！`, `Ａ`.
-    Fullwidth,
-}
+pub use crate::settings::{is_cjk_language, Script};
 
 impl Script {
-    /// The default set: every CJK script plus CJK punctuation and fullwidth forms.
-    pub const CJK: &'static [Script] = &[
-        Script::Han,
-        Script::Hiragana,
-        Script::Katakana,
-        Script::Hangul,
-        Script::CjkPunctuation,
-        Script::Fullwidth,
-    ];
-
     /// Whether `c` belongs to this script.
     pub fn contains(self, c: char) -> bool {
         let u = c as u32;
@@ -58,31 +30,6 @@ impl Script {
             Script::Fullwidth => matches!(u, 0xFF00..=0xFFEF),
         }
     }
-}
-
-/// Languages whose answers must keep CJK characters.
-const CJK_LANGUAGES: &[&str] = &[
-    "chinese",
-    "mandarin",
-    "cantonese",
-    "japanese",
-    "korean",
-    "zh",
-    "ja",
-    "ko",
-    "中文",
-    "汉语",
-    "漢語",
-    "日本語",
-    "한국어",
-];
-
-/// True when `language` is written with CJK scripts.
-pub fn is_cjk_language(language: &str) -> bool {
-    let l = language.trim().to_lowercase();
-    CJK_LANGUAGES
-        .iter()
-        .any(|c| l == *c || l.starts_with(&format!("{c}-")) || l.starts_with(&format!("{c} ")))
 }
 
 /// Removes characters of the configured scripts and counts them.

@@ -3,14 +3,7 @@
 //! (under 8 bytes) is held back. R1 distills usually start already inside the think block (the
 //! chat template opens it), so the splitter can start inside.
 
-/// Where a stream starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThinkStart {
-    /// Inside a think block: everything is reasoning until `</think>` (R1 distills, QwQ).
-    Inside,
-    /// Outside: everything is answer unless a `<think>` block opens.
-    Outside,
-}
+pub use crate::settings::ThinkStart;
 
 /// A classified piece of streamed content.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+use anchorbot_platform::redact::TokenPattern;
+
 use super::log_file::LogFile;
 use super::notices::{NoticeLayer, Notices};
 use crate::settings::Settings;
@@ -23,9 +25,10 @@ use crate::settings::Settings;
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
 
-/// Prefixes of Slack tokens (bot, user, app-level, refresh, configuration).
-const TOKEN_PREFIXES: &[&str] = &[
-    "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-", "xapp-",
+/// Bearer credentials in HTTP headers, whatever sends them.
+const BEARER: &[TokenPattern] = &[
+    TokenPattern::after("Bearer "),
+    TokenPattern::after("bearer "),
 ];
 
 /// Shortest configured secret that is replaced verbatim: shorter values would mangle ordinary
@@ -64,11 +67,22 @@ impl LogFormat {
 pub struct Redactor {
     /// Configured secret values, longest first (so a secret containing another goes first).
     secrets: Arc<RwLock<Vec<String>>>,
+    /// The platforms' token shapes, found and replaced wherever they appear.
+    patterns: Arc<[TokenPattern]>,
     /// Logs are JSON lines: messages for the operator go out as log events too.
     json: bool,
 }
 
 impl Redactor {
+    /// A redactor for the token shapes `patterns` (and bearer credentials), with no configured
+    /// secrets yet.
+    pub fn new(patterns: Vec<TokenPattern>) -> Self {
+        Self {
+            patterns: patterns.into(),
+            ..Self::default()
+        }
+    }
+
     /// Tells whoever started the process about a problem, redacted: a plain line on standard
     /// error (`warning: …`, `error: …`), or with JSON logs a log event, so that a log
     /// collector reading JSON lines gets no plain text.
@@ -98,7 +112,7 @@ impl Redactor {
         *self.secrets.write().expect("secrets lock") = list;
     }
 
-    /// `text` with every configured secret, Slack token and bearer credential replaced.
+    /// `text` with every configured secret, platform token and bearer credential replaced.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in self.secrets.read().expect("secrets lock").iter() {
@@ -106,20 +120,18 @@ impl Redactor {
                 out = out.replace(secret.as_str(), REDACTED);
             }
         }
-        for prefix in TOKEN_PREFIXES {
-            out = replace_after(&out, prefix, false);
-        }
-        for scheme in ["Bearer ", "bearer ", "Bot "] {
-            out = replace_after(&out, scheme, true);
+        for pattern in self.patterns.iter().chain(BEARER) {
+            out = replace_after(&out, pattern);
         }
         out
     }
 }
 
-/// Replaces the token that follows each `marker` (and, unless `keep_marker`, the marker too).
-/// A token runs over the characters tokens are made of; `Bot ` counts only when what follows
-/// looks like a credential (long, with a dot), so "Bot said" stays.
-fn replace_after(text: &str, marker: &str, keep_marker: bool) -> String {
+/// Replaces the token that follows each of `pattern`'s markers (and, unless it keeps the
+/// marker, the marker too). A token runs over the characters tokens are made of, and counts
+/// only when it has the pattern's shape (so "Bot said" stays).
+fn replace_after(text: &str, pattern: &TokenPattern) -> String {
+    let marker = pattern.marker;
     let token_char =
         |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/' | '=');
     let mut out = String::with_capacity(text.len());
@@ -128,14 +140,10 @@ fn replace_after(text: &str, marker: &str, keep_marker: bool) -> String {
         let after = &rest[i + marker.len()..];
         let len = after.find(|c: char| !token_char(c)).unwrap_or(after.len());
         let token = &after[..len];
-        let credential = if marker == "Bot " {
-            len >= 20 && token.contains('.')
-        } else {
-            len > 0
-        };
+        let credential = pattern.matches(token);
         out.push_str(&rest[..i]);
         if credential {
-            if keep_marker {
+            if pattern.keep_marker {
                 out.push_str(marker);
             }
             out.push_str(REDACTED);
@@ -149,26 +157,24 @@ fn replace_after(text: &str, marker: &str, keep_marker: bool) -> String {
     out
 }
 
-/// The secrets in `settings`: platform tokens and model API keys.
+/// The secrets in `settings`: platform tokens, model API keys and the database password.
 pub fn secrets_of(settings: &Settings) -> Vec<String> {
-    [
-        &settings.slack.bot_token,
-        &settings.slack.app_token,
-        &settings.slack.signing_secret,
-        &settings.discord.token,
-        &settings.reasoning.api_key,
-        &settings.vision.api_key,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|s| s.expose_secret().to_string())
-    .chain(
-        settings
-            .database_url
-            .iter()
-            .flat_map(crate::storage::postgres::secrets),
-    )
-    .collect()
+    settings
+        .platform_secrets()
+        .into_iter()
+        .chain(
+            [&settings.reasoning.api_key, &settings.vision.api_key]
+                .into_iter()
+                .flatten(),
+        )
+        .map(|s| s.expose_secret().to_string())
+        .chain(
+            settings
+                .database_url
+                .iter()
+                .flat_map(crate::storage::url_secrets),
+        )
+        .collect()
 }
 
 /// A [`MakeWriter`] that redacts each formatted event before it reaches `inner`.
@@ -299,13 +305,13 @@ impl Logging {
 }
 
 /// Installs the global subscriber: `filter` (an `EnvFilter` directive), `format`, standard
-/// error (until [`Logging::to_file`]), redaction by the returned [`Logging::redactor`] (fill it
+/// error (until [`Logging::to_file`]), redaction of the token shapes `patterns` and by the returned [`Logging::redactor`] (fill it
 /// once the settings are read), and the notice collector (idle until
 /// [`Logging::collect_notices`]), which sees every WARN and ERROR whatever `filter` says.
-pub fn init(filter: &str, format: LogFormat, ansi: bool) -> Logging {
+pub fn init(filter: &str, format: LogFormat, ansi: bool, patterns: Vec<TokenPattern>) -> Logging {
     let redactor = Redactor {
         json: format == LogFormat::Json,
-        ..Redactor::default()
+        ..Redactor::new(patterns)
     };
     let output = Output::default();
     let notices = Notices::default();
@@ -335,7 +341,7 @@ mod tests {
 
     #[test]
     fn configured_secrets_and_token_patterns_are_redacted() {
-        let r = Redactor::default();
+        let r = Redactor::new(crate::adapters::token_patterns());
         r.set_secrets(["sk-configured-key".to_string(), "abc".to_string()]);
         let line = "url=http://h/v1?key=sk-configured-key auth=\"Bearer eyJhbGc.iOi-J9\" \
                     slack=xoxb-123-456-abcDEF app=xapp-1-A0-99 word abc Bot said hi \
@@ -379,7 +385,7 @@ mod tests {
     #[test]
     fn json_lines_parse_and_hold_no_secret() {
         let captured = Captured::default();
-        let redactor = Redactor::default();
+        let redactor = Redactor::new(crate::adapters::token_patterns());
         redactor.set_secrets(["discord-token-value-123".to_string()]);
         let subscriber = tracing_subscriber::fmt()
             .with_writer(RedactingWriter::new(captured.clone(), redactor))

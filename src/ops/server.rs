@@ -34,12 +34,17 @@ pub enum OpsError {
     },
 }
 
+/// Each reasoning endpoint's label and whether it is up, as the model back-end reports it. A
+/// function rather than the back-end itself, so the ops server needs nothing of the model
+/// pipeline.
+pub type EndpointHealth = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
+
 /// What `/readyz` looks at.
 pub struct Readiness {
     /// The store (ready while it answers a read).
     pub store: Store,
     /// The reasoning endpoints and their health.
-    pub reasoning: Arc<dyn crate::llm::ChatBackend>,
+    pub reasoning: EndpointHealth,
     /// Every configured platform, by name.
     pub platforms: Vec<(String, Arc<dyn Platform>)>,
     /// Set once shutdown starts: no longer ready for new work.
@@ -82,7 +87,7 @@ impl Readiness {
                 STORE_READY_WAIT.as_secs()
             )),
         }
-        let health = self.reasoning.health();
+        let health = (self.reasoning)();
         if !health.iter().any(|(_, up)| *up) {
             let down: Vec<&str> = health.iter().map(|(url, _)| url.as_str()).collect();
             failed.push(format!(
@@ -233,7 +238,10 @@ mod tests {
             .with_fallbacks();
         Readiness {
             store: Store::new(storage),
-            reasoning: Arc::new(crate::llm::pool::EndpointPool::new(endpoints, policy)),
+            reasoning: {
+                let pool = crate::llm::pool::EndpointPool::new(endpoints, policy);
+                Arc::new(move || pool.health())
+            },
             platforms: vec![("discord".into(), Arc::new(link) as Arc<dyn Platform>)],
             stopping: Arc::new(AtomicBool::new(false)),
         }

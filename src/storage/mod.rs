@@ -41,6 +41,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What must be kept out of logs for the database URL `url`: its password (as written and
+/// decoded) and the whole URL; nothing for a URL that does not parse. Whichever backend the
+/// URL names, callers need not know it.
+pub fn url_secrets(url: &secrecy::SecretString) -> Vec<String> {
+    postgres::secrets(url)
+}
+
+/// Why `url` cannot name a database store (the reason never holds the password), if it
+/// cannot.
+pub fn check_database_url(url: &secrecy::SecretString) -> Result<(), String> {
+    postgres::check_url(url)
+}
+
 /// One stored chunk: its place in its document, its record (JSON) and its vector (unit
 /// length, little-endian `f32`s; empty when only the record was asked for).
 #[derive(Debug, Clone, PartialEq)]

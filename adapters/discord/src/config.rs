@@ -1,6 +1,9 @@
-//! The adapter's settings. The token is a secret: it never appears in `Debug`, logs or errors.
+//! The adapter's runtime configuration, built from its settings ([`crate::settings`]). The
+//! token is a secret: it never appears in `Debug`, logs or errors.
 
 use secrecy::SecretString;
+
+use crate::settings::DiscordSettings;
 
 /// Discord's origin; REST goes to `{api_url}/api/v10/…`.
 pub const DEFAULT_API_URL: &str = "https://discord.com";
@@ -28,6 +31,18 @@ impl DiscordConfig {
             guild_id: None,
             reply_in_thread: true,
         }
+    }
+
+    /// The configuration `settings` describe: `None` without a token (Discord is not
+    /// configured).
+    pub fn from_settings(settings: &DiscordSettings) -> Option<Self> {
+        let token = settings.token.clone()?;
+        Some(Self {
+            api_url: settings.api_url.clone(),
+            guild_id: settings.guild_id,
+            reply_in_thread: settings.reply_in_thread,
+            ..Self::new(token)
+        })
     }
 
     /// The origin without a trailing slash.

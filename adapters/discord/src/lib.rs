@@ -9,6 +9,7 @@ pub mod arrival;
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod identity;
 pub mod inbound;
 pub mod limits;
@@ -16,9 +17,11 @@ pub mod platform;
 pub mod rest;
 pub mod role;
 pub mod route;
+pub mod settings;
 pub mod target;
 
 pub use config::DiscordConfig;
+pub use settings::DiscordSettings;
 
 mod adapter;
 pub use adapter::{intents, DiscordAdapter, DiscordError};

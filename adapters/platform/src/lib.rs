@@ -13,11 +13,13 @@
 pub mod arrival;
 mod bounded;
 pub mod budget;
+pub mod doctor;
 pub mod download;
 mod key;
 pub mod metrics;
 pub mod pump;
 mod recent;
+pub mod redact;
 mod reply;
 mod split;
 

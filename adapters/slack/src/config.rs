@@ -1,11 +1,19 @@
-//! The adapter's settings. Tokens are secrets: they never appear in `Debug`, logs or errors.
+//! The adapter's runtime configuration, built from its settings ([`crate::settings`]). Tokens
+//! are secrets: they never appear in `Debug`, logs or errors.
 
 use std::net::SocketAddr;
 
 use secrecy::SecretString;
 
+use crate::settings::SlackSettings;
+
 /// Slack's Web API, where every call goes unless `api_url` says otherwise.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+
+/// `slack.listen` is not a socket address.
+#[derive(Debug, thiserror::Error)]
+#[error("slack.listen (ANCHORBOT_SLACK_LISTEN) = {0:?} is not an address such as 0.0.0.0:3000")]
+pub struct BadListen(pub String);
 
 /// How the adapter reaches Slack and behaves there.
 #[derive(Debug, Clone)]
@@ -48,6 +56,27 @@ impl SlackConfig {
             command: "anchor".to_string(),
             socket_connections: 2,
         }
+    }
+
+    /// The configuration `settings` describe: `None` without a bot token (Slack is not
+    /// configured).
+    pub fn from_settings(settings: &SlackSettings) -> Result<Option<Self>, BadListen> {
+        let Some(bot) = &settings.bot_token else {
+            return Ok(None);
+        };
+        let listen = match &settings.listen {
+            Some(l) => Some(l.parse().map_err(|_| BadListen(l.clone()))?),
+            None => None,
+        };
+        Ok(Some(Self {
+            app_token: settings.app_token.clone(),
+            signing_secret: settings.signing_secret.clone(),
+            listen,
+            api_url: settings.api_url.clone(),
+            suggested_prompts: settings.suggested_prompts.clone(),
+            answer_bots: settings.answer_bots,
+            ..Self::new(bot.clone())
+        }))
     }
 
     /// The Web API base without a trailing slash: slack-morphism joins `/{method}` to it.

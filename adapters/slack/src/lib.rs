@@ -7,6 +7,7 @@ pub mod arrival;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod doctor;
 pub mod http;
 pub mod inbound;
 pub mod markdown;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod pace;
 pub mod platform;
 pub mod rate;
+pub mod settings;
 pub mod stream_errors;
 pub mod target;
 pub mod thread;
@@ -21,6 +23,7 @@ pub mod users;
 pub mod work;
 
 pub use config::SlackConfig;
+pub use settings::SlackSettings;
 
 mod adapter;
 pub use adapter::{SlackAdapter, SlackError};
