@@ -163,9 +163,13 @@ pub fn secrets_of(settings: &Settings) -> Vec<String> {
         .platform_secrets()
         .into_iter()
         .chain(
-            [&settings.reasoning.api_key, &settings.vision.api_key]
-                .into_iter()
-                .flatten(),
+            [
+                &settings.reasoning.api_key,
+                &settings.vision.api_key,
+                &settings.documents.embeddings.api_key,
+            ]
+            .into_iter()
+            .flatten(),
         )
         .map(|s| s.expose_secret().to_string())
         .chain(
@@ -360,6 +364,19 @@ mod tests {
         assert!(clean.contains("Bearer [redacted]"), "{clean}");
         // Short values and ordinary words are left alone.
         assert!(clean.contains("word abc Bot said hi"), "{clean}");
+    }
+
+    #[test]
+    fn every_configured_model_key_is_a_secret() {
+        use secrecy::SecretString;
+        let mut settings = Settings::default();
+        settings.reasoning.api_key = Some(SecretString::from("sk-reasoning-key"));
+        settings.vision.api_key = Some(SecretString::from("sk-vision-key"));
+        settings.documents.embeddings.api_key = Some(SecretString::from("sk-embeddings-key"));
+        let secrets = secrets_of(&settings);
+        for key in ["sk-reasoning-key", "sk-vision-key", "sk-embeddings-key"] {
+            assert!(secrets.iter().any(|s| s == key), "{key} is not redacted");
+        }
     }
 
     #[derive(Clone, Default)]
