@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::config::DEFAULT_API_URL;
+use crate::settings::DEFAULT_API_URL;
 use crate::DiscordConfig;
 
 /// How long each of the two calls may take, connection included.

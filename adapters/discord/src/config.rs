@@ -3,10 +3,7 @@
 
 use secrecy::SecretString;
 
-use crate::settings::DiscordSettings;
-
-/// Discord's origin; REST goes to `{api_url}/api/v10/…`.
-pub const DEFAULT_API_URL: &str = "https://discord.com";
+use crate::settings::{DiscordSettings, DEFAULT_API_URL};
 
 /// How the adapter reaches Discord and behaves there.
 #[derive(Debug, Clone)]

@@ -5,7 +5,8 @@ use anchorbot_platform::redact::TokenPattern;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DEFAULT_API_URL;
+/// Discord's origin; REST goes to `{api_url}/api/v10/…`.
+pub const DEFAULT_API_URL: &str = "https://discord.com";
 
 /// Discord's own environment variable for the token, with its key in [`DiscordSettings`].
 pub const ENV: &[(&str, &str)] = &[("DISCORD_TOKEN", "token")];

@@ -5,10 +5,7 @@ use std::net::SocketAddr;
 
 use secrecy::SecretString;
 
-use crate::settings::SlackSettings;
-
-/// Slack's Web API, where every call goes unless `api_url` says otherwise.
-pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+use crate::settings::{default_prompts, SlackSettings, DEFAULT_API_URL};
 
 /// `slack.listen` is not a socket address.
 #[derive(Debug, thiserror::Error)]
@@ -83,13 +80,4 @@ impl SlackConfig {
     pub fn api_base(&self) -> String {
         self.api_url.trim_end_matches('/').to_string()
     }
-}
-
-/// The suggested prompts an assistant thread opens with.
-pub fn default_prompts() -> Vec<String> {
-    vec![
-        "Summarize this thread".to_string(),
-        "What did we decide?".to_string(),
-        "What can you do?".to_string(),
-    ]
 }

@@ -5,7 +5,17 @@ use anchorbot_platform::redact::TokenPattern;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{default_prompts, DEFAULT_API_URL};
+/// Slack's Web API, where every call goes unless `api_url` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+
+/// The suggested prompts an assistant thread opens with.
+pub fn default_prompts() -> Vec<String> {
+    vec![
+        "Summarize this thread".to_string(),
+        "What did we decide?".to_string(),
+        "What can you do?".to_string(),
+    ]
+}
 
 /// Slack's own environment variables for the secrets, each with its key in [`SlackSettings`].
 pub const ENV: &[(&str, &str)] = &[
