@@ -1,6 +1,6 @@
 //! The Discord adapter end to end: the real `App` with the real `DiscordAdapter` (serenity's
 //! gateway, REST through `discord.api_url`) against the local fake Discord
-//! (`tests/common/discord.rs`: REST v10 and a gateway with HELLO, IDENTIFY, READY, heartbeats
+//! (`tests/fakes/src/discord.rs`: REST v10 and a gateway with HELLO, IDENTIFY, READY, heartbeats
 //! and RESUME, written from Discord's documented payloads) and the fake OpenAI server.
 
 mod common;

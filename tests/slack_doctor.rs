@@ -1,4 +1,4 @@
-//! `anchorbot doctor` against the local fake Slack (`tests/common/slack.rs`): the real binary
+//! `anchorbot doctor` against the local fake Slack (`tests/fakes/src/slack.rs`): the real binary
 //! calls `auth.test` at `ANCHORBOT_SLACK_API_URL`, names the workspace and the bot, reads the
 //! granted scopes from `x-oauth-scopes`, says which connection `anchorbot run` will use, and
 //! never prints a token.
