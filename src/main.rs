@@ -578,7 +578,7 @@ async fn ingest_one(
     }
     match result {
         Ok(report) => {
-            out!("{}", report.summary());
+            out!("{}", anchorbot::engine::ingest_summary(&report));
             Some(report.doc.id)
         }
         Err(e) => {

@@ -389,7 +389,7 @@ impl Engine {
         match result {
             None | Some(Err(DocError::Cancelled)) => ReadEnd::Stopped,
             Some(Err(e)) => refuse("document not ingested", &e),
-            Some(Ok(report)) => ReadEnd::Kept(report.summary()),
+            Some(Ok(report)) => ReadEnd::Kept(super::report::ingest_summary(&report)),
         }
     }
 }

@@ -38,7 +38,7 @@ use crate::store::Store;
 
 pub use attachments::Pending;
 pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};
-pub use report::StatusReport;
+pub use report::{ingest_summary, StatusReport};
 
 /// How an event ended, for callers that need an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]

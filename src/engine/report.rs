@@ -1,12 +1,12 @@
-//! Reports: `/status` (memory and token budgets) and `/files` (documents), for the chat and
-//! for `anchorbot status`.
+//! Reports: `/status` (memory and token budgets), `/files` (documents) and the one line on an
+//! ingested file, for the chat and for `anchorbot status` and `anchorbot ingest`.
 
 use anchorbot_platform::ConversationKey;
 use serde::Serialize;
 
 use super::Engine;
 use crate::commands::counted;
-use crate::docs::DocError;
+use crate::docs::{DocError, IngestReport, PageSource};
 use crate::llm::prompt;
 use crate::store::{StoreError, SummaryHold};
 
@@ -189,4 +189,93 @@ impl Engine {
             max_output_tokens: output,
         })
     }
+}
+
+/// The chat's one line on an ingestion.
+pub fn ingest_summary(report: &IngestReport) -> String {
+    let d = &report.doc;
+    if report.duplicate {
+        return format!(
+            "📄 {} is already in this conversation ({}, {}).",
+            d.name,
+            d.pages_counted(),
+            counted(d.chunks.into(), "chunk", "chunks"),
+        );
+    }
+    let mut s = format!(
+        "📄 Added {}: {}, {}",
+        d.name,
+        d.pages_counted(),
+        counted(d.chunks.into(), "chunk", "chunks"),
+    );
+    let engines = d.ocr_engines();
+    if !engines.is_empty() {
+        s.push_str(&format!(", OCR by {}", engines.join(" and ")));
+    }
+    if !d.skipped.is_empty() {
+        s.push_str(&format!("; {}", d.skipped.describe()));
+    }
+    if report.resumed_pages > 0 {
+        s.push_str(&format!(
+            ", resumed after {} already stored",
+            counted(report.resumed_pages.into(), "page", "pages")
+        ));
+    } else if report.resumed_chunks > 0 {
+        s.push_str(&format!(
+            ", resumed after {} already stored",
+            counted(report.resumed_chunks.into(), "chunk", "chunks")
+        ));
+    }
+    if !report.retried_pages.is_empty() {
+        let read = self
+            .retried_pages
+            .iter()
+            .filter(|&&p| {
+                d.page_status
+                    .get(p as usize - 1)
+                    .is_some_and(PageSource::is_stored)
+            })
+            .count();
+        s.push_str(&format!(
+            ", retried failed page{} {}: {}",
+            if report.retried_pages.len() > 1 {
+                "s"
+            } else {
+                ""
+            },
+            page_list(&report.retried_pages),
+            match read {
+                0 => "still unreadable".to_string(),
+                n if n == report.retried_pages.len() => "now read".to_string(),
+                n => format!("{n} now read"),
+            }
+        ));
+    }
+    let failed = d.failed_pages();
+    if !failed.is_empty() {
+        let reason = d
+            .page_status
+            .iter()
+            .find_map(|p| match p {
+                PageSource::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        s.push_str(&format!(
+            ". ⚠️ Could not read page{} {} ({reason}); the rest is kept",
+            if failed.len() > 1 { "s" } else { "" },
+            page_list(&failed)
+        ));
+    }
+    s.push('.');
+    s
+}
+
+/// "2, 5, 7".
+fn page_list(pages: &[u32]) -> String {
+    pages
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
