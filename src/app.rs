@@ -65,6 +65,9 @@ pub enum AppError {
 pub struct App {
     /// The engine shared by every conversation.
     engine: Arc<Engine>,
+    /// The documents service the engine holds (as a trait), for the commands that work on
+    /// documents directly (`ingest --retry-failed`, `search`) and for retention.
+    docs: Arc<Documents>,
     /// Per-conversation queue size.
     queue_capacity: usize,
     /// Time between endpoint health checks.
@@ -152,10 +155,12 @@ impl App {
         let reasoning = llm.clone();
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);
         engine.set_facts(facts);
-        engine.set_documents(Arc::new(docs));
+        let docs = Arc::new(docs);
+        engine.set_documents(docs.clone());
         let engine = Arc::new(engine);
         Ok(Self {
             engine,
+            docs,
             queue_capacity,
             health_interval,
             adapters: Vec::new(),
@@ -195,6 +200,11 @@ impl App {
         self.engine.clone()
     }
 
+    /// The documents service.
+    pub fn documents(&self) -> Arc<Documents> {
+        self.docs.clone()
+    }
+
     /// The store the app opened (the adapters' budget is shared through it on a database,
     /// [`crate::adapters::configured_on`]).
     pub fn storage(&self) -> &crate::storage::Storage {
@@ -224,7 +234,8 @@ impl App {
         let ops_addr = self.bind_ops().await?;
         // Idle conversations go before any event is taken, then hourly.
         let retention =
-            crate::rights::retention::start(self.engine.clone(), self.retention_days).await;
+            crate::rights::retention::start(self.engine.clone(), &self.docs, self.retention_days)
+                .await;
         let platforms: HashMap<String, Arc<dyn Platform>> = self
             .adapters
             .iter()

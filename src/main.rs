@@ -465,6 +465,7 @@ async fn ingest(
 ) -> anyhow::Result<ExitCode> {
     let key = key(conversation)?;
     let engine = app.engine();
+    let docs = app.documents();
     let mut failed = 0;
     let mut done = std::collections::HashSet::new();
     for path in files {
@@ -472,10 +473,7 @@ async fn ingest(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        let limit = engine
-            .documents()
-            .map(|d| d.settings().max_file_bytes())
-            .unwrap_or(u64::MAX);
+        let limit = docs.settings().max_file_bytes();
         let bytes = match std::fs::metadata(path) {
             Ok(m) if m.len() > limit => Err(format!(
                 "the file is {} bytes, over the {limit}-byte limit",
@@ -500,7 +498,6 @@ async fn ingest(
         }
     }
     if retry_failed {
-        let docs = engine.documents().context("documents are not configured")?;
         let conv = key.to_string();
         // Documents just shared above were resumed already.
         let todo: Vec<_> = docs
@@ -597,8 +594,7 @@ async fn search(
     mode: Option<ModeArg>,
 ) -> anyhow::Result<ExitCode> {
     let key = key(conversation)?;
-    let engine = app.engine();
-    let docs = engine.documents().context("documents are not configured")?;
+    let docs = app.documents();
     let hits = match mode {
         None => docs.search(&key.to_string(), query, top_k).await?,
         Some(m) => {

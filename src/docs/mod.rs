@@ -38,7 +38,7 @@ use chunk::Chunker;
 pub use data_runs::Skipped;
 use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
-pub use service::IngestReport;
+pub use service::{DocumentService, IngestReport};
 use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
 pub use store::{DocRecord, DocStatus, DocStore, PageSource, PartialPage};

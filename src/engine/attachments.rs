@@ -105,7 +105,7 @@ impl Engine {
             .as_ref()
             .ok_or(DocError::Unsupported { mime: "any".into() })?;
         // The document store is the one record of a document: the anchor does not list it.
-        docs.ingest(&key.to_string(), name, bytes, progress).await
+        docs.ingest(key, name, bytes, progress).await
     }
 
     /// Hands a message with files to its conversation's lane (starting the lane if it has
@@ -181,7 +181,7 @@ impl Engine {
         // The documents' own stop first: it ends an ingestion at its next step and lets it
         // record what it stored, which cancelling the job outright would not.
         if let Some(docs) = &self.docs {
-            docs.stop_ingests(&key.to_string()).await;
+            docs.stop_ingests(key).await;
         }
         if let Some(s) = stopping {
             s.cancel.cancel();
@@ -327,7 +327,7 @@ impl Engine {
                 a.name
             ));
         };
-        let limit = docs.settings().max_file_bytes();
+        let limit = docs.limits().max_file_bytes;
         if a.size > limit {
             let e = DocError::TooLarge {
                 size: a.size,
@@ -362,14 +362,13 @@ impl Engine {
             Ok(b) => b,
             Err(e) => return refuse("attachment download failed", &e),
         };
-        let conv = key.to_string();
         let (tx, mut rx) = tokio::sync::watch::channel(String::new());
-        let ingest = docs.ingest(&conv, &a.name, &bytes, &tx);
+        let ingest = docs.ingest(key, &a.name, &bytes, &tx);
         // A cancelled job asks the documents to stop, so the ingestion records what it stored
         // and returns; if it had not registered yet (the stop found nothing), it is dropped.
         let stop = async {
             cancel.cancelled().await;
-            docs.stop_ingests(&conv).await;
+            docs.stop_ingests(key).await;
         };
         tokio::pin!(ingest, stop);
         let result = loop {

@@ -1,12 +1,15 @@
 //! The engine: handles one inbound event for one conversation. It routes the event (a
 //! duplicate, a command, attachments, a question), and never knows which platform it serves.
+//! It holds its services behind traits (the store over the storage traits, the model, the
+//! documents as a [`DocumentService`]), never a concrete store or document type.
 //!
 //! One job per module: [`driver`] runs the turn state machine, [`budget`] sizes the prompt,
 //! [`memory`] folds old turns into summaries, [`commands`] answers the commands, [`report`]
-//! builds `/status` and `/files`, [`attachments`] reads shared files in the background (in the
-//! order and within the limits [`ingests`] keeps), [`turn_lock`] keeps one turn at a time per
-//! conversation, [`feedback`] stores verdicts on answers, [`regenerate`] answers a question
-//! again.
+//! builds `/status`, `/files` and the line on an ingested file, [`attachments`] reads shared
+//! files in the background (in the order and within the limits [`ingests`] keeps),
+//! [`turn_lock`] keeps one turn at a time per conversation, [`feedback`] stores verdicts on
+//! answers, [`regenerate`] answers a question again, [`outcome`] says how an event ended and
+//! why.
 
 mod attachments;
 mod budget;
@@ -29,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
-use crate::docs::Documents;
+use crate::docs::DocumentService;
 use crate::llm::prompt::PromptConfig;
 use crate::llm::tokens::TokenCounter;
 use crate::llm::ChatBackend;
@@ -52,7 +55,10 @@ pub enum Accepted {
     Background(Pending),
 }
 
-/// The conversation engine; shared by all conversations.
+/// The conversation engine; shared by all conversations. It holds services behind traits,
+/// never a concrete one: the store (memory, journal and leases over the storage traits), the
+/// reasoning model ([`ChatBackend`]), the token counter, and the conversations' documents
+/// ([`DocumentService`], which is also the [`Retriever`] unless one is set apart).
 pub struct Engine {
     /// This process's name among the processes on one store (host, process id, start).
     replica: String,
@@ -70,8 +76,9 @@ pub struct Engine {
     prompt_cfg: PromptConfig,
     /// Passages from a conversation's documents, for the prompt and the offline fallback.
     retriever: Option<Arc<dyn Retriever>>,
-    /// Shared documents (ingestion, listing, clearing).
-    docs: Option<Arc<Documents>>,
+    /// The conversations' documents (ingestion, listing, clearing, limits); also the
+    /// retriever, unless one was set apart.
+    docs: Option<Arc<dyn DocumentService>>,
     /// What the reasoning servers report, cached and refreshed in the background.
     facts: Arc<crate::llm::facts::FactsCache>,
     /// Background work (summarization, facts refresh) to wait for at shutdown.
@@ -169,14 +176,9 @@ impl Engine {
     }
 
     /// Adds the documents service; it also becomes the retriever.
-    pub fn set_documents(&mut self, docs: Arc<Documents>) {
+    pub fn set_documents(&mut self, docs: Arc<dyn DocumentService>) {
         self.retriever = Some(docs.clone());
         self.docs = Some(docs);
-    }
-
-    /// The documents service, if configured.
-    pub fn documents(&self) -> Option<&Arc<Documents>> {
-        self.docs.as_ref()
     }
 
     /// Probes the model endpoints (so failover prefers the healthy ones) and refreshes what

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::Engine;
 use crate::commands::counted;
-use crate::docs::{DocError, IngestReport, PageSource};
+use crate::docs::service::DocumentInfo;
+use crate::docs::{DocError, IngestReport};
 use crate::llm::prompt;
 use crate::store::{StoreError, SummaryHold};
 
@@ -108,7 +109,7 @@ impl Engine {
     /// The `/files` listing: every document with its pages, status and OCR engine.
     pub async fn files_text(&self, key: &ConversationKey) -> Result<String, DocError> {
         let docs = match &self.docs {
-            Some(d) => d.store().list(&key.to_string()).await?,
+            Some(d) => d.list(key).await?,
             None => Vec::new(),
         };
         if docs.is_empty() {
@@ -120,11 +121,11 @@ impl Engine {
                 "\n- {} ({}, {}, {}): {}",
                 d.name,
                 d.mime,
-                d.pages_counted(),
+                pages_counted(d),
                 counted(d.chunks.into(), "chunk", "chunks"),
                 d.status.label()
             ));
-            let engines = d.ocr_engines();
+            let engines = &d.ocr_engines;
             if !engines.is_empty() {
                 let fallback = if engines.iter().any(|e| e == "tesseract") {
                     " (fallback: the vision model was unavailable)"
@@ -136,7 +137,7 @@ impl Engine {
             if !d.skipped.is_empty() {
                 s.push_str(&format!("; {}", d.skipped.describe()));
             }
-            let failed = d.failed_pages();
+            let failed = &d.failed_pages;
             if !failed.is_empty() {
                 s.push_str(&format!(
                     "; unread pages: {}",
@@ -159,12 +160,7 @@ impl Engine {
         // The budgets in effect: the settings, shrunk to the context the server serves.
         let (input, output) = self.budgets().await;
         let documents = match &self.docs {
-            Some(d) => d
-                .store()
-                .list(&key.to_string())
-                .await
-                .map(|l| l.len())
-                .unwrap_or(0),
+            Some(d) => d.list(key).await.map(|l| l.len()).unwrap_or(0),
             None => a.documents.len(),
         };
         Ok(StatusReport {
@@ -193,24 +189,23 @@ impl Engine {
 
 /// The chat's one line on an ingestion.
 pub fn ingest_summary(report: &IngestReport) -> String {
-    let d = &report.doc;
+    let d = report.document();
     if report.duplicate {
         return format!(
             "📄 {} is already in this conversation ({}, {}).",
             d.name,
-            d.pages_counted(),
+            pages_counted(&d),
             counted(d.chunks.into(), "chunk", "chunks"),
         );
     }
     let mut s = format!(
         "📄 Added {}: {}, {}",
         d.name,
-        d.pages_counted(),
+        pages_counted(&d),
         counted(d.chunks.into(), "chunk", "chunks"),
     );
-    let engines = d.ocr_engines();
-    if !engines.is_empty() {
-        s.push_str(&format!(", OCR by {}", engines.join(" and ")));
+    if !d.ocr_engines.is_empty() {
+        s.push_str(&format!(", OCR by {}", d.ocr_engines.join(" and ")));
     }
     if !d.skipped.is_empty() {
         s.push_str(&format!("; {}", d.skipped.describe()));
@@ -227,14 +222,10 @@ pub fn ingest_summary(report: &IngestReport) -> String {
         ));
     }
     if !report.retried_pages.is_empty() {
-        let read = self
+        let read = report
             .retried_pages
             .iter()
-            .filter(|&&p| {
-                d.page_status
-                    .get(p as usize - 1)
-                    .is_some_and(PageSource::is_stored)
-            })
+            .filter(|p| d.stored_pages.contains(p))
             .count();
         s.push_str(&format!(
             ", retried failed page{} {}: {}",
@@ -251,24 +242,22 @@ pub fn ingest_summary(report: &IngestReport) -> String {
             }
         ));
     }
-    let failed = d.failed_pages();
-    if !failed.is_empty() {
-        let reason = d
-            .page_status
-            .iter()
-            .find_map(|p| match p {
-                PageSource::Failed { reason } => Some(reason.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
+    if !d.failed_pages.is_empty() {
+        let reason = d.failure.clone().unwrap_or_default();
         s.push_str(&format!(
             ". ⚠️ Could not read page{} {} ({reason}); the rest is kept",
-            if failed.len() > 1 { "s" } else { "" },
-            page_list(&failed)
+            if d.failed_pages.len() > 1 { "s" } else { "" },
+            page_list(&d.failed_pages)
         ));
     }
     s.push('.');
     s
+}
+
+/// "3 pages", "1 slide", "2 sheets".
+fn pages_counted(d: &DocumentInfo) -> String {
+    let (one, many) = d.page_noun;
+    counted(d.pages.into(), one, many)
 }
 
 /// "2, 5, 7".
