@@ -444,15 +444,17 @@ async fn ask(
     // Summarization runs after the answer is delivered; let it finish before exiting.
     engine.drain_background().await;
     engine.store().flush().await?;
+    let failed = |why: &dyn std::fmt::Display| {
+        // The failure note already on stderr says it for the user.
+        if !output.wrote_failure() {
+            eprintln!("error: {why}");
+        }
+        ExitCode::FAILURE
+    };
     Ok(match outcome {
         Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
-        Outcome::Failed(m) | Outcome::Refused(m) => {
-            // The failure note already on stderr says it for the user.
-            if !output.wrote_failure() {
-                eprintln!("error: {m}");
-            }
-            ExitCode::FAILURE
-        }
+        Outcome::Failed(why) => failed(&why),
+        Outcome::Refused(why) => failed(&why),
         Outcome::Ignored | Outcome::Duplicate | Outcome::Stopped => ExitCode::from(2),
     })
 }

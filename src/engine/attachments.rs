@@ -23,8 +23,8 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::ingests::{Admitted, Next, Refusal, PER_CONVERSATION};
-use super::{Engine, Outcome};
+use super::ingests::{self, Admitted, Next};
+use super::{Engine, FilesBusy, Outcome, Refusal, TurnFailure};
 use crate::docs::{DocError, IngestReport};
 
 /// A message whose files wait for, or are read by, its conversation's lane.
@@ -44,9 +44,9 @@ pub struct Pending(oneshot::Receiver<Outcome>);
 impl Pending {
     /// Waits until the message's files are read and its text answered.
     pub async fn outcome(self) -> Outcome {
-        self.0.await.unwrap_or_else(|_| {
-            Outcome::Failed("reading the shared files ended before it finished".into())
-        })
+        self.0
+            .await
+            .unwrap_or(Outcome::Failed(TurnFailure::FilesEnded))
     }
 }
 
@@ -136,7 +136,7 @@ impl Engine {
                 tracing::info!(conversation = %key, event = %event_id, ahead, "files wait for the conversation's earlier ones");
                 Ok(Pending(rx))
             }
-            Err((Refusal::Duplicate, _)) => {
+            Err((ingests::Refusal::Duplicate, _)) => {
                 tracing::info!(conversation = %key, event = %event_id, "files of this event are being read; redelivery dropped");
                 Err(Outcome::Duplicate)
             }
@@ -146,13 +146,11 @@ impl Engine {
 
     /// Tells the user their files were not taken (too many are waiting) and marks the event
     /// handled once they know.
-    async fn refuse_files(&self, job: Job, refusal: &Refusal) -> Outcome {
+    async fn refuse_files(&self, job: Job, refusal: &ingests::Refusal) -> Outcome {
         let m = &job.message;
         let why = match refusal {
-            Refusal::ConversationFull => format!(
-                "I'm still reading the files of {PER_CONVERSATION} earlier messages in this conversation"
-            ),
-            _ => "I'm reading as many files as I can take at once".to_string(),
+            ingests::Refusal::ConversationFull => FilesBusy::Conversation,
+            _ => FilesBusy::Everywhere,
         };
         tracing::warn!(conversation = %m.key, ?refusal, "files refused: too many waiting");
         let mut delivered = true;
@@ -170,7 +168,7 @@ impl Engine {
         if delivered {
             self.mark_handled(&m.key, &m.event_id).await;
         }
-        Outcome::Refused(format!("{why}; files not taken"))
+        Outcome::Refused(Refusal::FilesNotTaken(why))
     }
 
     /// Stops the files being read in `key` for a `/clear` and waits until the one being read
@@ -215,7 +213,7 @@ impl Engine {
                     let _ = platform
                         .ephemeral(&message.reply_to, &message.author, "⚠️ Something went wrong on my side while reading your files. Please share them again.")
                         .await;
-                    Outcome::Failed("reading the shared files panicked".into())
+                    Outcome::Failed(TurnFailure::FilesPanicked)
                 }
             };
             metrics::counter!(crate::ops::metrics::TURNS, "outcome" => result.label()).increment(1);

@@ -42,7 +42,7 @@ use crate::store::Store;
 
 pub use attachments::Pending;
 pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};
-pub use outcome::Outcome;
+pub use outcome::{FilesBusy, Outcome, Refusal, TurnFailure};
 pub use report::{ingest_summary, StatusReport};
 
 /// How [`Engine::accept`] took an event.
