@@ -17,13 +17,15 @@
 use std::sync::Arc;
 
 use anchorbot_platform::{
-    Attachment, ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
+    Attachment, ConversationKey, FinalState, IncomingMessage, Platform, PlatformError, Status,
+    StreamingReply,
 };
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::ingests::{self, Admitted, Next};
+use super::report::ingest_summary;
 use super::{Engine, FilesBusy, Outcome, Refusal, TurnFailure};
 use crate::docs::{DocError, IngestReport};
 
@@ -83,12 +85,36 @@ impl Stopped {
 
 /// How reading one file ended.
 enum ReadEnd {
-    /// Stored; the summary line.
-    Kept(String),
-    /// Not stored; the message for the user.
-    Refused(String),
+    /// Stored.
+    Kept(IngestReport),
+    /// Not stored.
+    Refused(FileError),
     /// Stopped by `/clear` or the shutdown deadline.
     Stopped,
+}
+
+/// Why a shared file was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// This setup has no documents service.
+    #[error("I can't read shared files in this setup")]
+    NoDocuments,
+    /// The platform did not hand over the file's bytes.
+    #[error(transparent)]
+    Download(#[from] PlatformError),
+    /// The documents service refused the file or failed to read it.
+    #[error(transparent)]
+    Document(#[from] DocError),
+}
+
+impl FileError {
+    /// The file's final line in the chat.
+    fn line(&self, name: &str) -> String {
+        match self {
+            FileError::NoDocuments => format!("⚠️ {self}, so I ignored {name}."),
+            _ => format!("⚠️ I can't read {name}: {self}."),
+        }
+    }
 }
 
 impl Engine {
@@ -249,8 +275,8 @@ impl Engine {
             };
             self.board().file_done(key, i);
             let (text, state) = match end {
-                ReadEnd::Kept(summary) => (summary, FinalState::Notice),
-                ReadEnd::Refused(message) => (message, FinalState::Failed),
+                ReadEnd::Kept(report) => (ingest_summary(&report), FinalState::Notice),
+                ReadEnd::Refused(e) => (e.line(&a.name), FinalState::Failed),
                 ReadEnd::Stopped => {
                     let why = *stopped.get_or_insert_with(|| self.stop_reason(key));
                     tracing::info!(conversation = %key, file = %a.name, ?why, "file not read to its end");
@@ -315,15 +341,12 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> ReadEnd {
         let key = &m.key;
-        let refuse = |what: &str, e: &dyn std::fmt::Display| {
+        let refuse = |what: &str, e: FileError| {
             tracing::warn!(conversation = %key, file = %a.name, error = %e, "{what}");
-            ReadEnd::Refused(format!("⚠️ I can't read {}: {e}.", a.name))
+            ReadEnd::Refused(e)
         };
         let Some(docs) = &self.docs else {
-            return ReadEnd::Refused(format!(
-                "⚠️ I can't read shared files in this setup, so I ignored {}.",
-                a.name
-            ));
+            return ReadEnd::Refused(FileError::NoDocuments);
         };
         let limit = docs.limits().max_file_bytes;
         if a.size > limit {
@@ -331,7 +354,7 @@ impl Engine {
                 size: a.size,
                 limit,
             };
-            return refuse("file refused", &e);
+            return refuse("file refused", e.into());
         }
         let show = |note: String| async move {
             self.board().note(key, index, note.clone());
@@ -358,7 +381,7 @@ impl Engine {
         };
         let bytes = match fetched {
             Ok(b) => b,
-            Err(e) => return refuse("attachment download failed", &e),
+            Err(e) => return refuse("attachment download failed", e.into()),
         };
         let (tx, mut rx) = tokio::sync::watch::channel(String::new());
         let ingest = docs.ingest(key, &a.name, &bytes, &tx);
@@ -385,8 +408,8 @@ impl Engine {
         drop(slot);
         match result {
             None | Some(Err(DocError::Cancelled)) => ReadEnd::Stopped,
-            Some(Err(e)) => refuse("document not ingested", &e),
-            Some(Ok(report)) => ReadEnd::Kept(super::report::ingest_summary(&report)),
+            Some(Err(e)) => refuse("document not ingested", e.into()),
+            Some(Ok(report)) => ReadEnd::Kept(report),
         }
     }
 }

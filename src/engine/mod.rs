@@ -40,7 +40,7 @@ use crate::retrieval::Retriever;
 use crate::settings::Settings;
 use crate::store::Store;
 
-pub use attachments::Pending;
+pub use attachments::{FileError, Pending};
 pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};
 pub use outcome::{FilesBusy, Outcome, Refusal, TurnFailure};
 pub use report::{ingest_summary, StatusReport};
