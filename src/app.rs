@@ -45,9 +45,10 @@ pub enum AppError {
     /// The configured tokenizer cannot be used.
     #[error(transparent)]
     Tokenizer(#[from] crate::llm::tokens::TokenizerError),
-    /// The document store could not be opened.
-    #[error("cannot open the document store: {0}")]
-    Documents(String),
+    /// The document store could not be opened; why is its source (a report such as
+    /// `main`'s `{:#}` prints it after a colon, as before).
+    #[error("cannot open the document store")]
+    Documents(#[source] crate::docs::DocError),
     /// The ops endpoints cannot be served.
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
@@ -131,11 +132,8 @@ impl App {
             settings.vision.clone(),
             counter.clone(),
         )
-        .map_err(|e| AppError::Documents(e.to_string()))?;
-        docs.store()
-            .recover()
-            .await
-            .map_err(|e| AppError::Documents(e.to_string()))?;
+        .map_err(AppError::Documents)?;
+        docs.store().recover().await.map_err(AppError::Documents)?;
         // One cache of what the servers report, shared by the engine and the reranker.
         let facts = crate::llm::facts::FactsCache::new(llm.clone());
         if settings.documents.rerank == crate::settings::RerankChoice::Llm {
