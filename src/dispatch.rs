@@ -206,6 +206,17 @@ fn reads_only(event: &InboundEvent) -> bool {
 }
 
 impl Dispatcher {
+    /// Ends the journal entry of an event [`EventSink::submit`] refused with `e` (a full queue
+    /// told its user; shutdown refuses it), so nothing stays owed. An event whose platform has
+    /// no adapter here stays journaled, as in [`Dispatcher::replay`], for a process that runs
+    /// one.
+    async fn refused(&self, key: &ConversationKey, event_id: &str, e: &SubmitError) {
+        if matches!(e, SubmitError::NoAdapter { .. }) {
+            return;
+        }
+        let _ = self.inner.engine.store().mark_handled(key, event_id).await;
+    }
+
     /// Takes over and queues every accepted, unanswered event whose process is gone (a
     /// crash, a kill, an answer cut at shutdown), oldest first; returns how many. `all`: every
     /// other process is gone (a store only one process can open); otherwise a process is gone
@@ -380,14 +391,8 @@ impl EventSink for Dispatcher {
         }
         let event_id = event.event_id().to_string();
         let queued = self.submit(event);
-        if queued.is_err() {
-            // Refused (and the user told): nothing is owed, so nothing stays journaled.
-            let _ = self
-                .inner
-                .engine
-                .store()
-                .mark_handled(&key, &event_id)
-                .await;
+        if let Err(e) = &queued {
+            self.refused(&key, &event_id, e).await;
         }
         queued
     }
@@ -433,8 +438,8 @@ impl EventSink for Dispatcher {
         if event.key() == &arrival.key && event.event_id() == arrival.event_id {
             let event_id = event.event_id().to_string();
             let queued = self.submit(event);
-            if queued.is_err() {
-                let _ = store.mark_handled(&arrival.key, &event_id).await;
+            if let Err(e) = &queued {
+                self.refused(&arrival.key, &event_id, e).await;
             }
             return queued.map(Some);
         }
@@ -461,8 +466,10 @@ impl EventSink for Dispatcher {
         }
         let key = event.key().clone();
         let Some(platform) = self.inner.platforms.get(key.platform()).cloned() else {
-            tracing::error!(conversation = %key, "event from a platform with no adapter; dropped");
-            return Err(SubmitError::ShuttingDown);
+            tracing::error!(conversation = %key, "event from a platform with no adapter; not queued");
+            return Err(SubmitError::NoAdapter {
+                platform: key.platform().to_string(),
+            });
         };
         let (done, receipt) = Receipt::new();
         if reads_only(&event) {
