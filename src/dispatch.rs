@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{
     Arrival, ConversationKey, EventSink, InboundEvent, Platform, Receipt, SubmitError,
 };
@@ -116,7 +117,7 @@ impl Dispatcher {
     /// Stops accepting events and waits until every queued event is handled.
     pub async fn drain(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.queues.lock().expect("queue lock").clear();
+        sync::lock(&self.inner.queues).clear();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }
@@ -140,7 +141,7 @@ async fn worker(
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(_) => {
-                let mut queues = inner.queues.lock().expect("queue lock");
+                let mut queues = sync::lock(&inner.queues);
                 if rx.is_empty() {
                     queues.remove(&key);
                     return;
@@ -451,13 +452,7 @@ impl EventSink for Dispatcher {
     }
 
     fn arrivals(&self, platform: &str) -> Option<mpsc::Receiver<Arrival>> {
-        self.inner
-            .arrivals
-            .get(platform)?
-            .rx
-            .lock()
-            .expect("arrivals lock")
-            .take()
+        sync::lock(&self.inner.arrivals.get(platform)?.rx).take()
     }
 
     fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
@@ -480,7 +475,7 @@ impl EventSink for Dispatcher {
             });
             return Ok(receipt);
         }
-        let mut queues = self.inner.queues.lock().expect("queue lock");
+        let mut queues = sync::lock(&self.inner.queues);
         let tx = queues
             .entry(key.clone())
             .or_insert_with(|| self.spawn_worker(key.clone(), platform.clone()));

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{
     ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
 };
@@ -43,11 +44,7 @@ struct Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         // Turns of one conversation run one at a time, so the registered turn is this one.
-        self.engine
-            .running
-            .lock()
-            .expect("running lock")
-            .remove(&self.key);
+        sync::lock(&self.engine.running).remove(&self.key);
     }
 }
 
@@ -284,10 +281,7 @@ impl Engine {
         if self.is_cutting() {
             token.cancel();
         }
-        self.running
-            .lock()
-            .expect("running lock")
-            .insert(key.clone(), token.clone());
+        sync::lock(&self.running).insert(key.clone(), token.clone());
         Running {
             engine: self,
             key: key.clone(),

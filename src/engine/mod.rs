@@ -27,6 +27,7 @@ mod turn_lock;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{InboundEvent, Platform};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -151,7 +152,7 @@ impl Engine {
     pub fn cut_running(&self) {
         self.cutting
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for token in self.running.lock().expect("running lock").values() {
+        for token in sync::lock(&self.running).values() {
             token.cancel();
         }
         if let Some(docs) = &self.docs {
@@ -162,7 +163,7 @@ impl Engine {
 
     /// The board of files being read (a short lock: never held across I/O).
     fn board(&self) -> std::sync::MutexGuard<'_, ingests::Board<attachments::Job>> {
-        self.ingests.lock().expect("ingests lock")
+        sync::lock(&self.ingests)
     }
 
     /// Whether turns are being cut off for shutdown.
@@ -281,7 +282,7 @@ impl Engine {
                 outcome
             }
             InboundEvent::Stop(_) => {
-                match self.running.lock().expect("running lock").get(&key) {
+                match sync::lock(&self.running).get(&key) {
                     Some(turn) => turn.cancel(),
                     None => {
                         tracing::info!(conversation = %key, "stop pressed with no answer streaming")

@@ -17,6 +17,7 @@ pub mod metrics;
 mod recent;
 mod reply;
 mod split;
+pub mod sync;
 
 pub use arrival::{Arrival, REDELIVERY_QUEUE};
 pub use budget::{LocalBudget, Rate, RateBudget, RateKey};
