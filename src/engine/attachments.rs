@@ -125,13 +125,10 @@ impl Engine {
         name: &str,
         bytes: &[u8],
         progress: &tokio::sync::watch::Sender<String>,
-    ) -> Result<IngestReport, DocError> {
-        let docs = self
-            .docs
-            .as_ref()
-            .ok_or(DocError::Unsupported { mime: "any".into() })?;
+    ) -> Result<IngestReport, FileError> {
+        let docs = self.docs.as_ref().ok_or(FileError::NoDocuments)?;
         // The document store is the one record of a document: the anchor does not list it.
-        docs.ingest(key, name, bytes, progress).await
+        Ok(docs.ingest(key, name, bytes, progress).await?)
     }
 
     /// Hands a message with files to its conversation's lane (starting the lane if it has
