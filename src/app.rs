@@ -45,9 +45,10 @@ pub enum AppError {
     /// The configured tokenizer cannot be used.
     #[error(transparent)]
     Tokenizer(#[from] crate::llm::tokens::TokenizerError),
-    /// The document store could not be opened.
-    #[error("cannot open the document store: {0}")]
-    Documents(String),
+    /// The document store could not be opened; why is its source (a report such as
+    /// `main`'s `{:#}` prints it after a colon, as before).
+    #[error("cannot open the document store")]
+    Documents(#[source] crate::docs::DocError),
     /// The ops endpoints cannot be served.
     #[error(transparent)]
     Ops(#[from] crate::ops::OpsError),
@@ -65,6 +66,9 @@ pub enum AppError {
 pub struct App {
     /// The engine shared by every conversation.
     engine: Arc<Engine>,
+    /// The documents service the engine holds (as a trait), for the commands that work on
+    /// documents directly (`ingest --retry-failed`, `search`) and for retention.
+    docs: Arc<Documents>,
     /// Per-conversation queue size.
     queue_capacity: usize,
     /// Time between endpoint health checks.
@@ -128,11 +132,8 @@ impl App {
             settings.vision.clone(),
             counter.clone(),
         )
-        .map_err(|e| AppError::Documents(e.to_string()))?;
-        docs.store()
-            .recover()
-            .await
-            .map_err(|e| AppError::Documents(e.to_string()))?;
+        .map_err(AppError::Documents)?;
+        docs.store().recover().await.map_err(AppError::Documents)?;
         // One cache of what the servers report, shared by the engine and the reranker.
         let facts = crate::llm::facts::FactsCache::new(llm.clone());
         if settings.documents.rerank == crate::settings::RerankChoice::Llm {
@@ -152,10 +153,12 @@ impl App {
         let reasoning = llm.clone();
         let mut engine = Engine::new(Arc::new(settings), store, llm, counter, exact);
         engine.set_facts(facts);
-        engine.set_documents(Arc::new(docs));
+        let docs = Arc::new(docs);
+        engine.set_documents(docs.clone());
         let engine = Arc::new(engine);
         Ok(Self {
             engine,
+            docs,
             queue_capacity,
             health_interval,
             adapters: Vec::new(),
@@ -195,6 +198,11 @@ impl App {
         self.engine.clone()
     }
 
+    /// The documents service.
+    pub fn documents(&self) -> Arc<Documents> {
+        self.docs.clone()
+    }
+
     /// The store the app opened (the adapters' budget is shared through it on a database,
     /// [`crate::adapters::configured_on`]).
     pub fn storage(&self) -> &crate::storage::Storage {
@@ -224,7 +232,8 @@ impl App {
         let ops_addr = self.bind_ops().await?;
         // Idle conversations go before any event is taken, then hourly.
         let retention =
-            crate::rights::retention::start(self.engine.clone(), self.retention_days).await;
+            crate::rights::retention::start(self.engine.clone(), &self.docs, self.retention_days)
+                .await;
         let platforms: HashMap<String, Arc<dyn Platform>> = self
             .adapters
             .iter()

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{
     Arrival, ConversationKey, EventSink, InboundEvent, Platform, Receipt, SubmitError,
 };
@@ -116,7 +117,7 @@ impl Dispatcher {
     /// Stops accepting events and waits until every queued event is handled.
     pub async fn drain(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.queues.lock().expect("queue lock").clear();
+        sync::lock(&self.inner.queues).clear();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }
@@ -140,7 +141,7 @@ async fn worker(
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(_) => {
-                let mut queues = inner.queues.lock().expect("queue lock");
+                let mut queues = sync::lock(&inner.queues);
                 if rx.is_empty() {
                     queues.remove(&key);
                     return;
@@ -206,6 +207,17 @@ fn reads_only(event: &InboundEvent) -> bool {
 }
 
 impl Dispatcher {
+    /// Ends the journal entry of an event [`EventSink::submit`] refused with `e` (a full queue
+    /// told its user; shutdown refuses it), so nothing stays owed. An event whose platform has
+    /// no adapter here stays journaled, as in [`Dispatcher::replay`], for a process that runs
+    /// one.
+    async fn refused(&self, key: &ConversationKey, event_id: &str, e: &SubmitError) {
+        if matches!(e, SubmitError::NoAdapter { .. }) {
+            return;
+        }
+        let _ = self.inner.engine.store().mark_handled(key, event_id).await;
+    }
+
     /// Takes over and queues every accepted, unanswered event whose process is gone (a
     /// crash, a kill, an answer cut at shutdown), oldest first; returns how many. `all`: every
     /// other process is gone (a store only one process can open); otherwise a process is gone
@@ -380,14 +392,8 @@ impl EventSink for Dispatcher {
         }
         let event_id = event.event_id().to_string();
         let queued = self.submit(event);
-        if queued.is_err() {
-            // Refused (and the user told): nothing is owed, so nothing stays journaled.
-            let _ = self
-                .inner
-                .engine
-                .store()
-                .mark_handled(&key, &event_id)
-                .await;
+        if let Err(e) = &queued {
+            self.refused(&key, &event_id, e).await;
         }
         queued
     }
@@ -433,8 +439,8 @@ impl EventSink for Dispatcher {
         if event.key() == &arrival.key && event.event_id() == arrival.event_id {
             let event_id = event.event_id().to_string();
             let queued = self.submit(event);
-            if queued.is_err() {
-                let _ = store.mark_handled(&arrival.key, &event_id).await;
+            if let Err(e) = &queued {
+                self.refused(&arrival.key, &event_id, e).await;
             }
             return queued.map(Some);
         }
@@ -446,13 +452,7 @@ impl EventSink for Dispatcher {
     }
 
     fn arrivals(&self, platform: &str) -> Option<mpsc::Receiver<Arrival>> {
-        self.inner
-            .arrivals
-            .get(platform)?
-            .rx
-            .lock()
-            .expect("arrivals lock")
-            .take()
+        sync::lock(&self.inner.arrivals.get(platform)?.rx).take()
     }
 
     fn submit(&self, event: InboundEvent) -> Result<Receipt, SubmitError> {
@@ -461,8 +461,10 @@ impl EventSink for Dispatcher {
         }
         let key = event.key().clone();
         let Some(platform) = self.inner.platforms.get(key.platform()).cloned() else {
-            tracing::error!(conversation = %key, "event from a platform with no adapter; dropped");
-            return Err(SubmitError::ShuttingDown);
+            tracing::error!(conversation = %key, "event from a platform with no adapter; not queued");
+            return Err(SubmitError::NoAdapter {
+                platform: key.platform().to_string(),
+            });
         };
         let (done, receipt) = Receipt::new();
         if reads_only(&event) {
@@ -473,7 +475,7 @@ impl EventSink for Dispatcher {
             });
             return Ok(receipt);
         }
-        let mut queues = self.inner.queues.lock().expect("queue lock");
+        let mut queues = sync::lock(&self.inner.queues);
         let tx = queues
             .entry(key.clone())
             .or_insert_with(|| self.spawn_worker(key.clone(), platform.clone()));

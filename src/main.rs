@@ -445,15 +445,17 @@ async fn ask(
     // Summarization runs after the answer is delivered; let it finish before exiting.
     engine.drain_background().await;
     engine.store().flush().await?;
+    let failed = |why: &dyn std::fmt::Display| {
+        // The failure note already on stderr says it for the user.
+        if !output.wrote_failure() {
+            eprintln!("error: {why}");
+        }
+        ExitCode::FAILURE
+    };
     Ok(match outcome {
         Outcome::Answered { .. } | Outcome::Command => ExitCode::SUCCESS,
-        Outcome::Failed(m) | Outcome::Refused(m) => {
-            // The failure note already on stderr says it for the user.
-            if !output.wrote_failure() {
-                eprintln!("error: {m}");
-            }
-            ExitCode::FAILURE
-        }
+        Outcome::Failed(why) => failed(&why),
+        Outcome::Refused(why) => failed(&why),
         Outcome::Ignored | Outcome::Duplicate | Outcome::Stopped => ExitCode::from(2),
     })
 }
@@ -466,6 +468,7 @@ async fn ingest(
 ) -> anyhow::Result<ExitCode> {
     let key = key(conversation)?;
     let engine = app.engine();
+    let docs = app.documents();
     let mut failed = 0;
     let mut done = std::collections::HashSet::new();
     for path in files {
@@ -473,10 +476,7 @@ async fn ingest(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        let limit = engine
-            .documents()
-            .map(|d| d.settings().max_file_bytes())
-            .unwrap_or(u64::MAX);
+        let limit = docs.settings().max_file_bytes();
         let bytes = match std::fs::metadata(path) {
             Ok(m) if m.len() > limit => Err(format!(
                 "the file is {} bytes, over the {limit}-byte limit",
@@ -501,7 +501,6 @@ async fn ingest(
         }
     }
     if retry_failed {
-        let docs = engine.documents().context("documents are not configured")?;
         let conv = key.to_string();
         // Documents just shared above were resumed already.
         let todo: Vec<_> = docs
@@ -579,7 +578,7 @@ async fn ingest_one(
     }
     match result {
         Ok(report) => {
-            out!("{}", report.summary());
+            out!("{}", anchorbot::engine::ingest_summary(&report));
             Some(report.doc.id)
         }
         Err(e) => {
@@ -598,8 +597,7 @@ async fn search(
     mode: Option<ModeArg>,
 ) -> anyhow::Result<ExitCode> {
     let key = key(conversation)?;
-    let engine = app.engine();
-    let docs = engine.documents().context("documents are not configured")?;
+    let docs = app.documents();
     let hits = match mode {
         None => docs.search(&key.to_string(), query, top_k).await?,
         Some(m) => {

@@ -19,6 +19,7 @@ pub mod office;
 pub mod rerank;
 mod running;
 pub mod search;
+pub mod service;
 pub mod sniff;
 pub mod store;
 
@@ -30,7 +31,6 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, OnceCell};
 
-use crate::commands::counted;
 use crate::llm::tokens::TokenCounter;
 use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, FusionChoice, RerankChoice};
 use crate::store::now_ms;
@@ -38,6 +38,7 @@ use chunk::Chunker;
 pub use data_runs::Skipped;
 use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
+pub use service::{DocumentService, IngestReport};
 use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
 pub use store::{DocRecord, DocStatus, DocStore, PageSource, PartialPage};
@@ -161,104 +162,6 @@ pub enum DocError {
     /// Local I/O failed.
     #[error("I/O error: {0}")]
     Io(String),
-}
-
-/// What an ingestion did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngestReport {
-    /// The stored record.
-    pub doc: DocRecord,
-    /// The same content was already there and complete.
-    pub duplicate: bool,
-    /// Pages skipped because an earlier, interrupted ingestion had stored them.
-    pub resumed_pages: u32,
-    /// Chunks an earlier, interrupted ingestion had stored (of those pages, and of a page it
-    /// stopped inside).
-    pub resumed_chunks: u32,
-    /// Pages that had failed before and were read again this time.
-    pub retried_pages: Vec<u32>,
-}
-
-impl IngestReport {
-    /// One line for the chat.
-    pub fn summary(&self) -> String {
-        let d = &self.doc;
-        if self.duplicate {
-            return format!(
-                "📄 {} is already in this conversation ({}, {}).",
-                d.name,
-                d.pages_counted(),
-                counted(d.chunks.into(), "chunk", "chunks"),
-            );
-        }
-        let mut s = format!(
-            "📄 Added {}: {}, {}",
-            d.name,
-            d.pages_counted(),
-            counted(d.chunks.into(), "chunk", "chunks"),
-        );
-        let engines = d.ocr_engines();
-        if !engines.is_empty() {
-            s.push_str(&format!(", OCR by {}", engines.join(" and ")));
-        }
-        if !d.skipped.is_empty() {
-            s.push_str(&format!("; {}", d.skipped.describe()));
-        }
-        if self.resumed_pages > 0 {
-            s.push_str(&format!(
-                ", resumed after {} already stored",
-                counted(self.resumed_pages.into(), "page", "pages")
-            ));
-        } else if self.resumed_chunks > 0 {
-            s.push_str(&format!(
-                ", resumed after {} already stored",
-                counted(self.resumed_chunks.into(), "chunk", "chunks")
-            ));
-        }
-        if !self.retried_pages.is_empty() {
-            let read = self
-                .retried_pages
-                .iter()
-                .filter(|&&p| {
-                    d.page_status
-                        .get(p as usize - 1)
-                        .is_some_and(PageSource::is_stored)
-                })
-                .count();
-            s.push_str(&format!(
-                ", retried failed page{} {}: {}",
-                if self.retried_pages.len() > 1 {
-                    "s"
-                } else {
-                    ""
-                },
-                page_list(&self.retried_pages),
-                match read {
-                    0 => "still unreadable".to_string(),
-                    n if n == self.retried_pages.len() => "now read".to_string(),
-                    n => format!("{n} now read"),
-                }
-            ));
-        }
-        let failed = d.failed_pages();
-        if !failed.is_empty() {
-            let reason = d
-                .page_status
-                .iter()
-                .find_map(|p| match p {
-                    PageSource::Failed { reason } => Some(reason.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            s.push_str(&format!(
-                ". ⚠️ Could not read page{} {} ({reason}); the rest is kept",
-                if failed.len() > 1 { "s" } else { "" },
-                page_list(&failed)
-            ));
-        }
-        s.push('.');
-        s
-    }
 }
 
 /// One page waiting for chunking.
@@ -1294,15 +1197,6 @@ impl Documents {
             })
             .buffer_unordered(self.cfg.ocr_concurrency.max(1))
     }
-}
-
-/// "2, 5, 7".
-fn page_list(pages: &[u32]) -> String {
-    pages
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -17,14 +17,16 @@
 use std::sync::Arc;
 
 use anchorbot_platform::{
-    Attachment, ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
+    Attachment, ConversationKey, FinalState, IncomingMessage, Platform, PlatformError, Status,
+    StreamingReply,
 };
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::ingests::{Admitted, Next, Refusal, PER_CONVERSATION};
-use super::{Engine, Outcome};
+use super::ingests::{self, Admitted, Next};
+use super::report::ingest_summary;
+use super::{Engine, FilesBusy, Outcome, Refusal, TurnFailure};
 use crate::docs::{DocError, IngestReport};
 
 /// A message whose files wait for, or are read by, its conversation's lane.
@@ -44,9 +46,9 @@ pub struct Pending(oneshot::Receiver<Outcome>);
 impl Pending {
     /// Waits until the message's files are read and its text answered.
     pub async fn outcome(self) -> Outcome {
-        self.0.await.unwrap_or_else(|_| {
-            Outcome::Failed("reading the shared files ended before it finished".into())
-        })
+        self.0
+            .await
+            .unwrap_or(Outcome::Failed(TurnFailure::FilesEnded))
     }
 }
 
@@ -83,12 +85,36 @@ impl Stopped {
 
 /// How reading one file ended.
 enum ReadEnd {
-    /// Stored; the summary line.
-    Kept(String),
-    /// Not stored; the message for the user.
-    Refused(String),
+    /// Stored.
+    Kept(IngestReport),
+    /// Not stored.
+    Refused(FileError),
     /// Stopped by `/clear` or the shutdown deadline.
     Stopped,
+}
+
+/// Why a shared file was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// This setup has no documents service.
+    #[error("I can't read shared files in this setup")]
+    NoDocuments,
+    /// The platform did not hand over the file's bytes.
+    #[error(transparent)]
+    Download(#[from] PlatformError),
+    /// The documents service refused the file or failed to read it.
+    #[error(transparent)]
+    Document(#[from] DocError),
+}
+
+impl FileError {
+    /// The file's final line in the chat.
+    fn line(&self, name: &str) -> String {
+        match self {
+            FileError::NoDocuments => format!("⚠️ {self}, so I ignored {name}."),
+            _ => format!("⚠️ I can't read {name}: {self}."),
+        }
+    }
 }
 
 impl Engine {
@@ -99,13 +125,10 @@ impl Engine {
         name: &str,
         bytes: &[u8],
         progress: &tokio::sync::watch::Sender<String>,
-    ) -> Result<IngestReport, DocError> {
-        let docs = self
-            .docs
-            .as_ref()
-            .ok_or(DocError::Unsupported { mime: "any".into() })?;
+    ) -> Result<IngestReport, FileError> {
+        let docs = self.docs.as_ref().ok_or(FileError::NoDocuments)?;
         // The document store is the one record of a document: the anchor does not list it.
-        docs.ingest(&key.to_string(), name, bytes, progress).await
+        Ok(docs.ingest(key, name, bytes, progress).await?)
     }
 
     /// Hands a message with files to its conversation's lane (starting the lane if it has
@@ -136,7 +159,7 @@ impl Engine {
                 tracing::info!(conversation = %key, event = %event_id, ahead, "files wait for the conversation's earlier ones");
                 Ok(Pending(rx))
             }
-            Err((Refusal::Duplicate, _)) => {
+            Err((ingests::Refusal::Duplicate, _)) => {
                 tracing::info!(conversation = %key, event = %event_id, "files of this event are being read; redelivery dropped");
                 Err(Outcome::Duplicate)
             }
@@ -146,13 +169,11 @@ impl Engine {
 
     /// Tells the user their files were not taken (too many are waiting) and marks the event
     /// handled once they know.
-    async fn refuse_files(&self, job: Job, refusal: &Refusal) -> Outcome {
+    async fn refuse_files(&self, job: Job, refusal: &ingests::Refusal) -> Outcome {
         let m = &job.message;
         let why = match refusal {
-            Refusal::ConversationFull => format!(
-                "I'm still reading the files of {PER_CONVERSATION} earlier messages in this conversation"
-            ),
-            _ => "I'm reading as many files as I can take at once".to_string(),
+            ingests::Refusal::ConversationFull => FilesBusy::Conversation,
+            _ => FilesBusy::Everywhere,
         };
         tracing::warn!(conversation = %m.key, ?refusal, "files refused: too many waiting");
         let mut delivered = true;
@@ -170,7 +191,7 @@ impl Engine {
         if delivered {
             self.mark_handled(&m.key, &m.event_id).await;
         }
-        Outcome::Refused(format!("{why}; files not taken"))
+        Outcome::Refused(Refusal::FilesNotTaken(why))
     }
 
     /// Stops the files being read in `key` for a `/clear` and waits until the one being read
@@ -181,7 +202,7 @@ impl Engine {
         // The documents' own stop first: it ends an ingestion at its next step and lets it
         // record what it stored, which cancelling the job outright would not.
         if let Some(docs) = &self.docs {
-            docs.stop_ingests(&key.to_string()).await;
+            docs.stop_ingests(key).await;
         }
         if let Some(s) = stopping {
             s.cancel.cancel();
@@ -215,7 +236,7 @@ impl Engine {
                     let _ = platform
                         .ephemeral(&message.reply_to, &message.author, "⚠️ Something went wrong on my side while reading your files. Please share them again.")
                         .await;
-                    Outcome::Failed("reading the shared files panicked".into())
+                    Outcome::Failed(TurnFailure::FilesPanicked)
                 }
             };
             metrics::counter!(crate::ops::metrics::TURNS, "outcome" => result.label()).increment(1);
@@ -251,8 +272,8 @@ impl Engine {
             };
             self.board().file_done(key, i);
             let (text, state) = match end {
-                ReadEnd::Kept(summary) => (summary, FinalState::Notice),
-                ReadEnd::Refused(message) => (message, FinalState::Failed),
+                ReadEnd::Kept(report) => (ingest_summary(&report), FinalState::Notice),
+                ReadEnd::Refused(e) => (e.line(&a.name), FinalState::Failed),
                 ReadEnd::Stopped => {
                     let why = *stopped.get_or_insert_with(|| self.stop_reason(key));
                     tracing::info!(conversation = %key, file = %a.name, ?why, "file not read to its end");
@@ -317,23 +338,20 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> ReadEnd {
         let key = &m.key;
-        let refuse = |what: &str, e: &dyn std::fmt::Display| {
+        let refuse = |what: &str, e: FileError| {
             tracing::warn!(conversation = %key, file = %a.name, error = %e, "{what}");
-            ReadEnd::Refused(format!("⚠️ I can't read {}: {e}.", a.name))
+            ReadEnd::Refused(e)
         };
         let Some(docs) = &self.docs else {
-            return ReadEnd::Refused(format!(
-                "⚠️ I can't read shared files in this setup, so I ignored {}.",
-                a.name
-            ));
+            return ReadEnd::Refused(FileError::NoDocuments);
         };
-        let limit = docs.settings().max_file_bytes();
+        let limit = docs.limits().max_file_bytes;
         if a.size > limit {
             let e = DocError::TooLarge {
                 size: a.size,
                 limit,
             };
-            return refuse("file refused", &e);
+            return refuse("file refused", e.into());
         }
         let show = |note: String| async move {
             self.board().note(key, index, note.clone());
@@ -360,16 +378,15 @@ impl Engine {
         };
         let bytes = match fetched {
             Ok(b) => b,
-            Err(e) => return refuse("attachment download failed", &e),
+            Err(e) => return refuse("attachment download failed", e.into()),
         };
-        let conv = key.to_string();
         let (tx, mut rx) = tokio::sync::watch::channel(String::new());
-        let ingest = docs.ingest(&conv, &a.name, &bytes, &tx);
+        let ingest = docs.ingest(key, &a.name, &bytes, &tx);
         // A cancelled job asks the documents to stop, so the ingestion records what it stored
         // and returns; if it had not registered yet (the stop found nothing), it is dropped.
         let stop = async {
             cancel.cancelled().await;
-            docs.stop_ingests(&conv).await;
+            docs.stop_ingests(key).await;
         };
         tokio::pin!(ingest, stop);
         let result = loop {
@@ -388,8 +405,8 @@ impl Engine {
         drop(slot);
         match result {
             None | Some(Err(DocError::Cancelled)) => ReadEnd::Stopped,
-            Some(Err(e)) => refuse("document not ingested", &e),
-            Some(Ok(report)) => ReadEnd::Kept(report.summary()),
+            Some(Err(e)) => refuse("document not ingested", e.into()),
+            Some(Ok(report)) => ReadEnd::Kept(report),
         }
     }
 }

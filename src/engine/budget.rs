@@ -103,11 +103,7 @@ impl Engine {
     /// Whether the conversation has documents (for budgets).
     pub(super) async fn has_documents(&self, key: &anchorbot_platform::ConversationKey) -> bool {
         match &self.docs {
-            Some(d) => d
-                .store()
-                .list(&key.to_string())
-                .await
-                .is_ok_and(|l| !l.is_empty()),
+            Some(d) => d.list(key).await.is_ok_and(|l| !l.is_empty()),
             None => false,
         }
     }

@@ -6,6 +6,7 @@ use anchorbot_platform::{Author, ConversationKey, Platform, ReplyTarget};
 
 use super::{Engine, Outcome};
 use crate::commands::{counted, help_text, Command};
+use crate::docs::service::Cleared;
 use crate::docs::DocError;
 use crate::store::StoreError;
 
@@ -72,11 +73,14 @@ impl Engine {
         let _turn = self.turn_locks.lock(key).await;
         self.stop_reading(key).await;
         let before = self.store.anchor(key).await?;
-        let (docs, chunks) = match &self.docs {
-            Some(d) => d.store().clear(&key.to_string()).await?,
+        let Cleared {
+            documents: docs,
+            chunks,
+        } = match &self.docs {
+            Some(d) => d.clear(key).await?,
             None => {
                 self.store.reset(key).await?;
-                (0, 0)
+                Cleared::default()
             }
         };
         tracing::info!(conversation = %key, docs, chunks, "conversation cleared");

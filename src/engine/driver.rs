@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{
     ConversationKey, FinalState, IncomingMessage, Platform, Status, StreamingReply,
 };
 use futures_util::StreamExt;
 
 use super::budget::PromptParts;
-use super::{Engine, Outcome};
+use super::{Engine, Outcome, Refusal, TurnFailure};
 use crate::llm::prompt;
 use crate::llm::turn::{Effect, Failure, Input, Turn, TurnConfig, CUT_NOTE};
 use crate::llm::{ChatRequest, ItemStream, LlmError};
@@ -43,11 +44,7 @@ struct Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         // Turns of one conversation run one at a time, so the registered turn is this one.
-        self.engine
-            .running
-            .lock()
-            .expect("running lock")
-            .remove(&self.key);
+        sync::lock(&self.engine.running).remove(&self.key);
     }
 }
 
@@ -82,12 +79,11 @@ impl Engine {
             });
         let query = m.text.trim();
         if query.len() > MAX_MESSAGE_BYTES {
-            let msg = format!(
-                "⚠️ Your message is {} KB, over the {} KB I can read in one message. Share it as a file instead, or send the part that matters.",
-                query.len() / 1024,
-                MAX_MESSAGE_BYTES / 1024
-            );
-            return self.refuse(&mut reply, key, event_id, msg).await;
+            let too_long = Refusal::TooLong {
+                kb: query.len() / 1024,
+                max_kb: MAX_MESSAGE_BYTES / 1024,
+            };
+            return self.refuse(&mut reply, key, event_id, too_long).await;
         }
         let anchor = match self.store.anchor(key).await {
             Ok(mut a) => {
@@ -97,8 +93,8 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(conversation = %key, error = %e, "anchor unreadable");
-                let msg = format!("⚠️ I could not read this conversation's memory: {e}");
-                return self.refuse(&mut reply, key, event_id, msg).await;
+                let unreadable = Refusal::MemoryUnreadable(Arc::new(e));
+                return self.refuse(&mut reply, key, event_id, unreadable).await;
             }
         };
         reply.status(Status::Thinking).await;
@@ -117,7 +113,7 @@ impl Engine {
             Ok(f) => f,
             Err(e) => {
                 return self
-                    .refuse(&mut reply, key, event_id, format!("⚠️ {e}"))
+                    .refuse(&mut reply, key, event_id, Refusal::NoRoom(e))
                     .await
             }
         };
@@ -209,7 +205,7 @@ impl Engine {
                                     key,
                                     event_id,
                                     text,
-                                    "the answer could not be saved".into(),
+                                    TurnFailure::NotSaved(Arc::new(e)),
                                 )
                                 .await;
                         }
@@ -231,7 +227,7 @@ impl Engine {
                         return Outcome::Answered { truncated };
                     }
                     Effect::Fail(failure) => {
-                        let headline = failure.headline();
+                        let headline = TurnFailure::from(&failure);
                         let message = match &failure {
                             Failure::Llm { error, partial }
                                 if error.is_offline() && partial.trim().is_empty() =>
@@ -285,10 +281,7 @@ impl Engine {
         if self.is_cutting() {
             token.cancel();
         }
-        self.running
-            .lock()
-            .expect("running lock")
-            .insert(key.clone(), token.clone());
+        sync::lock(&self.running).insert(key.clone(), token.clone());
         Running {
             engine: self,
             key: key.clone(),
@@ -360,18 +353,17 @@ impl Engine {
         Some(s)
     }
 
-    /// Ends a message refused before it reached the model.
+    /// Ends a message refused before it reached the model: the user reads `reason` after a
+    /// `⚠️`.
     async fn refuse(
         &self,
         reply: &mut StreamingReply,
         key: &ConversationKey,
         event_id: &str,
-        message: String,
+        reason: Refusal,
     ) -> Outcome {
-        let reason = message
-            .trim_start_matches(['⚠', '\u{fe0f}', ' '])
-            .to_string();
         tracing::warn!(conversation = %key, %reason, "message refused");
+        let message = format!("⚠️ {reason}");
         self.deliver_final(reply, key, event_id, &message).await;
         Outcome::Refused(reason)
     }
@@ -384,7 +376,7 @@ impl Engine {
         key: &ConversationKey,
         event_id: &str,
         message: String,
-        headline: String,
+        headline: TurnFailure,
     ) -> Outcome {
         tracing::warn!(conversation = %key, reason = %headline, "turn failed; nothing stored");
         self.deliver_final(reply, key, event_id, &message).await;

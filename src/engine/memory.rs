@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::ConversationKey;
 
 use super::Engine;
@@ -74,12 +75,7 @@ pub enum SummarizeError {
 impl Engine {
     /// Runs summarization for `key` in the background unless one is already running.
     pub(super) fn spawn_summarize(self: &Arc<Self>, key: ConversationKey) {
-        if !self
-            .summarizing
-            .lock()
-            .expect("summarizing lock")
-            .insert(key.clone())
-        {
+        if !sync::lock(&self.summarizing).insert(key.clone()) {
             return;
         }
         let engine = self.clone();
@@ -91,7 +87,7 @@ impl Engine {
                     tracing::warn!(conversation = %key, error = %e, "could not record the summarization back-off");
                 }
             }
-            engine.summarizing.lock().expect("summarizing lock").remove(&key);
+            sync::lock(&engine.summarizing).remove(&key);
         });
     }
 

@@ -1,12 +1,15 @@
 //! The engine: handles one inbound event for one conversation. It routes the event (a
 //! duplicate, a command, attachments, a question), and never knows which platform it serves.
+//! It holds its services behind traits (the store over the storage traits, the model, the
+//! documents as a [`DocumentService`]), never a concrete store or document type.
 //!
 //! One job per module: [`driver`] runs the turn state machine, [`budget`] sizes the prompt,
 //! [`memory`] folds old turns into summaries, [`commands`] answers the commands, [`report`]
-//! builds `/status` and `/files`, [`attachments`] reads shared files in the background (in the
-//! order and within the limits [`ingests`] keeps), [`turn_lock`] keeps one turn at a time per
-//! conversation, [`feedback`] stores verdicts on answers, [`regenerate`] answers a question
-//! again.
+//! builds `/status`, `/files` and the line on an ingested file, [`attachments`] reads shared
+//! files in the background (in the order and within the limits [`ingests`] keeps),
+//! [`turn_lock`] keeps one turn at a time per conversation, [`feedback`] stores verdicts on
+//! answers, [`regenerate`] answers a question again, [`outcome`] says how an event ended and
+//! why.
 
 mod attachments;
 mod budget;
@@ -15,6 +18,7 @@ mod driver;
 mod feedback;
 pub mod ingests;
 pub mod memory;
+mod outcome;
 mod regenerate;
 mod report;
 mod seed;
@@ -23,12 +27,13 @@ mod turn_lock;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{InboundEvent, Platform};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Command;
-use crate::docs::Documents;
+use crate::docs::DocumentService;
 use crate::llm::prompt::PromptConfig;
 use crate::llm::tokens::TokenCounter;
 use crate::llm::ChatBackend;
@@ -36,47 +41,10 @@ use crate::retrieval::Retriever;
 use crate::settings::Settings;
 use crate::store::Store;
 
-pub use attachments::Pending;
+pub use attachments::{FileError, Pending};
 pub use memory::{merge_facts, parse_summary, summary_request, SummarizeError, SUMMARY_MARKER};
-pub use report::StatusReport;
-
-/// How an event ended, for callers that need an exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing to do (empty message).
-    Ignored,
-    /// The event was already handled.
-    Duplicate,
-    /// A turn was answered and stored.
-    Answered {
-        /// The answer was cut at the output limit.
-        truncated: bool,
-    },
-    /// A command was answered (or files were ingested).
-    Command,
-    /// The message was refused before reaching the model; the reason, in one line.
-    Refused(String),
-    /// The turn failed and nothing was stored; the reason, in one line (no answer text).
-    Failed(String),
-    /// Someone stopped the answer; what was written stays in the chat, nothing was stored.
-    Stopped,
-}
-
-impl Outcome {
-    /// The outcome's name, for the turns metric (a bounded label).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Ignored => "ignored",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Answered { truncated: false } => "answered",
-            Outcome::Answered { truncated: true } => "truncated",
-            Outcome::Command => "command",
-            Outcome::Refused(_) => "refused",
-            Outcome::Failed(_) => "failed",
-            Outcome::Stopped => "stopped",
-        }
-    }
-}
+pub use outcome::{FilesBusy, Outcome, Refusal, TurnFailure};
+pub use report::{ingest_summary, StatusReport};
 
 /// How [`Engine::accept`] took an event.
 #[derive(Debug)]
@@ -88,7 +56,10 @@ pub enum Accepted {
     Background(Pending),
 }
 
-/// The conversation engine; shared by all conversations.
+/// The conversation engine; shared by all conversations. It holds services behind traits,
+/// never a concrete one: the store (memory, journal and leases over the storage traits), the
+/// reasoning model ([`ChatBackend`]), the token counter, and the conversations' documents
+/// ([`DocumentService`], which is also the [`Retriever`] unless one is set apart).
 pub struct Engine {
     /// This process's name among the processes on one store (host, process id, start).
     replica: String,
@@ -106,8 +77,9 @@ pub struct Engine {
     prompt_cfg: PromptConfig,
     /// Passages from a conversation's documents, for the prompt and the offline fallback.
     retriever: Option<Arc<dyn Retriever>>,
-    /// Shared documents (ingestion, listing, clearing).
-    docs: Option<Arc<Documents>>,
+    /// The conversations' documents (ingestion, listing, clearing, limits); also the
+    /// retriever, unless one was set apart.
+    docs: Option<Arc<dyn DocumentService>>,
     /// What the reasoning servers report, cached and refreshed in the background.
     facts: Arc<crate::llm::facts::FactsCache>,
     /// Background work (summarization, facts refresh) to wait for at shutdown.
@@ -180,7 +152,7 @@ impl Engine {
     pub fn cut_running(&self) {
         self.cutting
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for token in self.running.lock().expect("running lock").values() {
+        for token in sync::lock(&self.running).values() {
             token.cancel();
         }
         if let Some(docs) = &self.docs {
@@ -191,7 +163,7 @@ impl Engine {
 
     /// The board of files being read (a short lock: never held across I/O).
     fn board(&self) -> std::sync::MutexGuard<'_, ingests::Board<attachments::Job>> {
-        self.ingests.lock().expect("ingests lock")
+        sync::lock(&self.ingests)
     }
 
     /// Whether turns are being cut off for shutdown.
@@ -205,14 +177,9 @@ impl Engine {
     }
 
     /// Adds the documents service; it also becomes the retriever.
-    pub fn set_documents(&mut self, docs: Arc<Documents>) {
+    pub fn set_documents(&mut self, docs: Arc<dyn DocumentService>) {
         self.retriever = Some(docs.clone());
         self.docs = Some(docs);
-    }
-
-    /// The documents service, if configured.
-    pub fn documents(&self) -> Option<&Arc<Documents>> {
-        self.docs.as_ref()
     }
 
     /// Probes the model endpoints (so failover prefers the healthy ones) and refreshes what
@@ -315,7 +282,7 @@ impl Engine {
                 outcome
             }
             InboundEvent::Stop(_) => {
-                match self.running.lock().expect("running lock").get(&key) {
+                match sync::lock(&self.running).get(&key) {
                     Some(turn) => turn.cancel(),
                     None => {
                         tracing::info!(conversation = %key, "stop pressed with no answer streaming")

@@ -1,12 +1,13 @@
-//! Reports: `/status` (memory and token budgets) and `/files` (documents), for the chat and
-//! for `anchorbot status`.
+//! Reports: `/status` (memory and token budgets), `/files` (documents) and the one line on an
+//! ingested file, for the chat and for `anchorbot status` and `anchorbot ingest`.
 
 use anchorbot_platform::ConversationKey;
 use serde::Serialize;
 
 use super::Engine;
 use crate::commands::counted;
-use crate::docs::DocError;
+use crate::docs::service::DocumentInfo;
+use crate::docs::{DocError, IngestReport};
 use crate::llm::prompt;
 use crate::store::{StoreError, SummaryHold};
 
@@ -108,7 +109,7 @@ impl Engine {
     /// The `/files` listing: every document with its pages, status and OCR engine.
     pub async fn files_text(&self, key: &ConversationKey) -> Result<String, DocError> {
         let docs = match &self.docs {
-            Some(d) => d.store().list(&key.to_string()).await?,
+            Some(d) => d.list(key).await?,
             None => Vec::new(),
         };
         if docs.is_empty() {
@@ -120,11 +121,11 @@ impl Engine {
                 "\n- {} ({}, {}, {}): {}",
                 d.name,
                 d.mime,
-                d.pages_counted(),
+                pages_counted(d),
                 counted(d.chunks.into(), "chunk", "chunks"),
                 d.status.label()
             ));
-            let engines = d.ocr_engines();
+            let engines = &d.ocr_engines;
             if !engines.is_empty() {
                 let fallback = if engines.iter().any(|e| e == "tesseract") {
                     " (fallback: the vision model was unavailable)"
@@ -136,7 +137,7 @@ impl Engine {
             if !d.skipped.is_empty() {
                 s.push_str(&format!("; {}", d.skipped.describe()));
             }
-            let failed = d.failed_pages();
+            let failed = &d.failed_pages;
             if !failed.is_empty() {
                 s.push_str(&format!(
                     "; unread pages: {}",
@@ -159,12 +160,7 @@ impl Engine {
         // The budgets in effect: the settings, shrunk to the context the server serves.
         let (input, output) = self.budgets().await;
         let documents = match &self.docs {
-            Some(d) => d
-                .store()
-                .list(&key.to_string())
-                .await
-                .map(|l| l.len())
-                .unwrap_or(0),
+            Some(d) => d.list(key).await.map(|l| l.len()).unwrap_or(0),
             None => a.documents.len(),
         };
         Ok(StatusReport {
@@ -189,4 +185,86 @@ impl Engine {
             max_output_tokens: output,
         })
     }
+}
+
+/// The chat's one line on an ingestion.
+pub fn ingest_summary(report: &IngestReport) -> String {
+    let d = report.document();
+    if report.duplicate {
+        return format!(
+            "📄 {} is already in this conversation ({}, {}).",
+            d.name,
+            pages_counted(&d),
+            counted(d.chunks.into(), "chunk", "chunks"),
+        );
+    }
+    let mut s = format!(
+        "📄 Added {}: {}, {}",
+        d.name,
+        pages_counted(&d),
+        counted(d.chunks.into(), "chunk", "chunks"),
+    );
+    if !d.ocr_engines.is_empty() {
+        s.push_str(&format!(", OCR by {}", d.ocr_engines.join(" and ")));
+    }
+    if !d.skipped.is_empty() {
+        s.push_str(&format!("; {}", d.skipped.describe()));
+    }
+    if report.resumed_pages > 0 {
+        s.push_str(&format!(
+            ", resumed after {} already stored",
+            counted(report.resumed_pages.into(), "page", "pages")
+        ));
+    } else if report.resumed_chunks > 0 {
+        s.push_str(&format!(
+            ", resumed after {} already stored",
+            counted(report.resumed_chunks.into(), "chunk", "chunks")
+        ));
+    }
+    if !report.retried_pages.is_empty() {
+        let read = report
+            .retried_pages
+            .iter()
+            .filter(|p| d.stored_pages.contains(p))
+            .count();
+        s.push_str(&format!(
+            ", retried failed page{} {}: {}",
+            if report.retried_pages.len() > 1 {
+                "s"
+            } else {
+                ""
+            },
+            page_list(&report.retried_pages),
+            match read {
+                0 => "still unreadable".to_string(),
+                n if n == report.retried_pages.len() => "now read".to_string(),
+                n => format!("{n} now read"),
+            }
+        ));
+    }
+    if !d.failed_pages.is_empty() {
+        let reason = d.failure.clone().unwrap_or_default();
+        s.push_str(&format!(
+            ". ⚠️ Could not read page{} {} ({reason}); the rest is kept",
+            if d.failed_pages.len() > 1 { "s" } else { "" },
+            page_list(&d.failed_pages)
+        ));
+    }
+    s.push('.');
+    s
+}
+
+/// "3 pages", "1 slide", "2 sheets".
+fn pages_counted(d: &DocumentInfo) -> String {
+    let (one, many) = d.page_noun;
+    counted(d.pages.into(), one, many)
+}
+
+/// "2, 5, 7".
+fn page_list(pages: &[u32]) -> String {
+    pages
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::ConversationKey;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -69,10 +70,7 @@ impl TurnLocks {
     /// Waits for `key`'s turn lock (first come, first served), and on a shared store for its
     /// lease. Dropping the future while it waits gives up its place.
     pub async fn lock(&self, key: &ConversationKey) -> TurnGuard<'_> {
-        let lock = self
-            .locks
-            .lock()
-            .expect("turn locks")
+        let lock = sync::lock(&self.locks)
             .entry(key.clone())
             .or_default()
             .clone();
@@ -99,13 +97,13 @@ impl TurnLocks {
     /// Conversations with a turn running or waiting.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.locks.lock().expect("turn locks").len()
+        sync::lock(&self.locks).len()
     }
 }
 
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
-        let mut locks = self.locks.locks.lock().expect("turn locks");
+        let mut locks = sync::lock(&self.locks.locks);
         // The map, this guard and its mutex guard (which keeps a clone) hold the only
         // references: nobody else holds or waits (they clone from the map under this same
         // lock, so none can appear meanwhile).

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 
 use crate::llm::{ChatBackend, ChatRequest, ItemStream, LlmError, OpenAiEndpoint, ServerFacts};
 use crate::settings::Endpoint;
+use anchorbot_platform::sync;
 
 /// Retry and health policy.
 #[derive(Debug, Clone, Copy)]
@@ -56,14 +57,11 @@ impl Drop for Streaming {
 
 impl Member {
     fn is_up(&self) -> bool {
-        self.down_until
-            .lock()
-            .expect("health lock")
-            .is_none_or(|t| Instant::now() >= t)
+        sync::lock(&self.down_until).is_none_or(|t| Instant::now() >= t)
     }
 
     fn mark(&self, up: bool, cooldown: Duration) {
-        *self.down_until.lock().expect("health lock") = (!up).then(|| Instant::now() + cooldown);
+        *sync::lock(&self.down_until) = (!up).then(|| Instant::now() + cooldown);
         self.report(up);
     }
 

@@ -14,6 +14,7 @@ use anchorbot_platform::ConversationKey;
 
 use super::{erase, list, RightsError};
 use crate::docs::store::DocStore;
+use crate::docs::Documents;
 use crate::engine::Engine;
 use crate::store::{now_ms, Store};
 
@@ -51,26 +52,26 @@ pub async fn sweep(store: &Store, docs: &DocStore, days: u32) -> Result<usize, R
 
 /// Runs one sweep now (before any event is taken) and then one every [`SWEEP_EVERY`] in the
 /// background; `None` when retention is off. Abort the handle at shutdown.
-pub async fn start(engine: Arc<Engine>, days: Option<u32>) -> Option<tokio::task::JoinHandle<()>> {
+pub async fn start(
+    engine: Arc<Engine>,
+    docs: &Arc<Documents>,
+    days: Option<u32>,
+) -> Option<tokio::task::JoinHandle<()>> {
     let days = days?;
-    run_once(&engine, days).await;
+    let docs = docs.clone();
+    run_once(&engine, docs.store(), days).await;
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            run_once(&engine, days).await;
+            run_once(&engine, docs.store(), days).await;
         }
     }))
 }
 
-async fn run_once(engine: &Engine, days: u32) {
-    // `App::build` always gives the engine its documents.
-    let Some(docs) = engine.documents().map(|d| d.store()) else {
-        tracing::warn!("retention needs the document store; the sweep was skipped");
-        return;
-    };
+async fn run_once(engine: &Engine, docs: &DocStore, days: u32) {
     // One process at a time sweeps a shared store: the one that holds the lease for the
     // hour. Another process's sweep this hour covers this one's.
     let leases = &engine.store().storage().leases;

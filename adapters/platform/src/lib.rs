@@ -22,6 +22,7 @@ mod recent;
 pub mod redact;
 mod reply;
 mod split;
+pub mod sync;
 
 pub use arrival::{Arrival, REDELIVERY_QUEUE};
 pub use bounded::BoundedMap;
@@ -448,6 +449,13 @@ pub enum SubmitError {
     /// The engine is shutting down.
     #[error("anchorbot is shutting down")]
     ShuttingDown,
+    /// No adapter of the event's platform runs in this process (its key names another
+    /// platform than the adapter that sent it): a wiring mistake, not a passing state.
+    #[error("no {platform} adapter runs in this process")]
+    NoAdapter {
+        /// The platform the event's key names.
+        platform: String,
+    },
     /// The event was accepted before (a redelivery, or its twin reached this or another
     /// process): it is answered once, there. Acknowledge it and drop it.
     #[error("this event was already accepted")]
