@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::storage::now_ms;
 pub use crate::storage::StorageError as StoreError;
 use crate::storage::{Durability, Storage};
+use anchorbot_platform::sync;
 
 /// The memory of one conversation, re-injected into every prompt.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -231,7 +232,7 @@ impl Store {
             };
             f(&mut anchor);
             let bytes = serde_json::to_vec(&anchor).expect("anchors serialize");
-            *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(anchor);
+            *sync::lock(&made) = Some(anchor);
             Ok(bytes)
         };
         let written = self

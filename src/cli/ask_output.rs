@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anchorbot_console::ConsolePlatform;
+use anchorbot_platform::sync;
 use anchorbot_platform::{
     Attachment, Author, FinalState, Limits, MessageRef, Platform, PlatformError, ReplyTarget,
     Status,
@@ -88,7 +89,7 @@ impl Platform for AskOutput {
 
     async fn post(&self, to: &ReplyTarget, text: &str) -> Result<MessageRef, PlatformError> {
         let id = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
-        self.held.lock().expect("ask output lock").insert(
+        sync::lock(&self.held).insert(
             id.clone(),
             Held {
                 shown: String::new(),
@@ -103,7 +104,7 @@ impl Platform for AskOutput {
 
     async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), PlatformError> {
         let ready = {
-            let mut held = self.held.lock().expect("ask output lock");
+            let mut held = sync::lock(&self.held);
             let h = held.entry(message.id.clone()).or_default();
             // Only a write that the next one extends is surely answer text.
             let ready = text
@@ -150,7 +151,7 @@ impl Platform for AskOutput {
         messages: &[MessageRef],
     ) -> Result<(), PlatformError> {
         let (rest, any_shown) = {
-            let mut held = self.held.lock().expect("ask output lock");
+            let mut held = sync::lock(&self.held);
             let mut rest = Vec::new();
             let mut any_shown = false;
             for m in messages {
@@ -168,7 +169,7 @@ impl Platform for AskOutput {
                 self.console.finished(to, state, messages).await?;
             }
             let note = rest.concat();
-            let mut failures = self.failures.lock().expect("ask output lock");
+            let mut failures = sync::lock(&self.failures);
             let _ = writeln!(failures, "{}", note.trim());
             let _ = failures.flush();
             self.failed.store(true, Ordering::SeqCst);

@@ -14,6 +14,7 @@ use super::{
     ChatBackend, ChatRequest, FinishReason, ItemStream, LlmError, ServedModel, StreamItem,
 };
 use crate::settings::Endpoint;
+use anchorbot_platform::sync;
 
 /// An OpenAI-compatible HTTP endpoint.
 pub struct OpenAiEndpoint {
@@ -79,7 +80,7 @@ impl OpenAiEndpoint {
 
     /// The kind of server found by the last [`OpenAiEndpoint::probe`], if any.
     pub fn kind(&self) -> Option<ServerKind> {
-        *self.kind.lock().expect("kind lock")
+        *sync::lock(&self.kind)
     }
 
     /// How this endpoint resumes a final assistant message: its `continuation` setting, and
@@ -142,7 +143,7 @@ impl OpenAiEndpoint {
         } else {
             ContextSource::Setting
         };
-        *self.kind.lock().expect("kind lock") = Some(kind);
+        *sync::lock(&self.kind) = Some(kind);
         Ok(EndpointFacts {
             models,
             kind,

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{ChatBackend, ServedModel, ServerFacts};
 use crate::settings::ContinuationMode;
+use anchorbot_platform::sync;
 
 /// How long what the servers report about themselves is trusted before a refresh.
 pub const FACTS_TTL: Duration = Duration::from_secs(300);
@@ -277,7 +278,7 @@ impl FactsCache {
 
     /// The cached facts and when they were read, without asking anyone.
     pub fn peek(&self) -> Option<(ServerFacts, Instant)> {
-        *self.cached.read().expect("facts lock")
+        *sync::read(&self.cached)
     }
 
     /// Asks the servers now and caches what they report. The pool skips endpoints that are
@@ -285,7 +286,7 @@ impl FactsCache {
     pub async fn refresh(&self) -> ServerFacts {
         let facts = self.llm.facts().await;
         if facts.reported {
-            *self.cached.write().expect("facts lock") = Some((facts, Instant::now()));
+            *sync::write(&self.cached) = Some((facts, Instant::now()));
         }
         facts
     }

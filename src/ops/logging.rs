@@ -21,6 +21,7 @@ use anchorbot_platform::redact::TokenPattern;
 use super::log_file::LogFile;
 use super::notices::{NoticeLayer, Notices};
 use crate::settings::Settings;
+use anchorbot_platform::sync;
 
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
@@ -109,13 +110,13 @@ impl Redactor {
             .collect();
         list.sort_by_key(|s| std::cmp::Reverse(s.len()));
         list.dedup();
-        *self.secrets.write().expect("secrets lock") = list;
+        *sync::write(&self.secrets) = list;
     }
 
     /// `text` with every configured secret, platform token and bearer credential replaced.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for secret in self.secrets.read().expect("secrets lock").iter() {
+        for secret in sync::read(&self.secrets).iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), REDACTED);
             }
@@ -252,13 +253,13 @@ pub struct Output(Arc<Mutex<Option<LogFile>>>);
 impl Output {
     /// Sends every later line to `file`.
     fn set_file(&self, file: LogFile) {
-        *self.0.lock().expect("log output lock") = Some(file);
+        *sync::lock(&self.0) = Some(file);
     }
 }
 
 impl Write for Output {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut file = self.0.lock().expect("log output lock");
+        let mut file = sync::lock(&self.0);
         match file.as_mut().map(|f| f.append(bytes)) {
             Some(Ok(())) => {}
             // A log file that cannot be written (disk full) must not lose the line.

@@ -19,6 +19,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
 use super::logging::Redactor;
+use anchorbot_platform::sync;
 
 /// The field whose presence marks an event as a retry under way.
 pub const RETRYING_FIELD: &str = "retry_in";
@@ -68,7 +69,7 @@ impl Notices {
     }
 
     fn push(&self, notice: Notice) {
-        let mut held = self.held.lock().expect("notices lock");
+        let mut held = sync::lock(&self.held);
         if held.0.len() < MAX_HELD {
             held.0.push(notice);
         } else {
@@ -80,7 +81,7 @@ impl Notices {
     /// when nothing was: the first error if there is one (else the first warning), and how
     /// many more there are.
     pub fn take_line(&self, log: &Path) -> Option<String> {
-        let (list, dropped) = std::mem::take(&mut *self.held.lock().expect("notices lock"));
+        let (list, dropped) = std::mem::take(&mut *sync::lock(&self.held));
         let first = list
             .iter()
             .find(|n| n.level == Level::ERROR)

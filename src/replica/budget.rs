@@ -24,12 +24,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anchorbot_platform::budget::{Rate, RateBudget, RateKey, ALL_METHODS};
 
 use crate::storage::{Leases, RateHold, RateHolds};
+use anchorbot_platform::sync;
 
 /// How often the store's holds and the live replicas are read.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -96,7 +97,7 @@ impl State {
     fn hold(&self, key: &RateKey, text: String, retry_after: Duration) {
         let now = Instant::now();
         let until = now + retry_after;
-        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut holds = sync::lock(&self.holds);
         holds.retain(|_, u| *u > now);
         let entry = holds.entry(text).or_insert(until);
         *entry = (*entry).max(until);
@@ -108,7 +109,7 @@ impl State {
 
     /// Empties `key`'s allowance until `until`.
     fn empty(&self, key: &RateKey, until: Instant) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = sync::lock(&self.buckets);
         if let Some(b) = buckets.get_mut(key) {
             b.tokens = 0.0;
             b.at = b.at.max(until);
@@ -121,7 +122,7 @@ impl State {
     /// that ended are forgotten.
     fn mirror(&self, active: Vec<RateHold>) {
         let now = Instant::now();
-        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut holds = sync::lock(&self.holds);
         holds.retain(|_, u| *u > now);
         for h in &active {
             let until = now + h.left;
@@ -136,7 +137,7 @@ impl State {
             .filter_map(|h| Some((h.key.as_str(), *holds.get(&h.key)?)))
             .collect();
         drop(holds);
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = sync::lock(&self.buckets);
         for (key, b) in buckets.iter_mut() {
             if key.method == ALL_METHODS {
                 continue;
@@ -152,7 +153,7 @@ impl State {
     fn hold_left(&self, key: &RateKey, now: Instant) -> Option<Duration> {
         let own = key_text(key);
         let global = key_text(&key.global());
-        let holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let holds = sync::lock(&self.holds);
         [holds.get(&own), holds.get(&global)]
             .into_iter()
             .flatten()
@@ -218,11 +219,7 @@ impl RateBudget for SharedBudget {
             return Err(left);
         }
         let share = self.state.share(rate);
-        let mut buckets = self
-            .state
-            .buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = sync::lock(&self.state.buckets);
         let bucket = State::refilled(&mut buckets, key, share, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -259,11 +256,7 @@ impl RateBudget for SharedBudget {
             return 0.0;
         }
         let share = self.state.share(rate);
-        let mut buckets = self
-            .state
-            .buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = sync::lock(&self.state.buckets);
         State::refilled(&mut buckets, key, share, now).tokens
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anchorbot_platform::sync;
 use anchorbot_platform::{
     Adapter, Attachment, Author, CommandSpec, ConversationKey, EventSink, FinalState, InboundEvent,
     IncomingMessage, Limits, MessageRef, Platform, PlatformError, ReplyTarget, Status,
@@ -81,7 +82,7 @@ impl ConsolePlatform {
 
     fn write(&self, text: &str) {
         self.wipe_status();
-        let mut out = self.out.lock().expect("console lock");
+        let mut out = sync::lock(&self.out);
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
@@ -89,13 +90,13 @@ impl ConsolePlatform {
     /// Tells the user, apart from the conversation, why their input was not sent.
     fn notice(&self, text: &str) {
         self.wipe_status();
-        let mut notices = self.notices.lock().expect("console lock");
+        let mut notices = sync::lock(&self.notices);
         let _ = writeln!(notices, "{text}");
         let _ = notices.flush();
     }
 
     fn wipe_status(&self) {
-        let mut on = self.status_on_screen.lock().expect("console lock");
+        let mut on = sync::lock(&self.status_on_screen);
         if *on {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
             *on = false;
@@ -115,10 +116,7 @@ impl Platform for ConsolePlatform {
     async fn post(&self, to: &ReplyTarget, text: &str) -> Result<MessageRef, PlatformError> {
         let id = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
         self.write(text);
-        self.printed
-            .lock()
-            .expect("console lock")
-            .insert(id.clone(), text.to_string());
+        sync::lock(&self.printed).insert(id.clone(), text.to_string());
         Ok(MessageRef {
             channel: to.channel.clone(),
             id,
@@ -126,10 +124,7 @@ impl Platform for ConsolePlatform {
     }
 
     async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), PlatformError> {
-        let before = self
-            .printed
-            .lock()
-            .expect("console lock")
+        let before = sync::lock(&self.printed)
             .insert(message.id.clone(), text.to_string())
             .unwrap_or_default();
         // A terminal cannot rewrite scrolled text: print the new tail; ignore a text that only
@@ -163,7 +158,7 @@ impl Platform for ConsolePlatform {
             Status::Clear => return Ok(()),
         };
         let _ = write!(std::io::stderr(), "{text}");
-        *self.status_on_screen.lock().expect("console lock") = true;
+        *sync::lock(&self.status_on_screen) = true;
         Ok(())
     }
 

@@ -15,10 +15,11 @@
 //! every conversation sees them, and no call is sent into a known hold.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorbot_platform::budget::{self, RateBudget, RateKey};
+use anchorbot_platform::sync;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -79,10 +80,7 @@ impl RateLimits {
     /// The key of a call of `method` on `path` (below `/api/v10`, query allowed).
     pub fn key(&self, method: &str, path: &str) -> CallKey {
         let route = anchorbot_platform::metrics::route_template(method, path);
-        let bucket = self
-            .buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let bucket = sync::lock(&self.buckets)
             .get(&route)
             .cloned()
             .unwrap_or_else(|| route.clone());
@@ -120,7 +118,7 @@ impl RateLimits {
         };
         let mut key = call.key.clone();
         if let Some(bucket) = header("x-ratelimit-bucket").filter(|b| !b.is_empty()) {
-            let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut buckets = sync::lock(&self.buckets);
             if buckets.len() >= ROUTES && !buckets.contains_key(&call.route) {
                 buckets.clear();
             }

@@ -20,7 +20,7 @@
 //! [`StreamingReply`]: anchorbot_platform::StreamingReply
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorbot_platform::download::read_capped;
@@ -58,6 +58,7 @@ const HISTORY_PAGE: usize = 100;
 /// How many progress messages and answered interactions are remembered.
 const REMEMBERED: usize = 4096;
 pub use crate::limits::MAX_HOLD_WAIT;
+use anchorbot_platform::sync::lock;
 
 /// Discord's outbound side. Cheap to clone; clones share their memory.
 #[derive(Clone)]
@@ -129,10 +130,6 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
         }
         Some(v)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl DiscordPlatform {

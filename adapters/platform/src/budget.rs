@@ -12,8 +12,9 @@
 //! The budget sits behind the [`RateBudget`] trait so that a shared store can later hold it
 //! for several replicas; [`LocalBudget`] keeps it in this process.
 
+use crate::sync;
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The method name that stands for every method of a scope: a hold on it (a global 429) holds
@@ -202,7 +203,7 @@ impl LocalBudget {
     }
 
     fn hold_left(&self, key: &RateKey, now: Instant) -> Option<Duration> {
-        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut holds = sync::lock(&self.holds);
         holds.retain(|_, until| *until > now);
         let own = holds.get(key).copied();
         let global = holds.get(&key.global()).copied();
@@ -219,7 +220,7 @@ impl RateBudget for LocalBudget {
         if let Some(left) = self.hold_left(key, now) {
             return Err(left);
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = sync::lock(&self.buckets);
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: f64::from(rate.burst.max(1)),
             at: now,
@@ -240,13 +241,13 @@ impl RateBudget for LocalBudget {
 
     fn hold(&self, key: &RateKey, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut holds = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut holds = sync::lock(&self.holds);
         let entry = holds.entry(key.clone()).or_insert(until);
         *entry = (*entry).max(until);
         drop(holds);
         // A 429 means the allowance is gone, whatever our count said.
         if key.method != ALL_METHODS {
-            let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut buckets = sync::lock(&self.buckets);
             if let Some(b) = buckets.get_mut(key) {
                 b.tokens = 0.0;
                 b.at = until;
@@ -259,7 +260,7 @@ impl RateBudget for LocalBudget {
         if self.hold_left(key, now).is_some() {
             return 0.0;
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = sync::lock(&self.buckets);
         match buckets.get_mut(key) {
             Some(bucket) => {
                 Self::refill(bucket, rate, now);

@@ -8,12 +8,13 @@
 //! [`claim`] and [`submit`] are the two calls a mapper makes to the engine around that, with
 //! the outcomes an adapter only logs.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::arrival::{self, Arrival};
+use crate::sync;
 use crate::{EventSink, InboundEvent, RecentIds, Shutdown, SubmitError};
 
 /// An adapter's mapping worker: turns what its platform sent into events for the engine.
@@ -77,11 +78,7 @@ impl<W> Inbox<W> {
     /// Whether event `id` is new; records it. A repeat is a redelivery (a retry, a second
     /// socket, a replay after a resume).
     pub fn fresh(&self, id: &str) -> bool {
-        // A panic elsewhere while the set was held leaves ids that are still usable.
-        self.recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id)
+        sync::lock(&self.recent).insert(id)
     }
 
     /// Queues `work` for the mapper; never waits.

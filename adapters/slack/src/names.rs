@@ -3,8 +3,9 @@
 //! first. Asking Slack is [`crate::users`]'s job; the cache lives here so that the Web API
 //! client ([`crate::client::Api`]) can hold it without depending on the look-up.
 
+use anchorbot_platform::sync;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Names kept at most (a workspace's active people, with room to spare).
@@ -78,7 +79,7 @@ impl UserNames {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.cache)
     }
 
     /// How many look-ups are cached (for tests of the bound).

@@ -12,10 +12,11 @@
 //! final writes, and stops.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anchorbot_platform::budget::Rate;
+use anchorbot_platform::sync;
 
 /// The fewest seconds between two writes of one reply, however idle the workspace: Slack's
 /// advice for agents is an update every few seconds at most, and one a second keeps a
@@ -40,21 +41,21 @@ impl Writers {
     /// Records that `message` was written with `method`.
     pub fn wrote(&self, method: &str, message: &str) {
         let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = sync::lock(&self.last);
         last.retain(|_, at| now.duration_since(*at) < ACTIVE_WINDOW);
         last.insert((method.to_string(), message.to_string()), now);
     }
 
     /// Records that `message` will not be written again (its reply finished).
     pub fn done(&self, message: &str) {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = sync::lock(&self.last);
         last.retain(|(_, m), _| m != message);
     }
 
     /// How many replies wrote with `method` within [`ACTIVE_WINDOW`].
     pub fn active(&self, method: &str) -> usize {
         let now = Instant::now();
-        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = sync::lock(&self.last);
         last.iter()
             .filter(|((m, _), at)| m == method && now.duration_since(**at) < ACTIVE_WINDOW)
             .count()

@@ -14,7 +14,7 @@ pub mod tokenizer;
 pub use lazy::LazyEmbedded;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use candle_core::quantized::gguf_file;
@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use crate::llm::{
     ChatBackend, ChatRequest, FinishReason, ItemStream, LlmError, ServerFacts, StreamItem,
 };
+use anchorbot_platform::sync;
 
 /// Why the embedded model cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +199,7 @@ impl ChatBackend for EmbeddedModel {
             self.stops.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let mut loaded = loaded.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut loaded = sync::lock(&loaded);
             let mut sampler = LogitsProcessor::new(0x5eed, temperature, None);
             let mut step = |input: &[u32], pos: usize| -> Result<u32, LlmError> {
                 let x = Tensor::new(input, &Device::Cpu)

@@ -7,13 +7,14 @@
 //! must learn to leave out; a map needs none of that.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use super::SledStore;
 use crate::storage::{RateHold, RateHolds, StorageError};
+use anchorbot_platform::sync;
 
 /// Held keys, until the instant given.
 #[derive(Debug, Default)]
@@ -26,7 +27,7 @@ impl MemoryHolds {
     pub fn hold(&self, key: &str, retry_after: Duration) {
         let now = Instant::now();
         let until = now + retry_after;
-        let mut held = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = sync::lock(&self.until);
         held.retain(|_, u| *u > now);
         let entry = held.entry(key.to_string()).or_insert(until);
         *entry = (*entry).max(until);
@@ -35,7 +36,7 @@ impl MemoryHolds {
     /// The holds still running, with the time they have left.
     pub fn active(&self) -> Vec<RateHold> {
         let now = Instant::now();
-        let held = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = sync::lock(&self.until);
         held.iter()
             .filter(|(_, u)| **u > now)
             .map(|(key, u)| RateHold {

@@ -162,8 +162,8 @@ mod tests {
     use anchorbot_platform::Platform;
 
     use super::*;
-    use crate::platform::state::lock;
     use crate::platform::testing::{platform, platform_at, serve};
+    use anchorbot_platform::sync::lock;
 
     fn url(s: &str) -> Url {
         Url::parse(s).expect("url")

@@ -541,10 +541,10 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::platform::state::lock;
     use crate::platform::testing::{
         body_of, methods, platform_at, serve, slack_target, target, web_api,
     };
+    use anchorbot_platform::sync::lock;
 
     #[test]
     fn it_is_a_shareable_platform() {

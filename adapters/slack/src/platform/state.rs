@@ -3,11 +3,12 @@
 //! the statuses showing, the threads titled), in maps that forget their oldest entries.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use anchorbot_platform::{BoundedMap, MessageRef, ReplyTarget};
 
 use crate::pace::Writers;
+use anchorbot_platform::sync::lock;
 
 /// How many posted messages, titled threads and shown statuses are remembered. Old entries
 /// are forgotten first; forgetting one only costs feedback buttons or a title.
@@ -173,11 +174,6 @@ impl Shared {
         titled.insert(key, ());
         true
     }
-}
-
-/// Locks `m`; a panic elsewhere while it was held leaves data that is still usable.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn key(m: &MessageRef) -> (String, String) {

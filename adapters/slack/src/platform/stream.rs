@@ -230,11 +230,11 @@ mod tests {
 
     use super::*;
     use crate::platform::blocks::feedback_block;
-    use crate::platform::state::lock;
     use crate::platform::testing::{
         body_of, methods, platform, platform_at, serve, slack_target, target, web_api,
     };
     use crate::rate;
+    use anchorbot_platform::sync::lock;
 
     #[test]
     fn appends_are_cut_at_the_limit_on_character_boundaries() {

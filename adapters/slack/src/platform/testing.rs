@@ -7,11 +7,11 @@ use anchorbot_platform::ReplyTarget;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::state::lock;
 use super::SlackPlatform;
 use crate::client::Api;
 use crate::target::SlackTarget;
 use crate::SlackConfig;
+use anchorbot_platform::sync::lock;
 
 pub(super) fn platform() -> SlackPlatform {
     let mut cfg = SlackConfig::new(SecretString::from("xoxb-test-token"));
