@@ -11,8 +11,6 @@ pub mod chunk;
 pub mod data_runs;
 pub mod embed;
 pub mod extract;
-pub mod index;
-pub mod lexical;
 mod model_thread;
 pub mod ocr;
 pub mod office;
@@ -32,30 +30,16 @@ use tokio::sync::{watch, OnceCell};
 
 use crate::commands::counted;
 use crate::llm::tokens::TokenCounter;
-use crate::settings::{DocumentSettings, EmbedderKind, Endpoint, FusionChoice, RerankChoice};
+use crate::settings::{DocumentSettings, EmbedderKind, Endpoint};
 use crate::store::now_ms;
 use chunk::Chunker;
 pub use data_runs::Skipped;
 use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 use ocr::{Ocr, TesseractOcr, VisionOcr};
+pub use search::SearchMode;
 use sniff::{Kind, OfficeKind, TextKind};
 use store::{ChunkRecord, NewChunk};
 pub use store::{DocRecord, DocStatus, DocStore, PageSource, PartialPage};
-
-use crate::retrieval::Passage;
-
-/// How passages are found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchMode {
-    /// Embedding similarity only.
-    Dense,
-    /// BM25 over the chunks' words only.
-    Lexical,
-    /// Both, fused by reciprocal rank.
-    Fused,
-    /// Fused, then ordered by the reasoning model.
-    Reranked,
-}
 
 /// Why a document could not be read; every variant is a message for the person who shared it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -418,112 +402,6 @@ impl Documents {
             .flush()
             .await
             .map_err(|e| DocError::Store(e.to_string()))
-    }
-
-    /// Searches the conversation's documents the configured way.
-    pub async fn search(
-        &self,
-        conv: &str,
-        query: &str,
-        k: usize,
-    ) -> Result<Vec<Passage>, DocError> {
-        let mode = match self.cfg.rerank {
-            RerankChoice::Off => SearchMode::Fused,
-            RerankChoice::Llm => SearchMode::Reranked,
-        };
-        self.search_mode(conv, query, k, mode).await
-    }
-
-    /// Searches the conversation's documents with one of the retrieval methods (the
-    /// retrieval benchmark compares them). Without embeddings (the model missing or its
-    /// endpoint down) the search is lexical only, and says so in the log.
-    pub async fn search_mode(
-        &self,
-        conv: &str,
-        query: &str,
-        k: usize,
-        mode: SearchMode,
-    ) -> Result<Vec<Passage>, DocError> {
-        if k == 0 || self.store.list(conv).await?.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The index is fetched (built, on the first search) and the lexical search run on the
-        // blocking pool while the question is embedded: on a small machine the embedding is
-        // most of a search's time, and the words need no vector.
-        let early = {
-            let (store, conv, query) = (self.store.clone(), conv.to_string(), query.to_string());
-            tokio::task::spawn_blocking(move || -> Result<_, DocError> {
-                let idx = store.index(&conv)?;
-                let lexical = if mode == SearchMode::Dense {
-                    Vec::new()
-                } else {
-                    idx.lexical(&query, search::CANDIDATES)
-                };
-                Ok((idx, lexical))
-            })
-        };
-        let vector = if mode == SearchMode::Lexical {
-            None
-        } else {
-            match self.embed_query(query).await {
-                Ok(v) => Some(v),
-                Err(e) if mode == SearchMode::Dense => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no query embedding; searching by words only");
-                    None
-                }
-            }
-        };
-        let (idx, lexical) = early.await.map_err(|e| DocError::Store(e.to_string()))??;
-        let rerank = match (&self.reranker, mode) {
-            (Some(r), SearchMode::Reranked) => Some(r.clone()),
-            _ => None,
-        };
-        let pool = if rerank.is_some() {
-            search::RERANK_POOL.max(k)
-        } else {
-            k
-        };
-        let fusion = Fusion::of(&self.cfg);
-        let Some(reranker) = rerank else {
-            // Ranked and quoted in one task: a hop to the blocking pool less on every search.
-            let (store, conv) = (self.store.clone(), conv.to_string());
-            return tokio::task::spawn_blocking(move || {
-                let mut hits = rank(&idx, vector.as_deref(), &lexical, mode, pool, fusion);
-                hits.truncate(k);
-                search::passages(&store, &conv, &idx, &hits)
-            })
-            .await
-            .map_err(|e| DocError::Store(e.to_string()))?;
-        };
-        let (idx, mut hits) = tokio::task::spawn_blocking(move || {
-            let ranked = rank(&idx, vector.as_deref(), &lexical, mode, pool, fusion);
-            (idx, ranked)
-        })
-        .await
-        .map_err(|e| DocError::Store(e.to_string()))?;
-        let mut candidates = Vec::with_capacity(hits.len());
-        for &(_, row) in &hits {
-            if let Some(c) = self.store.chunk(conv, &idx, row).await? {
-                candidates.push(rerank::Candidate {
-                    label: c.citation(),
-                    text: c.text,
-                });
-            }
-        }
-        if candidates.len() == hits.len() {
-            if let Some(order) = reranker.rerank(query, &candidates).await {
-                hits = order
-                    .into_iter()
-                    .filter_map(|i| hits.get(i).copied())
-                    .collect();
-            }
-        }
-        hits.truncate(k);
-        let (store, conv) = (self.store.clone(), conv.to_string());
-        tokio::task::spawn_blocking(move || search::passages(&store, &conv, &idx, &hits))
-            .await
-            .map_err(|e| DocError::Store(e.to_string()))?
     }
 
     /// The embedder of questions: with `documents.quantized_queries` and a local model that
@@ -1307,75 +1185,4 @@ fn page_list(pages: &[u32]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// How `rank` fuses, from the settings.
-#[derive(Debug, Clone, Copy)]
-enum Fusion {
-    /// Similarity plus a lexical bonus of at most this.
-    Score(f32),
-    /// Reciprocal rank, the lexical list with this weight.
-    Rrf(f32),
-}
-
-impl Fusion {
-    fn of(cfg: &DocumentSettings) -> Self {
-        match cfg.fusion {
-            FusionChoice::Score => Self::Score(cfg.lexical_bonus.max(0.0)),
-            FusionChoice::Rrf => Self::Rrf(cfg.lexical_weight.max(0.0)),
-        }
-    }
-}
-
-/// The index's best rows by `mode` (fused ranks for `Reranked`) from the question's vector and
-/// its lexical results, one per page, at most `want`, each with its score.
-fn rank(
-    idx: &index::ConvIndex,
-    vector: Option<&[f32]>,
-    lexical: &[(f32, usize)],
-    mode: SearchMode,
-    want: usize,
-    fusion: Fusion,
-) -> Vec<(f32, usize)> {
-    let dense = match vector {
-        Some(q) => idx.dense_scored(q, search::CANDIDATES),
-        None => Vec::new(),
-    };
-    let ranked = match (mode, fusion, vector) {
-        (SearchMode::Dense, _, _) => dense,
-        // Without a vector (the embedder failed) fused search is lexical search.
-        (SearchMode::Lexical, _, _) | (_, _, None) => lexical.to_vec(),
-        (SearchMode::Fused | SearchMode::Reranked, Fusion::Score(bonus), Some(q)) => {
-            search::score_fusion(&dense, lexical, |rows| idx.similarity(q, rows), bonus)
-        }
-        (SearchMode::Fused | SearchMode::Reranked, Fusion::Rrf(weight), Some(_)) => {
-            let dense_rows: Vec<usize> = dense.iter().map(|x| x.1).collect();
-            let lexical_rows: Vec<usize> = lexical.iter().map(|x| x.1).collect();
-            search::weighted_rrf(
-                &[(&dense_rows, 1.0), (&lexical_rows, weight)],
-                search::RRF_K,
-            )
-        }
-    };
-    let mut kept = search::best_per_page(ranked, &idx.places);
-    kept.truncate(want);
-    kept
-}
-
-#[async_trait::async_trait]
-impl crate::retrieval::Retriever for Documents {
-    async fn passages(
-        &self,
-        key: &anchorbot_platform::ConversationKey,
-        query: &str,
-        k: usize,
-    ) -> Vec<Passage> {
-        match self.search(&key.to_string(), query, k).await {
-            Ok(hits) => hits,
-            Err(e) => {
-                tracing::warn!(conversation = %key, error = %e, "passages unavailable");
-                Vec::new()
-            }
-        }
-    }
 }

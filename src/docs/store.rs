@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::data_runs::Skipped;
-use super::index::{ConvIndex, IndexBuilder};
+use super::search::index::{ConvIndex, IndexBuilder};
 use super::DocError;
 use crate::storage::{ChunkRow, ConvSize, DocRow, Storage, StorageError};
 
