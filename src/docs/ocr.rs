@@ -18,8 +18,9 @@ use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use tokio::sync::{watch, OnceCell};
 
+use super::ingest::ReadPage;
 use super::store::PageSource;
-use super::{extract, DocError, Documents, ReadPage};
+use super::{extract, DocError, Documents};
 use crate::settings::Endpoint;
 
 /// The prompt sent with every page image.
