@@ -1,11 +1,13 @@
-//! Why a document could not be read or searched.
+//! Why a document could not be read or searched. The failures of storage, I/O and the
+//! blocking pool keep their source errors.
 
 use super::embed::EmbedError;
 use super::extract;
 use super::Skipped;
+use crate::storage::StorageError;
 
 /// Why a document could not be read; every variant is a message for the person who shared it.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum DocError {
     /// Over the size limit.
     #[error("the file is {size} bytes, over the {limit}-byte limit")]
@@ -102,10 +104,16 @@ pub enum DocError {
     /// Embeddings unavailable.
     #[error(transparent)]
     Embed(#[from] EmbedError),
-    /// Storage failed.
+    /// Storage failed (the documents' store, or flushing the main store to disk).
     #[error("storage error: {0}")]
-    Store(String),
+    Store(#[from] StorageError),
+    /// A search task on the blocking pool panicked or was cancelled.
+    #[error("storage error: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// A reading task on the blocking pool panicked or was cancelled.
+    #[error("I/O error: the reader stopped: {0}")]
+    ReaderStopped(#[source] tokio::task::JoinError),
     /// Local I/O failed.
     #[error("I/O error: {0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
 }

@@ -123,11 +123,11 @@ impl Documents {
         let _ = progress.send(format!("Reading {name}…"));
         let parse_limit = Duration::from_secs(self.cfg.parse_timeout_secs);
         // Page count and kind of content, before anything is stored.
-        let dir = tempfile::tempdir().map_err(|e| DocError::Io(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(DocError::Io)?;
         let (pages, layout) = match kind {
             Kind::Pdf => {
                 let path = dir.path().join("doc.pdf");
-                std::fs::write(&path, bytes).map_err(|e| DocError::Io(e.to_string()))?;
+                std::fs::write(&path, bytes).map_err(DocError::Io)?;
                 let info = extract::pdf_info(&path, parse_limit).await?;
                 if info.pages > self.cfg.max_pages {
                     return Err(DocError::TooManyPages {

@@ -241,10 +241,7 @@ impl Documents {
     }
 
     async fn flush(&self) -> Result<(), DocError> {
-        self.anchors
-            .flush()
-            .await
-            .map_err(|e| DocError::Store(e.to_string()))
+        self.anchors.flush().await.map_err(DocError::from)
     }
 
     /// The embedder of questions: with `documents.quantized_queries` and a local model that

@@ -234,7 +234,7 @@ impl Drop for IngestLock {
 }
 
 fn storage(e: StorageError) -> DocError {
-    DocError::Store(e.to_string())
+    DocError::Store(e)
 }
 
 fn row_of(rec: &DocRecord) -> DocRow {

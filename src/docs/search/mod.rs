@@ -88,7 +88,7 @@ impl Documents {
                 }
             }
         };
-        let (idx, lexical) = early.await.map_err(|e| DocError::Store(e.to_string()))??;
+        let (idx, lexical) = early.await.map_err(DocError::Task)??;
         let rerank = match (&self.reranker, mode) {
             (Some(r), SearchMode::Reranked) => Some(r.clone()),
             _ => None,
@@ -108,14 +108,14 @@ impl Documents {
                 passages(&store, &conv, &idx, &hits)
             })
             .await
-            .map_err(|e| DocError::Store(e.to_string()))?;
+            .map_err(DocError::Task)?;
         };
         let (idx, mut hits) = tokio::task::spawn_blocking(move || {
             let ranked = rank(&idx, vector.as_deref(), &lexical, mode, pool, fusion);
             (idx, ranked)
         })
         .await
-        .map_err(|e| DocError::Store(e.to_string()))?;
+        .map_err(DocError::Task)?;
         let mut candidates = Vec::with_capacity(hits.len());
         for &(_, row) in &hits {
             if let Some(c) = self.store.chunk(conv, &idx, row).await? {
@@ -137,7 +137,7 @@ impl Documents {
         let (store, conv) = (self.store.clone(), conv.to_string());
         tokio::task::spawn_blocking(move || passages(&store, &conv, &idx, &hits))
             .await
-            .map_err(|e| DocError::Store(e.to_string()))?
+            .map_err(DocError::Task)?
     }
 }
 
