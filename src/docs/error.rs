@@ -117,3 +117,72 @@ pub enum DocError {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn storage_and_io_failures_keep_their_source() {
+        let e = DocError::from(StorageError::Schema("column missing".into()));
+        assert_eq!(
+            e.to_string(),
+            "storage error: cannot upgrade the store's schema: column missing"
+        );
+        let source = e.source().expect("a storage error has its source");
+        assert!(
+            matches!(
+                source.downcast_ref::<StorageError>(),
+                Some(StorageError::Schema(s)) if s == "column missing"
+            ),
+            "{source:?}"
+        );
+
+        let e = DocError::from(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "disk full",
+        ));
+        assert_eq!(e.to_string(), "I/O error: disk full");
+        let io = e
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("an I/O error has its source");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn a_message_for_the_person_has_no_source() {
+        let e = DocError::Corrupt {
+            reason: "bad header".into(),
+        };
+        assert!(e.source().is_none());
+        assert_eq!(
+            e.to_string(),
+            "the file looks damaged or truncated (bad header)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panicked_is_a_storage_error_with_the_join_error_as_source() {
+        let join = tokio::task::spawn(async { panic!("boom") })
+            .await
+            .expect_err("the task panicked");
+        let e = DocError::Task(join);
+        assert!(e.to_string().starts_with("storage error: "), "{e}");
+        let source = e.source().expect("the join error");
+        assert!(source
+            .downcast_ref::<tokio::task::JoinError>()
+            .is_some_and(|j| j.is_panic()));
+        let join = tokio::task::spawn(async { panic!("boom") })
+            .await
+            .expect_err("the task panicked");
+        let e = DocError::ReaderStopped(join);
+        assert!(
+            e.to_string().starts_with("I/O error: the reader stopped: "),
+            "{e}"
+        );
+        assert!(e.source().is_some());
+    }
+}

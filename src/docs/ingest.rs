@@ -623,3 +623,22 @@ pub(super) fn page_list(pages: &[u32]) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_lists_are_comma_separated() {
+        assert_eq!(page_list(&[]), "");
+        assert_eq!(page_list(&[7]), "7");
+        assert_eq!(page_list(&[2, 5, 7]), "2, 5, 7");
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&Sha256::digest(b"abc"))[..16], *"ba7816bf8f01cfea");
+    }
+}

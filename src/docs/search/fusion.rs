@@ -201,4 +201,106 @@ mod tests {
         let kept = best_per_page(vec![(0.9, 1), (0.8, 0), (0.7, 3), (0.6, 2)], &places);
         assert_eq!(kept, vec![(0.9, 1), (0.7, 3), (0.6, 2)]);
     }
+
+    /// Four rows: document `a` page 1 (rows 0 and 1) and page 2 (row 2), document `b` page 1
+    /// (row 3); their vectors turn from the query's direction (row 0) to a right angle (row 3).
+    fn four_rows() -> ConvIndex {
+        let mut b = super::super::index::IndexBuilder::default();
+        let rows = [
+            (("a", 1), [1.0, 0.0]),
+            (("a", 1), [0.8, 0.6]),
+            (("a", 2), [0.6, 0.8]),
+            (("b", 1), [0.0, 1.0]),
+        ];
+        for (i, ((doc, page), v)) in rows.into_iter().enumerate() {
+            assert!(b.push((doc, page, i as u32), page, &v, format!("row {i}")));
+        }
+        b.finish()
+    }
+
+    fn ranked(
+        idx: &ConvIndex,
+        vector: Option<&[f32]>,
+        mode: SearchMode,
+        want: usize,
+        fusion: Fusion,
+    ) -> Vec<usize> {
+        // Lexical: row 3 best, then row 1, then row 0 (on row 1's page).
+        let lexical = [(5.0, 3), (4.0, 1), (1.0, 0)];
+        rank(idx, vector, &lexical, mode, want, fusion)
+            .into_iter()
+            .map(|x| x.1)
+            .collect()
+    }
+
+    #[test]
+    fn rank_keeps_one_row_a_page_and_at_most_want() {
+        let idx = four_rows();
+        let q: &[f32] = &[1.0, 0.0];
+        let none = Fusion::Score(0.05);
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Dense, 10, none),
+            [0, 2, 3]
+        );
+        assert_eq!(ranked(&idx, Some(q), SearchMode::Dense, 2, none), [0, 2]);
+        // Lexical search ignores the vector; row 0 shares row 1's page.
+        assert_eq!(ranked(&idx, Some(q), SearchMode::Lexical, 10, none), [3, 1]);
+        assert!(ranked(&idx, Some(q), SearchMode::Dense, 0, none).is_empty());
+    }
+
+    #[test]
+    fn fused_search_without_a_vector_is_lexical_search() {
+        let idx = four_rows();
+        for mode in [SearchMode::Fused, SearchMode::Reranked] {
+            for fusion in [Fusion::Score(0.05), Fusion::Rrf(1.0)] {
+                assert_eq!(
+                    ranked(&idx, None, mode, 10, fusion),
+                    [3, 1],
+                    "{mode:?} {fusion:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fusion_decides_how_far_words_move_a_row() {
+        let idx = four_rows();
+        let q: &[f32] = &[1.0, 0.0];
+        // A small bonus leaves the dense order; a large one lets the words win.
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Fused, 10, Fusion::Score(0.05)),
+            [0, 2, 3]
+        );
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Fused, 10, Fusion::Score(1.0)),
+            [1, 3, 2]
+        );
+        // Reciprocal rank: row 0 (ranks 1 and 3) beats row 1 (2 and 2) by a hair, and row 3
+        // (4 and 1) beats row 2 (3 and none); a lexical weight of 0 leaves the dense order.
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Reranked, 10, Fusion::Rrf(1.0)),
+            [0, 3, 2]
+        );
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Fused, 10, Fusion::Rrf(0.0)),
+            [0, 2, 3]
+        );
+    }
+
+    #[test]
+    fn the_fusion_comes_from_the_settings_never_negative() {
+        let mut cfg = DocumentSettings {
+            fusion: FusionChoice::Score,
+            lexical_bonus: 0.07,
+            lexical_weight: 0.5,
+            ..DocumentSettings::default()
+        };
+        assert!(matches!(Fusion::of(&cfg), Fusion::Score(b) if b == 0.07));
+        cfg.lexical_bonus = -1.0;
+        assert!(matches!(Fusion::of(&cfg), Fusion::Score(b) if b == 0.0));
+        cfg.fusion = FusionChoice::Rrf;
+        assert!(matches!(Fusion::of(&cfg), Fusion::Rrf(w) if w == 0.5));
+        cfg.lexical_weight = -2.0;
+        assert!(matches!(Fusion::of(&cfg), Fusion::Rrf(w) if w == 0.0));
+    }
 }
