@@ -5,6 +5,12 @@
 //! are committed in batches together with their chunks and vectors, and the record is marked
 //! `ready` (or `partial`) at the end. A crash leaves it `incomplete`; sharing the same file
 //! again resumes from the pages already stored.
+//!
+//! One job a file: this module holds the [`Documents`] facade and its small accessors;
+//! `ingest` reads, chunks, embeds and commits a file (batched by `batch`, with the model
+//! on `model_thread`, stopped through `running`); [`ocr`] reads scanned pages; [`office`],
+//! [`extract`] and [`sniff`] read formats; [`search`] finds and quotes passages; [`store`]
+//! keeps records, chunks and vectors; `error` says why a document could not be read.
 
 mod batch;
 pub mod chunk;

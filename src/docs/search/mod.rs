@@ -1,7 +1,7 @@
 //! Finding passages in a conversation's documents: the search entry points of [`Documents`],
-//! over the conversation's index ([`index`]: vectors scanned by the [`dense`] kernels, and
-//! [`lexical`] BM25), ranked and fused
-//! ([`fusion`]), and quoted with their neighbours ([`quote`]).
+//! over the conversation's index ([`index`]: vectors scanned by the `dense` kernels, and
+//! [`lexical`] BM25), ranked and fused ([`fusion`]), and quoted with their neighbours
+//! ([`quote`]).
 
 mod dense;
 pub mod fusion;
