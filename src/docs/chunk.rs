@@ -483,10 +483,10 @@ mod tests {
         let failed = PageSource::Failed {
             reason: "unreadable".into(),
         };
-        assert_eq!(
+        assert!(matches!(
             c.chunk_page("ignored", &failed, false, &Cancel::never()),
-            Ok(Chunked::default())
-        );
+            Ok(c) if c == Chunked::default()
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::llm::facts::FactsCache;
-use crate::llm::think::{Piece, ThinkSplitter, ThinkStart};
+use crate::llm::think::{final_answer, Piece, ThinkSplitter, ThinkStart};
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, Completion, LlmError, Role};
 use crate::retrieval::Passage;
 
@@ -334,7 +334,7 @@ fn clip(text: &str, max: usize) -> String {
 /// standalone number counts (`3, 1, 7`, `3 > 1 > 7`, `Passage 3, then passage 1`). Numbers
 /// glued to words or decimals (`gpl-3`, `p.4`, `2.5`, `3rd`) are not passage numbers.
 pub fn parse_order(output: &str, n: usize) -> Vec<usize> {
-    let answer = strip_think(output);
+    let answer = final_answer(output);
     let found = numbers(answer);
     let in_range = |v: u64| v >= 1 && v <= n as u64;
     let bracketed: Vec<u64> = {
@@ -386,22 +386,6 @@ pub fn reorder<T>(items: Vec<T>, order: Option<&[usize]>) -> Vec<T> {
     }
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     order.iter().filter_map(|&i| slots[i].take()).collect()
-}
-
-const OPEN: &str = "<think>";
-const CLOSE: &str = "</think>";
-
-/// The answer part of `output`: after the last `</think>` (closed blocks, and R1's block
-/// whose opening tag is in the prompt), and before a `<think>` left open at the end.
-fn strip_think(output: &str) -> &str {
-    let after = match output.rfind(CLOSE) {
-        Some(i) => &output[i + CLOSE.len()..],
-        None => output,
-    };
-    match after.find(OPEN) {
-        Some(i) => &after[..i],
-        None => after,
-    }
 }
 
 /// A standalone number in the answer, with its byte span.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::data_runs::Skipped;
-use super::index::{ConvIndex, IndexBuilder};
+use super::search::index::{ConvIndex, IndexBuilder};
 use super::DocError;
 use crate::storage::{ChunkRow, ConvSize, DocRow, Storage, StorageError};
 
@@ -234,7 +234,7 @@ impl Drop for IngestLock {
 }
 
 fn storage(e: StorageError) -> DocError {
-    DocError::Store(e.to_string())
+    DocError::Store(e)
 }
 
 fn row_of(rec: &DocRecord) -> DocRow {

@@ -268,3 +268,15 @@ fn page_list(pages: &[u32]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_lists_are_comma_separated() {
+        assert_eq!(page_list(&[]), "");
+        assert_eq!(page_list(&[7]), "7");
+        assert_eq!(page_list(&[2, 5, 7]), "2, 5, 7");
+    }
+}

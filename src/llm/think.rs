@@ -127,6 +127,20 @@ impl ThinkSplitter {
     }
 }
 
+/// The answer of a whole completion: the text after the last `</think>` (closed blocks, and
+/// R1's block whose opening tag is in the prompt), cut before a `<think>` left open after it.
+/// For output read at once rather than streamed.
+pub fn final_answer(output: &str) -> &str {
+    let after = match output.rfind(CLOSE) {
+        Some(i) => &output[i + CLOSE.len()..],
+        None => output,
+    };
+    match after.find(OPEN) {
+        Some(i) => &after[..i],
+        None => after,
+    }
+}
+
 /// Length of the longest suffix of `s` that is a proper prefix of a tag.
 fn partial_tag_suffix(s: &str) -> usize {
     let max = CLOSE.len() - 1;
@@ -232,5 +246,22 @@ mod tests {
         assert_eq!(s.push("Hello <"), vec![Piece::Answer("Hello ".into())]);
         assert_eq!(s.push("b"), vec![Piece::Answer("<b".into())]);
         assert_eq!(s.push("world"), vec![Piece::Answer("world".into())]);
+    }
+
+    #[test]
+    fn the_final_answer_follows_the_last_closed_block() {
+        assert_eq!(final_answer("plain answer"), "plain answer");
+        assert_eq!(final_answer("<think>why</think>\n3, 1"), "\n3, 1");
+        // R1: the opening tag was in the prompt.
+        assert_eq!(final_answer("reasoning 5\n</think>\n\n2, 4"), "\n\n2, 4");
+        assert_eq!(
+            final_answer("<think>a 4</think><think>b 5</think>[2]"),
+            "[2]"
+        );
+        // A block opened and never closed is reasoning, cut off.
+        assert_eq!(final_answer("1, 2<think>on second thought"), "1, 2");
+        assert_eq!(final_answer("<think>a</think>x<think>cut"), "x");
+        assert_eq!(final_answer("<think>unfinished"), "");
+        assert_eq!(final_answer(""), "");
     }
 }

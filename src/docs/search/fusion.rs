@@ -1,6 +1,5 @@
-//! Hybrid retrieval over one conversation's index: dense and lexical candidates fused, one hit
-//! per page, and each hit quoted with its neighbouring chunks so an answer that crosses a chunk
-//! or page break arrives whole.
+//! Ranking over one conversation's index: dense and lexical candidates fused, one hit per
+//! page.
 //!
 //! Two fusions. Score fusion (the default) ranks every candidate of either list by its cosine
 //! similarity plus a small bonus for its words, BM25 relative to the best match: the embedding
@@ -10,16 +9,11 @@
 //! the benchmark's paraphrased questions it lost to dense search alone in MRR@5.
 
 use super::index::{ConvIndex, Place};
-use super::store::DocStore;
-use super::DocError;
-use crate::retrieval::Passage;
+use super::{SearchMode, CANDIDATES};
+use crate::settings::{DocumentSettings, FusionChoice};
 
-/// Candidates taken from each of dense and lexical search before fusion.
-pub const CANDIDATES: usize = 50;
 /// The constant of reciprocal rank fusion (the usual 60: later ranks still count, a little).
 pub const RRF_K: f32 = 60.0;
-/// Passages the reranker orders.
-pub const RERANK_POOL: usize = 20;
 
 /// Fuses ranked lists (best first) by reciprocal rank, each list counting with its weight: a
 /// row scores Σ w/(k + rank), rank from 1. Best first; ties keep the order of first
@@ -99,101 +93,54 @@ pub fn best_per_page(ranked: Vec<(f32, usize)>, places: &[Place]) -> Vec<(f32, u
         .collect()
 }
 
-/// The longest overlap looked for between neighbouring chunks, in bytes (more than the
-/// chunker's overlap of 16 wordpieces can hold).
-const MAX_OVERLAP: usize = 600;
-
-/// `a` followed by `b`, where `b` may begin with the end of `a` (chunks overlap): the shared
-/// part appears once. Without an overlap, they are joined by a line break.
-pub fn join_overlapping(a: &str, b: &str) -> String {
-    let longest = a.len().min(b.len()).min(MAX_OVERLAP);
-    for n in (1..=longest).rev() {
-        if !b.is_char_boundary(n) || !a.is_char_boundary(a.len() - n) {
-            continue;
-        }
-        // A one- or two-byte match is a coincidence, not an overlap.
-        if n >= 8 && a.ends_with(&b[..n]) {
-            return format!("{a}{}", &b[n..]);
-        }
-    }
-    format!("{}\n{}", a.trim_end(), b.trim_start())
+/// How `rank` fuses, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fusion {
+    /// Similarity plus a lexical bonus of at most this.
+    Score(f32),
+    /// Reciprocal rank, the lexical list with this weight.
+    Rrf(f32),
 }
 
-/// Whether `text` stops mid-sentence (its last character is no sentence end, and it is not a
-/// table row), so the text after it belongs with it.
-pub fn runs_on(text: &str) -> bool {
-    let last_line = text.trim_end().lines().last().unwrap_or("");
-    // A table row (`a | b | c`, as Office tables are read) ends without punctuation and is
-    // complete.
-    if last_line.contains(" | ") || last_line.trim_start().starts_with('|') {
-        return false;
+impl Fusion {
+    pub(super) fn of(cfg: &DocumentSettings) -> Self {
+        match cfg.fusion {
+            FusionChoice::Score => Self::Score(cfg.lexical_bonus.max(0.0)),
+            FusionChoice::Rrf => Self::Rrf(cfg.lexical_weight.max(0.0)),
+        }
     }
-    let ends = [
-        '.', '!', '?', ':', ';', '"', '\'', ')', ']', '”', '’', '。', '！', '？', '」', '）',
-    ];
-    text.trim_end()
-        .chars()
-        .last()
-        .is_some_and(|c| !ends.contains(&c))
 }
 
-/// The passages for `hits` (rows, best first): each hit's chunk with the chunks before and
-/// after it on its page, and across a page break when a sentence runs on over it; cited by
-/// file and page (a page range when a neighbour is on another page). Scores are the hits'.
-pub fn passages(
-    store: &DocStore,
-    conv: &str,
+/// The index's best rows by `mode` (fused ranks for `Reranked`) from the question's vector and
+/// its lexical results, one per page, at most `want`, each with its score.
+pub(super) fn rank(
     idx: &ConvIndex,
-    hits: &[(f32, usize)],
-) -> Result<Vec<Passage>, DocError> {
-    let mut out = Vec::with_capacity(hits.len());
-    for &(score, row) in hits {
-        let Some(hit) = store.chunk_blocking(conv, idx, row)? else {
-            continue;
-        };
-        let place = idx.places[row];
-        let neighbour = |r: Option<usize>| -> Result<Option<(Place, String)>, DocError> {
-            let Some(r) = r.filter(|r| *r < idx.len()) else {
-                return Ok(None);
-            };
-            let p = idx.places[r];
-            // Only the same document, and at most the adjacent page.
-            if p.doc != place.doc || p.page.abs_diff(place.page) > 1 {
-                return Ok(None);
-            }
-            Ok(store.chunk_blocking(conv, idx, r)?.map(|c| (p, c.text)))
-        };
-        // Across a page break, only a sentence that runs on is worth the wider citation.
-        let before =
-            neighbour(row.checked_sub(1))?.filter(|(p, t)| p.page == place.page || runs_on(t));
-        let after =
-            neighbour(Some(row + 1))?.filter(|(p, _)| p.page == place.page || runs_on(&hit.text));
-        let mut text = hit.text.clone();
-        let (mut first, mut last) = (place.page, place.page);
-        if let Some((p, t)) = before {
-            text = join_overlapping(&t, &text);
-            first = p.page;
+    vector: Option<&[f32]>,
+    lexical: &[(f32, usize)],
+    mode: SearchMode,
+    want: usize,
+    fusion: Fusion,
+) -> Vec<(f32, usize)> {
+    let dense = match vector {
+        Some(q) => idx.dense_scored(q, CANDIDATES),
+        None => Vec::new(),
+    };
+    let ranked = match (mode, fusion, vector) {
+        (SearchMode::Dense, _, _) => dense,
+        // Without a vector (the embedder failed) fused search is lexical search.
+        (SearchMode::Lexical, _, _) | (_, _, None) => lexical.to_vec(),
+        (SearchMode::Fused | SearchMode::Reranked, Fusion::Score(bonus), Some(q)) => {
+            score_fusion(&dense, lexical, |rows| idx.similarity(q, rows), bonus)
         }
-        if let Some((p, t)) = after {
-            text = join_overlapping(&text, &t);
-            last = p.page;
+        (SearchMode::Fused | SearchMode::Reranked, Fusion::Rrf(weight), Some(_)) => {
+            let dense_rows: Vec<usize> = dense.iter().map(|x| x.1).collect();
+            let lexical_rows: Vec<usize> = lexical.iter().map(|x| x.1).collect();
+            weighted_rrf(&[(&dense_rows, 1.0), (&lexical_rows, weight)], RRF_K)
         }
-        let citation = match hit.page {
-            Some(_) if hit.label.is_none() && first != last => {
-                format!("{} p.{first}–{last}", hit.name)
-            }
-            _ => hit.citation(),
-        };
-        out.push(Passage {
-            score,
-            citation,
-            name: hit.name,
-            page: hit.page,
-            heading: hit.heading,
-            text,
-        });
-    }
-    Ok(out)
+    };
+    let mut kept = best_per_page(ranked, &idx.places);
+    kept.truncate(want);
+    kept
 }
 
 #[cfg(test)]
@@ -255,31 +202,105 @@ mod tests {
         assert_eq!(kept, vec![(0.9, 1), (0.7, 3), (0.6, 2)]);
     }
 
-    #[test]
-    fn a_sentence_runs_on_unless_it_ended() {
-        assert!(runs_on("The notice period for the tenant is"));
-        assert!(runs_on("in section 4,\n"));
-        assert!(!runs_on("It ends here.  "));
-        assert!(!runs_on("合同有效期为三年。"));
-        assert!(!runs_on(""));
-        assert!(!runs_on("Travel\nDomestic | 45 EUR"));
+    /// Four rows: document `a` page 1 (rows 0 and 1) and page 2 (row 2), document `b` page 1
+    /// (row 3); their vectors turn from the query's direction (row 0) to a right angle (row 3).
+    fn four_rows() -> ConvIndex {
+        let mut b = super::super::index::IndexBuilder::default();
+        let rows = [
+            (("a", 1), [1.0, 0.0]),
+            (("a", 1), [0.8, 0.6]),
+            (("a", 2), [0.6, 0.8]),
+            (("b", 1), [0.0, 1.0]),
+        ];
+        for (i, ((doc, page), v)) in rows.into_iter().enumerate() {
+            assert!(b.push((doc, page, i as u32), page, &v, format!("row {i}")));
+        }
+        b.finish()
+    }
+
+    fn ranked(
+        idx: &ConvIndex,
+        vector: Option<&[f32]>,
+        mode: SearchMode,
+        want: usize,
+        fusion: Fusion,
+    ) -> Vec<usize> {
+        // Lexical: row 3 best, then row 1, then row 0 (on row 1's page).
+        let lexical = [(5.0, 3), (4.0, 1), (1.0, 0)];
+        rank(idx, vector, &lexical, mode, want, fusion)
+            .into_iter()
+            .map(|x| x.1)
+            .collect()
     }
 
     #[test]
-    fn overlapping_chunks_join_without_repeating() {
+    fn rank_keeps_one_row_a_page_and_at_most_want() {
+        let idx = four_rows();
+        let q: &[f32] = &[1.0, 0.0];
+        let none = Fusion::Score(0.05);
         assert_eq!(
-            join_overlapping("The licence is granted to you", "granted to you for ever."),
-            "The licence is granted to you for ever."
+            ranked(&idx, Some(q), SearchMode::Dense, 10, none),
+            [0, 2, 3]
+        );
+        assert_eq!(ranked(&idx, Some(q), SearchMode::Dense, 2, none), [0, 2]);
+        // Lexical search ignores the vector; row 0 shares row 1's page.
+        assert_eq!(ranked(&idx, Some(q), SearchMode::Lexical, 10, none), [3, 1]);
+        assert!(ranked(&idx, Some(q), SearchMode::Dense, 0, none).is_empty());
+    }
+
+    #[test]
+    fn fused_search_without_a_vector_is_lexical_search() {
+        let idx = four_rows();
+        for mode in [SearchMode::Fused, SearchMode::Reranked] {
+            for fusion in [Fusion::Score(0.05), Fusion::Rrf(1.0)] {
+                assert_eq!(
+                    ranked(&idx, None, mode, 10, fusion),
+                    [3, 1],
+                    "{mode:?} {fusion:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fusion_decides_how_far_words_move_a_row() {
+        let idx = four_rows();
+        let q: &[f32] = &[1.0, 0.0];
+        // A small bonus leaves the dense order; a large one lets the words win.
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Fused, 10, Fusion::Score(0.05)),
+            [0, 2, 3]
         );
         assert_eq!(
-            join_overlapping("End of page.", "Next page."),
-            "End of page.\nNext page."
+            ranked(&idx, Some(q), SearchMode::Fused, 10, Fusion::Score(1.0)),
+            [1, 3, 2]
         );
-        // Multibyte text and no false overlap of a single letter.
+        // Reciprocal rank: row 0 (ranks 1 and 3) beats row 1 (2 and 2) by a hair, and row 3
+        // (4 and 1) beats row 2 (3 and none); a lexical weight of 0 leaves the dense order.
         assert_eq!(
-            join_overlapping("中文检索很好用", "很好用吗"),
-            "中文检索很好用吗"
+            ranked(&idx, Some(q), SearchMode::Reranked, 10, Fusion::Rrf(1.0)),
+            [0, 3, 2]
         );
-        assert_eq!(join_overlapping("abc a", "a b"), "abc a\na b");
+        assert_eq!(
+            ranked(&idx, Some(q), SearchMode::Fused, 10, Fusion::Rrf(0.0)),
+            [0, 2, 3]
+        );
+    }
+
+    #[test]
+    fn the_fusion_comes_from_the_settings_never_negative() {
+        let mut cfg = DocumentSettings {
+            fusion: FusionChoice::Score,
+            lexical_bonus: 0.07,
+            lexical_weight: 0.5,
+            ..DocumentSettings::default()
+        };
+        assert!(matches!(Fusion::of(&cfg), Fusion::Score(b) if b == 0.07));
+        cfg.lexical_bonus = -1.0;
+        assert!(matches!(Fusion::of(&cfg), Fusion::Score(b) if b == 0.0));
+        cfg.fusion = FusionChoice::Rrf;
+        assert!(matches!(Fusion::of(&cfg), Fusion::Rrf(w) if w == 0.5));
+        cfg.lexical_weight = -2.0;
+        assert!(matches!(Fusion::of(&cfg), Fusion::Rrf(w) if w == 0.0));
     }
 }
