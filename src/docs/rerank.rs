@@ -8,7 +8,6 @@
 //! which means "keep the fused order": reranking may only ever improve retrieval, never break
 //! it. Successful orders are cached per (question, candidate set).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use crate::llm::facts::FactsCache;
 use crate::llm::think::{final_answer, Piece, ThinkSplitter, ThinkStart};
 use crate::llm::{ChatBackend, ChatMessage, ChatRequest, Completion, LlmError, Role};
 use crate::retrieval::Passage;
+use anchorbot_platform::{sync, BoundedMap};
 
 /// The most candidates shown to the model; any further ones keep their fused order after them.
 pub const MAX_CANDIDATES: usize = 20;
@@ -84,7 +84,7 @@ pub struct Reranker {
     /// Output cap of the rerank call.
     max_tokens: usize,
     /// Successful orders by (question, candidates) digest.
-    cache: Mutex<Lru>,
+    cache: Mutex<BoundedMap<[u8; 32], Vec<usize>>>,
     /// What the servers report about themselves: the engine's cache, handed over with
     /// [`Reranker::with_facts`].
     facts: Arc<FactsCache>,
@@ -130,7 +130,7 @@ impl Reranker {
             limit,
             think_start: ThinkStart::Outside,
             max_tokens: DEFAULT_MAX_TOKENS,
-            cache: Mutex::new(Lru::new(CACHE_ENTRIES)),
+            cache: Mutex::new(BoundedMap::new(CACHE_ENTRIES)),
             calls: AtomicU64::new(0),
         }
     }
@@ -177,7 +177,7 @@ impl Reranker {
             return Some((0..n).collect());
         }
         let key = cache_key(question, candidates);
-        if let Some(order) = self.cache.lock().expect("rerank cache lock").get(&key) {
+        if let Some(order) = sync::lock(&self.cache).refresh(&key).cloned() {
             tracing::debug!(candidates = n, "rerank order from the cache");
             return Some(order);
         }
@@ -225,10 +225,7 @@ impl Reranker {
             moved = order.iter().enumerate().filter(|(i, o)| i != *o).count(),
             "reranked passages"
         );
-        self.cache
-            .lock()
-            .expect("rerank cache lock")
-            .put(key, order.clone());
+        sync::lock(&self.cache).insert(key, order.clone());
         Some(order)
     }
 
@@ -506,48 +503,6 @@ fn cache_key(question: &str, candidates: &[Candidate]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A small least-recently-used map (a linear scan of at most a few hundred keys is cheaper
-/// than the model call it saves).
-#[derive(Debug)]
-struct Lru {
-    map: HashMap<[u8; 32], Vec<usize>>,
-    order: VecDeque<[u8; 32]>,
-    cap: usize,
-}
-
-impl Lru {
-    fn new(cap: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    fn touch(&mut self, key: &[u8; 32]) {
-        if let Some(at) = self.order.iter().position(|k| k == key) {
-            self.order.remove(at);
-        }
-        self.order.push_back(*key);
-    }
-
-    fn get(&mut self, key: &[u8; 32]) -> Option<Vec<usize>> {
-        let value = self.map.get(key)?.clone();
-        self.touch(key);
-        Some(value)
-    }
-
-    fn put(&mut self, key: [u8; 32], value: Vec<usize>) {
-        self.map.insert(key, value);
-        self.touch(&key);
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,19 +734,19 @@ mod tests {
     }
 
     #[test]
-    fn lru_evicts_the_least_recently_used() {
-        let mut lru = Lru::new(2);
-        lru.put([1; 32], vec![1]);
-        lru.put([2; 32], vec![2]);
-        assert_eq!(lru.get(&[1; 32]), Some(vec![1]));
-        lru.put([3; 32], vec![3]);
-        assert_eq!(lru.get(&[2; 32]), None);
-        assert_eq!(lru.get(&[1; 32]), Some(vec![1]));
-        assert_eq!(lru.get(&[3; 32]), Some(vec![3]));
-        lru.put([3; 32], vec![4]);
-        assert_eq!(lru.map.len(), 2);
-        assert_eq!(lru.order.len(), 2);
-        assert_eq!(lru.get(&[3; 32]), Some(vec![4]));
+    fn the_cache_forgets_the_least_recently_used() {
+        // The cache is read with `refresh`, which makes an order read the newest.
+        let mut lru = BoundedMap::new(2);
+        lru.insert([1; 32], vec![1]);
+        lru.insert([2; 32], vec![2]);
+        assert_eq!(lru.refresh(&[1; 32]).cloned(), Some(vec![1]));
+        lru.insert([3; 32], vec![3]);
+        assert_eq!(lru.refresh(&[2; 32]).cloned(), None);
+        assert_eq!(lru.refresh(&[1; 32]).cloned(), Some(vec![1]));
+        assert_eq!(lru.refresh(&[3; 32]).cloned(), Some(vec![3]));
+        lru.insert([3; 32], vec![4]);
+        assert_eq!(lru.len(), 2);
+        assert_eq!(lru.refresh(&[3; 32]).cloned(), Some(vec![4]));
     }
 
     // ---- rerank with an in-process backend ----

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use anchorbot_platform::sync;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
@@ -37,7 +38,7 @@ pub struct Ticket {
 impl Running {
     /// Registers an ingestion in `conv`; it counts as running until the ticket is dropped.
     pub fn start(&self, conv: &str) -> Ticket {
-        let mut convs = self.conversations.lock().expect("running ingestions");
+        let mut convs = sync::lock(&self.conversations);
         // A conversation whose ingestions all returned leaves an entry with nothing in it.
         convs.retain(|_, c| !c.tracker.is_empty());
         let c = convs
@@ -55,11 +56,7 @@ impl Running {
     /// Stops the ingestions running in `conv` and waits until each has returned. Ingestions
     /// started after this are not affected.
     pub async fn stop(&self, conv: &str) {
-        let taken = self
-            .conversations
-            .lock()
-            .expect("running ingestions")
-            .remove(conv);
+        let taken = sync::lock(&self.conversations).remove(conv);
         if let Some(c) = taken {
             c.stop.cancel();
             c.tracker.close();
@@ -75,9 +72,7 @@ impl Running {
     /// How many ingestions are running in `conv`.
     #[cfg(test)]
     fn count(&self, conv: &str) -> usize {
-        self.conversations
-            .lock()
-            .expect("running ingestions")
+        sync::lock(&self.conversations)
             .get(conv)
             .map_or(0, |c| c.tracker.len())
     }

@@ -12,6 +12,7 @@ use super::DocError;
 use crate::storage::{ChunkRow, ConvSize, DocRow, Storage, StorageError};
 
 pub use crate::store::DocStatus;
+use anchorbot_platform::sync;
 
 /// How one page was read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +226,7 @@ pub struct IngestLock {
 impl Drop for IngestLock {
     fn drop(&mut self) {
         self.guard.take();
-        let mut locks = self.locks.lock().expect("ingest locks");
+        let mut locks = sync::lock(&self.locks);
         // The map's handle and ours: no one else waits, so the entry can go.
         if self.lock.take().is_some_and(|l| Arc::strong_count(&l) <= 2) {
             locks.remove(&self.key);
@@ -315,10 +316,7 @@ impl DocStore {
     /// the lock is dropped.
     pub async fn ingest_lock(&self, conv: &str, doc: &str) -> IngestLock {
         let key = (conv.to_string(), doc.to_string());
-        let lock = self
-            .ingesting
-            .lock()
-            .expect("ingest locks")
+        let lock = sync::lock(&self.ingesting)
             .entry(key.clone())
             .or_default()
             .clone();
@@ -501,7 +499,7 @@ impl DocStore {
     fn invalidate(&self, conv: &str) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.index.lock().expect("index lock").remove(conv);
+        sync::lock(&self.index).remove(conv);
     }
 
     /// The conversation's index: cached, or built from its stored chunks and vectors (about a
@@ -516,7 +514,7 @@ impl DocStore {
         } else {
             None
         };
-        if let Some((i, built_from)) = self.index.lock().expect("index lock").get(conv) {
+        if let Some((i, built_from)) = sync::lock(&self.index).get(conv) {
             if *built_from == counts {
                 return Ok(i.clone());
             }
@@ -543,7 +541,7 @@ impl DocStore {
         };
         blocking(self.storage.documents.scan_chunks(conv, &mut each)).map_err(storage)?;
         let idx = Arc::new(builder.finish());
-        let mut cache = self.index.lock().expect("index lock");
+        let mut cache = sync::lock(&self.index);
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
             cache.insert(conv.to_string(), (idx.clone(), counts));
         }
