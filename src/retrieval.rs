@@ -1,6 +1,7 @@
-//! The one passage type and the [`Retriever`] trait: what the engine asks of a conversation's
-//! documents, and what the document store answers. Both `engine` and `docs` depend on this
-//! module, never on each other.
+//! The one passage type and the [`Retriever`] trait: the passages the engine asks of a
+//! conversation's documents for a turn. It is a leaf: `llm` (the prompt), `engine` and `docs`
+//! use it and it uses none of them. `docs::service::DocumentService` extends it with the rest
+//! of what the engine does with files; tests hand the engine a bare `Retriever`.
 
 use anchorbot_platform::ConversationKey;
 use serde::Serialize;

@@ -19,6 +19,11 @@
 //!    path `crate::y`, `crate::{y, …}` (groups read nested), or a `super::y` that climbs to
 //!    the crate root. A cycle fails, printed as `a → b → a` with where each edge comes from.
 //!
+//! 5. **The engine holds services.** Production code in `src/engine/` names none of the
+//!    concrete document types (`Documents`, `DocStore`, `DocRecord`, anything from
+//!    `docs::store`) nor a storage backend (rule 2's names, `Location`): it reaches documents
+//!    through `Arc<dyn DocumentService>` and memory through the storage traits.
+//!
 //! What counts as production code:
 //! - a file's production part is its lines before the first line that starts with
 //!   `#[cfg(test)]` at column 0 (a test item indented inside production code still counts);
@@ -46,6 +51,8 @@ const WIRING: [&str; 4] = [
 ];
 /// Where the storage backends live.
 const STORAGE: &str = "src/storage/";
+/// The engine, which holds services behind traits.
+const ENGINE: &str = "src/engine/";
 /// How many cycles are listed per crate at most (a dense knot has very many).
 const MAX_CYCLES: usize = 50;
 
@@ -56,6 +63,7 @@ fn the_source_tree_keeps_its_shape() {
     let mut storage = Vec::new();
     let mut platform = Vec::new();
     let mut cycles = Vec::new();
+    let mut concrete = Vec::new();
     for (folder, files) in folders(root) {
         for file in files.iter().filter(|f| !f.test) {
             let lines = production_lines(&file.text);
@@ -69,6 +77,11 @@ fn the_source_tree_keeps_its_shape() {
             if !file.path.starts_with(STORAGE) {
                 for (line, name) in storage_names(production_part(&file.code)) {
                     storage.push(format!("{}:{line}: `{name}`", file.path));
+                }
+            }
+            if file.path.starts_with(ENGINE) {
+                for (line, name) in concrete_names(production_part(&file.code)) {
+                    concrete.push(format!("{}:{line}: `{name}`", file.path));
                 }
             }
             if file.path.starts_with("src/") && !WIRING.contains(&file.path.as_str()) {
@@ -104,6 +117,7 @@ fn the_source_tree_keeps_its_shape() {
         ("sled or PostgreSQL named outside src/storage/", &storage),
         ("a platform named in the core outside the wiring", &platform),
         ("import cycles between top-level modules", &cycles),
+        ("a concrete store or document type named in the engine", &concrete),
     ] {
         if !list.is_empty() {
             report.push_str(&format!("\n{title} ({}):\n", list.len()));
@@ -461,6 +475,24 @@ fn storage_names(code: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Rule 5 on masked code: the identifiers that name a concrete document type, the document
+/// store's module or a storage backend, with their lines.
+fn concrete_names(code: &str) -> Vec<(usize, String)> {
+    let mut found: Vec<(usize, String)> = identifiers(code)
+        .into_iter()
+        .filter(|(_, w)| matches!(*w, "Documents" | "DocStore" | "DocRecord" | "Location"))
+        .map(|(n, w)| (n, w.to_string()))
+        .collect();
+    for (n, line) in code.lines().enumerate() {
+        if line.contains("docs::store") {
+            found.push((n + 1, "docs::store".to_string()));
+        }
+    }
+    found.extend(storage_names(code));
+    found.sort();
+    found
+}
+
 /// Rule 3 on code with comments masked: the lines (from 1) that contain `slack` or `discord`.
 fn platform_lines(code: &str) -> Vec<usize> {
     code.lines()
@@ -746,6 +778,25 @@ fn storage_names_are_backend_identifiers_not_words_that_contain_them() {
             (1, "SledStore".to_string()),
             (2, "PgPool".to_string()),
             (4, "Postgres".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn the_engine_may_name_the_service_but_not_what_implements_it() {
+    let code = mask(
+        "use crate::docs::{DocumentService, DocError};\nlet d: Arc<Documents> = x;\n\
+         use crate::docs::store::ChunkRecord;\n// DocStore is fine in a comment\n\
+         let r: DocRecord = y; let s = \"Documents\";\nlet l = Location::new(a, b);",
+        false,
+    );
+    assert_eq!(
+        concrete_names(&code),
+        [
+            (2, "Documents".to_string()),
+            (3, "docs::store".to_string()),
+            (5, "DocRecord".to_string()),
+            (6, "Location".to_string()),
         ]
     );
 }

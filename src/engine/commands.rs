@@ -18,7 +18,7 @@ pub enum CommandError {
     Store(#[from] StoreError),
     /// The conversation's documents could not be read or removed.
     #[error(transparent)]
-    Documents(#[from] DocError),
+    Docs(#[from] DocError),
 }
 
 impl Engine {
