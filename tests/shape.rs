@@ -117,7 +117,10 @@ fn the_source_tree_keeps_its_shape() {
         ("sled or PostgreSQL named outside src/storage/", &storage),
         ("a platform named in the core outside the wiring", &platform),
         ("import cycles between top-level modules", &cycles),
-        ("a concrete store or document type named in the engine", &concrete),
+        (
+            "a concrete store or document type named in the engine",
+            &concrete,
+        ),
     ] {
         if !list.is_empty() {
             report.push_str(&format!("\n{title} ({}):\n", list.len()));
