@@ -133,11 +133,11 @@ mod tests {
         );
         assert_eq!(
             TurnFailure::from(&Failure::EmptyAnswer).to_string(),
-            Failure::EmptyAnswer.headline()
+            "the model returned an empty answer"
         );
         assert_eq!(
             TurnFailure::from(&Failure::OnlyReasoning).to_string(),
-            Failure::OnlyReasoning.headline()
+            "the model used its whole output budget reasoning"
         );
     }
 }

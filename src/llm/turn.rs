@@ -79,15 +79,6 @@ impl Failure {
             Failure::EmptyAnswer => "⚠️ The model returned an empty answer. Try rephrasing the question.".into(),
         }
     }
-
-    /// The one line for logs and exit messages (no answer text, no passages).
-    pub fn headline(&self) -> String {
-        match self {
-            Failure::Llm { error, .. } => error.to_string(),
-            Failure::OnlyReasoning => "the model used its whole output budget reasoning".into(),
-            Failure::EmptyAnswer => "the model returned an empty answer".into(),
-        }
-    }
 }
 
 /// Inputs the driver feeds back.
