@@ -19,7 +19,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// A `postgres://` URL: the store is this PostgreSQL database instead of sled in
     /// `data_dir` (env `ANCHORBOT_DATABASE_URL`). It may hold a password, which is never shown.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "anchorbot_platform::redact::serialize_redacted")]
     pub database_url: Option<SecretString>,
     /// The language every answer is written in.
     pub language: String,
@@ -259,7 +259,7 @@ pub struct Endpoint {
     /// Model name as the server knows it.
     pub model: String,
     /// Bearer token, if the server wants one. Never printed.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "anchorbot_platform::redact::serialize_redacted")]
     pub api_key: Option<SecretString>,
     /// Seconds allowed to open a connection.
     pub connect_timeout_secs: u64,
@@ -487,13 +487,6 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
             .collect(),
         OneOrMany::Many(v) => v,
     })
-}
-
-fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("[redacted]"),
-        None => s.serialize_none(),
-    }
 }
 
 impl Default for Settings {

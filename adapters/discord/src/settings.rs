@@ -25,7 +25,7 @@ pub const TOKEN_PATTERNS: &[TokenPattern] = &[TokenPattern {
 #[serde(default)]
 pub struct DiscordSettings {
     /// Bot token (`DISCORD_TOKEN`).
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "anchorbot_platform::redact::serialize_redacted")]
     pub token: Option<SecretString>,
     /// Base of the REST API (`{base}/api/v10/…`) and of the gateway lookup
     /// (`ANCHORBOT_DISCORD_API_URL`).
@@ -57,14 +57,6 @@ impl DiscordSettings {
     /// Every secret's slot, set or not (an empty value is unset after loading).
     pub fn secrets_mut(&mut self) -> [&mut Option<SecretString>; 1] {
         [&mut self.token]
-    }
-}
-
-/// Writes a set secret as `[redacted]` (for `anchorbot doctor`), never its value.
-fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("[redacted]"),
-        None => s.serialize_none(),
     }
 }
 

@@ -43,6 +43,15 @@ impl TokenPattern {
     }
 }
 
+/// Serializes a secret setting as `"[redacted]"` when set (`None` when not), so that a dump of
+/// the settings (`anchorbot config`) never shows it: `#[serde(serialize_with = "…")]`.
+pub fn serialize_redacted<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

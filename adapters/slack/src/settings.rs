@@ -40,13 +40,13 @@ pub const TOKEN_PATTERNS: &[TokenPattern] = &[
 #[serde(default)]
 pub struct SlackSettings {
     /// Bot token (`xoxb-…`, `SLACK_BOT_TOKEN`): every Web API call.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "anchorbot_platform::redact::serialize_redacted")]
     pub bot_token: Option<SecretString>,
     /// App-level token (`xapp-…`, `SLACK_APP_TOKEN`): Socket Mode.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "anchorbot_platform::redact::serialize_redacted")]
     pub app_token: Option<SecretString>,
     /// Signing secret (`SLACK_SIGNING_SECRET`): the Events API over HTTP.
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "anchorbot_platform::redact::serialize_redacted")]
     pub signing_secret: Option<SecretString>,
     /// Where the Events API listener binds, e.g. `0.0.0.0:3000` (`ANCHORBOT_SLACK_LISTEN`).
     pub listen: Option<String>,
@@ -87,14 +87,6 @@ impl SlackSettings {
             &mut self.app_token,
             &mut self.signing_secret,
         ]
-    }
-}
-
-/// Writes a set secret as `[redacted]` (for `anchorbot doctor`), never its value.
-fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("[redacted]"),
-        None => s.serialize_none(),
     }
 }
 
