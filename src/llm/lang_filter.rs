@@ -7,6 +7,10 @@ pub use crate::settings::{is_cjk_language, Script};
 
 impl Script {
     /// Whether `c` belongs to this script.
+    // Inlined into the filter's per-character loop: since `Script` moved to `settings`, this
+    // impl can land in another codegen unit than the loop, and the call cut the filter's
+    // throughput on text with 10% CJK by 40% (`cargo bench --bench pipeline`).
+    #[inline]
     pub fn contains(self, c: char) -> bool {
         let u = c as u32;
         match self {
